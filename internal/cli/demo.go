@@ -1,0 +1,28 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/borderlink/borderlink/internal/demo"
+)
+
+func runDemo(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "demo", "demo [--dir DIR] [--count N]\n\nStarts three gateways (nl, sg, cn.customs.example) as separate processes on loopback, loads synthetic data, tours allowed, narrowed and denied exchanges and both sides' audit trails, then stops everything.")
+	dir := fs.String("dir", "demo-data", "working directory for certificates, configs, databases and logs")
+	count := fs.Int("count", 300, "declarations per administration")
+	verbose := fs.Bool("v", false, "log progress detail to stderr")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("demo: find own binary: %w", err)
+	}
+	opts := demo.Options{Dir: *dir, Exe: exe, Count: *count, Out: e.stdout}
+	if *verbose {
+		opts.Logger = newTextLogger(e.stderr)
+	}
+	return demo.Run(ctx, opts)
+}

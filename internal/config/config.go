@@ -1,0 +1,267 @@
+// Package config loads a gateway's YAML configuration. Decoding is strict
+// (unknown keys are errors), relative paths are resolved against the
+// config file's directory, defaults are filled in, and Validate returns
+// every problem at once, each naming the file, the key and the fix.
+// docs/configuration.md documents every key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults for optional keys.
+const (
+	DefaultSearchLimit    = 100
+	DefaultSearchMaxLimit = 1000
+	DefaultPeerTimeout    = 10 * time.Second
+	DefaultShutdownGrace  = 10 * time.Second
+)
+
+// Config is one gateway's configuration.
+type Config struct {
+	// TrustDomain is this administration, e.g. nl.customs.example.
+	TrustDomain string `yaml:"trust_domain"`
+	// Listen is the host:port the gRPC server binds.
+	Listen string `yaml:"listen"`
+	TLS    TLS    `yaml:"tls"`
+	// TrustBundles maps each trust domain we accept callers from (our own
+	// included) to a PEM file of the CA certificates of that domain.
+	TrustBundles map[string]string `yaml:"trust_bundles"`
+	// Peers are the partner gateways we call on behalf of our own systems.
+	Peers            map[string]Peer  `yaml:"peers"`
+	Store            Store            `yaml:"store"`
+	Policy           Policy           `yaml:"policy"`
+	Pseudonymization Pseudonymization `yaml:"pseudonymization"`
+	Limits           Limits           `yaml:"limits"`
+
+	// File is where the config was read from.
+	File string `yaml:"-"`
+}
+
+// TLS names the gateway's own certificate (SPIFFE ID
+// spiffe://<trust_domain>/gateway) and key.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Peer is a partner gateway.
+type Peer struct {
+	Address string `yaml:"address"`
+}
+
+// Store selects the storage backend.
+type Store struct {
+	SQLite SQLite `yaml:"sqlite"`
+}
+
+// SQLite is the embedded default store.
+type SQLite struct {
+	Path string `yaml:"path"`
+}
+
+// Policy locates the policy directory: *.rego at its top level and
+// agreements/*.yaml.
+type Policy struct {
+	Dir string `yaml:"dir"`
+}
+
+// Pseudonymization holds the key pseudonyms are derived from.
+type Pseudonymization struct {
+	// KeyFile holds at least 32 random bytes. Changing it changes every
+	// pseudonym partners have seen.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Limits bound what one call can cost.
+type Limits struct {
+	SearchDefault int      `yaml:"search_default"`
+	SearchMax     int      `yaml:"search_max"`
+	PeerTimeout   Duration `yaml:"peer_timeout"`
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+}
+
+// Duration is a time.Duration written as "10s", "1m30s".
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 10s or 1m30s", n.Line, s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration back as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Load reads, defaults and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse decodes config data that was read from path (used to resolve
+// relative paths and to name the file in errors).
+func Parse(path string, data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %s (see docs/configuration.md)", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.File = path
+	c.setDefaults()
+	c.resolvePaths(filepath.Dir(path))
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Limits.SearchDefault == 0 {
+		c.Limits.SearchDefault = DefaultSearchLimit
+	}
+	if c.Limits.SearchMax == 0 {
+		c.Limits.SearchMax = DefaultSearchMaxLimit
+	}
+	if c.Limits.PeerTimeout.Duration == 0 {
+		c.Limits.PeerTimeout.Duration = DefaultPeerTimeout
+	}
+	if c.Limits.ShutdownGrace.Duration == 0 {
+		c.Limits.ShutdownGrace.Duration = DefaultShutdownGrace
+	}
+}
+
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.TLS.CertFile)
+	abs(&c.TLS.KeyFile)
+	abs(&c.Store.SQLite.Path)
+	abs(&c.Policy.Dir)
+	abs(&c.Pseudonymization.KeyFile)
+	for d, p := range c.TrustBundles {
+		abs(&p)
+		c.TrustBundles[d] = p
+	}
+}
+
+var domainPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$`)
+
+// Validate checks every key and returns all problems, each as
+// "FILE: KEY: problem (fix)".
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, problem, fix string) {
+		errs = append(errs, fmt.Errorf("%s: %s: %s (%s)", c.File, key, problem, fix))
+	}
+	if !domainPattern.MatchString(c.TrustDomain) {
+		bad("trust_domain", fmt.Sprintf("%q is not a trust domain", c.TrustDomain), "set it to this administration's lower-case DNS-style name, e.g. nl.customs.example")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", fmt.Sprintf("%q is not host:port", c.Listen), "e.g. 127.0.0.1:7443 or :7443")
+	}
+	fileKey := func(key, path, fix string) {
+		if path == "" {
+			bad(key, "is required", fix)
+			return
+		}
+		if _, err := os.Stat(path); err != nil {
+			bad(key, fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err)), fix)
+		}
+	}
+	fileKey("tls.cert_file", c.TLS.CertFile, "the gateway certificate; `borderlink certs dev` makes one for development")
+	fileKey("tls.key_file", c.TLS.KeyFile, "the gateway private key; `borderlink certs dev` makes one for development")
+	if len(c.TrustBundles) == 0 {
+		bad("trust_bundles", "is empty", "map each trust domain you accept, including your own, to its CA bundle PEM file")
+	} else if _, ok := c.TrustBundles[c.TrustDomain]; !ok && c.TrustDomain != "" {
+		bad("trust_bundles", fmt.Sprintf("has no bundle for the own trust domain %s", c.TrustDomain), "add it: own systems and agencies are verified against it")
+	}
+	for _, d := range sortedKeys(c.TrustBundles) {
+		if !domainPattern.MatchString(d) {
+			bad("trust_bundles."+d, "key is not a trust domain", "use the partner's lower-case trust domain, e.g. sg.customs.example")
+		}
+		fileKey("trust_bundles."+d, c.TrustBundles[d], "a PEM file with the CA certificates of that trust domain")
+	}
+	for _, d := range sortedKeys(c.Peers) {
+		key := "peers." + d
+		if d == c.TrustDomain {
+			bad(key, "is the own trust domain", "peers are partner gateways; remove this entry")
+		}
+		if !domainPattern.MatchString(d) {
+			bad(key, "key is not a trust domain", "use the partner's trust domain, e.g. sg.customs.example")
+		}
+		if _, ok := c.TrustBundles[d]; !ok {
+			bad(key, "has no trust bundle", fmt.Sprintf("add trust_bundles.%s so the partner's certificate can be verified", d))
+		}
+		if _, _, err := net.SplitHostPort(c.Peers[d].Address); err != nil {
+			bad(key+".address", fmt.Sprintf("%q is not host:port", c.Peers[d].Address), "the partner gateway's address, e.g. gw.sg.customs.example:7443")
+		}
+	}
+	if c.Store.SQLite.Path == "" {
+		bad("store.sqlite.path", "is required", "a file path for the embedded database, e.g. data/gateway.db")
+	}
+	if c.Policy.Dir == "" {
+		bad("policy.dir", "is required", "the directory with exchange.rego and agreements/*.yaml")
+	} else if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {
+		bad("policy.dir", fmt.Sprintf("%s is not a readable directory", c.Policy.Dir), "point it at the directory with exchange.rego and agreements/")
+	}
+	if c.Pseudonymization.KeyFile == "" {
+		bad("pseudonymization.key_file", "is required", "create one with: head -c 32 /dev/urandom > pseudonym.key")
+	} else if st, err := os.Stat(c.Pseudonymization.KeyFile); err != nil {
+		bad("pseudonymization.key_file", fmt.Sprintf("cannot read %s", c.Pseudonymization.KeyFile), "create one with: head -c 32 /dev/urandom > pseudonym.key")
+	} else if st.Size() < 32 {
+		bad("pseudonymization.key_file", fmt.Sprintf("%s holds %d bytes, need at least 32", c.Pseudonymization.KeyFile, st.Size()), "create one with: head -c 32 /dev/urandom > pseudonym.key")
+	}
+	if c.Limits.SearchDefault < 1 || c.Limits.SearchDefault > c.Limits.SearchMax {
+		bad("limits.search_default", fmt.Sprintf("%d is outside 1..limits.search_max (%d)", c.Limits.SearchDefault, c.Limits.SearchMax), "e.g. 100")
+	}
+	if c.Limits.SearchMax < 1 || c.Limits.SearchMax > 10000 {
+		bad("limits.search_max", fmt.Sprintf("%d is outside 1..10000", c.Limits.SearchMax), "e.g. 1000")
+	}
+	if c.Limits.PeerTimeout.Duration < 0 {
+		bad("limits.peer_timeout", "is negative", "e.g. 10s")
+	}
+	if c.Limits.ShutdownGrace.Duration < 0 {
+		bad("limits.shutdown_grace", "is negative", "e.g. 10s")
+	}
+	return errors.Join(errs...)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,218 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/client"
+	"github.com/borderlink/borderlink/internal/store"
+	"github.com/borderlink/borderlink/internal/store/sqlite"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+type printer struct{ w io.Writer }
+
+func (p *printer) title(s string) {
+	fmt.Fprintf(p.w, "\n== %s %s\n", s, strings.Repeat("=", max(0, 74-len(s))))
+}
+
+func (p *printer) line(format string, args ...any) { fmt.Fprintf(p.w, format+"\n", args...) }
+
+func (p *printer) json(m proto.Message) {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		p.line("  (cannot print: %v)", err)
+		return
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		p.line("    %s", l)
+	}
+}
+
+func (p *printer) release(r *blv1.Release) {
+	p.line("  agreement:      %s (grant %s)", r.GetAgreementId(), r.GetGrantId())
+	p.line("  policy:         %s", r.GetPolicyRevision())
+	p.line("  released:       %s", strings.Join(r.GetFields(), ", "))
+	p.line("  masked:         %s", orNone(r.GetMasked()))
+	p.line("  pseudonymised:  %s", orNone(r.GetPseudonymized()))
+	o := r.GetObligations()
+	p.line("  obligations:    keep at most %d days, onward sharing %s", o.GetRetentionDays(), map[bool]string{true: "allowed", false: "not allowed"}[o.GetOnwardSharing()])
+	p.line("  sha-256:        %s", r.GetSha256())
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "(none)"
+	}
+	return strings.Join(s, ", ")
+}
+
+type tour struct {
+	p       *printer
+	nodes   map[string]*node
+	certDir string
+}
+
+func (t *tour) run(ctx context.Context) error {
+	nl, sg, cn := t.nodes[NL], t.nodes[SG], t.nodes[CN]
+
+	toSG := findDeclaration(nl.recs, func(d *blv1.Declaration) bool { return d.GetDestinationCountry() == "SG" })
+	if toSG == nil {
+		return fmt.Errorf("demo data has no NL declaration bound for SG")
+	}
+	food := findDeclaration(nl.recs, func(d *blv1.Declaration) bool {
+		for _, it := range d.GetGoodsItems() {
+			if it.GetHsCode() < "25" {
+				return true
+			}
+		}
+		return false
+	})
+	if food == nil {
+		return fmt.Errorf("demo data has no NL declaration of food or agricultural goods")
+	}
+	sgDecl := findDeclaration(sg.recs, func(*blv1.Declaration) bool { return true })
+
+	// 1. A partner administration, through its own gateway.
+	t.p.title("1. Allowed: Singapore asks the Netherlands for a declaration (purpose risk-assessment)")
+	t.p.line("An SG officer's tool calls SG's gateway (Local API, identity spiffe://sg.customs.example/system/cli);")
+	t.p.line("SG's gateway calls NL's gateway over mTLS as spiffe://sg.customs.example/gateway.")
+	t.p.line("$ borderlink query declaration --peer %s --purpose risk-assessment %s", NL, toSG.GetId())
+	resp, err := blv1.NewLocalClient(sg.conn).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: NL, Id: toSG.GetId(), Purpose: "risk-assessment"})
+	if err != nil {
+		return fmt.Errorf("tour step 1: %w", err)
+	}
+	t.p.line("  request id:     %s (recorded by both gateways)", resp.GetRequestId())
+	t.p.release(resp.GetRelease())
+	t.p.line("  what SG received:")
+	t.p.json(resp.GetDeclaration())
+	t.p.line("  (declarant.name is masked; exporter.tax_id is a pseudonym only SG gets; parties' addresses")
+	t.p.line("   except the exporter's country, office and documents were not released at all.)")
+
+	t.p.title("2. Allowed: Singapore searches NL declarations of HS chapter 85 bound for SG")
+	t.p.line("$ borderlink query search --peer %s --purpose risk-assessment --hs-chapter 85 --limit 5", NL)
+	stream, err := blv1.NewLocalClient(sg.conn).SearchPartnerDeclarations(ctx, &blv1.SearchPartnerDeclarationsRequest{
+		Partner: NL, Purpose: "risk-assessment", Limit: 5, Filter: &blv1.DeclarationFilter{HsChapters: []string{"85"}},
+	})
+	if err != nil {
+		return fmt.Errorf("tour step 2: %w", err)
+	}
+	n := 0
+	for {
+		it, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("tour step 2: %w", err)
+		}
+		n++
+		t.p.line("  %s  %s → %s  %d goods item(s)  %d fields released", it.GetDeclaration().GetId(), it.GetDeclaration().GetExportCountry(),
+			it.GetDeclaration().GetDestinationCountry(), len(it.GetDeclaration().GetGoodsItems()), len(it.GetRelease().GetFields()))
+	}
+	t.p.line("  %d result(s); NL's policy skipped every declaration not bound for SG.", n)
+
+	// 2. A national agency, directly (agencies have no gateway of their own).
+	t.p.title("3. Narrower: the Dutch health agency asks NL for a food declaration (purpose sanitary-control)")
+	t.p.line("The agency calls NL's Exchange API directly as spiffe://nl.customs.example/agency/health.")
+	cc, _, err := client.Dial(ctx, client.Options{
+		Address:    nl.addr,
+		CertFile:   filepath.Join(t.certDir, NL, "agency-health.pem"),
+		KeyFile:    filepath.Join(t.certDir, NL, "agency-health-key.pem"),
+		BundleFile: filepath.Join(t.certDir, "bundle", NL+".pem"),
+	})
+	if err != nil {
+		return fmt.Errorf("tour step 3: %w", err)
+	}
+	defer cc.Close()
+	ag, err := blv1.NewExchangeClient(cc).GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: food.GetId(), Purpose: "sanitary-control"})
+	if err != nil {
+		return fmt.Errorf("tour step 3: %w", err)
+	}
+	t.p.release(ag.GetRelease())
+	t.p.line("  what the agency received:")
+	t.p.json(ag.GetDeclaration())
+
+	// 3. Refusals.
+	t.p.title("4. Denied: Singapore asks for the same declaration for another purpose")
+	t.p.line("$ borderlink query declaration --peer %s --purpose marketing %s", NL, toSG.GetId())
+	_, err = blv1.NewLocalClient(sg.conn).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: NL, Id: toSG.GetId(), Purpose: "marketing"})
+	if err := t.expectDenied(err); err != nil {
+		return fmt.Errorf("tour step 4: %w", err)
+	}
+
+	t.p.title("5. Denied: China asks Singapore, with which it has no agreement")
+	t.p.line("$ borderlink query declaration --peer %s --purpose risk-assessment %s", SG, sgDecl.GetId())
+	_, err = blv1.NewLocalClient(cn.conn).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: SG, Id: sgDecl.GetId(), Purpose: "risk-assessment"})
+	if err := t.expectDenied(err); err != nil {
+		return fmt.Errorf("tour step 5: %w", err)
+	}
+
+	t.p.title("6. Allowed, narrowly: China gets NL's risk assessment of a consignment (purpose transit-security)")
+	riskID := findRisk(nl.recs, toSG.GetId())
+	t.p.line("$ borderlink query risk --peer %s --purpose transit-security %s", NL, riskID)
+	rr, err := blv1.NewLocalClient(cn.conn).GetPartnerRiskAssessment(ctx, &blv1.GetPartnerRiskAssessmentRequest{Partner: NL, Id: riskID, Purpose: "transit-security"})
+	if err != nil {
+		return fmt.Errorf("tour step 6: %w", err)
+	}
+	t.p.release(rr.GetRelease())
+	t.p.json(rr.GetRiskAssessment())
+
+	// 4. Both sides' audit trails.
+	for _, d := range domains {
+		n := t.nodes[d]
+		t.p.title("Audit trail of " + d)
+		st, err := sqlite.Open(ctx, filepath.Join(n.dir, "gateway.db"))
+		if err != nil {
+			return fmt.Errorf("open audit trail of %s: %w", d, err)
+		}
+		recs, err := st.ListAudit(ctx, store.AuditQuery{Limit: 100})
+		st.Close()
+		if err != nil {
+			return fmt.Errorf("read audit trail of %s: %w", d, err)
+		}
+		if err := audit.WriteTable(t.p.w, recs); err != nil {
+			return err
+		}
+	}
+	t.p.line("\nRecords with the same REQUEST on two gateways are the two sides of one exchange; their SHA-256")
+	t.p.line("columns match because both sides hashed the same released bytes. Payloads are never logged.")
+	t.p.line("The same tables: borderlink audit list --config <dir>/<domain>/gateway.yaml")
+	return nil
+}
+
+func (t *tour) expectDenied(err error) error {
+	if err == nil {
+		return fmt.Errorf("expected a refusal, got data")
+	}
+	st := status.Convert(err)
+	t.p.line("  refused: %s", audit.StatusName(st.Code()))
+	t.p.line("  reason:  %s", st.Message())
+	return nil
+}
+
+func findDeclaration(recs []*blv1.IngestRecord, ok func(*blv1.Declaration) bool) *blv1.Declaration {
+	i := slices.IndexFunc(recs, func(r *blv1.IngestRecord) bool { return r.GetDeclaration() != nil && ok(r.GetDeclaration()) })
+	if i < 0 {
+		return nil
+	}
+	return recs[i].GetDeclaration()
+}
+
+func findRisk(recs []*blv1.IngestRecord, declID string) string {
+	for _, r := range recs {
+		if ra := r.GetRiskAssessment(); ra != nil && ra.GetDeclarationId() == declID {
+			return ra.GetId()
+		}
+	}
+	return ""
+}

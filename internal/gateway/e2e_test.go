@@ -1,0 +1,516 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/borderlink/borderlink/internal/devca"
+	"github.com/borderlink/borderlink/internal/gateway"
+	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/policy"
+	"github.com/borderlink/borderlink/internal/release"
+	"github.com/borderlink/borderlink/internal/store"
+	"github.com/borderlink/borderlink/internal/store/sqlite"
+	"github.com/borderlink/borderlink/internal/store/storetest"
+	"github.com/borderlink/borderlink/policies"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+const (
+	nlDomain = "nl.customs.example"
+	sgDomain = "sg.customs.example"
+	cnDomain = "cn.customs.example"
+)
+
+// decisionTime lies inside every shipped agreement's validity window, so
+// the test does not depend on the day it runs.
+var decisionTime = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+// node is one administration: its CA, store, gateway and listener.
+type node struct {
+	domain  string
+	ca      *devca.CA
+	store   *sqlite.Store
+	audit   *failingAudit
+	pseud   *release.Pseudonymizer
+	addr    string
+	rejects chan rejection
+}
+
+type rejection struct {
+	claimed string
+	err     error
+}
+
+// failingAudit lets a test make audit appends fail, to prove nothing is
+// released without a record. Everything else is the real SQLite store.
+type failingAudit struct {
+	*sqlite.Store
+	mu   sync.Mutex
+	fail bool
+}
+
+func (f *failingAudit) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (uint64, error) {
+	f.mu.Lock()
+	fail := f.fail
+	f.mu.Unlock()
+	if fail {
+		return 0, errors.New("disk full")
+	}
+	return f.Store.AppendAudit(ctx, rec)
+}
+
+func (f *failingAudit) setFail(v bool) { f.mu.Lock(); f.fail = v; f.mu.Unlock() }
+
+type federation struct {
+	nodes   map[string]*node
+	bundles *identity.Bundles
+}
+
+// startFederation runs three gateways in this process on loopback ports,
+// with real mTLS, the shipped policy and agreements, and SQLite files.
+func startFederation(t *testing.T) *federation {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &federation{nodes: map[string]*node{}, bundles: identity.NewBundles()}
+	listeners := map[string]net.Listener{}
+	for _, d := range []string{nlDomain, sgDomain, cnDomain} {
+		ca, err := devca.NewCA(d, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.bundles.Add(d, ca.Cert)
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listeners[d] = lis
+		f.nodes[d] = &node{domain: d, ca: ca, addr: lis.Addr().String(), rejects: make(chan rejection, 64)}
+	}
+	var wg sync.WaitGroup
+	for d, n := range f.nodes {
+		st, err := sqlite.Open(ctx, t.TempDir()+"/gateway.db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.store = st
+		n.audit = &failingAudit{Store: st}
+		engine, err := policy.NewEngine(ctx, d, policies.FS, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.pseud, err = release.NewPseudonymizer([]byte(strings.Repeat(d[:2], 16)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := n.ca.IssueTLS(identity.GatewayID(d).String(), devca.LeafOptions{IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers := map[string]string{}
+		for pd, p := range f.nodes {
+			if pd != d {
+				peers[pd] = p.addr
+			}
+		}
+		rejects := n.rejects
+		g, err := gateway.New(gateway.Options{
+			Self: d, KeyPair: identity.NewKeyPair(cert), Bundles: f.bundles, Store: n.audit,
+			Policy: engine, Pseudonymizer: n.pseud, Peers: peers,
+			Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return decisionTime },
+			OnReject: func(claimed string, err error) {
+				select {
+				case rejects <- rejection{claimed, err}:
+				default:
+				}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Serve(ctx, listeners[d]); err != nil {
+				t.Errorf("serve %s: %v", d, err)
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		for _, n := range f.nodes {
+			n.store.Close()
+		}
+	})
+
+	nl := storetest.Declaration("NL-1", 0, "NL", "SG", "85044000", "8471300000")
+	nlFood := storetest.Declaration("NL-FOOD", time.Hour, "NO", "NL", "03024200")
+	nlUS := storetest.Declaration("NL-US", 2*time.Hour, "NL", "US", "85044000")
+	for _, d := range []*blv1.Declaration{nl, nlFood, nlUS} {
+		d.Exporter.TaxId = "NL000111222B01"
+		d.Importer.TaxId = "NL000111222B01" // same trader on both sides: pseudonyms must link
+	}
+	mustPut(t, f.nodes[nlDomain], []*blv1.Declaration{nl, nlFood, nlUS},
+		[]*blv1.RiskAssessment{storetest.RiskAssessment("NL-RA-1", "NL-1", 0.82)})
+	mustPut(t, f.nodes[sgDomain], []*blv1.Declaration{storetest.Declaration("SG-1", 0, "SG", "NL", "85044000")}, nil)
+	return f
+}
+
+func mustPut(t *testing.T, n *node, decls []*blv1.Declaration, risks []*blv1.RiskAssessment) {
+	t.Helper()
+	if err := n.store.PutRecords(context.Background(), decls, risks); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// conn dials domain's gateway as the identity id, with a certificate from
+// the given CA (nil: the identity's own domain CA).
+func (f *federation) conn(t *testing.T, domain string, id string, ca *devca.CA) *grpc.ClientConn {
+	t.Helper()
+	if ca == nil {
+		u, err := url.Parse(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca = f.nodes[u.Host].ca
+	}
+	cert, err := ca.IssueTLS(id, devca.LeafOptions{ExtKeyUsage: nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.dialWith(t, domain, &cert)
+}
+
+func (f *federation) dialWith(t *testing.T, domain string, cert *tls.Certificate) *grpc.ClientConn {
+	t.Helper()
+	conf := identity.ClientTLSConfig(identity.NewKeyPair(*cert), f.bundles, identity.GatewayID(domain))
+	if cert.Certificate == nil {
+		// Answer the server's certificate request with an empty chain.
+		conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tls.Certificate{}, nil }
+	}
+	cc, err := grpc.NewClient(f.nodes[domain].addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func (f *federation) local(t *testing.T, domain string) blv1.LocalClient {
+	return blv1.NewLocalClient(f.conn(t, domain, "spiffe://"+domain+"/system/cli", nil))
+}
+
+func auditOf(t *testing.T, n *node, requestID string) []*blv1.AuditRecord {
+	t.Helper()
+	recs, err := n.store.ListAudit(context.Background(), store.AuditQuery{RequestID: requestID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func allAudit(t *testing.T, n *node) []*blv1.AuditRecord {
+	t.Helper()
+	recs, err := n.store.ListAudit(context.Background(), store.AuditQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+func TestExchangeEndToEnd(t *testing.T) {
+	f := startFederation(t)
+	ctx := context.Background()
+	nl, sg := f.nodes[nlDomain], f.nodes[sgDomain]
+
+	t.Run("partner gets a released declaration", func(t *testing.T) {
+		resp, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"})
+		if err != nil {
+			t.Fatalf("GetPartnerDeclaration: %v", err)
+		}
+		d, rel := resp.GetDeclaration(), resp.GetRelease()
+		if rel.GetAgreementId() != "nl-sg-risk-2026" || rel.GetGrantId() != "nl-to-sg" {
+			t.Errorf("agreement/grant = %s/%s", rel.GetAgreementId(), rel.GetGrantId())
+		}
+		if got := d.GetDeclarant().GetName(); got != "***" {
+			t.Errorf("declarant.name = %q, want masked", got)
+		}
+		wantPseudonym := nl.pseud.Pseudonym(identity.GatewayID(sgDomain).String(), "NL000111222B01")
+		if got := d.GetExporter().GetTaxId(); got != wantPseudonym {
+			t.Errorf("exporter.tax_id = %q, want pseudonym %q", got, wantPseudonym)
+		}
+		if d.GetImporter().GetTaxId() != "NL000111222B01" {
+			t.Errorf("importer.tax_id = %q, want clear (released whole)", d.GetImporter().GetTaxId())
+		}
+		if len(d.GetDocuments()) != 0 || d.GetDeclarationOffice() != "" || d.GetExporter().GetAddress().GetCity() != "" {
+			t.Errorf("fields outside the grant were released: documents=%v office=%q exporter city=%q",
+				d.GetDocuments(), d.GetDeclarationOffice(), d.GetExporter().GetAddress().GetCity())
+		}
+		if !slices.Equal(rel.GetMasked(), []string{"declarant.name"}) || !slices.Equal(rel.GetPseudonymized(), []string{"exporter.tax_id"}) {
+			t.Errorf("masked %v pseudonymized %v", rel.GetMasked(), rel.GetPseudonymized())
+		}
+		if rel.GetObligations().GetRetentionDays() != 365 {
+			t.Errorf("obligations = %v", rel.GetObligations())
+		}
+		digest, _ := release.Digest(d)
+		if rel.GetSha256() != digest {
+			t.Errorf("release sha256 %s, digest of received record %s", rel.GetSha256(), digest)
+		}
+
+		prov, cons := auditOf(t, nl, resp.GetRequestId()), auditOf(t, sg, resp.GetRequestId())
+		if len(prov) != 1 || len(cons) != 1 {
+			t.Fatalf("audit records for request %s: provider %d, consumer %d; want 1 each", resp.GetRequestId(), len(prov), len(cons))
+		}
+		p, c := prov[0], cons[0]
+		if p.GetSide() != blv1.AuditSide_AUDIT_SIDE_PROVIDER || c.GetSide() != blv1.AuditSide_AUDIT_SIDE_CONSUMER {
+			t.Errorf("sides = %v, %v", p.GetSide(), c.GetSide())
+		}
+		for _, r := range []*blv1.AuditRecord{p, c} {
+			if r.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW || r.GetReleaseSha256() != digest || r.GetAgreementId() != "nl-sg-risk-2026" ||
+				!slices.Equal(r.GetReleasedFields(), rel.GetFields()) || r.GetPolicyRevision() != rel.GetPolicyRevision() || r.GetVersion() != 1 {
+				t.Errorf("audit record does not match the release: %v", r)
+			}
+		}
+		if p.GetCallerId() != "spiffe://sg.customs.example/gateway" || c.GetCallerId() != "spiffe://sg.customs.example/system/cli" || c.GetPeerId() != "spiffe://nl.customs.example/gateway" {
+			t.Errorf("identities: provider caller %s, consumer caller %s peer %s", p.GetCallerId(), c.GetCallerId(), c.GetPeerId())
+		}
+	})
+
+	t.Run("agency gets a narrower release", func(t *testing.T) {
+		ex := blv1.NewExchangeClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/agency/health", nil))
+		resp, err := ex.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "NL-FOOD", Purpose: "sanitary-control"})
+		if err != nil {
+			t.Fatalf("GetDeclaration: %v", err)
+		}
+		d := resp.GetDeclaration()
+		if d.GetExporter() != nil || d.GetDeclarant() != nil || d.GetInvoiceAmount() != nil || d.GetGoodsItems()[0].GetStatisticalValue() != nil {
+			t.Errorf("agency got fields outside its grant: %v", d)
+		}
+		if got := d.GetGoodsItems()[0].GetHsCode(); got != "03024200" {
+			t.Errorf("hs_code = %q", got)
+		}
+		agencyPseudonym := nl.pseud.Pseudonym("spiffe://nl.customs.example/agency/health", "NL000111222B01")
+		sgPseudonym := nl.pseud.Pseudonym(identity.GatewayID(sgDomain).String(), "NL000111222B01")
+		if d.GetImporter().GetTaxId() != agencyPseudonym || agencyPseudonym == sgPseudonym {
+			t.Errorf("importer.tax_id = %q, want the agency's own pseudonym %q (≠ SG's %q)", d.GetImporter().GetTaxId(), agencyPseudonym, sgPseudonym)
+		}
+		if resp.GetRelease().GetAgreementId() != "nl-health-2026" {
+			t.Errorf("agreement = %s", resp.GetRelease().GetAgreementId())
+		}
+	})
+
+	denials := []struct {
+		name     string
+		from     string
+		partner  string
+		id       string
+		purpose  string
+		code     codes.Code
+		reason   string
+		provider *node
+	}{
+		{"wrong purpose", sgDomain, nlDomain, "NL-1", "marketing", codes.PermissionDenied, `purpose "marketing" is not granted`, nl},
+		{"no agreement", cnDomain, sgDomain, "SG-1", "risk-assessment", codes.PermissionDenied, "no agreement covers spiffe://cn.customs.example/gateway", sg},
+		{"outside conditions", sgDomain, nlDomain, "NL-US", "risk-assessment", codes.PermissionDenied, "outside the conditions", nl},
+		{"not found for an entitled partner", sgDomain, nlDomain, "NL-404", "risk-assessment", codes.NotFound, "record not found", nl},
+		{"missing record hidden from an unentitled partner", cnDomain, nlDomain, "NL-404", "risk-assessment", codes.PermissionDenied, "not granted", nl},
+	}
+	for _, c := range denials {
+		t.Run("denied: "+c.name, func(t *testing.T) {
+			before := len(allAudit(t, c.provider))
+			_, err := f.local(t, c.from).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: c.partner, Id: c.id, Purpose: c.purpose})
+			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.reason) {
+				t.Fatalf("err = %v, want %v containing %q", err, c.code, c.reason)
+			}
+			provRecs := allAudit(t, c.provider)
+			if len(provRecs) != before+1 {
+				t.Fatalf("provider audit grew by %d, want 1", len(provRecs)-before)
+			}
+			p := provRecs[len(provRecs)-1]
+			consRecs := auditOf(t, f.nodes[c.from], p.GetRequestId())
+			if len(consRecs) != 1 {
+				t.Fatalf("consumer has %d records for request %s, want 1", len(consRecs), p.GetRequestId())
+			}
+			for _, r := range []*blv1.AuditRecord{p, consRecs[0]} {
+				if r.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY || r.GetReleaseSha256() != "" || len(r.GetReleasedFields()) != 0 {
+					t.Errorf("audit record of a denial: %v", r)
+				}
+			}
+		})
+	}
+
+	t.Run("search releases only matching records and both sides agree", func(t *testing.T) {
+		stream, err := f.local(t, sgDomain).SearchPartnerDeclarations(ctx, &blv1.SearchPartnerDeclarationsRequest{Partner: nlDomain, Purpose: "risk-assessment", Filter: &blv1.DeclarationFilter{HsChapters: []string{"85"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		var rels []*blv1.Release
+		var reqID string
+		for {
+			it, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, it.GetDeclaration().GetId())
+			rels = append(rels, it.GetRelease())
+			reqID = it.GetRequestId()
+		}
+		if !slices.Equal(ids, []string{"NL-1"}) {
+			t.Fatalf("search returned %v, want [NL-1] (NL-US is outside the conditions)", ids)
+		}
+		p, c := auditOf(t, nl, reqID), auditOf(t, sg, reqID)
+		if len(p) != 1 || len(c) != 1 || p[0].GetReleaseSha256() != c[0].GetReleaseSha256() || p[0].GetReleaseSha256() != gateway.SearchDigest(rels) {
+			t.Errorf("search audit: provider %v consumer %v", p, c)
+		}
+	})
+
+	t.Run("risk assessment under a narrow pilot", func(t *testing.T) {
+		resp, err := f.local(t, cnDomain).GetPartnerRiskAssessment(ctx, &blv1.GetPartnerRiskAssessmentRequest{Partner: nlDomain, Id: "NL-RA-1", Purpose: "transit-security"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := resp.GetRiskAssessment(); r.GetScore() != 0.82 || len(r.GetIndicators()) != 0 || r.GetModelVersion() != "" {
+			t.Errorf("risk release = %v", r)
+		}
+	})
+
+	t.Run("services admit only their caller kinds", func(t *testing.T) {
+		agencyLocal := blv1.NewLocalClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/agency/health", nil))
+		_, err := agencyLocal.GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: sgDomain, Id: "SG-1", Purpose: "risk-assessment"})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("agency calling Local: %v, want PermissionDenied", err)
+		}
+		foreignSystem := blv1.NewIngestClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/system/cli", nil))
+		st, err := foreignSystem.Import(ctx)
+		if err == nil {
+			_, err = st.CloseAndRecv()
+		}
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("SG system calling NL Ingest: %v, want PermissionDenied", err)
+		}
+		systemExchange := blv1.NewExchangeClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/system/cli", nil))
+		_, err = systemExchange.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "NL-1", Purpose: "risk-assessment"})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("system calling Exchange: %v, want PermissionDenied", err)
+		}
+	})
+
+	t.Run("a partner's request ID is kept, a malformed one replaced", func(t *testing.T) {
+		ex := blv1.NewExchangeClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
+		for _, id := range []string{"0123456789abcdef0123456789abcdef", "not-an-id"} {
+			octx := metadata.AppendToOutgoingContext(ctx, gateway.RequestIDHeader, id)
+			if _, err := ex.GetDeclaration(octx, &blv1.GetDeclarationRequest{Id: "NL-1", Purpose: "risk-assessment"}); err != nil {
+				t.Fatal(err)
+			}
+			recs := allAudit(t, nl)
+			got := recs[len(recs)-1].GetRequestId()
+			if wantKept := id != "not-an-id"; (got == id) != wantKept || len(got) != 32 {
+				t.Errorf("sent %q, recorded %q", id, got)
+			}
+		}
+	})
+
+	t.Run("no audit, no release", func(t *testing.T) {
+		nl.audit.setFail(true)
+		defer nl.audit.setFail(false)
+		ex := blv1.NewExchangeClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
+		resp, err := ex.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "NL-1", Purpose: "risk-assessment"})
+		if status.Code(err) != codes.Unavailable || resp != nil {
+			t.Fatalf("with a failing audit trail: resp %v err %v, want Unavailable and nothing", resp, err)
+		}
+		_, err = ex.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "NL-1", Purpose: "marketing"})
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("denial with a failing audit trail: %v, want Unavailable", err)
+		}
+	})
+}
+
+// TestMTLSNegativeMatrix calls NL's gateway with each kind of bad client
+// certificate over real gRPC: the call must fail in the handshake, the
+// refusal must be reported with the identity the peer claimed and the exact
+// reason, and no handler may run (the audit trail does not grow).
+func TestMTLSNegativeMatrix(t *testing.T) {
+	f := startFederation(t)
+	nl := f.nodes[nlDomain]
+	unknownCA, err := devca.NewCA("xx.customs.example", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sgGateway := identity.GatewayID(sgDomain).String()
+	cases := []struct {
+		name        string
+		ca          *devca.CA
+		id          string
+		opts        devca.LeafOptions
+		noCert      bool
+		wantErr     error
+		wantClaimed string
+	}{
+		{name: "unknown trust domain", ca: unknownCA, id: "spiffe://xx.customs.example/gateway", wantErr: identity.ErrUnknownTrustDomain, wantClaimed: "spiffe://xx.customs.example/gateway"},
+		{name: "SG identity signed by NL's CA", ca: nl.ca, id: sgGateway, wantErr: identity.ErrUntrusted, wantClaimed: sgGateway},
+		{name: "SG identity signed by an unknown CA", ca: unknownCA, id: sgGateway, wantErr: identity.ErrUntrusted, wantClaimed: sgGateway},
+		{name: "expired", ca: f.nodes[sgDomain].ca, id: sgGateway, opts: devca.LeafOptions{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}, wantErr: identity.ErrExpired, wantClaimed: sgGateway},
+		{name: "no URI SAN", ca: f.nodes[sgDomain].ca, id: sgGateway, opts: devca.LeafOptions{NoURI: true}, wantErr: identity.ErrNoSPIFFEID, wantClaimed: ""},
+		{name: "malformed SAN", ca: f.nodes[sgDomain].ca, id: sgGateway, opts: devca.LeafOptions{URIs: []string{"spiffe://SG.customs.example/gateway"}}, wantErr: identity.ErrMalformedID, wantClaimed: "spiffe://SG.customs.example/gateway"},
+		{name: "not a SPIFFE URI", ca: f.nodes[sgDomain].ca, id: sgGateway, opts: devca.LeafOptions{URIs: []string{"https://sg.customs.example/gateway"}}, wantErr: identity.ErrMalformedID, wantClaimed: "https://sg.customs.example/gateway"},
+		{name: "no client certificate", noCert: true, wantErr: identity.ErrNoCertificate, wantClaimed: ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(allAudit(t, nl))
+			var cert tls.Certificate
+			if !c.noCert {
+				cert, err = c.ca.IssueTLS(c.id, c.opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			cc := f.dialWith(t, nlDomain, &cert)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := blv1.NewExchangeClient(cc).GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "NL-1", Purpose: "risk-assessment"})
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("call err = %v, want Unavailable (handshake refused)", err)
+			}
+			select {
+			case r := <-nl.rejects:
+				if !errors.Is(r.err, c.wantErr) {
+					t.Errorf("refusal reason = %v, want %v", r.err, c.wantErr)
+				}
+				if r.claimed != c.wantClaimed {
+					t.Errorf("claimed identity = %q, want %q", r.claimed, c.wantClaimed)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("gateway did not report the refusal")
+			}
+			// gRPC retries the handshake; drain the repeats.
+			for len(nl.rejects) > 0 {
+				<-nl.rejects
+			}
+			if after := len(allAudit(t, nl)); after != before {
+				t.Errorf("audit trail grew from %d to %d: a handler ran", before, after)
+			}
+		})
+	}
+}

@@ -1,0 +1,438 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/policy"
+	"github.com/borderlink/borderlink/internal/release"
+	"github.com/borderlink/borderlink/internal/store"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+// Actions, as named in agreements and audit records.
+const (
+	ActionDeclarationGet    = "declaration.get"
+	ActionDeclarationSearch = "declaration.search"
+	ActionRiskGet           = "risk.get"
+)
+
+// maxScanFactor bounds how many stored records one search may examine per
+// result asked for, so a caller entitled to almost nothing cannot make the
+// gateway read its whole store.
+const maxScanFactor = 20
+
+// exchangeServer is the provider side: partners and agencies ask, we
+// decide, release and audit.
+type exchangeServer struct {
+	blv1.UnimplementedExchangeServer
+	g *Gateway
+}
+
+func (s *exchangeServer) GetDeclaration(ctx context.Context, req *blv1.GetDeclarationRequest) (*blv1.GetDeclarationResponse, error) {
+	out, rel, err := provide(ctx, s.g, ActionDeclarationGet, "declaration", req.GetId(), req.GetPurpose(),
+		s.g.opts.Store.GetDeclaration, func(_ context.Context, d *blv1.Declaration) policy.Attributes { return declarationAttributes(d) })
+	if err != nil {
+		return nil, err
+	}
+	return &blv1.GetDeclarationResponse{Declaration: out, Release: rel}, nil
+}
+
+func (s *exchangeServer) GetRiskAssessment(ctx context.Context, req *blv1.GetRiskAssessmentRequest) (*blv1.GetRiskAssessmentResponse, error) {
+	out, rel, err := provide(ctx, s.g, ActionRiskGet, "risk_assessment", req.GetId(), req.GetPurpose(),
+		s.g.opts.Store.GetRiskAssessment, s.g.riskAttributes)
+	if err != nil {
+		return nil, err
+	}
+	return &blv1.GetRiskAssessmentResponse{RiskAssessment: out, Release: rel}, nil
+}
+
+// provide is the whole provider flow for one record: load, decide, release,
+// audit, answer. The audit record is durable before the release is
+// returned; a failed audit write fails the call.
+func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, id, purpose string,
+	load func(context.Context, string) (T, error), attrs func(context.Context, T) policy.Attributes,
+) (T, *blv1.Release, error) {
+	var zero T
+	who, err := caller(ctx)
+	if err != nil {
+		return zero, nil, err
+	}
+	if err := checkRequest(id, purpose); err != nil {
+		return zero, nil, err
+	}
+	rec, err := load(ctx, id)
+	exists := true
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		exists = false
+	case err != nil:
+		g.log.Error("store read failed", "action", action, "id", id, "error", err)
+		return zero, nil, status.Error(codes.Internal, "store unavailable")
+	}
+	in := policy.Input{
+		Caller:   who,
+		Action:   action,
+		Purpose:  purpose,
+		Resource: policy.Resource{Type: dataset, ID: id, Exists: exists},
+		Time:     g.now(),
+	}
+	if exists {
+		in.Resource.Attributes = attrs(ctx, rec)
+	}
+	dec, err := g.opts.Policy.Decide(ctx, in)
+	if err != nil {
+		g.log.Error("policy evaluation failed; denying", "action", action, "caller", who.String(), "error", err)
+	}
+	audit := g.providerRecord(ctx, who, action, purpose, []string{id}, dec)
+	if !dec.Allow {
+		code := codes.PermissionDenied
+		if dec.Entitled && !exists {
+			code = codes.NotFound
+		}
+		return zero, nil, g.deny(ctx, audit, code, dec.Reasons)
+	}
+	out, rel, err := g.release(rec, dec, who)
+	if err != nil {
+		g.log.Error("release failed; denying", "action", action, "id", id, "error", err)
+		return zero, nil, g.deny(ctx, audit, codes.Internal, []string{"release failed"})
+	}
+	audit.ReleasedFields = rel.GetFields()
+	audit.ReleaseSha256 = rel.GetSha256()
+	if err := g.appendAudit(ctx, audit); err != nil {
+		return zero, nil, err
+	}
+	return out.(T), rel, nil
+}
+
+// release applies a decision to one record and describes the result.
+func (g *Gateway) release(rec proto.Message, dec policy.Decision, who identity.ID) (proto.Message, *blv1.Release, error) {
+	out, res, err := release.Apply(rec, release.Rules{Fields: dec.Fields, Mask: dec.Mask, Pseudonymize: dec.Pseudonymize}, who.String(), g.opts.Pseudonymizer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply decision: %w", err)
+	}
+	digest, err := release.Digest(out)
+	if err != nil {
+		return nil, nil, fmt.Errorf("digest release: %w", err)
+	}
+	return out, &blv1.Release{
+		AgreementId:    dec.Agreement,
+		GrantId:        dec.Grant,
+		PolicyRevision: dec.Revision,
+		Fields:         res.Fields,
+		Masked:         res.Masked,
+		Pseudonymized:  res.Pseudonymized,
+		Sha256:         digest,
+		Obligations: &blv1.Obligations{
+			RetentionDays: dec.Obligations.RetentionDays,
+			OnwardSharing: dec.Obligations.OnwardSharing,
+			Attribution:   dec.Obligations.Attribution,
+		},
+	}, nil
+}
+
+type searchItem struct {
+	decl *blv1.Declaration
+	rel  *blv1.Release
+}
+
+func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest, stream blv1.Exchange_SearchDeclarationsServer) error {
+	ctx := stream.Context()
+	g := s.g
+	who, err := caller(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkPurpose(req.GetPurpose()); err != nil {
+		return err
+	}
+	q, err := declarationQuery(req.GetFilter())
+	if err != nil {
+		return err
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = g.opts.Limits.SearchDefault
+	}
+	limit = min(limit, g.opts.Limits.SearchMax)
+
+	// Ask first whether the caller may search at all, so that a caller
+	// with no grant learns nothing, not even that nothing matched.
+	base := policy.Input{Caller: who, Action: ActionDeclarationSearch, Purpose: req.GetPurpose(),
+		Resource: policy.Resource{Type: "declaration"}, Time: g.now()}
+	pre, err := g.opts.Policy.Decide(ctx, base)
+	if err != nil {
+		g.log.Error("policy evaluation failed; denying", "action", ActionDeclarationSearch, "caller", who.String(), "error", err)
+	}
+	if !pre.Entitled {
+		audit := g.providerRecord(ctx, who, ActionDeclarationSearch, req.GetPurpose(), nil, pre)
+		return g.deny(ctx, audit, codes.PermissionDenied, pre.Reasons)
+	}
+
+	var (
+		items   []searchItem
+		scanned int
+	)
+	err = g.opts.Store.SearchDeclarations(ctx, q, func(d *blv1.Declaration) error {
+		scanned++
+		if scanned > limit*maxScanFactor {
+			return store.ErrStop
+		}
+		in := base
+		in.Resource = policy.Resource{Type: "declaration", ID: d.GetId(), Exists: true, Attributes: declarationAttributes(d)}
+		dec, err := g.opts.Policy.Decide(ctx, in)
+		if err != nil {
+			return fmt.Errorf("decide %s: %w", d.GetId(), err)
+		}
+		if !dec.Allow {
+			return nil
+		}
+		out, rel, err := g.release(d, dec, who)
+		if err != nil {
+			return fmt.Errorf("release %s: %w", d.GetId(), err)
+		}
+		items = append(items, searchItem{decl: out.(*blv1.Declaration), rel: rel})
+		if len(items) >= limit {
+			return store.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		g.log.Error("search failed", "caller", who.String(), "error", err)
+		audit := g.providerRecord(ctx, who, ActionDeclarationSearch, req.GetPurpose(), nil, policy.Decision{Reasons: []string{"search failed"}, Revision: pre.Revision})
+		return g.deny(ctx, audit, codes.Internal, []string{"search failed"})
+	}
+
+	rels := make([]*blv1.Release, len(items))
+	ids := make([]string, len(items))
+	for i, it := range items {
+		rels[i], ids[i] = it.rel, it.decl.GetId()
+	}
+	audit := g.providerRecord(ctx, who, ActionDeclarationSearch, req.GetPurpose(), ids, policy.Decision{Allow: true, Revision: pre.Revision})
+	audit.AgreementId = joinAgreements(rels)
+	audit.ReleasedFields = unionFields(rels)
+	audit.ReleaseSha256 = SearchDigest(rels)
+	if err := g.appendAudit(ctx, audit); err != nil {
+		return err
+	}
+	for _, it := range items {
+		if err := stream.Send(&blv1.SearchDeclarationsResponse{Declaration: it.decl, Release: it.rel}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SearchDigest is the release digest of a whole search: SHA-256 over the
+// concatenated raw SHA-256 digests of the released records, in stream order.
+// Both sides compute it, so their audit records can be matched.
+func SearchDigest(rels []*blv1.Release) string {
+	h := sha256.New()
+	for _, r := range rels {
+		b, err := hex.DecodeString(r.GetSha256())
+		if err != nil || len(b) != sha256.Size {
+			// An undecodable digest still has to change the result.
+			b = []byte(r.GetSha256())
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func joinAgreements(rels []*blv1.Release) string {
+	set := map[string]bool{}
+	for _, r := range rels {
+		set[r.GetAgreementId()] = true
+	}
+	out := make([]string, 0, len(set))
+	for a := range set {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+func unionFields(rels []*blv1.Release) []string {
+	set := map[string]bool{}
+	for _, r := range rels {
+		for _, f := range r.GetFields() {
+			set[f] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for f := range set {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// providerRecord starts the audit record of an answered call.
+func (g *Gateway) providerRecord(ctx context.Context, who identity.ID, action, purpose string, ids []string, dec policy.Decision) *blv1.AuditRecord {
+	d := blv1.AuditDecision_AUDIT_DECISION_DENY
+	if dec.Allow {
+		d = blv1.AuditDecision_AUDIT_DECISION_ALLOW
+	}
+	return &blv1.AuditRecord{
+		Time:           timestamppb.New(g.now()),
+		Side:           blv1.AuditSide_AUDIT_SIDE_PROVIDER,
+		RequestId:      incomingRequestID(ctx),
+		CallerId:       who.String(),
+		PeerId:         who.String(),
+		Action:         action,
+		Purpose:        purpose,
+		ResourceIds:    ids,
+		Decision:       d,
+		AgreementId:    dec.Agreement,
+		PolicyRevision: dec.Revision,
+		Reasons:        slices.Clone(dec.Reasons),
+		Status:         audit.StatusName(codes.OK),
+	}
+}
+
+// deny records a refusal and returns the status the caller gets. If even
+// the refusal cannot be recorded, the caller gets Unavailable: a call that
+// reached a decision must never go unaudited.
+func (g *Gateway) deny(ctx context.Context, rec *blv1.AuditRecord, code codes.Code, reasons []string) error {
+	rec.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
+	if code == codes.Internal {
+		rec.Decision = blv1.AuditDecision_AUDIT_DECISION_ERROR
+	}
+	rec.Status = audit.StatusName(code)
+	rec.ReleasedFields = nil
+	rec.ReleaseSha256 = ""
+	if err := g.appendAudit(ctx, rec); err != nil {
+		return err
+	}
+	msg := strings.Join(reasons, "; ")
+	if msg == "" {
+		msg = "denied by policy"
+	}
+	return status.Error(code, msg)
+}
+
+func (g *Gateway) appendAudit(ctx context.Context, rec *blv1.AuditRecord) error {
+	// The audit write must finish even if the caller hung up: the decision
+	// has been made and possibly acted on.
+	if _, err := g.opts.Store.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
+		g.log.Error("audit append failed; failing the call", "request_id", rec.GetRequestId(), "action", rec.GetAction(), "error", err)
+		return status.Error(codes.Unavailable, "audit trail unavailable; nothing was released")
+	}
+	return nil
+}
+
+var requestIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// incomingRequestID takes the caller's correlation ID when it is well
+// formed; otherwise the exchange gets a fresh one.
+func incomingRequestID(ctx context.Context) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(RequestIDHeader); len(v) == 1 && requestIDPattern.MatchString(v[0]) {
+			return v[0]
+		}
+	}
+	return newRequestID()
+}
+
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var purposePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+func checkPurpose(purpose string) error {
+	if !purposePattern.MatchString(purpose) {
+		return status.Errorf(codes.InvalidArgument, "purpose %q is missing or invalid: use the purpose named in the agreement, e.g. risk-assessment", purpose)
+	}
+	return nil
+}
+
+func checkRequest(id, purpose string) error {
+	if id == "" || len(id) > 64 {
+		return status.Error(codes.InvalidArgument, "id is required (at most 64 characters)")
+	}
+	return checkPurpose(purpose)
+}
+
+var chapterPattern = regexp.MustCompile(`^[0-9]{2}$`)
+
+func declarationQuery(f *blv1.DeclarationFilter) (store.DeclarationQuery, error) {
+	q := store.DeclarationQuery{
+		HSChapters:         f.GetHsChapters(),
+		ExportCountry:      f.GetExportCountry(),
+		DestinationCountry: f.GetDestinationCountry(),
+	}
+	for _, c := range q.HSChapters {
+		if !chapterPattern.MatchString(c) {
+			return q, status.Errorf(codes.InvalidArgument, "filter.hs_chapters: %q is not a two-digit HS chapter", c)
+		}
+	}
+	if f.GetAcceptedAfter() != nil {
+		q.AcceptedAfter = f.GetAcceptedAfter().AsTime()
+	}
+	if f.GetAcceptedBefore() != nil {
+		q.AcceptedBefore = f.GetAcceptedBefore().AsTime()
+	}
+	return q, nil
+}
+
+// declarationAttributes are the properties agreements may condition on.
+func declarationAttributes(d *blv1.Declaration) policy.Attributes {
+	chapters := map[string]bool{}
+	origins := map[string]bool{}
+	for _, it := range d.GetGoodsItems() {
+		if len(it.GetHsCode()) >= 2 {
+			chapters[it.GetHsCode()[:2]] = true
+		}
+		if it.GetOriginCountry() != "" {
+			origins[it.GetOriginCountry()] = true
+		}
+	}
+	return policy.Attributes{
+		HSChapters:         sortedSet(chapters),
+		ExportCountry:      d.GetExportCountry(),
+		DestinationCountry: d.GetDestinationCountry(),
+		OriginCountries:    sortedSet(origins),
+	}
+}
+
+// riskAttributes describe a risk assessment by the declaration it is about
+// (when we hold it) and by its score.
+func (g *Gateway) riskAttributes(ctx context.Context, r *blv1.RiskAssessment) policy.Attributes {
+	var a policy.Attributes
+	if d, err := g.opts.Store.GetDeclaration(ctx, r.GetDeclarationId()); err == nil {
+		a = declarationAttributes(d)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		g.log.Warn("declaration of risk assessment unreadable; conditions on it will not match", "risk_id", r.GetId(), "error", err)
+	}
+	score := r.GetScore()
+	a.RiskScore = &score
+	return a
+}
+
+func sortedSet(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,371 @@
+// Package release applies a policy decision to a record message: it builds a
+// new message of the same type that carries only what the decision releases,
+// with the fields it names masked or pseudonymised.
+//
+// Guarantee: nothing outside the allow-list (Rules.Fields) is ever populated
+// in the output. The package fails closed everywhere else too:
+//
+//   - The output is built from an empty message, field by field; a field is
+//     copied only when an allow-list path covers it. Nothing is copied and then
+//     removed, so a field the code does not understand stays out.
+//   - Unknown fields (bytes the type does not describe) and extensions are
+//     never copied.
+//   - A masked or pseudonymised field that is not a string (number, bool,
+//     enum, bytes, message value, map) cannot be transformed without leaking
+//     something, so it is dropped: not released and not listed.
+//   - Masking replaces a string, and each element of a repeated string, with
+//     "***" whatever its length. Pseudonymising replaces it with
+//     Pseudonymizer.Pseudonym; an empty string has no pseudonym (it would be
+//     a recognisable constant), so it stays unpopulated and is left out of a
+//     repeated field. Mask beats pseudonymise when both cover a field.
+//   - Mask and Pseudonymize paths only transform what Fields releases; on
+//     their own they release nothing.
+//   - Paths that name nothing (typos, paths through a leaf) are ignored; they
+//     can only fail to release. CheckPaths is where they are reported.
+//   - Messages with no released field are left unset, and elements of
+//     repeated message fields with no released field are left out, so the
+//     output does not reveal that a party or a goods item exists unless
+//     something in it is released.
+//
+// Field paths are proto field names joined by dots ("importer.tax_id",
+// "goods_items.hs_code"). Repeated message fields are traversed element-wise
+// and paths never mention indexes. A path naming a message field covers its
+// whole subtree.
+//
+// Messages declared in the google.protobuf package (Timestamp, Duration,
+// wrappers, Struct, Any, ...) and map fields are leaf values: the path
+// "acceptance_time" releases the whole Timestamp and is listed as
+// "acceptance_time"; "acceptance_time.seconds" names nothing. Masking or
+// pseudonymising such a value drops it.
+//
+// Apply, CheckPaths and Digest are pure functions; a Pseudonymizer is
+// immutable. All of them are safe for concurrent use.
+package release
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// maskValue replaces every masked string. It is fixed so that the length of
+// the original value does not leak.
+const maskValue = "***"
+
+// Rules is the part of a policy decision the release needs. Paths are proto
+// field names joined by dots, e.g. "importer.tax_id", "goods_items.hs_code";
+// repeated message fields are traversed element-wise (the path does not
+// mention indexes); a path naming a message field covers its whole subtree.
+type Rules struct {
+	Fields       []string // allow-list; a field is released only if covered by one of these
+	Mask         []string // released fields under these paths are masked
+	Pseudonymize []string // released fields under these paths are replaced by a pseudonym
+}
+
+// Result lists the populated leaf paths of the released message: sorted,
+// deduplicated and index-free (e.g. "goods_items.hs_code"). Masked and
+// Pseudonymized are subsets of Fields. A slice is nil when it has no paths.
+type Result struct {
+	Fields        []string
+	Masked        []string
+	Pseudonymized []string
+}
+
+// Apply returns a new message of the same type containing only what rules
+// release; msg is not modified and the output shares no memory with it.
+//
+// recipient is the caller's SPIFFE ID and scopes pseudonyms. p may be nil only
+// if rules.Pseudonymize is empty; otherwise Apply returns an error rather than
+// releasing values in clear. For the same reason recipient must not be empty
+// when rules.Pseudonymize is not: pseudonyms for "" would be shared by every
+// caller whose identity got lost on the way.
+func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (proto.Message, Result, error) {
+	if msg == nil {
+		return nil, Result{}, errors.New("release: apply: nil message")
+	}
+	src := msg.ProtoReflect()
+	name := src.Descriptor().FullName()
+	if !src.IsValid() {
+		return nil, Result{}, fmt.Errorf("release: apply %s: nil message", name)
+	}
+	w := walker{
+		fields: map[string]struct{}{},
+		masked: map[string]struct{}{},
+		pseud:  map[string]struct{}{},
+	}
+	if len(rules.Pseudonymize) > 0 {
+		if p == nil {
+			return nil, Result{}, fmt.Errorf("release: apply %s: rules pseudonymise %d paths but no pseudonymizer was given", name, len(rules.Pseudonymize))
+		}
+		if recipient == "" {
+			return nil, Result{}, fmt.Errorf("release: apply %s: rules pseudonymise %d paths but the recipient is empty", name, len(rules.Pseudonymize))
+		}
+		w.pseudonym = p.forRecipient(recipient)
+	}
+
+	dst := src.New()
+	w.message(src, dst, "",
+		cursor{n: newTrie(rules.Fields)},
+		cursor{n: newTrie(rules.Mask)},
+		cursor{n: newTrie(rules.Pseudonymize)})
+	return dst.Interface(), Result{
+		Fields:        sortedKeys(w.fields),
+		Masked:        sortedKeys(w.masked),
+		Pseudonymized: sortedKeys(w.pseud),
+	}, nil
+}
+
+// trie holds rule paths segment by segment, so that walking a message costs
+// one map lookup per field and rule set, whatever the number of paths.
+type trie struct {
+	children map[string]*trie
+	// terminal is set when a path ends here: it covers this field's subtree.
+	terminal bool
+}
+
+// newTrie splits paths on dots without cleaning them up: "", "a..b" or "a."
+// contain an empty segment, which matches no field name, so a malformed path
+// releases nothing instead of being guessed at.
+func newTrie(paths []string) *trie {
+	root := &trie{}
+	for _, path := range paths {
+		n := root
+		for seg := range strings.SplitSeq(path, ".") {
+			c := n.children[seg]
+			if c == nil {
+				if n.children == nil {
+					n.children = map[string]*trie{}
+				}
+				c = &trie{}
+				n.children[seg] = c
+			}
+			n = c
+		}
+		n.terminal = true
+	}
+	return root
+}
+
+// cursor is a position in a trie while walking a message: covered when a rule
+// path ends at this field or above it; n is non-nil while rule paths continue
+// below this field.
+type cursor struct {
+	n       *trie
+	covered bool
+}
+
+func (c cursor) child(name protoreflect.Name) cursor {
+	if c.covered {
+		return cursor{covered: true}
+	}
+	if c.n == nil {
+		return cursor{}
+	}
+	n := c.n.children[string(name)]
+	return cursor{n: n, covered: n != nil && n.terminal}
+}
+
+// live reports whether some rule path reaches this field or its subtree.
+func (c cursor) live() bool { return c.covered || c.n != nil }
+
+type walker struct {
+	pseudonym func(string) string // nil when the rules pseudonymise nothing
+	fields    map[string]struct{}
+	masked    map[string]struct{}
+	pseud     map[string]struct{}
+}
+
+// message copies the released part of src into dst, which must be empty, and
+// reports whether it populated anything.
+func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, mask, pseud cursor) bool {
+	populated := false
+	// Iterating the descriptor rather than src.Range keeps extensions and
+	// unknown fields out: only fields the type declares can be released.
+	fds := src.Descriptor().Fields()
+	for i := range fds.Len() {
+		fd := fds.Get(i)
+		a := allow.child(fd.Name())
+		if !a.live() || !src.Has(fd) {
+			continue
+		}
+		path := fieldPath(prefix, fd.Name())
+		m, ps := mask.child(fd.Name()), pseud.child(fd.Name())
+		switch {
+		case isTraversed(fd) && fd.IsList():
+			srcList := src.Get(fd).List()
+			out := dst.NewField(fd)
+			dstList := out.List()
+			for j := range srcList.Len() {
+				el := dstList.NewElement()
+				if w.message(srcList.Get(j).Message(), el.Message(), path, a, m, ps) {
+					dstList.Append(el)
+				}
+			}
+			if dstList.Len() > 0 {
+				dst.Set(fd, out)
+				populated = true
+			}
+		case isTraversed(fd):
+			out := dst.NewField(fd)
+			if w.message(src.Get(fd).Message(), out.Message(), path, a, m, ps) {
+				dst.Set(fd, out)
+				populated = true
+			}
+		case !a.covered:
+			// A rule path continues below a leaf ("importer.name.x"): it
+			// names nothing, so it releases nothing.
+		default:
+			if w.leaf(src, dst, fd, path, m.covered, ps.covered) {
+				populated = true
+			}
+		}
+	}
+	return populated
+}
+
+// leaf releases one covered leaf field of src into dst, transformed as the
+// rules say, and reports whether it did.
+func (w *walker) leaf(src, dst protoreflect.Message, fd protoreflect.FieldDescriptor, path string, masked, pseudonymized bool) bool {
+	v := src.Get(fd)
+	stringLeaf := fd.Kind() == protoreflect.StringKind && !fd.IsMap()
+	var ok bool
+	switch {
+	case masked: // mask beats pseudonymise: it gives away less
+		if !stringLeaf {
+			return false
+		}
+		v, ok = mapStrings(dst, fd, v, func(string) (string, bool) { return maskValue, true })
+		if ok {
+			w.masked[path] = struct{}{}
+		}
+	case pseudonymized:
+		if !stringLeaf {
+			return false
+		}
+		v, ok = mapStrings(dst, fd, v, func(s string) (string, bool) {
+			// A pseudonym of "" would be a recognisable constant; an empty
+			// value stays unpopulated (and leaves a repeated field).
+			if s == "" {
+				return "", false
+			}
+			return w.pseudonym(s), true
+		})
+		if ok {
+			w.pseud[path] = struct{}{}
+		}
+	default:
+		v, ok = copyValue(dst, fd, v), true
+	}
+	if !ok {
+		return false
+	}
+	dst.Set(fd, v)
+	w.fields[path] = struct{}{}
+	return true
+}
+
+// mapStrings applies f to a string field's value, or to each element of a
+// repeated string field, keeping only the results f accepts. It reports
+// whether anything is left.
+func mapStrings(dst protoreflect.Message, fd protoreflect.FieldDescriptor, v protoreflect.Value, f func(string) (string, bool)) (protoreflect.Value, bool) {
+	if !fd.IsList() {
+		s, ok := f(v.String())
+		return protoreflect.ValueOfString(s), ok
+	}
+	out := dst.NewField(fd)
+	list, src := out.List(), v.List()
+	for i := range src.Len() {
+		if s, ok := f(src.Get(i).String()); ok {
+			list.Append(protoreflect.ValueOfString(s))
+		}
+	}
+	return out, list.Len() > 0
+}
+
+// copyValue deep-copies a field value for dst: the output must not alias the
+// input (a caller mutating the release must not change the stored record),
+// and unknown fields inside message values must not travel along.
+func copyValue(dst protoreflect.Message, fd protoreflect.FieldDescriptor, v protoreflect.Value) protoreflect.Value {
+	switch {
+	case fd.IsList():
+		out := dst.NewField(fd)
+		list, src := out.List(), v.List()
+		for i := range src.Len() {
+			list.Append(copySingular(fd, src.Get(i), list.NewElement))
+		}
+		return out
+	case fd.IsMap():
+		out := dst.NewField(fd)
+		m := out.Map()
+		v.Map().Range(func(k protoreflect.MapKey, e protoreflect.Value) bool {
+			m.Set(k, copySingular(fd.MapValue(), e, m.NewValue))
+			return true
+		})
+		return out
+	default:
+		return copySingular(fd, v, func() protoreflect.Value { return dst.NewField(fd) })
+	}
+}
+
+// copySingular copies one scalar or message value; newMessage makes the empty
+// message a message value is copied into.
+func copySingular(fd protoreflect.FieldDescriptor, v protoreflect.Value, newMessage func() protoreflect.Value) protoreflect.Value {
+	switch fd.Kind() {
+	case protoreflect.BytesKind:
+		return protoreflect.ValueOfBytes(bytes.Clone(v.Bytes()))
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		out := newMessage()
+		copyKnown(v.Message(), out.Message())
+		return out
+	default:
+		return v
+	}
+}
+
+// copyKnown copies every declared field of src into dst, leaving unknown
+// fields and extensions behind.
+func copyKnown(src, dst protoreflect.Message) {
+	fds := src.Descriptor().Fields()
+	for i := range fds.Len() {
+		fd := fds.Get(i)
+		if src.Has(fd) {
+			dst.Set(fd, copyValue(dst, fd, src.Get(fd)))
+		}
+	}
+}
+
+// isTraversed reports whether paths continue into the field's message type.
+// Maps and google.protobuf messages are leaf values (see the package doc).
+func isTraversed(fd protoreflect.FieldDescriptor) bool {
+	if fd.IsMap() {
+		return false
+	}
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return !isWellKnown(fd.Message())
+	default:
+		return false
+	}
+}
+
+func isWellKnown(md protoreflect.MessageDescriptor) bool {
+	f := md.ParentFile()
+	return f != nil && f.Package() == "google.protobuf"
+}
+
+func fieldPath(prefix string, name protoreflect.Name) string {
+	if prefix == "" {
+		return string(name)
+	}
+	return prefix + "." + string(name)
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,167 @@
+package sqlite
+
+import (
+	"database/sql"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/borderlink/borderlink/internal/store"
+)
+
+func openInternal(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "borderlink.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+// TestPragmas checks that the DSN settings really reach the connections the
+// guarantees depend on (a misspelt DSN key would be silently ignored).
+func TestPragmas(t *testing.T) {
+	s, _ := openInternal(t)
+	tests := []struct {
+		pool   string
+		db     *sql.DB
+		pragma string
+		want   string
+	}{
+		{"writer", s.writer, "journal_mode", "wal"},
+		{"writer", s.writer, "synchronous", "2"},
+		{"writer", s.writer, "foreign_keys", "1"},
+		{"writer", s.writer, "busy_timeout", "10000"},
+		{"writer", s.writer, "query_only", "0"},
+		{"reader", s.reader, "journal_mode", "wal"},
+		{"reader", s.reader, "foreign_keys", "1"},
+		{"reader", s.reader, "busy_timeout", "10000"},
+		{"reader", s.reader, "query_only", "1"},
+	}
+	for _, tc := range tests {
+		var got string
+		if err := tc.db.QueryRowContext(t.Context(), "PRAGMA "+tc.pragma).Scan(&got); err != nil {
+			t.Fatalf("%s: PRAGMA %s: %v", tc.pool, tc.pragma, err)
+		}
+		if !strings.EqualFold(got, tc.want) {
+			t.Errorf("%s: PRAGMA %s = %q, want %q", tc.pool, tc.pragma, got, tc.want)
+		}
+	}
+}
+
+// TestWriterBeginsImmediate checks _txlock=immediate: a writer transaction
+// holds the write lock from BEGIN, before any statement, so it cannot fail
+// later when upgrading a read lock.
+func TestWriterBeginsImmediate(t *testing.T) {
+	s, path := openInternal(t)
+	tx, err := s.writer.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatalf("BeginTx: %v", err)
+	}
+	defer tx.Rollback()
+
+	other, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err == nil {
+		other.ExecContext(t.Context(), "ROLLBACK")
+		t.Fatal("another connection took the write lock during a writer transaction; BEGIN is not IMMEDIATE")
+	}
+	// Readers are not blocked by the writer (WAL).
+	var n int
+	if err := s.reader.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM declarations").Scan(&n); err != nil {
+		t.Errorf("read during a write transaction: %v", err)
+	}
+}
+
+func TestReaderCannotWrite(t *testing.T) {
+	s, _ := openInternal(t)
+	_, err := s.reader.ExecContext(t.Context(),
+		"INSERT INTO risk_assessments (id, declaration_id, record) VALUES ('x', 'y', x'')")
+	if err == nil {
+		t.Fatal("write through the reader pool succeeded, want query_only to refuse it")
+	}
+}
+
+// TestSearchPlansAvoidSorting checks that common searches walk an index in
+// result order instead of sorting all matches in a temporary B-tree, which
+// would make every page cost a full scan.
+func TestSearchPlansAvoidSorting(t *testing.T) {
+	s, _ := openInternal(t)
+	queries := []store.DeclarationQuery{
+		{},
+		{HSChapters: []string{"85", "84"}},
+		{ExportCountry: "NL"},
+		{DestinationCountry: "SG"},
+		{ExportCountry: "NL", HSChapters: []string{"85"}, AcceptedAfter: time.Unix(1, 0)},
+	}
+	for _, q := range queries {
+		conds, args, err := declarationFilter(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conds = append(conds, keysetCond)
+		args = append(args, 0, 0, "")
+		query := "EXPLAIN QUERY PLAN SELECT d.id, d.acceptance_time, d.record FROM declarations d WHERE " +
+			strings.Join(conds, " AND ") + " ORDER BY d.acceptance_time DESC, d.id ASC LIMIT 128"
+		rows, err := s.reader.QueryContext(t.Context(), query, args...)
+		if err != nil {
+			t.Fatalf("%+v: %v", q, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		p := strings.Join(plan, "; ")
+		if strings.Contains(p, "TEMP B-TREE") {
+			t.Errorf("query %+v sorts in a temp B-tree: %s", q, p)
+		}
+		if !strings.Contains(p, "acceptance_time<") {
+			t.Errorf("query %+v does not seek to the page start: %s", q, p)
+		}
+	}
+}
+
+func TestLoadMigrations(t *testing.T) {
+	ms, err := loadMigrations(migrationFiles)
+	if err != nil {
+		t.Fatalf("embedded migrations: %v", err)
+	}
+	if ms[0].version != 1 || ms[0].name != "init" {
+		t.Errorf("first migration = %d %q, want 1 \"init\"", ms[0].version, ms[0].name)
+	}
+	tests := []struct {
+		name  string
+		files []string
+	}{
+		{"gap", []string{"0001_a.sql", "0003_c.sql"}},
+		{"starts at 2", []string{"0002_b.sql"}},
+		{"bad name", []string{"0001_a.sql", "2_b.sql"}},
+		{"duplicate version", []string{"0001_a.sql", "0001_b.sql"}},
+		{"none", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := fstest.MapFS{"migrations": &fstest.MapFile{Mode: fs.ModeDir | 0o755}}
+			for _, f := range tc.files {
+				fsys["migrations/"+f] = &fstest.MapFile{Data: []byte("SELECT 1;")}
+			}
+			if _, err := loadMigrations(fsys); err == nil {
+				t.Errorf("loadMigrations(%q) succeeded, want an error", tc.files)
+			}
+		})
+	}
+}
