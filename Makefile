@@ -52,9 +52,14 @@ gotest:
 opa-test:
 	$(OPA) test -v policies/exchange.rego policies/exchange_test.rego
 
-## fuzz: a longer run of the fuzz targets (not part of make test).
+## fuzz: a longer run of every fuzz target (not part of make test, which
+## runs their seed corpora as ordinary tests).
+FUZZTIME ?= 60s
 fuzz:
-	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=60s ./internal/release/
+	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=$(FUZZTIME) ./internal/release/
+	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/identity/
+	$(GO) test -run=NONE -fuzz=FuzzLoadAgreements -fuzztime=$(FUZZTIME) ./internal/policy/
+	$(GO) test -run=NONE -fuzz=FuzzRead -fuzztime=$(FUZZTIME) ./internal/importer/
 
 clean:
 	rm -rf bin demo-data

@@ -38,10 +38,12 @@ grant_health := {
 	"conditions": {"hs_chapters": ["02", "03"]},
 }
 
-fixture := {"grants": {"nl.customs.example": {
+# Mocked as data.borderlink.grants (mocking all of data.borderlink would
+# include this test package itself).
+fixture := {"nl.customs.example": {
 	"sg.customs.example": [grant_sg],
 	"spiffe://nl.customs.example/agency/health": [grant_health],
-}}}
+}}
 
 base_input := {
 	"self": "nl.customs.example",
@@ -62,7 +64,7 @@ health_input := object.union(base_input, {
 })
 
 test_allow_partner if {
-	d := exchange.decision with input as base_input with data.borderlink as fixture
+	d := exchange.decision with input as base_input with data.borderlink.grants as fixture
 	d.allow
 	d.agreement == "nl-sg"
 	d.pseudonymize == ["importer.tax_id"]
@@ -70,7 +72,7 @@ test_allow_partner if {
 }
 
 test_deny_wrong_purpose if {
-	d := exchange.decision with input as object.union(base_input, {"purpose": "marketing"}) with data.borderlink as fixture
+	d := exchange.decision with input as object.union(base_input, {"purpose": "marketing"}) with data.borderlink.grants as fixture
 	not d.allow
 	not d.entitled
 	d.reasons == ["purpose \"marketing\" is not granted for declaration.get"]
@@ -78,26 +80,26 @@ test_deny_wrong_purpose if {
 
 test_deny_unknown_partner if {
 	cn := {"id": "spiffe://cn.customs.example/gateway", "domain": "cn.customs.example", "kind": "gateway", "name": ""}
-	d := exchange.decision with input as object.union(base_input, {"caller": cn}) with data.borderlink as fixture
+	d := exchange.decision with input as object.union(base_input, {"caller": cn}) with data.borderlink.grants as fixture
 	not d.allow
 	d.reasons == ["no agreement covers spiffe://cn.customs.example/gateway"]
 }
 
 test_domain_grant_does_not_cover_agency if {
 	tax := {"id": "spiffe://sg.customs.example/agency/tax", "domain": "sg.customs.example", "kind": "agency", "name": "tax"}
-	d := exchange.decision with input as object.union(base_input, {"caller": tax}) with data.borderlink as fixture
+	d := exchange.decision with input as object.union(base_input, {"caller": tax}) with data.borderlink.grants as fixture
 	not d.allow
 }
 
 test_deny_action_not_granted if {
-	d := exchange.decision with input as object.union(base_input, {"action": "risk.get"}) with data.borderlink as fixture
+	d := exchange.decision with input as object.union(base_input, {"action": "risk.get"}) with data.borderlink.grants as fixture
 	not d.allow
 	d.reasons == ["action risk.get is not granted to spiffe://sg.customs.example/gateway"]
 }
 
 test_deny_outside_conditions if {
 	inp := json.patch(base_input, [{"op": "replace", "path": "/resource/attributes/destination_country", "value": "US"}])
-	d := exchange.decision with input as inp with data.borderlink as fixture
+	d := exchange.decision with input as inp with data.borderlink.grants as fixture
 	not d.allow
 	d.entitled
 	d.reasons == ["record is outside the conditions of every agreement that covers this request"]
@@ -105,50 +107,50 @@ test_deny_outside_conditions if {
 
 test_not_found_is_entitled if {
 	inp := json.patch(base_input, [{"op": "replace", "path": "/resource/exists", "value": false}])
-	d := exchange.decision with input as inp with data.borderlink as fixture
+	d := exchange.decision with input as inp with data.borderlink.grants as fixture
 	not d.allow
 	d.entitled
 	d.reasons == ["record not found"]
 }
 
 test_expired_agreement if {
-	d := exchange.decision with input as object.union(base_input, {"time": "2100-01-02T00:00:00Z"}) with data.borderlink as fixture
+	d := exchange.decision with input as object.union(base_input, {"time": "2100-01-02T00:00:00Z"}) with data.borderlink.grants as fixture
 	not d.allow
 	d.reasons == ["no agreement with spiffe://sg.customs.example/gateway is in force"]
 }
 
 test_suspended_agreement if {
-	suspended := {"grants": {"nl.customs.example": {"sg.customs.example": [object.union(grant_sg, {"status": "suspended"})]}}}
-	d := exchange.decision with input as base_input with data.borderlink as suspended
+	suspended := {"nl.customs.example": {"sg.customs.example": [object.union(grant_sg, {"status": "suspended"})]}}
+	d := exchange.decision with input as base_input with data.borderlink.grants as suspended
 	not d.allow
 }
 
 test_narrower_release_wins if {
-	both := {"grants": {"nl.customs.example": {"sg.customs.example": [grant_sg, grant_sg_narrow]}}}
-	d := exchange.decision with input as base_input with data.borderlink as both
+	both := {"nl.customs.example": {"sg.customs.example": [grant_sg, grant_sg_narrow]}}
+	d := exchange.decision with input as base_input with data.borderlink.grants as both
 	d.allow
 	d.agreement == "nl-sg-addendum"
 	d.fields == ["id"]
 }
 
 test_agency_hs_condition if {
-	d := exchange.decision with input as health_input with data.borderlink as fixture
+	d := exchange.decision with input as health_input with data.borderlink.grants as fixture
 	d.allow
 	d.agreement == "nl-health"
 }
 
 test_agency_outside_hs_chapters if {
 	inp := json.patch(health_input, [{"op": "replace", "path": "/resource/attributes/hs_chapters", "value": ["85"]}])
-	d := exchange.decision with input as inp with data.borderlink as fixture
+	d := exchange.decision with input as inp with data.borderlink.grants as fixture
 	not d.allow
 }
 
 test_other_provider_grants_ignored if {
-	d := exchange.decision with input as object.union(base_input, {"self": "sg.customs.example"}) with data.borderlink as fixture
+	d := exchange.decision with input as object.union(base_input, {"self": "sg.customs.example"}) with data.borderlink.grants as fixture
 	not d.allow
 }
 
 test_unknown_action_denied if {
-	d := exchange.decision with input as object.union(base_input, {"action": "declaration.delete"}) with data.borderlink as fixture
+	d := exchange.decision with input as object.union(base_input, {"action": "declaration.delete"}) with data.borderlink.grants as fixture
 	not d.allow
 }

@@ -144,49 +144,54 @@ func verifyRelease(msg proto.Message, rel *blv1.Release) error {
 }
 
 func (s *localServer) GetPartnerDeclaration(ctx context.Context, req *blv1.GetPartnerDeclarationRequest) (*blv1.GetPartnerDeclarationResponse, error) {
-	if err := checkRequest(req.GetId(), req.GetPurpose()); err != nil {
-		return nil, err
-	}
-	octx, cancel, o, err := s.start(ctx, req.GetPartner(), ActionDeclarationGet, req.GetPurpose(), []string{req.GetId()})
+	d, rel, reqID, err := fetch(ctx, s, req.GetPartner(), ActionDeclarationGet, req.GetId(), req.GetPurpose(),
+		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.Declaration, *blv1.Release, error) {
+			resp, err := c.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
+			return resp.GetDeclaration(), resp.GetRelease(), err
+		})
 	if err != nil {
 		return nil, err
 	}
-	defer cancel()
-	resp, err := o.client.GetDeclaration(octx, &blv1.GetDeclarationRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
-	if err != nil {
-		return nil, o.fail(ctx, err)
-	}
-	if err := verifyRelease(resp.GetDeclaration(), resp.GetRelease()); err != nil {
-		return nil, o.invalid(ctx, err)
-	}
-	rel := resp.GetRelease()
-	if err := o.ok(ctx, rel.GetAgreementId(), rel.GetPolicyRevision(), rel.GetFields(), rel.GetSha256(), nil); err != nil {
-		return nil, err
-	}
-	return &blv1.GetPartnerDeclarationResponse{Declaration: resp.GetDeclaration(), Release: rel, RequestId: o.reqID}, nil
+	return &blv1.GetPartnerDeclarationResponse{Declaration: d, Release: rel, RequestId: reqID}, nil
 }
 
 func (s *localServer) GetPartnerRiskAssessment(ctx context.Context, req *blv1.GetPartnerRiskAssessmentRequest) (*blv1.GetPartnerRiskAssessmentResponse, error) {
-	if err := checkRequest(req.GetId(), req.GetPurpose()); err != nil {
-		return nil, err
-	}
-	octx, cancel, o, err := s.start(ctx, req.GetPartner(), ActionRiskGet, req.GetPurpose(), []string{req.GetId()})
+	r, rel, reqID, err := fetch(ctx, s, req.GetPartner(), ActionRiskGet, req.GetId(), req.GetPurpose(),
+		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.RiskAssessment, *blv1.Release, error) {
+			resp, err := c.GetRiskAssessment(ctx, &blv1.GetRiskAssessmentRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
+			return resp.GetRiskAssessment(), resp.GetRelease(), err
+		})
 	if err != nil {
 		return nil, err
+	}
+	return &blv1.GetPartnerRiskAssessmentResponse{RiskAssessment: r, Release: rel, RequestId: reqID}, nil
+}
+
+// fetch is the consumer flow for one record: call the partner, verify the
+// answer against its release description, record our side, return it.
+func fetch[T proto.Message](ctx context.Context, s *localServer, partner, action, id, purpose string,
+	call func(context.Context, blv1.ExchangeClient) (T, *blv1.Release, error),
+) (T, *blv1.Release, string, error) {
+	var zero T
+	if err := checkRequest(id, purpose); err != nil {
+		return zero, nil, "", err
+	}
+	octx, cancel, o, err := s.start(ctx, partner, action, purpose, []string{id})
+	if err != nil {
+		return zero, nil, "", err
 	}
 	defer cancel()
-	resp, err := o.client.GetRiskAssessment(octx, &blv1.GetRiskAssessmentRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
+	rec, rel, err := call(octx, o.client)
 	if err != nil {
-		return nil, o.fail(ctx, err)
+		return zero, nil, "", o.fail(ctx, err)
 	}
-	if err := verifyRelease(resp.GetRiskAssessment(), resp.GetRelease()); err != nil {
-		return nil, o.invalid(ctx, err)
+	if err := verifyRelease(rec, rel); err != nil {
+		return zero, nil, "", o.invalid(ctx, err)
 	}
-	rel := resp.GetRelease()
 	if err := o.ok(ctx, rel.GetAgreementId(), rel.GetPolicyRevision(), rel.GetFields(), rel.GetSha256(), nil); err != nil {
-		return nil, err
+		return zero, nil, "", err
 	}
-	return &blv1.GetPartnerRiskAssessmentResponse{RiskAssessment: resp.GetRiskAssessment(), Release: rel, RequestId: o.reqID}, nil
+	return rec, rel, o.reqID, nil
 }
 
 func (s *localServer) SearchPartnerDeclarations(req *blv1.SearchPartnerDeclarationsRequest, stream blv1.Local_SearchPartnerDeclarationsServer) error {
