@@ -288,6 +288,10 @@ func TestExchangeEndToEnd(t *testing.T) {
 				t.Errorf("audit record does not match the release: %v", r)
 			}
 		}
+		if in := p.GetPolicyInput(); !strings.Contains(in, `"action":"declaration.get"`) || !strings.Contains(in, `"hs_chapters":["84","85"]`) ||
+			strings.Contains(in, "Importer Pte") || strings.Contains(in, "NL000111222B01") {
+			t.Errorf("provider policy_input = %s, want the attributes and no payload", in)
+		}
 		if p.GetCallerId() != "spiffe://sg.customs.example/gateway" || c.GetCallerId() != "spiffe://sg.customs.example/system/cli" || c.GetPeerId() != "spiffe://nl.customs.example/gateway" {
 			t.Errorf("identities: provider caller %s, consumer caller %s peer %s", p.GetCallerId(), c.GetCallerId(), c.GetPeerId())
 		}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -100,7 +101,7 @@ func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, 
 	if err != nil {
 		g.log.Error("policy evaluation failed; denying", "action", action, "caller", who.String(), "error", err)
 	}
-	audit := g.providerRecord(ctx, who, action, purpose, []string{id}, dec)
+	audit := g.providerRecord(ctx, in, []string{id}, dec)
 	if !dec.Allow {
 		code := codes.PermissionDenied
 		if dec.Entitled && !exists {
@@ -181,7 +182,7 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 		g.log.Error("policy evaluation failed; denying", "action", ActionDeclarationSearch, "caller", who.String(), "error", err)
 	}
 	if !pre.Entitled {
-		audit := g.providerRecord(ctx, who, ActionDeclarationSearch, req.GetPurpose(), nil, pre)
+		audit := g.providerRecord(ctx, base, nil, pre)
 		return g.deny(ctx, audit, codes.PermissionDenied, pre.Reasons)
 	}
 
@@ -215,7 +216,7 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 	})
 	if err != nil {
 		g.log.Error("search failed", "caller", who.String(), "error", err)
-		audit := g.providerRecord(ctx, who, ActionDeclarationSearch, req.GetPurpose(), nil, policy.Decision{Reasons: []string{"search failed"}, Revision: pre.Revision})
+		audit := g.providerRecord(ctx, base, nil, policy.Decision{Reasons: []string{"search failed"}, Revision: pre.Revision})
 		return g.deny(ctx, audit, codes.Internal, []string{"search failed"})
 	}
 
@@ -224,7 +225,7 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 	for i, it := range items {
 		rels[i], ids[i] = it.rel, it.decl.GetId()
 	}
-	audit := g.providerRecord(ctx, who, ActionDeclarationSearch, req.GetPurpose(), ids, policy.Decision{Allow: true, Revision: pre.Revision})
+	audit := g.providerRecord(ctx, base, ids, policy.Decision{Allow: true, Revision: pre.Revision})
 	audit.AgreementId = joinAgreements(rels)
 	audit.ReleasedFields = unionFields(rels)
 	audit.ReleaseSha256 = SearchDigest(rels)
@@ -283,26 +284,34 @@ func unionFields(rels []*blv1.Release) []string {
 	return out
 }
 
-// providerRecord starts the audit record of an answered call.
-func (g *Gateway) providerRecord(ctx context.Context, who identity.ID, action, purpose string, ids []string, dec policy.Decision) *blv1.AuditRecord {
+// providerRecord starts the audit record of an answered call. It keeps
+// the policy input (attributes, never the record) so the decision can be
+// replayed under another policy set.
+func (g *Gateway) providerRecord(ctx context.Context, in policy.Input, ids []string, dec policy.Decision) *blv1.AuditRecord {
 	d := blv1.AuditDecision_AUDIT_DECISION_DENY
 	if dec.Allow {
 		d = blv1.AuditDecision_AUDIT_DECISION_ALLOW
+	}
+	input, err := json.Marshal(g.opts.Policy.InputDocument(in))
+	if err != nil {
+		// The input is built from strings and numbers; this cannot fail.
+		g.log.Error("encode policy input", "error", err)
 	}
 	return &blv1.AuditRecord{
 		Time:           timestamppb.New(g.now()),
 		Side:           blv1.AuditSide_AUDIT_SIDE_PROVIDER,
 		RequestId:      incomingRequestID(ctx),
-		CallerId:       who.String(),
-		PeerId:         who.String(),
-		Action:         action,
-		Purpose:        purpose,
+		CallerId:       in.Caller.String(),
+		PeerId:         in.Caller.String(),
+		Action:         in.Action,
+		Purpose:        in.Purpose,
 		ResourceIds:    ids,
 		Decision:       d,
 		AgreementId:    dec.Agreement,
 		PolicyRevision: dec.Revision,
 		Reasons:        slices.Clone(dec.Reasons),
 		Status:         audit.StatusName(codes.OK),
+		PolicyInput:    string(input),
 	}
 }
 

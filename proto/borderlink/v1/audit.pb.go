@@ -159,7 +159,12 @@ type AuditRecord struct {
 	ReleaseSha256 string   `protobuf:"bytes,15,opt,name=release_sha256,json=releaseSha256,proto3" json:"release_sha256,omitempty"`
 	Reasons       []string `protobuf:"bytes,16,rep,name=reasons,proto3" json:"reasons,omitempty"`
 	// gRPC status code name of the outcome ("OK", "PERMISSION_DENIED", ...).
-	Status        string `protobuf:"bytes,17,opt,name=status,proto3" json:"status,omitempty"`
+	Status string `protobuf:"bytes,17,opt,name=status,proto3" json:"status,omitempty"`
+	// The policy input the decision was made on, as JSON (docs/policies.md):
+	// caller, action, purpose, record attributes and time — never the record
+	// itself. Provider side only. `borderlink policy diff` replays it under a
+	// proposed policy set. For a search it is the entitlement check's input.
+	PolicyInput   string `protobuf:"bytes,18,opt,name=policy_input,json=policyInput,proto3" json:"policy_input,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -313,11 +318,18 @@ func (x *AuditRecord) GetStatus() string {
 	return ""
 }
 
+func (x *AuditRecord) GetPolicyInput() string {
+	if x != nil {
+		return x.PolicyInput
+	}
+	return ""
+}
+
 var File_borderlink_v1_audit_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x19borderlink/v1/audit.proto\x12\rborderlink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x04\n" +
+	"\x19borderlink/v1/audit.proto\x12\rborderlink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x04\n" +
 	"\vAuditRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
@@ -337,7 +349,8 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x0freleased_fields\x18\x0e \x03(\tR\x0ereleasedFields\x12%\n" +
 	"\x0erelease_sha256\x18\x0f \x01(\tR\rreleaseSha256\x12\x18\n" +
 	"\areasons\x18\x10 \x03(\tR\areasons\x12\x16\n" +
-	"\x06status\x18\x11 \x01(\tR\x06status*Y\n" +
+	"\x06status\x18\x11 \x01(\tR\x06status\x12!\n" +
+	"\fpolicy_input\x18\x12 \x01(\tR\vpolicyInput*Y\n" +
 	"\tAuditSide\x12\x1a\n" +
 	"\x16AUDIT_SIDE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AUDIT_SIDE_PROVIDER\x10\x01\x12\x17\n" +
