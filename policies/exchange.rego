@@ -4,8 +4,16 @@
 # Contract (docs/policies.md): data.borderlink.exchange.decision is always
 # exactly one object
 #   {allow, entitled, agreement, grant, fields, mask, pseudonymize,
-#    reasons, obligations}
+#    withhold, code, reasons, obligations, max_results, rate_limit}
 # The Go engine denies on anything else (undefined, error, several results).
+#
+# National rules (package borderlink.national, any other *.rego file) can
+# only take away: a reason in data.borderlink.national.deny refuses the
+# request, a field path in data.borderlink.national.withhold removes that
+# subtree from the release (the release applies withhold after the grant's
+# field list, so withholding "importer.tax_id" under a released "importer"
+# removes just that field and never switches masking off). They cannot add a grant or a field; the engine
+# refuses modules that declare any other package.
 #
 # Agreements reach OPA as data.borderlink.grants[provider][recipient], where
 # recipient is a trust domain (its gateway) or a full SPIFFE ID (an agency or
@@ -27,10 +35,12 @@ recipient_keys contains input.caller.id
 
 recipient_keys contains input.caller.domain if input.caller.kind == "gateway"
 
-offered contains g if {
+# Grants are collected in arrays, not sets: a set would hash every grant
+# object on each decision, which cost more than the decision itself.
+offered := [g |
 	some key in recipient_keys
 	some g in data.borderlink.grants[input.self][key]
-}
+]
 
 now_ns := time.parse_rfc3339_ns(input.time)
 
@@ -54,62 +64,159 @@ covers(g) if {
 # entitled: grants that cover caller, action, purpose and dataset, whatever
 # the record. The gateway uses it to tell "not found" from "not allowed"
 # without revealing whether a record exists to callers with no grant.
-entitled contains g if {
+entitled := [g |
 	some g in offered
 	covers(g)
-}
+]
 
-allowed contains g if {
+allowed := [g |
 	some g in entitled
 	input.resource.exists
 	record_matches(g)
-}
+]
+
+# Most grants have one or two conditions; checking the empty case first
+# saves evaluating every helper for them.
+record_matches(g) if count(g.conditions) == 0
 
 record_matches(g) if {
+	count(g.conditions) > 0
 	hs_ok(g)
+	heading_ok(g)
 	export_ok(g)
 	destination_ok(g)
+	origin_ok(g)
+	accepted_ok(g)
+	risk_ok(g)
 }
+
+attrs := object.get(input.resource, "attributes", {})
 
 hs_ok(g) if not g.conditions.hs_chapters
 
 hs_ok(g) if {
-	some chapter in input.resource.attributes.hs_chapters
+	some chapter in attrs.hs_chapters
 	chapter in g.conditions.hs_chapters
 }
 
 export_ok(g) if not g.conditions.export_countries
 
-export_ok(g) if input.resource.attributes.export_country in g.conditions.export_countries
+export_ok(g) if attrs.export_country in g.conditions.export_countries
 
 destination_ok(g) if not g.conditions.destination_countries
 
-destination_ok(g) if input.resource.attributes.destination_country in g.conditions.destination_countries
+destination_ok(g) if attrs.destination_country in g.conditions.destination_countries
+
+heading_ok(g) if not g.conditions.hs_headings
+
+heading_ok(g) if {
+	some heading in attrs.hs_headings
+	heading in g.conditions.hs_headings
+}
+
+origin_ok(g) if not g.conditions.origin_countries
+
+origin_ok(g) if {
+	some country in attrs.origin_countries
+	country in g.conditions.origin_countries
+}
+
+accepted_ok(g) if {
+	not g.conditions.accepted_from_ns
+	not g.conditions.accepted_until_ns
+}
+
+accepted_ok(g) if {
+	object.get(g.conditions, "accepted_from_ns", 0) <= attrs.accepted_ns
+	attrs.accepted_ns < object.get(g.conditions, "accepted_until_ns", 9223372036854775807)
+}
+
+risk_ok(g) if not g.conditions.min_risk_score
+
+risk_ok(g) if attrs.risk_score >= g.conditions.min_risk_score
+
+# first_failure names the first check a grant fails for this request, or
+# "" when it allows it. It drives both the decision and `policy explain`.
+first_failure(g) := sprintf("agreement %s is %s", [g.agreement, g.status]) if {
+	g.status != "active"
+} else := sprintf("agreement %s is not in force at %s", [g.agreement, input.time]) if {
+	not in_force(g)
+} else := sprintf("action %s is not granted", [input.action]) if {
+	not input.action in g.actions
+} else := sprintf("no release is defined for %s records", [object.get(datasets, input.action, "unknown")]) if {
+	not g.release[dataset]
+} else := sprintf("purpose %q is not granted", [input.purpose]) if {
+	not input.purpose in g.purposes
+} else := "record not found" if {
+	not input.resource.exists
+} else := sprintf("HS chapters %v are outside %v", [object.get(attrs, "hs_chapters", []), g.conditions.hs_chapters]) if {
+	not hs_ok(g)
+} else := sprintf("HS headings %v are outside %v", [object.get(attrs, "hs_headings", []), g.conditions.hs_headings]) if {
+	not heading_ok(g)
+} else := sprintf("export country %q is outside %v", [object.get(attrs, "export_country", ""), g.conditions.export_countries]) if {
+	not export_ok(g)
+} else := sprintf("destination country %q is outside %v", [object.get(attrs, "destination_country", ""), g.conditions.destination_countries]) if {
+	not destination_ok(g)
+} else := sprintf("origin countries %v are outside %v", [object.get(attrs, "origin_countries", []), g.conditions.origin_countries]) if {
+	not origin_ok(g)
+} else := "acceptance date is outside the agreed date range" if {
+	not accepted_ok(g)
+} else := sprintf("risk score is below %v", [g.conditions.min_risk_score]) if {
+	not risk_ok(g)
+} else := ""
+
+# explanation lists every grant offered to the caller with the first check
+# it fails ("" = it matches). `borderlink policy explain` prints it.
+explanation := [e |
+	some g in offered
+	e := {"agreement": g.agreement, "grant": g.id, "failed": first_failure(g)}
+]
+
+national_denies := {r | some r in data.borderlink.national.deny}
+
+national_withheld := {p | some p in data.borderlink.national.withhold}
+
+# The largest search result any entitled grant allows (0: no grant limit).
+max_results := max([object.get(g, "max_results", 0) | some g in entitled]) if count(entitled) > 0
+
+max_results := 0 if count(entitled) == 0
 
 # When several grants allow the same request, the narrowest release wins:
-# fewest allowed field paths, then agreement ID, then grant ID, so the
-# outcome never depends on evaluation order.
-rank(g) := [count(g.release[dataset].fields), g.agreement, g.id]
+# fewest leaf fields released (release size, computed from the record
+# schema when agreements are loaded), then agreement ID, then grant ID, so
+# the outcome never depends on evaluation order.
+rank(g) := [object.get(g.release[dataset], "size", count(g.release[dataset].fields)), g.agreement, g.id]
 
 ranking := sort([rank(g) | some g in allowed])
 
+chosen := allowed[0] if count(allowed) == 1
+
 chosen := g if {
+	count(allowed) > 1
 	some g in allowed
 	rank(g) == ranking[0]
 }
+
+# The engine always writes fields, mask and pseudonymize for every release.
+chosen_release := chosen.release[dataset]
 
 decision := {
 	"allow": true,
 	"entitled": true,
 	"agreement": chosen.agreement,
 	"grant": chosen.id,
-	"fields": object.get(chosen.release[dataset], "fields", []),
-	"mask": object.get(chosen.release[dataset], "mask", []),
-	"pseudonymize": object.get(chosen.release[dataset], "pseudonymize", []),
+	"fields": chosen_release.fields,
+	"mask": chosen_release.mask,
+	"pseudonymize": chosen_release.pseudonymize,
+	"withhold": sort(national_withheld),
+	"code": "",
 	"reasons": [],
 	"obligations": object.get(chosen, "obligations", {}),
+	"max_results": object.get(chosen, "max_results", 0),
+	"rate_limit": object.get(chosen, "rate_limit", {}),
 } if {
 	count(allowed) > 0
+	count(national_denies) == 0
 }
 
 decision := {
@@ -120,19 +227,55 @@ decision := {
 	"fields": [],
 	"mask": [],
 	"pseudonymize": [],
+	"withhold": [],
+	"code": deny_code,
 	"reasons": [deny_reason],
 	"obligations": {},
+	"max_results": max_results,
+	"rate_limit": {},
 } if {
 	count(allowed) == 0
 }
+
+decision := {
+	"allow": false,
+	"entitled": true,
+	"agreement": "",
+	"grant": "",
+	"fields": [],
+	"mask": [],
+	"pseudonymize": [],
+	"withhold": [],
+	"code": "NATIONAL_RULE",
+	"reasons": sort(national_denies),
+	"obligations": {},
+	"max_results": 0,
+	"rate_limit": {},
+} if {
+	count(allowed) > 0
+	count(national_denies) > 0
+}
+
+# Stable reason codes, for programs; the reasons are for people.
+deny_code := "NO_AGREEMENT" if {
+	count(offered) == 0
+} else := "NOT_IN_FORCE" if {
+	count([g | some g in offered; in_force(g)]) == 0
+} else := "ACTION_NOT_GRANTED" if {
+	count([g | some g in offered; covers_action(g)]) == 0
+} else := "PURPOSE_NOT_GRANTED" if {
+	count(entitled) == 0
+} else := "NOT_FOUND" if {
+	not input.resource.exists
+} else := "CONDITIONS_NOT_MET"
 
 # The first failing step is the reason disclosed to the caller.
 deny_reason := sprintf("no agreement covers %s", [input.caller.id]) if {
 	count(offered) == 0
 } else := sprintf("no agreement with %s is in force", [input.caller.id]) if {
-	count({g | some g in offered; in_force(g)}) == 0
+	count([g | some g in offered; in_force(g)]) == 0
 } else := sprintf("action %s is not granted to %s", [input.action, input.caller.id]) if {
-	count({g | some g in offered; covers_action(g)}) == 0
+	count([g | some g in offered; covers_action(g)]) == 0
 } else := sprintf("purpose %q is not granted for %s", [input.purpose, input.action]) if {
 	count(entitled) == 0
 } else := "record not found" if {

@@ -154,3 +154,77 @@ test_unknown_action_denied if {
 	d := exchange.decision with input as object.union(base_input, {"action": "declaration.delete"}) with data.borderlink.grants as fixture
 	not d.allow
 }
+
+test_national_deny_removes_allow if {
+	d := exchange.decision with input as base_input
+		with data.borderlink.grants as fixture
+		with data.borderlink.national.deny as {"embargo"}
+	not d.allow
+	d.code == "NATIONAL_RULE"
+	d.reasons == ["embargo"]
+}
+
+test_national_withhold_removes_fields if {
+	d := exchange.decision with input as base_input
+		with data.borderlink.grants as fixture
+		with data.borderlink.national.withhold as {"importer"}
+	d.allow
+	d.withhold == ["importer"]
+
+	# Masking and pseudonymisation stay in force for what is released.
+	d.pseudonymize == ["importer.tax_id"]
+}
+
+test_heading_origin_date_conditions if {
+	# object.union merges recursively: drop the fixture's conditions first.
+	g := object.union(object.remove(grant_sg, ["conditions"]), {"conditions": {
+		"hs_headings": ["8504"],
+		"origin_countries": ["KR"],
+		"accepted_from_ns": 1767225600000000000,
+		"accepted_until_ns": 1798761600000000000,
+	}})
+	inp := json.patch(base_input, [{"op": "replace", "path": "/resource/attributes", "value": {
+		"hs_chapters": ["85"], "hs_headings": ["8504"], "origin_countries": ["CN", "KR"],
+		"accepted_ns": 1780000000000000000,
+	}}])
+	d := exchange.decision with input as inp with data.borderlink.grants as {"nl.customs.example": {"sg.customs.example": [g]}}
+	d.allow
+
+	late := json.patch(inp, [{"op": "replace", "path": "/resource/attributes/accepted_ns", "value": 1800000000000000000}])
+	d2 := exchange.decision with input as late with data.borderlink.grants as {"nl.customs.example": {"sg.customs.example": [g]}}
+	not d2.allow
+	d2.code == "CONDITIONS_NOT_MET"
+}
+
+test_min_risk_score if {
+	g := object.union(object.remove(grant_sg, ["conditions", "release"]), {
+		"actions": ["risk.get"],
+		"release": {"risk_assessment": {"fields": ["score"], "mask": [], "pseudonymize": []}},
+		"conditions": {"min_risk_score": 0.7},
+	})
+	grants := {"nl.customs.example": {"sg.customs.example": [g]}}
+	high := json.patch(base_input, [
+		{"op": "replace", "path": "/action", "value": "risk.get"},
+		{"op": "replace", "path": "/resource/attributes", "value": {"risk_score": 0.82}},
+	])
+	exchange.decision.allow with input as high with data.borderlink.grants as grants
+	low := json.patch(high, [{"op": "replace", "path": "/resource/attributes/risk_score", "value": 0.3}])
+	not exchange.decision.allow with input as low with data.borderlink.grants as grants
+}
+
+test_explanation_names_first_failure if {
+	inp := json.patch(base_input, [{"op": "replace", "path": "/resource/attributes/destination_country", "value": "US"}])
+	e := exchange.explanation with input as inp with data.borderlink.grants as fixture
+	e == [{"agreement": "nl-sg", "grant": "nl-to-sg", "failed": "destination country \"US\" is outside [\"SG\"]"}]
+}
+
+test_search_max_results if {
+	g := object.union(grant_sg, {"max_results": 25})
+	inp := json.patch(base_input, [
+		{"op": "replace", "path": "/action", "value": "declaration.search"},
+		{"op": "replace", "path": "/resource/exists", "value": false},
+	])
+	d := exchange.decision with input as inp with data.borderlink.grants as {"nl.customs.example": {"sg.customs.example": [g]}}
+	d.entitled
+	d.max_results == 25
+}

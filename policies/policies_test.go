@@ -6,43 +6,25 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/tester"
-
+	"github.com/borderlink/borderlink/internal/policy"
 	"github.com/borderlink/borderlink/policies"
 )
 
-// TestRego runs the Rego unit tests (exchange_test.rego) in-process with
-// the OPA version the gateway embeds. `make test` also runs them under
-// upstream `opa test` (see opa-test in the Makefile).
+// TestRego runs the Rego unit tests (*_test.rego) in-process with the OPA
+// version the gateway embeds, through the runner of `borderlink policy
+// test`. `make test` also runs them under upstream `opa test`.
 func TestRego(t *testing.T) {
-	modules := map[string]*ast.Module{}
-	for _, name := range []string{"exchange.rego", "exchange_test.rego"} {
-		src, err := policies.FS.ReadFile(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := ast.ParseModuleWithOpts(name, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
-		if err != nil {
-			t.Fatalf("parse %s: %v", name, err)
-		}
-		modules[name] = m
-	}
-	ch, err := tester.NewRunner().SetModules(modules).RunTests(context.Background(), nil)
+	results, err := policy.RunRegoTests(context.Background(), policies.FS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for r := range ch {
-		n++
-		if r.Error != nil {
-			t.Errorf("%s: error: %v", r.Name, r.Error)
-		} else if r.Fail {
-			t.Errorf("%s (%s:%d): FAIL", r.Name, r.Location.File, r.Location.Row)
+	for _, r := range results {
+		if !r.Pass {
+			t.Errorf("%s (%s): FAIL %v", r.Name, r.Location, r.Err)
 		}
 	}
-	if n < 10 {
-		t.Errorf("ran %d Rego tests, want at least 10: were tests renamed away from test_?", n)
+	if len(results) < 20 {
+		t.Errorf("ran %d Rego tests, want at least 20: were tests renamed away from test_?", len(results))
 	}
 }
 

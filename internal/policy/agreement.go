@@ -55,6 +55,19 @@ type Grant struct {
 	Conditions  Conditions              `yaml:"conditions"`
 	Release     map[string]ReleaseRules `yaml:"release"`
 	Obligations *Obligations            `yaml:"obligations"`
+	// MaxResults caps how many records one search may return under this
+	// grant; 0 leaves the gateway's own limit.
+	MaxResults int `yaml:"max_results"`
+	// RateLimit caps the calls the recipient may make under this grant.
+	RateLimit *RateLimit `yaml:"rate_limit"`
+}
+
+// RateLimit is a token bucket per recipient and grant: Requests per Per,
+// with bursts up to Burst (default Requests).
+type RateLimit struct {
+	Requests int    `yaml:"requests"`
+	Per      string `yaml:"per"`
+	Burst    int    `yaml:"burst"`
 }
 
 // ReleaseRules are the field paths released for one record type.
@@ -68,15 +81,26 @@ type ReleaseRules struct {
 // list does not restrict. All non-empty lists must match.
 type Conditions struct {
 	HSChapters           []string `yaml:"hs_chapters"`
+	HSHeadings           []string `yaml:"hs_headings"`
 	ExportCountries      []string `yaml:"export_countries"`
 	DestinationCountries []string `yaml:"destination_countries"`
+	OriginCountries      []string `yaml:"origin_countries"`
+	// AcceptedFrom (inclusive) and AcceptedUntil (exclusive) bound the
+	// declaration's acceptance time, RFC 3339 with offset.
+	AcceptedFrom  string `yaml:"accepted_from"`
+	AcceptedUntil string `yaml:"accepted_until"`
+	// MinRiskScore releases only risk assessments scoring at least this.
+	MinRiskScore *float64 `yaml:"min_risk_score"`
 }
 
 // Obligations bind the recipient of a release.
 type Obligations struct {
 	RetentionDays uint32 `yaml:"retention_days" json:"retention_days"`
 	OnwardSharing bool   `yaml:"onward_sharing" json:"onward_sharing"`
-	Attribution   string `yaml:"attribution" json:"attribution"`
+	// OnwardRecipients, with OnwardSharing, names the only parties the
+	// recipient may share with (trust domains or SPIFFE IDs); empty: anyone.
+	OnwardRecipients []string `yaml:"onward_recipients,omitempty" json:"onward_recipients,omitempty"`
+	Attribution      string   `yaml:"attribution" json:"attribution"`
 }
 
 // Actions a grant may allow, and the record type each one reads.
@@ -97,6 +121,7 @@ var (
 	idPattern      = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	purposePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 	chapterPattern = regexp.MustCompile(`^(0[1-9]|[1-9][0-9])$`)
+	headingPattern = regexp.MustCompile(`^(0[1-9]|[1-9][0-9])[0-9]{2}$`)
 	domainPattern  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$`)
 )
 
@@ -320,6 +345,9 @@ func (v *validator) agreement(a *Agreement) {
 	if len(a.Grants) == 0 {
 		v.fail("an agreement needs at least one grant", "", "grants")
 	}
+	if a.Obligations != nil {
+		v.obligations(a.Obligations, "obligations")
+	}
 	grantIDs := map[string]bool{}
 	for i := range a.Grants {
 		g := &a.Grants[i]
@@ -376,7 +404,50 @@ func (v *validator) grant(g *Grant, parties map[string]bool, i int) {
 			v.fail(fmt.Sprintf("HS chapter %q is not two digits 01-99", c), `quote chapters in YAML: "03", not 03`, "grants", i, "conditions", "hs_chapters", j)
 		}
 	}
-	for key, list := range map[string][]string{"export_countries": g.Conditions.ExportCountries, "destination_countries": g.Conditions.DestinationCountries} {
+	for j, h := range g.Conditions.HSHeadings {
+		if !headingPattern.MatchString(h) {
+			v.fail(fmt.Sprintf("HS heading %q is not four digits", h), `quote headings in YAML: "0302", not 0302`, "grants", i, "conditions", "hs_headings", j)
+		}
+	}
+	var from, until time.Time
+	if c := g.Conditions.AcceptedFrom; c != "" {
+		t, err := parseTime(c)
+		if err != nil {
+			v.fail(err.Error(), `RFC 3339 with an explicit offset, e.g. "2026-01-01T00:00:00Z"`, "grants", i, "conditions", "accepted_from")
+		}
+		from = t
+	}
+	if c := g.Conditions.AcceptedUntil; c != "" {
+		t, err := parseTime(c)
+		if err != nil {
+			v.fail(err.Error(), `RFC 3339 with an explicit offset, e.g. "2027-01-01T00:00:00Z"`, "grants", i, "conditions", "accepted_until")
+		}
+		until = t
+	}
+	if !from.IsZero() && !until.IsZero() && !from.Before(until) {
+		v.fail("accepted_from must be before accepted_until", "", "grants", i, "conditions")
+	}
+	if s := g.Conditions.MinRiskScore; s != nil && (*s < 0 || *s > 1) {
+		v.fail(fmt.Sprintf("min_risk_score %v is outside 0..1", *s), "risk scores run from 0 (no risk) to 1", "grants", i, "conditions", "min_risk_score")
+	}
+	if rl := g.RateLimit; rl != nil {
+		if rl.Requests < 1 {
+			v.fail(fmt.Sprintf("rate_limit.requests %d must be at least 1", rl.Requests), "e.g. requests: 600, per: 1m", "grants", i, "rate_limit", "requests")
+		}
+		if d, err := time.ParseDuration(rl.Per); err != nil || d <= 0 {
+			v.fail(fmt.Sprintf("rate_limit.per %q is not a positive duration", rl.Per), "e.g. 1s, 1m, 1h", "grants", i, "rate_limit", "per")
+		}
+		if rl.Burst < 0 {
+			v.fail("rate_limit.burst is negative", "0 means the same as requests", "grants", i, "rate_limit", "burst")
+		}
+	}
+	if obl := g.Obligations; obl != nil {
+		v.obligations(obl, "grants", i, "obligations")
+	}
+	if g.MaxResults < 0 {
+		v.fail("max_results is negative", "0 means no limit beyond the gateway's own", "grants", i, "max_results")
+	}
+	for key, list := range map[string][]string{"export_countries": g.Conditions.ExportCountries, "destination_countries": g.Conditions.DestinationCountries, "origin_countries": g.Conditions.OriginCountries} {
 		for j, c := range list {
 			if !validate.Country(c) {
 				v.fail(fmt.Sprintf("%q is not an ISO 3166-1 alpha-2 country code", c), "upper case, e.g. NL", "grants", i, "conditions", key, j)
@@ -412,6 +483,17 @@ func (v *validator) grant(g *Grant, parties map[string]bool, i int) {
 					v.fail(fmt.Sprintf("%s path %q is not released by fields, so it would never be sent", list.key, p), "add it (or a parent) to fields", "grants", i, "release", ds, list.key, j)
 				}
 			}
+		}
+	}
+}
+
+func (v *validator) obligations(o *Obligations, at ...any) {
+	if len(o.OnwardRecipients) > 0 && !o.OnwardSharing {
+		v.fail("onward_recipients is set but onward_sharing is false", "set onward_sharing: true to allow sharing with those parties", append(at, "onward_recipients")...)
+	}
+	for j, r := range o.OnwardRecipients {
+		if !isDomain(r) && !isSPIFFE(r) {
+			v.fail(fmt.Sprintf("onward recipient %q is neither a trust domain nor a SPIFFE ID", r), "", append(at, "onward_recipients", j)...)
 		}
 	}
 }

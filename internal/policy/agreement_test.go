@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -98,5 +99,39 @@ func TestDuplicateAgreementIDs(t *testing.T) {
 	_, err := policy.LoadAgreements(fsys)
 	if err == nil || !strings.Contains(err.Error(), "agreements/b.yaml") || !strings.Contains(err.Error(), "also defined in agreements/a.yaml") {
 		t.Fatalf("err = %v, want duplicate ID naming both files", err)
+	}
+}
+
+// TestModulePackages: the decision rule lives only in exchange.rego; any
+// other module must be a national rule, which can only take away.
+func TestModulePackages(t *testing.T) {
+	rego, _ := policies.FS.ReadFile("exchange.rego")
+	agreement := []byte(goodAgreement)
+	cases := []struct {
+		name    string
+		files   fstest.MapFS
+		wantErr string
+	}{
+		{"national rule", fstest.MapFS{"national.rego": {Data: []byte("package borderlink.national\n\ndeny contains \"x\" if false\n")}}, ""},
+		{"second decision module", fstest.MapFS{"more.rego": {Data: []byte("package borderlink.exchange\n\nextra := 1\n")}}, "more.rego: package borderlink.exchange"},
+		{"other package", fstest.MapFS{"grant.rego": {Data: []byte("package borderlink\n\ngrants := {}\n")}}, "must declare package borderlink.national"},
+		{"no exchange.rego", nil, "no exchange.rego"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fsys := fstest.MapFS{"agreements/a.yaml": {Data: agreement}}
+			if c.name != "no exchange.rego" {
+				fsys["exchange.rego"] = &fstest.MapFile{Data: rego}
+			} else {
+				fsys["national.rego"] = &fstest.MapFile{Data: []byte("package borderlink.national\n")}
+			}
+			for k, v := range c.files {
+				fsys[k] = v
+			}
+			_, err := policy.Compile(context.Background(), fsys)
+			if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
+				t.Errorf("Compile = %v, want %q", err, c.wantErr)
+			}
+		})
 	}
 }

@@ -19,7 +19,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"path"
+	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,26 +60,45 @@ type Resource struct {
 // Attributes are the record properties agreements may put conditions on.
 type Attributes struct {
 	HSChapters         []string `json:"hs_chapters"`
+	HSHeadings         []string `json:"hs_headings,omitempty"`
 	ExportCountry      string   `json:"export_country,omitempty"`
 	DestinationCountry string   `json:"destination_country,omitempty"`
 	OriginCountries    []string `json:"origin_countries,omitempty"`
 	RiskScore          *float64 `json:"risk_score,omitempty"`
+	// Accepted is the declaration's acceptance time (zero: unknown).
+	Accepted time.Time `json:"-"`
 }
 
 // Decision is the policy's answer. Only Allow == true releases anything.
 type Decision struct {
-	Allow        bool        `json:"allow"`
-	Entitled     bool        `json:"entitled"`
-	Agreement    string      `json:"agreement"`
-	Grant        string      `json:"grant"`
-	Fields       []string    `json:"fields"`
-	Mask         []string    `json:"mask"`
-	Pseudonymize []string    `json:"pseudonymize"`
-	Reasons      []string    `json:"reasons"`
-	Obligations  Obligations `json:"obligations"`
+	Allow        bool     `json:"allow"`
+	Entitled     bool     `json:"entitled"`
+	Agreement    string   `json:"agreement"`
+	Grant        string   `json:"grant"`
+	Fields       []string `json:"fields"`
+	Mask         []string `json:"mask"`
+	Pseudonymize []string `json:"pseudonymize"`
+	// Withhold lists paths national rules remove from the release, even
+	// beneath released paths.
+	Withhold []string `json:"withhold"`
+	// Code is a stable reason code for a deny (docs/policies.md), empty on
+	// allow. Reasons are the sentences the policy discloses.
+	Code        string      `json:"code"`
+	Reasons     []string    `json:"reasons"`
+	Obligations Obligations `json:"obligations"`
+	// MaxResults caps a search (0: no cap from the agreements).
+	MaxResults int `json:"max_results"`
+	// RateLimit of the grant that allowed the request (zero: none).
+	RateLimit Rate `json:"rate_limit"`
 
 	// Revision of the policy set that made the decision.
 	Revision string `json:"-"`
+}
+
+// Rate is a token bucket: PerSecond tokens per second, Burst at most.
+type Rate struct {
+	PerSecond float64 `json:"per_second,omitempty"`
+	Burst     int     `json:"burst,omitempty"`
 }
 
 // ErrEvaluation wraps every way evaluation can fail; the decision returned
@@ -88,12 +111,26 @@ type Engine struct {
 	self   string
 	logger *slog.Logger
 	cur    atomic.Pointer[Set]
+
+	mu     sync.Mutex
+	status Status
+}
+
+// Status tells operators which policy set is in force and whether the
+// last reload failed (in which case the previous set is still in force).
+type Status struct {
+	Revision    string
+	Agreements  int
+	LoadedAt    time.Time
+	LastError   string
+	LastErrorAt time.Time
 }
 
 // Set is one compiled policy set: the prepared query, the agreements it was
 // built from and their revision.
 type Set struct {
 	query      rego.PreparedEvalQuery
+	explain    rego.PreparedEvalQuery
 	revision   string
 	agreements []Agreement
 }
@@ -121,14 +158,26 @@ func NewEngine(ctx context.Context, self string, fsys fs.FS, logger *slog.Logger
 // swaps it in. On error the engine keeps serving the previous set.
 func (e *Engine) Reload(ctx context.Context, fsys fs.FS) error {
 	c, err := Compile(ctx, fsys)
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if err != nil {
+		e.status.LastError = err.Error()
+		e.status.LastErrorAt = time.Now()
 		return err
 	}
 	prev := e.cur.Swap(c)
+	e.status = Status{Revision: c.revision, Agreements: len(c.agreements), LoadedAt: time.Now()}
 	if prev == nil || prev.revision != c.revision {
 		e.logger.Info("policy loaded", "revision", c.revision, "agreements", len(c.agreements))
 	}
 	return nil
+}
+
+// Status reports the policy set in force and the last reload error.
+func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.status
 }
 
 // Revision is the content hash of the policy set in use.
@@ -144,8 +193,8 @@ func Compile(ctx context.Context, fsys fs.FS) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list policy modules: %w", err)
 	}
-	if len(modules) == 0 {
-		return nil, errors.New("no policy modules (*.rego) found in the policy directory; copy policies/exchange.rego from the Borderlink repository")
+	if !slices.Contains(modules, "exchange.rego") {
+		return nil, errors.New("no exchange.rego in the policy directory: it holds the decision rule (copy policies/exchange.rego from the Borderlink repository)")
 	}
 	agreements, err := LoadAgreements(fsys)
 	if err != nil {
@@ -157,15 +206,17 @@ func Compile(ctx context.Context, fsys fs.FS) (*Set, error) {
 	}
 
 	h := sha256.New()
-	opts := []func(*rego.Rego){
-		rego.Query(Query),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.Store(inmem.NewFromObject(map[string]any{"borderlink": Data(agreements)})),
-	}
+	// Data is kept as AST values: converting the grants from Go values on
+	// every read cost more than the rest of a decision.
+	store := inmem.NewFromObjectWithOpts(map[string]any{"borderlink": Data(agreements)}, inmem.OptReturnASTValuesOnRead(true))
+	var opts []func(*rego.Rego)
 	for _, f := range modules {
 		src, err := fs.ReadFile(fsys, f)
 		if err != nil {
 			return nil, fmt.Errorf("read policy %s: %w", f, err)
+		}
+		if err := checkPackage(f, src); err != nil {
+			return nil, err
 		}
 		hashFile(h, f, src)
 		opts = append(opts, rego.Module(f, string(src)))
@@ -177,11 +228,44 @@ func Compile(ctx context.Context, fsys fs.FS) (*Set, error) {
 		}
 		hashFile(h, f, src)
 	}
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	prepare := func(query string) (rego.PreparedEvalQuery, error) {
+		all := append([]func(*rego.Rego){rego.Query(query), rego.SetRegoVersion(ast.RegoV1), rego.Store(store)}, opts...)
+		return rego.New(all...).PrepareForEval(ctx)
+	}
+	pq, err := prepare(Query)
 	if err != nil {
 		return nil, fmt.Errorf("compile policy: %w", err)
 	}
-	return &Set{query: pq, revision: "sha256:" + hex.EncodeToString(h.Sum(nil)), agreements: agreements}, nil
+	eq, err := prepare(ExplainQuery)
+	if err != nil {
+		return nil, fmt.Errorf("compile policy: %w", err)
+	}
+	return &Set{query: pq, explain: eq, revision: "sha256:" + hex.EncodeToString(h.Sum(nil)), agreements: agreements}, nil
+}
+
+// ExplainQuery lists each grant offered to the caller with the first check
+// it fails.
+const ExplainQuery = "data.borderlink.exchange.explanation"
+
+// checkPackage keeps the "national rules only take away" guarantee: the
+// decision rule lives in exchange.rego alone, and every other module is a
+// national rule (package borderlink.national...), which exchange.rego only
+// uses to subtract.
+func checkPackage(file string, src []byte) error {
+	m, err := ast.ParseModuleWithOpts(file, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return fmt.Errorf("compile policy: %w", err)
+	}
+	pkg := strings.TrimPrefix(m.Package.Path.String(), "data.")
+	switch {
+	case path.Base(file) == "exchange.rego" && pkg == "borderlink.exchange":
+		return nil
+	case path.Base(file) != "exchange.rego" && (pkg == "borderlink.national" || strings.HasPrefix(pkg, "borderlink.national.")):
+		return nil
+	case path.Base(file) == "exchange.rego":
+		return fmt.Errorf("%s: package %s: exchange.rego must declare package borderlink.exchange", file, pkg)
+	}
+	return fmt.Errorf("%s: package %s: policy modules other than exchange.rego hold national rules and must declare package borderlink.national (they can only deny or withhold, never grant)", file, pkg)
 }
 
 // hashFile frames each file with its name and length so that moving bytes
@@ -209,21 +293,38 @@ func Data(agreements []Agreement) map[string]any {
 			}
 			release := map[string]any{}
 			for ds, r := range g.Release {
+				size := 0
+				if md, ok := datasetDescriptors[ds]; ok {
+					size = breadth(md, r.Fields)
+				}
 				release[ds] = map[string]any{
 					"fields":       nonNil(r.Fields),
 					"mask":         nonNil(r.Mask),
 					"pseudonymize": nonNil(r.Pseudonymize),
+					// Leaf fields released: what "narrowest wins" compares.
+					"size": json.Number(fmt.Sprint(size)),
 				}
 			}
 			conditions := map[string]any{}
-			if len(g.Conditions.HSChapters) > 0 {
-				conditions["hs_chapters"] = g.Conditions.HSChapters
+			for key, list := range map[string][]string{
+				"hs_chapters":           g.Conditions.HSChapters,
+				"hs_headings":           g.Conditions.HSHeadings,
+				"export_countries":      g.Conditions.ExportCountries,
+				"destination_countries": g.Conditions.DestinationCountries,
+				"origin_countries":      g.Conditions.OriginCountries,
+			} {
+				if len(list) > 0 {
+					conditions[key] = nonNil(list)
+				}
 			}
-			if len(g.Conditions.ExportCountries) > 0 {
-				conditions["export_countries"] = g.Conditions.ExportCountries
+			if t, err := parseTime(g.Conditions.AcceptedFrom); err == nil {
+				conditions["accepted_from_ns"] = json.Number(fmt.Sprint(t.UnixNano()))
 			}
-			if len(g.Conditions.DestinationCountries) > 0 {
-				conditions["destination_countries"] = g.Conditions.DestinationCountries
+			if t, err := parseTime(g.Conditions.AcceptedUntil); err == nil {
+				conditions["accepted_until_ns"] = json.Number(fmt.Sprint(t.UnixNano()))
+			}
+			if g.Conditions.MinRiskScore != nil {
+				conditions["min_risk_score"] = json.Number(fmt.Sprint(*g.Conditions.MinRiskScore))
 			}
 			entry := map[string]any{
 				"agreement":      a.ID,
@@ -235,11 +336,9 @@ func Data(agreements []Agreement) map[string]any {
 				"purposes":       nonNil(g.Purposes),
 				"release":        release,
 				"conditions":     conditions,
-				"obligations": map[string]any{
-					"retention_days": json.Number(fmt.Sprint(obl.RetentionDays)),
-					"onward_sharing": obl.OnwardSharing,
-					"attribution":    obl.Attribution,
-				},
+				"max_results":    json.Number(fmt.Sprint(g.MaxResults)),
+				"obligations":    obligationsData(obl),
+				"rate_limit":     rateLimitData(g.RateLimit),
 			}
 			if grants[g.Provider] == nil {
 				grants[g.Provider] = map[string][]any{}
@@ -258,6 +357,35 @@ func Data(agreements []Agreement) map[string]any {
 	return map[string]any{"grants": out}
 }
 
+func obligationsData(o *Obligations) map[string]any {
+	m := map[string]any{
+		"retention_days": json.Number(fmt.Sprint(o.RetentionDays)),
+		"onward_sharing": o.OnwardSharing,
+		"attribution":    o.Attribution,
+	}
+	if len(o.OnwardRecipients) > 0 {
+		m["onward_recipients"] = nonNil(o.OnwardRecipients)
+	}
+	return m
+}
+
+// rateLimitData turns a grant's rate limit into tokens per second and a
+// burst; an absent limit is {} (no limit).
+func rateLimitData(rl *RateLimit) map[string]any {
+	if rl == nil {
+		return map[string]any{}
+	}
+	per, _ := time.ParseDuration(rl.Per)
+	burst := rl.Burst
+	if burst == 0 {
+		burst = rl.Requests
+	}
+	return map[string]any{
+		"per_second": json.Number(fmt.Sprint(float64(rl.Requests) / per.Seconds())),
+		"burst":      json.Number(fmt.Sprint(burst)),
+	}
+}
+
 func nonNil(s []string) []any {
 	out := make([]any, len(s))
 	for i, v := range s {
@@ -269,6 +397,12 @@ func nonNil(s []string) []any {
 // InputDocument is the JSON-shaped input the policy sees (docs/policies.md).
 func (e *Engine) InputDocument(in Input) map[string]any {
 	attrs := map[string]any{"hs_chapters": toAny(in.Resource.Attributes.HSChapters)}
+	if len(in.Resource.Attributes.HSHeadings) > 0 {
+		attrs["hs_headings"] = toAny(in.Resource.Attributes.HSHeadings)
+	}
+	if !in.Resource.Attributes.Accepted.IsZero() {
+		attrs["accepted_ns"] = in.Resource.Attributes.Accepted.UnixNano()
+	}
 	if in.Resource.Attributes.ExportCountry != "" {
 		attrs["export_country"] = in.Resource.Attributes.ExportCountry
 	}
@@ -314,11 +448,22 @@ func toAny(s []string) []any {
 // detail is in the error, for the log, not for the caller).
 func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	c := e.cur.Load()
-	deny := Decision{Reasons: []string{"policy evaluation failed"}, Revision: c.revision}
 	if in.Caller.IsZero() {
-		return deny, fmt.Errorf("%w: no caller identity", ErrEvaluation)
+		return c.denyOnError(), fmt.Errorf("%w: no caller identity", ErrEvaluation)
 	}
-	rs, err := c.query.Eval(ctx, rego.EvalInput(e.InputDocument(in)))
+	return c.Decide(ctx, e.InputDocument(in))
+}
+
+func (s *Set) denyOnError() Decision {
+	return Decision{Code: "POLICY_ERROR", Reasons: []string{"policy evaluation failed"}, Revision: s.revision}
+}
+
+// Decide evaluates the set on an input document as documented in
+// docs/policies.md (what InputDocument builds, or what an audit record's
+// policy_input holds). Same fail-closed rules as Engine.Decide.
+func (s *Set) Decide(ctx context.Context, doc map[string]any) (Decision, error) {
+	deny := s.denyOnError()
+	rs, err := s.query.Eval(ctx, rego.EvalInput(doc))
 	if err != nil {
 		return deny, fmt.Errorf("%w: %w", ErrEvaluation, err)
 	}
@@ -333,13 +478,69 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	if err := decodeStrict(raw, &d); err != nil {
 		return deny, fmt.Errorf("%w: result is not a decision: %w", ErrEvaluation, err)
 	}
-	d.Revision = c.revision
+	d.Revision = s.revision
 	if d.Allow && (d.Agreement == "" || d.Grant == "") {
 		return deny, fmt.Errorf("%w: allow without agreement and grant", ErrEvaluation)
+	}
+	if !d.Allow && d.Code == "" {
+		return deny, fmt.Errorf("%w: deny without a reason code", ErrEvaluation)
 	}
 	sort.Strings(d.Fields)
 	return d, nil
 }
+
+// GrantCheck is one grant offered to the caller and the first check it
+// failed; Failed is empty for a grant that allows the request.
+type GrantCheck struct {
+	Agreement string `json:"agreement"`
+	Grant     string `json:"grant"`
+	Failed    string `json:"failed"`
+}
+
+// Explanation is a decision with the grants that were considered.
+type Explanation struct {
+	Input    map[string]any `json:"input"`
+	Decision Decision       `json:"decision"`
+	Grants   []GrantCheck   `json:"grants"`
+}
+
+// Explain decides and lists every grant offered to the caller with the
+// first condition it failed, for `borderlink policy explain`.
+func (e *Engine) Explain(ctx context.Context, in Input) (Explanation, error) {
+	return e.cur.Load().Explain(ctx, e.InputDocument(in))
+}
+
+// Explain is Engine.Explain on an input document.
+func (s *Set) Explain(ctx context.Context, doc map[string]any) (Explanation, error) {
+	d, err := s.Decide(ctx, doc)
+	if err != nil {
+		return Explanation{}, err
+	}
+	x := Explanation{Input: doc, Decision: d}
+	rs, err := s.explain.Eval(ctx, rego.EvalInput(doc))
+	if err != nil {
+		return x, fmt.Errorf("%w: explain: %w", ErrEvaluation, err)
+	}
+	if len(rs) == 1 && len(rs[0].Expressions) == 1 {
+		raw, err := json.Marshal(rs[0].Expressions[0].Value)
+		if err != nil {
+			return x, fmt.Errorf("%w: explain: %w", ErrEvaluation, err)
+		}
+		if err := json.Unmarshal(raw, &x.Grants); err != nil {
+			return x, fmt.Errorf("%w: explain: %w", ErrEvaluation, err)
+		}
+	}
+	sort.Slice(x.Grants, func(i, j int) bool {
+		if x.Grants[i].Agreement != x.Grants[j].Agreement {
+			return x.Grants[i].Agreement < x.Grants[j].Agreement
+		}
+		return x.Grants[i].Grant < x.Grants[j].Grant
+	})
+	return x, nil
+}
+
+// Set returns the policy set in use.
+func (e *Engine) Set() *Set { return e.cur.Load() }
 
 func decodeStrict(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))

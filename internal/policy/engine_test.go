@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -21,112 +22,51 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the want sections of policies/testdata/decisions/*.yaml")
 
-type goldenCase struct {
-	Description string `yaml:"description"`
-	Self        string `yaml:"self"`
-	Input       struct {
-		Caller   string `yaml:"caller"`
-		Action   string `yaml:"action"`
-		Purpose  string `yaml:"purpose"`
-		Resource struct {
-			Type       string `yaml:"type"`
-			ID         string `yaml:"id"`
-			Exists     bool   `yaml:"exists"`
-			Attributes struct {
-				HSChapters         []string `yaml:"hs_chapters"`
-				ExportCountry      string   `yaml:"export_country"`
-				DestinationCountry string   `yaml:"destination_country"`
-				RiskScore          *float64 `yaml:"risk_score"`
-			} `yaml:"attributes"`
-		} `yaml:"resource"`
-		Time string `yaml:"time"`
-	} `yaml:"input"`
-	Want wantDecision `yaml:"want"`
-}
-
-type wantDecision struct {
-	Allow        bool               `yaml:"allow"`
-	Entitled     bool               `yaml:"entitled"`
-	Agreement    string             `yaml:"agreement,omitempty"`
-	Grant        string             `yaml:"grant,omitempty"`
-	Fields       []string           `yaml:"fields,omitempty,flow"`
-	Mask         []string           `yaml:"mask,omitempty,flow"`
-	Pseudonymize []string           `yaml:"pseudonymize,omitempty,flow"`
-	Reasons      []string           `yaml:"reasons,flow"`
-	Obligations  policy.Obligations `yaml:"obligations,omitempty,flow"`
-}
-
 // TestGoldenDecisions runs every policies/testdata/decisions/*.yaml case
-// (input → expected decision) against the shipped policy and agreements.
-// Adding a case is adding a file.
+// (input → expected decision) against the shipped policy and agreements,
+// through the same runner as `borderlink policy test`. Adding a case is
+// adding a file; -update rewrites the want sections.
 func TestGoldenDecisions(t *testing.T) {
-	files, err := filepath.Glob("../../policies/testdata/decisions/*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no golden decision cases found (err %v)", err)
+	results, err := policy.RunCases(context.Background(), os.DirFS("../../policies"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	engines := map[string]*policy.Engine{}
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".yaml"), func(t *testing.T) {
-			raw, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
+	if len(results) < 10 {
+		t.Fatalf("found %d golden cases, want at least 10", len(results))
+	}
+	for _, r := range results {
+		t.Run(strings.TrimSuffix(filepath.Base(r.File), ".yaml"), func(t *testing.T) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
 			}
-			var c goldenCase
-			dec := yaml.NewDecoder(strings.NewReader(string(raw)))
-			dec.KnownFields(true)
-			if err := dec.Decode(&c); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			e := engines[c.Self]
-			if e == nil {
-				e, err = policy.NewEngine(context.Background(), c.Self, policies.FS, nil)
+			if *update {
+				raw, err := os.ReadFile(filepath.Join("../../policies", r.File))
 				if err != nil {
 					t.Fatal(err)
 				}
-				engines[c.Self] = e
-			}
-			caller, err := identity.Parse(c.Input.Caller)
-			if err != nil {
-				t.Fatalf("input.caller: %v", err)
-			}
-			at, err := time.Parse(time.RFC3339, c.Input.Time)
-			if err != nil {
-				t.Fatalf("input.time: %v", err)
-			}
-			r := c.Input.Resource
-			in := policy.Input{Caller: caller, Action: c.Input.Action, Purpose: c.Input.Purpose, Time: at,
-				Resource: policy.Resource{Type: r.Type, ID: r.ID, Exists: r.Exists, Attributes: policy.Attributes{
-					HSChapters: r.Attributes.HSChapters, ExportCountry: r.Attributes.ExportCountry,
-					DestinationCountry: r.Attributes.DestinationCountry, RiskScore: r.Attributes.RiskScore,
-				}}}
-			d, err := e.Decide(context.Background(), in)
-			if err != nil {
-				t.Fatalf("Decide: %v", err)
-			}
-			got := wantDecision{Allow: d.Allow, Entitled: d.Entitled, Agreement: d.Agreement, Grant: d.Grant,
-				Fields: d.Fields, Mask: d.Mask, Pseudonymize: d.Pseudonymize, Reasons: d.Reasons, Obligations: d.Obligations}
-			if *update {
-				writeWant(t, f, raw, got)
+				writeWant(t, filepath.Join("../../policies", r.File), raw, r.Got)
 				return
 			}
-			if diff := cmp.Diff(c.Want, got, cmpopts.EquateEmpty()); diff != "" {
-				t.Errorf("%s: %s\ndecision mismatch (-want +got):\n%s", f, c.Description, diff)
+			if diff := cmp.Diff(r.Case.Want, r.Got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("%s: %s\ndecision mismatch (-want +got):\n%s", r.File, r.Case.Description, diff)
 			}
 		})
 	}
 }
 
-func writeWant(t *testing.T, file string, raw []byte, got wantDecision) {
+func writeWant(t *testing.T, file string, raw []byte, got policy.Expected) {
 	t.Helper()
 	head, _, ok := strings.Cut(string(raw), "\nwant:")
 	if !ok {
 		t.Fatalf("%s: no want section", file)
 	}
-	b, err := yaml.Marshal(map[string]any{"want": got})
-	if err != nil {
+	var b strings.Builder
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(map[string]any{"want": got}); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(file, []byte(head+"\n"+string(b)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(head+"\n"+b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -183,6 +123,9 @@ func TestReloadKeepsOldSetOnError(t *testing.T) {
 	if got := e.Revision(); got != before {
 		t.Errorf("revision after failed reload = %s, want %s", got, before)
 	}
+	if st := e.Status(); st.Revision != before || st.LastError == "" || st.LastErrorAt.IsZero() {
+		t.Errorf("status after failed reload = %+v, want the old revision and the error", st)
+	}
 	d, err := e.Decide(ctx, policy.Input{
 		Caller: identity.GatewayID("sg.customs.example"), Action: "declaration.get", Purpose: "risk-assessment",
 		Resource: policy.Resource{Type: "declaration", ID: "X", Exists: true, Attributes: policy.Attributes{HSChapters: []string{"85"}, DestinationCountry: "SG"}},
@@ -226,5 +169,98 @@ func TestFailClosed(t *testing.T) {
 				t.Fatalf("no error for a misbehaving policy; decision %+v", d)
 			}
 		})
+	}
+}
+
+// TestReloadUnderLoad swaps between two policy sets while decisions run:
+// every decision must come whole from one set (allow exactly when it was
+// made under the set that grants), never from a mixture.
+func TestReloadUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	rego, err := policies.FS.ReadFile("exchange.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agreement, err := policies.FS.ReadFile("agreements/nl-sg-risk-2026.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grants := fstest.MapFS{"exchange.rego": {Data: rego}, "agreements/a.yaml": {Data: agreement}}
+	suspended := fstest.MapFS{"exchange.rego": {Data: rego}, "agreements/a.yaml": {Data: []byte(strings.Replace(string(agreement), "status: active", "status: suspended", 1))}}
+	e, err := policy.NewEngine(ctx, "nl.customs.example", grants, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowRev := e.Revision()
+	in := policy.Input{
+		Caller: identity.GatewayID("sg.customs.example"), Action: "declaration.get", Purpose: "risk-assessment",
+		Resource: policy.Resource{Type: "declaration", ID: "X", Exists: true, Attributes: policy.Attributes{HSChapters: []string{"85"}, DestinationCountry: "SG"}},
+		Time:     time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC),
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				d, err := e.Decide(ctx, in)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Allow != (d.Revision == allowRev) {
+					t.Errorf("decision allow=%v under revision %s (allowing revision %s)", d.Allow, d.Revision, allowRev)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		fsys := grants
+		if i%2 == 0 {
+			fsys = suspended
+		}
+		if err := e.Reload(ctx, fsys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if st := e.Status(); st.Revision != allowRev || st.LastError != "" {
+		t.Errorf("status after reloads = %+v", st)
+	}
+}
+
+func TestBreadthCountsLeaves(t *testing.T) {
+	ctx := context.Background()
+	// Agreement b lists more paths but releases fewer leaves than a.
+	b := strings.NewReplacer("id: a-b", "id: b-a", "id: a-to-b", "id: b-grant",
+		"fields: [id, importer]", "fields: [id, importer.name, importer.tax_id, importer.address.country]").Replace(goodAgreement)
+	rego, _ := policies.FS.ReadFile("exchange.rego")
+	fsys := fstest.MapFS{
+		"exchange.rego":     {Data: rego},
+		"agreements/a.yaml": {Data: []byte(goodAgreement)},
+		"agreements/b.yaml": {Data: []byte(b)},
+	}
+	e, err := policy.NewEngine(ctx, "a.customs.example", fsys, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.Decide(ctx, policy.Input{
+		Caller: identity.GatewayID("b.customs.example"), Action: "declaration.get", Purpose: "risk-assessment",
+		Resource: policy.Resource{Type: "declaration", ID: "X", Exists: true, Attributes: policy.Attributes{HSChapters: []string{"85"}, DestinationCountry: "SG"}},
+		Time:     time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC),
+	})
+	if err != nil || !d.Allow {
+		t.Fatalf("decision %+v, %v", d, err)
+	}
+	if d.Agreement != "b-a" {
+		t.Errorf("agreement %s won; want b-a, which releases 4 leaves where a-b's \"importer\" releases 7", d.Agreement)
 	}
 }

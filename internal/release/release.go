@@ -66,6 +66,10 @@ type Rules struct {
 	Fields       []string // allow-list; a field is released only if covered by one of these
 	Mask         []string // released fields under these paths are masked
 	Pseudonymize []string // released fields under these paths are replaced by a pseudonym
+	// Withhold removes these paths and their subtrees even where Fields
+	// covers them (national rules): "importer.tax_id" withheld under a
+	// released "importer" releases the rest of the importer.
+	Withhold []string
 }
 
 // Result lists the populated leaf paths of the released message: sorted,
@@ -113,7 +117,8 @@ func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (
 	w.message(src, dst, "",
 		cursor{n: newTrie(rules.Fields)},
 		cursor{n: newTrie(rules.Mask)},
-		cursor{n: newTrie(rules.Pseudonymize)})
+		cursor{n: newTrie(rules.Pseudonymize)},
+		cursor{n: newTrie(rules.Withhold)})
 	return dst.Interface(), Result{
 		Fields:        sortedKeys(w.fields),
 		Masked:        sortedKeys(w.masked),
@@ -183,7 +188,7 @@ type walker struct {
 
 // message copies the released part of src into dst, which must be empty, and
 // reports whether it populated anything.
-func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, mask, pseud cursor) bool {
+func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, mask, pseud, withhold cursor) bool {
 	populated := false
 	// Iterating the descriptor rather than src.Range keeps extensions and
 	// unknown fields out: only fields the type declares can be released.
@@ -191,7 +196,8 @@ func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, ma
 	for i := range fds.Len() {
 		fd := fds.Get(i)
 		a := allow.child(fd.Name())
-		if !a.live() || !src.Has(fd) {
+		wh := withhold.child(fd.Name())
+		if !a.live() || wh.covered || !src.Has(fd) {
 			continue
 		}
 		path := fieldPath(prefix, fd.Name())
@@ -203,7 +209,7 @@ func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, ma
 			dstList := out.List()
 			for j := range srcList.Len() {
 				el := dstList.NewElement()
-				if w.message(srcList.Get(j).Message(), el.Message(), path, a, m, ps) {
+				if w.message(srcList.Get(j).Message(), el.Message(), path, a, m, ps, wh) {
 					dstList.Append(el)
 				}
 			}
@@ -213,7 +219,7 @@ func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, ma
 			}
 		case isTraversed(fd):
 			out := dst.NewField(fd)
-			if w.message(src.Get(fd).Message(), out.Message(), path, a, m, ps) {
+			if w.message(src.Get(fd).Message(), out.Message(), path, a, m, ps, wh) {
 				dst.Set(fd, out)
 				populated = true
 			}

@@ -569,3 +569,37 @@ func BenchmarkApply(b *testing.B) {
 		}
 	}
 }
+
+// TestWithholdBeneathReleasedSubtree: a national rule withholding a field
+// inside a released subtree removes that field and keeps the rest, and
+// can never switch masking or pseudonymisation off for anything released.
+func TestWithholdBeneathReleasedSubtree(t *testing.T) {
+	d := &blv1.Declaration{Id: "X", Importer: &blv1.Party{Name: "Acme", TaxId: "NL1", Address: &blv1.Address{Country: "NL"}},
+		Exporter: &blv1.Party{Name: "Beta", TaxId: "SG1"}}
+	p, err := release.NewPseudonymizer(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, res, err := release.Apply(d, release.Rules{
+		Fields:       []string{"id", "importer", "exporter"},
+		Pseudonymize: []string{"importer", "exporter.tax_id"},
+		Withhold:     []string{"importer.tax_id", "exporter.name"},
+	}, "spiffe://sg.customs.example/gateway", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*blv1.Declaration)
+	if got.GetImporter().GetTaxId() != "" || got.GetExporter().GetName() != "" {
+		t.Errorf("withheld fields released: %v", got)
+	}
+	if n := got.GetImporter().GetName(); !strings.HasPrefix(n, "ps_") {
+		t.Errorf("importer.name = %q, want still pseudonymised", n)
+	}
+	if tax := got.GetExporter().GetTaxId(); !strings.HasPrefix(tax, "ps_") {
+		t.Errorf("exporter.tax_id = %q, want still pseudonymised", tax)
+	}
+	want := []string{"exporter.tax_id", "id", "importer.address.country", "importer.name"}
+	if !slices.Equal(res.Fields, want) {
+		t.Errorf("fields = %v, want %v", res.Fields, want)
+	}
+}
