@@ -11,10 +11,13 @@ import (
 // use it so that both read the same.
 func StatusName(c codes.Code) string {
 	var b strings.Builder
-	for i, r := range c.String() {
-		if i > 0 && r >= 'A' && r <= 'Z' {
+	prevLower := false
+	for _, r := range c.String() {
+		upper := r >= 'A' && r <= 'Z'
+		if upper && prevLower {
 			b.WriteByte('_')
 		}
+		prevLower = r >= 'a' && r <= 'z'
 		b.WriteRune(r)
 	}
 	return strings.ToUpper(b.String())

@@ -1,8 +1,7 @@
-// Package audit presents a gateway's audit trail to people: operators and
-// auditors read it as a table, tools as JSONL. (The trail itself is written
-// by the gateway through its store; a later change makes it a verifiable
-// Merkle log, see docs/audit.md.)
 package audit
+
+// This file presents the audit trail to people: operators and auditors
+// read it as a table, tools as JSONL.
 
 import (
 	"fmt"

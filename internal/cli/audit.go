@@ -2,19 +2,69 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/config"
+	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/keys/vault"
 	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
+// ExitVerifyFailed is the exit code of `audit verify` when the log does
+// not verify (docs/audit.md); reading or connecting failures exit 1.
+const ExitVerifyFailed = 5
+
+// verifyFailed carries a verification failure to its exit code.
+type verifyFailed struct {
+	cmd string
+	err error
+}
+
+func (v verifyFailed) Error() string { return v.cmd + ": FAILED: " + v.err.Error() }
+func (v verifyFailed) Unwrap() error { return v.err }
+func (v verifyFailed) ExitCode() int { return ExitVerifyFailed }
+
+const auditUsage = `audit list|export|verify|key|reconcile ...
+  audit list   --config FILE [--request-id ID] [--after-seq N] [--since T] [--until T] [--limit N] [--json]
+  audit export --config FILE [--format jsonl|csv] [--since T] [--until T] [--out FILE]
+  audit verify --verifier KEY (--export FILE | --gateway ADDR --cert F --key F --bundle F) [--state DIR] [--witness KEY]...
+  audit key    --config FILE
+  audit reconcile --config FILE --partner DOMAIN`
+
 func runAudit(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 || args[0] != "list" {
-		return usagef("audit: the only subcommand is list: audit list --config FILE [--request-id ID] [--since RFC3339] [--limit N] [--json]")
+	if len(args) == 0 {
+		return usagef("audit: name a subcommand:\n%s", auditUsage)
 	}
+	switch args[0] {
+	case "list":
+		return runAuditList(ctx, e, args[1:])
+	case "export":
+		return runAuditExport(ctx, e, args[1:])
+	case "verify":
+		return runAuditVerify(ctx, e, args[1:])
+	case "key":
+		return runAuditKey(ctx, e, args[1:])
+	case "reconcile":
+		return runAuditReconcile(ctx, e, args[1:])
+	}
+	return usagef("audit: unknown subcommand %q:\n%s", args[0], auditUsage)
+}
+
+func runAuditList(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "audit list", "audit list --config FILE [--request-id ID] [--after-seq N] [--since RFC3339] [--until RFC3339] [--limit N] [--json]\n\nReads the audit trail from the gateway's store (the running gateway may stay up).")
 	cfgPath := fs.String("config", "", "gateway configuration file; its store is read")
 	reqID := fs.String("request-id", "", "only records of this exchange")
@@ -23,7 +73,7 @@ func runAudit(ctx context.Context, e *env, args []string) error {
 	until := fs.String("until", "", "only records before this RFC 3339 time")
 	limit := fs.Int("limit", 100, "maximum records (at most 1000)")
 	asJSON := fs.Bool("json", false, "print protojson lines instead of a table")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *cfgPath == "" {
@@ -33,24 +83,10 @@ func runAudit(ctx context.Context, e *env, args []string) error {
 		return usagef("audit list: --limit must be between 1 and 1000")
 	}
 	q := store.AuditQuery{RequestID: *reqID, AfterSeq: *afterSeq, Limit: *limit}
-	for _, t := range []struct {
-		flag, val string
-		dst       *time.Time
-	}{{"--since", *since, &q.Since}, {"--until", *until, &q.Until}} {
-		if t.val == "" {
-			continue
-		}
-		v, err := time.Parse(time.RFC3339, t.val)
-		if err != nil {
-			return usagef("audit list: %s %q is not an RFC 3339 time", t.flag, t.val)
-		}
-		*t.dst = v
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
+	if err := timeFlags("audit list", *since, *until, &q.Since, &q.Until); err != nil {
 		return err
 	}
-	st, err := sqlite.Open(ctx, cfg.Store.SQLite.Path)
+	st, _, err := openStore(ctx, *cfgPath)
 	if err != nil {
 		return fmt.Errorf("audit list: %w", err)
 	}
@@ -63,4 +99,511 @@ func runAudit(ctx context.Context, e *env, args []string) error {
 		return audit.WriteJSONL(e.stdout, recs)
 	}
 	return audit.WriteTable(e.stdout, recs)
+}
+
+func timeFlags(cmd, since, until string, s, u *time.Time) error {
+	for _, t := range []struct {
+		flag, val string
+		dst       *time.Time
+	}{{"--since", since, s}, {"--until", until, u}} {
+		if t.val == "" {
+			continue
+		}
+		v, err := time.Parse(time.RFC3339, t.val)
+		if err != nil {
+			return usagef("%s: %s %q is not an RFC 3339 time", cmd, t.flag, t.val)
+		}
+		*t.dst = v
+	}
+	return nil
+}
+
+func openStore(ctx context.Context, cfgPath string) (*sqlite.Store, *config.Config, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := sqlite.Open(ctx, cfg.Store.SQLite.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, cfg, nil
+}
+
+// exportPage is how many leaves export reads at a time.
+const exportPage = 1000
+
+func runAuditExport(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit export", "audit export --config FILE [--format jsonl|csv] [--since RFC3339] [--until RFC3339] [--out FILE]\n\nWrites the audit log from the gateway's store: JSONL (every leaf, then every signed checkpoint; the input of audit verify --export) or CSV (records only, for spreadsheets). With --since/--until only records in the range are written, and the export can no longer be verified on its own.")
+	cfgPath := fs.String("config", "", "gateway configuration file; its store is read")
+	format := fs.String("format", "jsonl", "jsonl or csv")
+	since := fs.String("since", "", "only records at or after this RFC 3339 time")
+	until := fs.String("until", "", "only records before this RFC 3339 time")
+	out := fs.String("out", "", "write to this file instead of stdout")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return usagef("audit export: --config is required")
+	}
+	if *format != "jsonl" && *format != "csv" {
+		return usagef("audit export: --format %q: use jsonl or csv", *format)
+	}
+	var from, to time.Time
+	if err := timeFlags("audit export", *since, *until, &from, &to); err != nil {
+		return err
+	}
+	st, _, err := openStore(ctx, *cfgPath)
+	if err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	defer st.Close()
+	w := e.stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+	if err := exportLog(ctx, st, w, *format, from, to); err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	if f, ok := w.(*os.File); ok && *out != "" {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("audit export: %w", err)
+		}
+	}
+	return nil
+}
+
+func exportLog(ctx context.Context, st *sqlite.Store, w io.Writer, format string, from, to time.Time) error {
+	// The checkpoints are read first: every leaf they cover is then
+	// certainly in the store when the leaves are read.
+	cps, err := st.AuditCheckpoints(ctx)
+	if err != nil {
+		return err
+	}
+	ex := audit.NewExporter(w)
+	var cw *audit.CSVWriter
+	if format == "csv" {
+		if cw, err = audit.NewCSVWriter(w); err != nil {
+			return err
+		}
+	}
+	inRange := func(r *blv1.AuditRecord) bool {
+		t := r.GetTime().AsTime()
+		return (from.IsZero() || !t.Before(from)) && (to.IsZero() || t.Before(to))
+	}
+	for start := int64(0); ; start += exportPage {
+		leaves, err := st.AuditLeaves(ctx, start, exportPage)
+		if err != nil {
+			return err
+		}
+		if len(leaves) == 0 {
+			break
+		}
+		ix := make([]int64, len(leaves))
+		for i := range leaves {
+			ix[i] = tlog.StoredHashIndex(0, start+int64(i))
+		}
+		hashes, err := st.ReadAuditHashes(ctx, ix)
+		if err != nil {
+			return err
+		}
+		for i, leaf := range leaves {
+			index := start + int64(i)
+			rec, err := audit.ParseLeaf(index, leaf)
+			if err != nil {
+				// Export what is stored anyway: verify names the problem.
+				rec = nil
+			}
+			if rec != nil && !inRange(rec) {
+				continue
+			}
+			if cw != nil {
+				if rec == nil {
+					return fmt.Errorf("index %d: %w", index, err)
+				}
+				if err := cw.Record(rec, hashes[i]); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := ex.Leaf(index, leaf, hashes[i]); err != nil {
+				return err
+			}
+		}
+	}
+	if cw != nil {
+		return cw.Flush()
+	}
+	for _, c := range cps {
+		note := c.Note
+		lines, err := st.Cosignatures(ctx, c.Size)
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			note = append(note, l...)
+		}
+		if err := ex.Checkpoint(c.Size, c.Time, note); err != nil {
+			return err
+		}
+	}
+	return ex.Flush()
+}
+
+func runAuditVerify(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit verify", `audit verify --verifier KEY (--export FILE | --gateway ADDR --cert FILE --key FILE --bundle FILE) [--state DIR] [--witness KEY]...
+
+Recomputes every leaf hash and the Merkle tree of an audit log, checks every
+signed checkpoint with the verifier key, and with --state checks that the log
+extends the checkpoint seen last time (then saves the newest); each --witness
+requires the latest checkpoint to carry that partner's cosignature. Offline from an
+export (audit export), or online from a gateway as one of its auditors.
+Exit codes: 0 verified, 1 could not read or connect, 2 usage, 5 the log
+does not verify (the message names the first bad index or checkpoint).`)
+	vkey := fs.String("verifier", "", "the gateway's audit verifier key (name+hash+key), or @FILE (its audit.key.pub)")
+	exportPath := fs.String("export", "", "a JSONL export to verify (- for stdin)")
+	state := fs.String("state", "", "directory that keeps the last verified checkpoint per log")
+	co := clientFlags(fs)
+	fs.Lookup("cert").Usage = "your auditor certificate, spiffe://<domain>/auditor/<name> (env BORDERLINK_CERT)"
+	signNow := fs.Bool("sign-now", false, "online: ask the gateway to sign a checkpoint covering every record first")
+	var witnesses []string
+	fs.Func("witness", "require the latest checkpoint to be cosigned by this partner (its audit verifier key, or @FILE); repeatable", func(v string) error {
+		witnesses = append(witnesses, v)
+		return nil
+	})
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *vkey == "" {
+		return usagef("audit verify: --verifier is required: the verifier key of the log (the audit.key.pub file of the gateway)")
+	}
+	if rest, ok := strings.CutPrefix(*vkey, "@"); ok {
+		b, err := os.ReadFile(rest)
+		if err != nil {
+			return fmt.Errorf("audit verify: --verifier: %w", err)
+		}
+		*vkey = strings.TrimSpace(string(b))
+	}
+	v, err := audit.NewVerifier(*vkey, "")
+	if err != nil {
+		return usagef("audit verify: --verifier: %v", err)
+	}
+	online := co.Address != "" || e.getenv("BORDERLINK_GATEWAY") != ""
+	if (*exportPath == "") == !online {
+		return usagef("audit verify: give exactly one of --export FILE or --gateway ADDR")
+	}
+
+	var in audit.LogInput
+	if *exportPath != "" {
+		r := io.Reader(os.Stdin)
+		if *exportPath != "-" {
+			f, err := os.Open(*exportPath)
+			if err != nil {
+				return fmt.Errorf("audit verify: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		in, err = audit.ReadExport(r)
+		if errors.Is(err, audit.ErrVerify) {
+			return verifyFailed{"audit verify", err}
+		}
+		if err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+	} else {
+		cc, err := dial(ctx, e, co)
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		in, err = fetchLog(ctx, blv1.NewAuditClient(cc), *signNow)
+		if err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+	}
+	in.Verifier = v
+
+	var statePath string
+	if *state != "" {
+		if err := os.MkdirAll(*state, 0o700); err != nil {
+			return fmt.Errorf("audit verify: --state: %w", err)
+		}
+		statePath = filepath.Join(*state, url.PathEscape(v.Name())+".checkpoint")
+		b, err := os.ReadFile(statePath)
+		switch {
+		case err == nil:
+			in.Saved = b
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("audit verify: --state: %w", err)
+		}
+	}
+	res, err := audit.VerifyLog(in)
+	if errors.Is(err, audit.ErrVerify) {
+		return verifyFailed{"audit verify", err}
+	}
+	if err != nil {
+		return fmt.Errorf("audit verify: %w", err)
+	}
+	for _, w := range witnesses {
+		if rest, ok := strings.CutPrefix(w, "@"); ok {
+			b, err := os.ReadFile(rest)
+			if err != nil {
+				return fmt.Errorf("audit verify: --witness: %w", err)
+			}
+			w = string(b)
+		}
+		wv, err := audit.NewVerifier(w, "")
+		if err != nil {
+			return usagef("audit verify: --witness: %v", err)
+		}
+		domain, ok := strings.CutSuffix(wv.Name(), "/borderlink/audit")
+		if !ok {
+			return usagef("audit verify: --witness: want a partner's audit verifier key (<domain>/borderlink/audit+hash+key)")
+		}
+		cv, err := audit.NewCosignatureVerifier(w, audit.WitnessName(domain))
+		if err != nil {
+			return usagef("audit verify: --witness: %v", err)
+		}
+		if _, _, err := audit.OpenCosigned(res.LatestNote, cv); err != nil {
+			return verifyFailed{"audit verify", fmt.Errorf("latest checkpoint (size %d): %w", res.Latest.Size, err)}
+		}
+		fmt.Fprintf(e.stdout, "cosigned by witness %s\n", cv.Name())
+	}
+	if statePath != "" {
+		if err := writeFileAtomic(statePath, res.LatestNote); err != nil {
+			return fmt.Errorf("audit verify: --state: %w", err)
+		}
+	}
+	fmt.Fprintf(e.stdout, "OK %s: %d records, %d checkpoints verified; latest checkpoint size %d root %s\n",
+		v.Name(), res.Size, res.Checkpoints, res.Latest.Size, res.Latest.Hash)
+	if res.Uncovered > 0 {
+		fmt.Fprintf(e.stdout, "note: %d records after the latest checkpoint are not covered by a signature yet\n", res.Uncovered)
+	}
+	if in.Saved != nil {
+		fmt.Fprintf(e.stdout, "consistent with the checkpoint saved in %s\n", statePath)
+	}
+	return nil
+}
+
+// fetchLog reads every leaf and the latest checkpoint from a gateway.
+func fetchLog(ctx context.Context, c blv1.AuditClient, signNow bool) (audit.LogInput, error) {
+	var in audit.LogInput
+	cp, err := c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: signNow})
+	if err != nil {
+		return in, err
+	}
+	in.Checkpoints = [][]byte{[]byte(cp.GetCheckpoint())}
+	for {
+		resp, err := c.GetLeaves(ctx, &blv1.GetLeavesRequest{Start: uint64(len(in.Leaves)), Count: 10000})
+		if err != nil {
+			return in, err
+		}
+		if len(resp.GetLeaves()) == 0 {
+			return in, nil
+		}
+		in.Leaves = append(in.Leaves, resp.GetLeaves()...)
+	}
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func runAuditKey(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit key", "audit key --config FILE\n\nPrints the gateway's audit verifier key (for partners' peers.<domain>.audit_key and for auditors' audit verify --verifier), creating the signing key file if it does not exist yet.")
+	cfgPath := fs.String("config", "", "gateway configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return usagef("audit key: --config is required")
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if cfg.Vault != nil {
+		// The key lives in Vault transit: print every version's verifier
+		// key, and never create a key file that nothing signs with.
+		m, err := vault.Load(ctx, *cfg.Vault, cfg.TrustDomain, audit.Origin(cfg.TrustDomain), nil)
+		if err != nil {
+			return fmt.Errorf("audit key: vault: %w", err)
+		}
+		defer m.Close()
+		for _, k := range m.VerifierKeys {
+			fmt.Fprintln(e.stdout, k)
+		}
+		return nil
+	}
+	_, vkey, err := audit.LoadOrCreateKey(cfg.Audit.KeyFile, audit.Origin(cfg.TrustDomain), true)
+	if err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	fmt.Fprintln(e.stdout, vkey)
+	return nil
+}
+
+func runAuditReconcile(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "audit reconcile", `audit reconcile --config FILE --partner DOMAIN
+
+Matches this gateway's records of exchanges with the partner against the
+partner's records of the same exchanges (read from the partner's Audit
+service with this gateway's own identity), and checks every receipt the
+partner gave us against the partner's signed checkpoint with an inclusion
+proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
+5 discrepancies (each listed).`)
+	cfgPath := fs.String("config", "", "this gateway's configuration file (its store, certificate and peers are used)")
+	partner := fs.String("partner", "", "the partner's trust domain")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cfgPath == "" || *partner == "" {
+		return usagef("audit reconcile: --config and --partner are required")
+	}
+	st, cfg, err := openStore(ctx, *cfgPath)
+	if err != nil {
+		return fmt.Errorf("audit reconcile: %w", err)
+	}
+	defer st.Close()
+	peer, ok := cfg.Peers[*partner]
+	if !ok || peer.AuditKey == "" {
+		return fmt.Errorf("audit reconcile: %s: peers.%s with address and audit_key is required", cfg.File, *partner)
+	}
+	v, err := audit.NewVerifier(peer.AuditKey, audit.Origin(*partner))
+	if err != nil {
+		return fmt.Errorf("audit reconcile: peers.%s.audit_key: %w", *partner, err)
+	}
+	var ours []*blv1.AuditRecord
+	for after := uint64(0); ; {
+		page, err := st.ListAudit(ctx, store.AuditQuery{Partner: *partner, Side: int32(blv1.AuditSide_AUDIT_SIDE_CONSUMER), AfterSeq: after})
+		if err != nil {
+			return fmt.Errorf("audit reconcile: %w", err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		ours = append(ours, page...)
+		after = page[len(page)-1].GetSeq()
+	}
+
+	cc, err := dialPartner(cfg, *partner, peer.Address)
+	if err != nil {
+		return fmt.Errorf("audit reconcile: %w", err)
+	}
+	defer cc.Close()
+	ac := blv1.NewAuditClient(cc)
+	cpResp, err := ac.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
+	if err != nil {
+		return fmt.Errorf("audit reconcile: partner checkpoint: %w", err)
+	}
+	cp, err := audit.OpenCheckpoint([]byte(cpResp.GetCheckpoint()), v)
+	if err != nil {
+		return verifyFailed{"audit reconcile", fmt.Errorf("partner checkpoint: %w", err)}
+	}
+	var theirs []*blv1.AuditRecord
+	for after := uint64(0); ; {
+		resp, err := ac.ListRecords(ctx, &blv1.ListRecordsRequest{AfterSeq: after, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("audit reconcile: partner records: %w", err)
+		}
+		if len(resp.GetRecords()) == 0 {
+			break
+		}
+		theirs = append(theirs, resp.GetRecords()...)
+		after = resp.GetRecords()[len(resp.GetRecords())-1].GetSeq()
+	}
+
+	rep := audit.Reconcile(ours, theirs)
+	bySeq := map[uint64]*blv1.AuditRecord{}
+	for _, t := range theirs {
+		bySeq[t.GetSeq()] = t
+	}
+	proved, pending := 0, 0
+	for _, o := range ours {
+		if o.GetPartnerReceipt() == "" || o.GetStatus() == "DATA_LOSS" {
+			continue
+		}
+		bad := func(format string, args ...any) {
+			rep.Discrepancies = append(rep.Discrepancies, audit.Discrepancy{RequestID: o.GetRequestId(), Problem: fmt.Sprintf(format, args...)})
+		}
+		r, err := audit.OpenReceipt(o.GetPartnerReceipt(), v)
+		if err != nil {
+			bad("our seq %d keeps a receipt that does not verify: %v", o.GetSeq(), err)
+			continue
+		}
+		if t, ok := bySeq[uint64(r.Index)+1]; ok {
+			if h, err := audit.LeafHash(t); err != nil || h != r.LeafHash || t.GetRequestId() != o.GetRequestId() {
+				bad("the partner's record at index %d is not the one its receipt names", r.Index)
+				continue
+			}
+		}
+		if r.Index >= cp.Size {
+			pending++
+			continue
+		}
+		p, err := ac.GetInclusionProof(ctx, &blv1.GetInclusionProofRequest{Index: uint64(r.Index), TreeSize: uint64(cp.Size)})
+		if err != nil {
+			bad("no inclusion proof for the receipt's index %d: %v", r.Index, err)
+			continue
+		}
+		if err := audit.CheckInclusion(cp, r.Index, r.LeafHash, toHashes(p.GetHashes())); err != nil {
+			bad("receipt's leaf is not in the partner's log: %v", err)
+			continue
+		}
+		proved++
+	}
+	fmt.Fprintf(e.stdout, "%s: %d exchanges matched, %d receipts proved in the partner's checkpoint of size %d, %d receipts newer than it, %d failed calls not compared\n",
+		*partner, rep.Matched, proved, cp.Size, pending, rep.NotCompared)
+	for _, d := range rep.Discrepancies {
+		fmt.Fprintf(e.stdout, "DISCREPANCY request %s: %s\n", d.RequestID, d.Problem)
+	}
+	if len(rep.Discrepancies) > 0 {
+		return verifyFailed{"audit reconcile", fmt.Errorf("%d discrepancies with %s", len(rep.Discrepancies), *partner)}
+	}
+	return nil
+}
+
+// dialPartner connects to a partner gateway with this gateway's identity.
+func dialPartner(cfg *config.Config, partner, addr string) (*grpc.ClientConn, error) {
+	kp, err := identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tls: %w", cfg.File, err)
+	}
+	bundles := identity.NewBundles()
+	for d, path := range cfg.TrustBundles {
+		if err := bundles.AddPEMFile(d, path); err != nil {
+			return nil, fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
+		}
+	}
+	creds := credentials.NewTLS(identity.ClientTLSConfig(kp, bundles, identity.GatewayID(partner)))
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+}
+
+func toHashes(b [][]byte) []tlog.Hash {
+	out := make([]tlog.Hash, len(b))
+	for i := range b {
+		copy(out[i][:], b[i])
+	}
+	return out
 }

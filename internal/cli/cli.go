@@ -48,9 +48,11 @@ func commands() []command {
 		{"import", "load records into your own gateway: import [--skip-invalid] FILE.jsonl", runImport},
 		{"gen", "write synthetic records as JSONL: gen --domain D --count N --seed S", runGen},
 		{"certs", "make development certificates: certs dev --out DIR --domains a,b,c", runCerts},
-		{"audit", "read the audit trail: audit list --config FILE", runAudit},
+		{"audit", "read, export, verify and reconcile the audit log: audit list|export|verify|key|reconcile ...", runAudit},
 		{"policy", "check a policy directory: policy check [DIR]", runPolicy},
 		{"demo", "run three administrations on this machine and tour them: demo [--dir DIR]", runDemo},
+		{"bench", "measure the gateway against its baselines: bench [--quick] | bench compare OLD.json NEW.json", runBench},
+		{"vault", "set up a development Vault and print the config section: vault init-dev --domain D", runVault},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -98,6 +100,11 @@ func report(stderr io.Writer, err error) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK
 	}
+	var ec interface{ ExitCode() int }
+	if errors.As(err, &ec) {
+		fmt.Fprintf(stderr, "borderlink: %v\n", err)
+		return ec.ExitCode()
+	}
 	var ue usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "borderlink: %s\n", ue.msg)
@@ -128,15 +135,25 @@ func newFlagSet(e *env, name, usageLine string) *flag.FlagSet {
 }
 
 // parse parses flags, turning flag errors into usage errors (the flag
-// package has already printed them).
+// package has already printed them). Unlike the flag package alone it
+// accepts flags after positional arguments ("query declaration ID --peer
+// X"), because that is how people type.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return usageError{err.Error()}
 		}
-		return usageError{err.Error()}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	return nil
+	return fs.Parse(append([]string{"--"}, positional...))
 }
 
 // logFlags adds --log-format and --log-level and returns a constructor for

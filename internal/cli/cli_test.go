@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/cli"
 	"github.com/borderlink/borderlink/policies"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
@@ -82,6 +83,17 @@ func startCluster(t *testing.T) *cluster {
 		c.addrs[d] = l.Addr().String()
 		l.Close()
 	}
+	// Each gateway's audit key is made first, so that each config can name
+	// the partner's verifier key (peers.<domain>.audit_key).
+	vkeys := map[string]string{}
+	for _, d := range []string{nl, sg} {
+		os.MkdirAll(filepath.Join(dir, d), 0o700)
+		_, vk, err := audit.LoadOrCreateKey(filepath.Join(dir, d, "audit.key"), audit.Origin(d), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vkeys[d] = vk
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, d := range []string{nl, sg} {
@@ -103,6 +115,7 @@ trust_bundles:
 peers:
   %[3]s:
     address: %[4]s
+    audit_key: %[5]s
 store:
   sqlite:
     path: gateway.db
@@ -110,7 +123,9 @@ policy:
   dir: ../policies
 pseudonymization:
   key_file: pseudonym.key
-`, d, c.addrs[d], other, c.addrs[other])
+audit:
+  witness_interval: 100ms
+`, d, c.addrs[d], other, c.addrs[other], vkeys[other])
 		path := filepath.Join(gdir, "gateway.yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -208,6 +223,34 @@ func TestImportAndQuery(t *testing.T) {
 		t.Errorf("search: exit %d, %d lines", code, strings.Count(stdout, "\n"))
 	}
 
+	// policy explain: the running gateway (Admin API) and the local
+	// evaluation of the same directory print the same thing.
+	nlConfig := filepath.Join(c.dir, nl, "gateway.yaml")
+	explain := []string{"policy", "explain", "--caller", "spiffe://sg.customs.example/gateway", "--purpose", "risk-assessment", "--id", toSG, "--time", "2026-11-25T10:00:00Z"}
+	code, remoteOut, stderr := run(t, c.env(nl), append(explain, "--remote")...)
+	if code != 0 || !strings.Contains(remoteOut, "ALLOW under agreement nl-sg-risk-2026, grant nl-to-sg") || !strings.Contains(remoteOut, "nl-sg-risk-2026/nl-to-sg") {
+		t.Fatalf("policy explain --remote: exit %d\n%s\n%s", code, remoteOut, stderr)
+	}
+	code, localOut, stderr := run(t, nil, append(explain, "--config", nlConfig)...)
+	if code != 0 || localOut != remoteOut {
+		t.Errorf("policy explain --config differs from --remote (exit %d, %s):\n--- local\n%s\n--- remote\n%s", code, stderr, localOut, remoteOut)
+	}
+	if code, stdout, _ := run(t, c.env(nl), "policy", "status"); code != 0 || !strings.Contains(stdout, "revision:   sha256:") {
+		t.Errorf("policy status: exit %d\n%s", code, stdout)
+	}
+
+	// policy diff: suspending the NL–SG agreement turns the allowed
+	// exchange above into a deny.
+	proposed := filepath.Join(t.TempDir(), "proposed")
+	copyDir(t, filepath.Join(c.dir, "policies"), proposed)
+	agreement := filepath.Join(proposed, "agreements", "nl-sg-risk-2026.yaml")
+	b, _ := os.ReadFile(agreement)
+	os.WriteFile(agreement, []byte(strings.Replace(string(b), "status: active", "status: suspended", 1)), 0o644)
+	code, stdout, stderr = run(t, nil, "policy", "diff", "--config", nlConfig, "--against", proposed)
+	if code != 0 || !strings.Contains(stdout, "allow→deny (NOT_IN_FORCE") || !strings.Contains(stdout, toSG) || !strings.Contains(stderr, "would change") {
+		t.Errorf("policy diff: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+
 	code, stdout, stderr = run(t, nil, "audit", "list", "--config", filepath.Join(c.dir, nl, "gateway.yaml"))
 	if code != 0 || !strings.Contains(stdout, "provider") || !strings.Contains(stdout, "PERMISSION_DENIED") {
 		t.Errorf("audit list: exit %d\n%s\n%s", code, stdout, stderr)
@@ -241,6 +284,52 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+func TestPolicyTestAndExplainLocal(t *testing.T) {
+	code, stdout, stderr := run(t, nil, "policy", "test", "../../policies")
+	if code != 0 || !strings.Contains(stdout, "passed, 0 failed") {
+		t.Fatalf("policy test: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	// A broken case file makes policy test fail and name it.
+	dir := filepath.Join(t.TempDir(), "p")
+	copyDir(t, "../../policies", dir)
+	caseFile := filepath.Join(dir, "testdata", "decisions", "sg-gets-nl-declaration.yaml")
+	b, _ := os.ReadFile(caseFile)
+	os.WriteFile(caseFile, []byte(strings.Replace(string(b), "grant: nl-to-sg", "grant: other", 1)), 0o644)
+	code, stdout, _ = run(t, nil, "policy", "test", dir)
+	if code != cli.ExitError || !strings.Contains(stdout, "FAIL  testdata/decisions/sg-gets-nl-declaration.yaml") {
+		t.Errorf("policy test with a wrong expectation: exit %d\n%s", code, stdout)
+	}
+
+	record := filepath.Join(t.TempDir(), "decl.json")
+	os.WriteFile(record, []byte(`{"id":"NL-9","export_country":"NL","destination_country":"US","goods_items":[{"hs_code":"85044000"}]}`), 0o644)
+	code, stdout, stderr = run(t, nil, "policy", "explain", "--dir", "../../policies", "--self", nl,
+		"--caller", "spiffe://sg.customs.example/gateway", "--purpose", "risk-assessment", "--record", record, "--time", "2026-11-25T10:00:00Z")
+	if code != 0 || !strings.Contains(stdout, "DENY (CONDITIONS_NOT_MET)") || !strings.Contains(stdout, `fails: destination country "US" is outside ["SG"]`) {
+		t.Errorf("policy explain of a denied record: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func between(s, start, end string) string {
 	_, rest, ok := strings.Cut(s, start)
 	if !ok {
@@ -248,4 +337,19 @@ func between(s, start, end string) string {
 	}
 	v, _, _ := strings.Cut(rest, end)
 	return v
+}
+
+func TestFlagsAfterArguments(t *testing.T) {
+	for _, k := range []string{"BORDERLINK_GATEWAY", "BORDERLINK_CERT", "BORDERLINK_KEY", "BORDERLINK_BUNDLE"} {
+		t.Setenv(k, "")
+	}
+	// The ID comes first; --peer and --purpose must still be seen, so the
+	// error is about the missing gateway, not the missing flags.
+	code, _, stderr := run(t, nil, "query", "declaration", "NL-1", "--peer", nl, "--purpose", "risk-assessment")
+	if code != cli.ExitUsage || !strings.Contains(stderr, "BORDERLINK_GATEWAY") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	if code, _, _ := run(t, nil, "query", "-h"); code != cli.ExitOK {
+		t.Errorf("query -h exit %d, want 0", code)
+	}
 }

@@ -40,10 +40,10 @@ func dial(ctx context.Context, e *env, o *client.Options) (*grpc.ClientConn, err
 	fill(&opts.KeyFile, client.EnvKey)
 	fill(&opts.BundleFile, client.EnvBundle)
 	cc, _, err := client.Dial(ctx, opts)
-	if err != nil {
+	if errors.Is(err, client.ErrMissingOption) {
 		return nil, usagef("%v", err)
 	}
-	return cc, nil
+	return cc, err
 }
 
 const queryUsage = `query declaration --peer DOMAIN --purpose P ID
@@ -53,6 +53,9 @@ const queryUsage = `query declaration --peer DOMAIN --purpose P ID
 func runQuery(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprintf(e.stderr, "Usage: borderlink %s\n", queryUsage)
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return flag.ErrHelp
+		}
 		return usagef("query: name what to ask for: declaration, search or risk")
 	}
 	what := args[0]

@@ -50,6 +50,10 @@ func (o Options) FromEnv() Options {
 	return o
 }
 
+// ErrMissingOption marks a Dial error caused by an option left empty
+// (a usage error), as opposed to a file that cannot be read.
+var ErrMissingOption = errors.New("missing option")
+
 // Dial returns a connection to the gateway. The connection is lazy: TLS
 // problems surface on the first call.
 func Dial(_ context.Context, o Options) (*grpc.ClientConn, identity.ID, error) {
@@ -64,7 +68,7 @@ func Dial(_ context.Context, o Options) (*grpc.ClientConn, identity.ID, error) {
 		missing = append(missing, fmt.Errorf("trust bundle of the gateway's domain: set --bundle or %s", EnvBundle))
 	}
 	if err := errors.Join(missing...); err != nil {
-		return nil, identity.ID{}, err
+		return nil, identity.ID{}, fmt.Errorf("%w: %w", ErrMissingOption, err)
 	}
 	kp, err := identity.LoadKeyPair(o.CertFile, o.KeyFile)
 	if err != nil {

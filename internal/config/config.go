@@ -17,7 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
+
+	"github.com/borderlink/borderlink/internal/keys"
 )
 
 // Defaults for optional keys.
@@ -26,6 +29,15 @@ const (
 	DefaultSearchMaxLimit = 1000
 	DefaultPeerTimeout    = 10 * time.Second
 	DefaultShutdownGrace  = 10 * time.Second
+	// DefaultCheckpointInterval is how often the audit log is checkpointed
+	// when it has grown.
+	DefaultCheckpointInterval = time.Second
+	// DefaultWitnessInterval is how often partners' audit checkpoints are
+	// witnessed.
+	DefaultWitnessInterval = 10 * time.Second
+	// DefaultAuditKeyName is the audit signing key file created next to
+	// the database when audit.key_file is not set.
+	DefaultAuditKeyName = "audit.key"
 )
 
 // Config is one gateway's configuration.
@@ -44,6 +56,12 @@ type Config struct {
 	Policy           Policy           `yaml:"policy"`
 	Pseudonymization Pseudonymization `yaml:"pseudonymization"`
 	Limits           Limits           `yaml:"limits"`
+	Audit            Audit            `yaml:"audit"`
+	// Vault, when set, is where the gateway certificate, the own trust
+	// bundle, the audit signing key and the pseudonymisation key come
+	// from (docs/vault.md); tls.* and pseudonymization.key_file are then
+	// not used.
+	Vault *keys.VaultConfig `yaml:"vault"`
 
 	// File is where the config was read from.
 	File string `yaml:"-"`
@@ -59,6 +77,24 @@ type TLS struct {
 // Peer is a partner gateway.
 type Peer struct {
 	Address string `yaml:"address"`
+	// AuditKey is the partner's audit verifier key (a note verifier key
+	// "<domain>/borderlink/audit+<hash>+<key>"); receipts from the partner
+	// are checked with it. Without it, calls to the partner are refused.
+	AuditKey string `yaml:"audit_key"`
+}
+
+// Audit configures the verifiable audit log (docs/audit.md).
+type Audit struct {
+	// KeyFile holds the Ed25519 note signer key that signs checkpoints and
+	// receipts. Default: audit.key next to the database, generated at first
+	// start (its verifier key is written to KeyFile + ".pub").
+	KeyFile string `yaml:"key_file"`
+	// CheckpointInterval is how often a checkpoint is signed when the log
+	// has grown; default 1s.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// WitnessInterval is how often partners' checkpoints are fetched and
+	// checked for consistency; default 10s.
+	WitnessInterval Duration `yaml:"witness_interval"`
 }
 
 // Store selects the storage backend.
@@ -156,6 +192,15 @@ func (c *Config) setDefaults() {
 	if c.Limits.ShutdownGrace.Duration == 0 {
 		c.Limits.ShutdownGrace.Duration = DefaultShutdownGrace
 	}
+	if c.Audit.CheckpointInterval.Duration == 0 {
+		c.Audit.CheckpointInterval.Duration = DefaultCheckpointInterval
+	}
+	if c.Vault != nil {
+		c.Vault.SetDefaults()
+	}
+	if c.Audit.WitnessInterval.Duration == 0 {
+		c.Audit.WitnessInterval.Duration = DefaultWitnessInterval
+	}
 }
 
 func (c *Config) resolvePaths(dir string) {
@@ -169,6 +214,16 @@ func (c *Config) resolvePaths(dir string) {
 	abs(&c.Store.SQLite.Path)
 	abs(&c.Policy.Dir)
 	abs(&c.Pseudonymization.KeyFile)
+	if c.Vault != nil {
+		abs(&c.Vault.CACert)
+		if a := c.Vault.Auth.AppRole; a != nil {
+			abs(&a.SecretIDFile)
+		}
+	}
+	if c.Audit.KeyFile == "" && c.Store.SQLite.Path != "" {
+		c.Audit.KeyFile = filepath.Join(filepath.Dir(c.Store.SQLite.Path), DefaultAuditKeyName)
+	}
+	abs(&c.Audit.KeyFile)
 	for d, p := range c.TrustBundles {
 		abs(&p)
 		c.TrustBundles[d] = p
@@ -199,11 +254,22 @@ func (c *Config) Validate() error {
 			bad(key, fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err)), fix)
 		}
 	}
-	fileKey("tls.cert_file", c.TLS.CertFile, "the gateway certificate; `borderlink certs dev` makes one for development")
-	fileKey("tls.key_file", c.TLS.KeyFile, "the gateway private key; `borderlink certs dev` makes one for development")
-	if len(c.TrustBundles) == 0 {
+	if c.Vault == nil {
+		fileKey("tls.cert_file", c.TLS.CertFile, "the gateway certificate; `borderlink certs dev` makes one for development")
+		fileKey("tls.key_file", c.TLS.KeyFile, "the gateway private key; `borderlink certs dev` makes one for development")
+	} else {
+		if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
+			bad("tls", "is set together with vault", "remove tls: the certificate comes from vault.pki")
+		}
+		if err := c.Vault.Validate(); err != nil {
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				errs = append(errs, fmt.Errorf("%s: %w", c.File, e))
+			}
+		}
+	}
+	if len(c.TrustBundles) == 0 && c.Vault == nil {
 		bad("trust_bundles", "is empty", "map each trust domain you accept, including your own, to its CA bundle PEM file")
-	} else if _, ok := c.TrustBundles[c.TrustDomain]; !ok && c.TrustDomain != "" {
+	} else if _, ok := c.TrustBundles[c.TrustDomain]; !ok && c.TrustDomain != "" && c.Vault == nil {
 		bad("trust_bundles", fmt.Sprintf("has no bundle for the own trust domain %s", c.TrustDomain), "add it: own systems and agencies are verified against it")
 	}
 	for _, d := range sortedKeys(c.TrustBundles) {
@@ -226,6 +292,13 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Peers[d].Address); err != nil {
 			bad(key+".address", fmt.Sprintf("%q is not host:port", c.Peers[d].Address), "the partner gateway's address, e.g. gw.sg.customs.example:7443")
 		}
+		if k := c.Peers[d].AuditKey; k != "" {
+			if v, err := note.NewVerifier(k); err != nil {
+				bad(key+".audit_key", "is not a note verifier key", "paste the partner's audit verifier key (the .pub file next to its audit key)")
+			} else if want := d + "/borderlink/audit"; v.Name() != want {
+				bad(key+".audit_key", fmt.Sprintf("is the key of %q", v.Name()), fmt.Sprintf("use the key named %s", want))
+			}
+		}
 	}
 	if c.Store.SQLite.Path == "" {
 		bad("store.sqlite.path", "is required", "a file path for the embedded database, e.g. data/gateway.db")
@@ -235,7 +308,11 @@ func (c *Config) Validate() error {
 	} else if st, err := os.Stat(c.Policy.Dir); err != nil || !st.IsDir() {
 		bad("policy.dir", fmt.Sprintf("%s is not a readable directory", c.Policy.Dir), "point it at the directory with exchange.rego and agreements/")
 	}
-	if c.Pseudonymization.KeyFile == "" {
+	if c.Vault != nil && c.Vault.KV.PseudonymKeyPath != "" {
+		if c.Pseudonymization.KeyFile != "" {
+			bad("pseudonymization.key_file", "is set together with vault.kv.pseudonym_key_path", "use one of them")
+		}
+	} else if c.Pseudonymization.KeyFile == "" {
 		bad("pseudonymization.key_file", "is required", "create one with: head -c 32 /dev/urandom > pseudonym.key")
 	} else if st, err := os.Stat(c.Pseudonymization.KeyFile); err != nil {
 		bad("pseudonymization.key_file", fmt.Sprintf("cannot read %s", c.Pseudonymization.KeyFile), "create one with: head -c 32 /dev/urandom > pseudonym.key")
@@ -253,6 +330,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.ShutdownGrace.Duration < 0 {
 		bad("limits.shutdown_grace", "is negative", "e.g. 10s")
+	}
+	if c.Audit.CheckpointInterval.Duration < 0 {
+		bad("audit.checkpoint_interval", "is negative", "e.g. 1s")
+	}
+	if c.Audit.WitnessInterval.Duration < 0 {
+		bad("audit.witness_interval", "is negative", "e.g. 10s")
 	}
 	return errors.Join(errs...)
 }

@@ -55,6 +55,12 @@ func TestParseValid(t *testing.T) {
 	if c.Limits.SearchDefault != config.DefaultSearchLimit || c.Limits.PeerTimeout.Duration != config.DefaultPeerTimeout {
 		t.Errorf("defaults not applied: %+v", c.Limits)
 	}
+	if got, want := c.Audit.KeyFile, filepath.Join(dir, "data", config.DefaultAuditKeyName); got != want {
+		t.Errorf("audit.key_file defaults to %s, want %s (next to the database)", got, want)
+	}
+	if c.Audit.CheckpointInterval.Duration != config.DefaultCheckpointInterval {
+		t.Errorf("audit.checkpoint_interval defaults to %v", c.Audit.CheckpointInterval)
+	}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -72,6 +78,9 @@ func TestParseErrors(t *testing.T) {
 		{"peer bad address", "address: 127.0.0.1:7444", "address: sg", []string{"peers.sg.customs.example.address"}},
 		{"short key", "key_file: pseudonym.key", "key_file: gw.pem", []string{"pseudonymization.key_file", "1 bytes", "head -c 32"}},
 		{"bad duration", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\nlimits:\n  peer_timeout: soon\n", []string{`"soon"`, "duration"}},
+		{"peer audit key malformed", "address: 127.0.0.1:7444", "address: 127.0.0.1:7444\n    audit_key: nonsense", []string{"peers.sg.customs.example.audit_key", "not a note verifier key"}},
+		{"peer audit key of another log", "address: 127.0.0.1:7444", "address: 127.0.0.1:7444\n    audit_key: " + cnAuditKey, []string{"peers.sg.customs.example.audit_key", "cn.customs.example/borderlink/audit", "sg.customs.example/borderlink/audit"}},
+		{"negative checkpoint interval", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\naudit:\n  checkpoint_interval: -1s\n", []string{"audit.checkpoint_interval", "negative"}},
 		{"search limits", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\nlimits:\n  search_default: 5000\n", []string{"limits.search_default", "5000"}},
 	}
 	for _, c := range cases {
@@ -93,6 +102,9 @@ func TestParseErrors(t *testing.T) {
 		})
 	}
 }
+
+// cnAuditKey is a verifier key of cn.customs.example's audit log.
+const cnAuditKey = "cn.customs.example/borderlink/audit+5bd1eed8+AY6p1b/jdlmyJD1iXRBNOhR7vDh9e/9ARRJzXwE8sVVL"
 
 func TestDurationRoundTrip(t *testing.T) {
 	d := config.Duration{Duration: 90 * time.Second}

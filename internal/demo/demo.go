@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/client"
 	"github.com/borderlink/borderlink/internal/devca"
 	"github.com/borderlink/borderlink/internal/gen"
@@ -142,7 +143,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		p.line("  loaded %d synthetic records into %s", resp.GetImported(), n.domain)
 	}
 
-	t := &tour{p: p, nodes: map[string]*node{}, certDir: certDir}
+	t := &tour{p: p, nodes: map[string]*node{}, certDir: certDir, exe: o.Exe}
 	for _, n := range nodes {
 		t.nodes[n.domain] = n
 	}
@@ -151,7 +152,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	p.title("Done")
 	p.line("Every gateway is stopped. Configs, logs and databases stay in %s;", dir)
-	p.line("run a gateway yourself with: borderlink serve --config %s", rel(dir, nodes[0].config))
+	p.line("run a gateway yourself with: borderlink serve --config %s", nodes[0].config)
 	return nil
 }
 
@@ -201,6 +202,19 @@ func layout(dir, certDir, policyDir string) ([]*node, error) {
 		}
 		nodes = append(nodes, &node{domain: d, dir: filepath.Join(dir, d), addr: addr})
 	}
+	// Each gateway's audit key is made here, not at its first start, so
+	// that every config can name its partners' verifier keys.
+	auditKeys := map[string]string{}
+	for _, n := range nodes {
+		if err := os.MkdirAll(n.dir, 0o700); err != nil {
+			return nil, err
+		}
+		_, vkey, err := audit.LoadOrCreateKey(filepath.Join(n.dir, "audit.key"), audit.Origin(n.domain), true)
+		if err != nil {
+			return nil, err
+		}
+		auditKeys[n.domain] = vkey
+	}
 	for _, n := range nodes {
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
 			return nil, err
@@ -224,12 +238,13 @@ func layout(dir, certDir, policyDir string) ([]*node, error) {
 		fmt.Fprintf(&b, "peers:\n")
 		for _, m := range nodes {
 			if m != n {
-				fmt.Fprintf(&b, "  %s:\n    address: %s\n", m.domain, m.addr)
+				fmt.Fprintf(&b, "  %s:\n    address: %s\n    audit_key: %s\n", m.domain, m.addr, auditKeys[m.domain])
 			}
 		}
 		fmt.Fprintf(&b, "store:\n  sqlite:\n    path: gateway.db\n")
 		fmt.Fprintf(&b, "policy:\n  dir: %s\n", policyDir)
 		fmt.Fprintf(&b, "pseudonymization:\n  key_file: pseudonym.key\n")
+		fmt.Fprintf(&b, "audit:\n  key_file: audit.key\n")
 		n.config = filepath.Join(n.dir, "gateway.yaml")
 		if err := os.WriteFile(n.config, []byte(b.String()), 0o600); err != nil {
 			return nil, err

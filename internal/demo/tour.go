@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -60,6 +61,7 @@ type tour struct {
 	p       *printer
 	nodes   map[string]*node
 	certDir string
+	exe     string
 }
 
 func (t *tour) run(ctx context.Context) error {
@@ -95,8 +97,9 @@ func (t *tour) run(ctx context.Context) error {
 	t.p.release(resp.GetRelease())
 	t.p.line("  what SG received:")
 	t.p.json(resp.GetDeclaration())
-	t.p.line("  (declarant.name is masked; exporter.tax_id is a pseudonym only SG gets; parties' addresses")
-	t.p.line("   except the exporter's country, office and documents were not released at all.)")
+	t.p.line("  (declarant.name is masked; exporter.tax_id is a pseudonym only SG gets; the importer, an SG")
+	t.p.line("   trader, is released whole; the exporter's address except its country, the declaration")
+	t.p.line("   office and the documents were not released at all.)")
 
 	t.p.title("2. Allowed: Singapore searches NL declarations of HS chapter 85 bound for SG")
 	t.p.line("$ borderlink query search --peer %s --purpose risk-assessment --hs-chapter 85 --limit 5", NL)
@@ -187,6 +190,23 @@ func (t *tour) run(ctx context.Context) error {
 	t.p.line("\nRecords with the same REQUEST on two gateways are the two sides of one exchange; their SHA-256")
 	t.p.line("columns match because both sides hashed the same released bytes. Payloads are never logged.")
 	t.p.line("The same tables: borderlink audit list --config <dir>/<domain>/gateway.yaml")
+
+	// 5. An auditor who trusts nothing but NL's published key checks NL's log.
+	t.p.title("7. The Dutch data-protection auditor verifies NL's audit log")
+	args := []string{"audit", "verify", "--sign-now",
+		"--gateway", nl.addr,
+		"--cert", filepath.Join(t.certDir, NL, "auditor-dpa.pem"),
+		"--key", filepath.Join(t.certDir, NL, "auditor-dpa-key.pem"),
+		"--bundle", filepath.Join(t.certDir, "bundle", NL+".pem"),
+		"--verifier", "@" + filepath.Join(nl.dir, "audit.key.pub")}
+	t.p.line("$ borderlink audit verify --sign-now --gateway %s --verifier @%s (as spiffe://%s/auditor/dpa)", nl.addr, filepath.Join(nl.dir, "audit.key.pub"), NL)
+	out, err := exec.CommandContext(ctx, t.exe, args...).CombinedOutput()
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		t.p.line("  %s", l)
+	}
+	if err != nil {
+		return fmt.Errorf("tour step 7: audit verify: %w", err)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,15 +12,20 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/devca"
 	"github.com/borderlink/borderlink/internal/gateway"
 	"github.com/borderlink/borderlink/internal/identity"
@@ -51,6 +57,9 @@ type node struct {
 	pseud   *release.Pseudonymizer
 	addr    string
 	rejects chan rejection
+	// auditKey is the verifier key of the gateway's audit log,
+	// auditKeySigner its signer key.
+	auditKey, auditKeySigner string
 }
 
 type rejection struct {
@@ -85,7 +94,8 @@ type federation struct {
 
 // startFederation runs three gateways in this process on loopback ports,
 // with real mTLS, the shipped policy and agreements, and SQLite files.
-func startFederation(t *testing.T) *federation {
+// Tweaks change a gateway's options before it starts.
+func startFederation(t *testing.T, tweaks ...func(domain string, o *gateway.Options)) *federation {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &federation{nodes: map[string]*node{}, bundles: identity.NewBundles()}
@@ -102,6 +112,16 @@ func startFederation(t *testing.T) *federation {
 		}
 		listeners[d] = lis
 		f.nodes[d] = &node{domain: d, ca: ca, addr: lis.Addr().String(), rejects: make(chan rejection, 64)}
+	}
+	// Each administration's audit key; every gateway knows its partners'
+	// verifier keys, so receipts verify.
+	auditKeys, auditVKeys := map[string]string{}, map[string]string{}
+	for d := range f.nodes {
+		sk, vk, err := audit.GenerateKey(audit.Origin(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		auditKeys[d], auditVKeys[d] = sk, vk
 	}
 	var wg sync.WaitGroup
 	for d, n := range f.nodes {
@@ -124,23 +144,39 @@ func startFederation(t *testing.T) *federation {
 			t.Fatal(err)
 		}
 		peers := map[string]string{}
+		peerKeys := map[string]string{}
 		for pd, p := range f.nodes {
 			if pd != d {
 				peers[pd] = p.addr
+				peerKeys[pd] = auditVKeys[pd]
 			}
 		}
+		signer, err := note.NewSigner(auditKeys[d])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.auditKey, n.auditKeySigner = auditVKeys[d], auditKeys[d]
+		cosigner, err := audit.NewCosigner(auditKeys[d], audit.WitnessName(d), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		rejects := n.rejects
-		g, err := gateway.New(gateway.Options{
+		opts := gateway.Options{
 			Self: d, KeyPair: identity.NewKeyPair(cert), Bundles: f.bundles, Store: n.audit,
 			Policy: engine, Pseudonymizer: n.pseud, Peers: peers,
 			Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return decisionTime },
+			Audit: gateway.AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys, CheckpointInterval: 50 * time.Millisecond, WitnessInterval: 50 * time.Millisecond},
 			OnReject: func(claimed string, err error) {
 				select {
 				case rejects <- rejection{claimed, err}:
 				default:
 				}
 			},
-		})
+		}
+		for _, tw := range tweaks {
+			tw(d, &opts)
+		}
+		g, err := gateway.New(opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,11 +199,12 @@ func startFederation(t *testing.T) *federation {
 	nl := storetest.Declaration("NL-1", 0, "NL", "SG", "85044000", "8471300000")
 	nlFood := storetest.Declaration("NL-FOOD", time.Hour, "NO", "NL", "03024200")
 	nlUS := storetest.Declaration("NL-US", 2*time.Hour, "NL", "US", "85044000")
-	for _, d := range []*blv1.Declaration{nl, nlFood, nlUS} {
+	nlArms := storetest.Declaration("NL-ARMS", 3*time.Hour, "NL", "SG", "93020000")
+	for _, d := range []*blv1.Declaration{nl, nlFood, nlUS, nlArms} {
 		d.Exporter.TaxId = "NL000111222B01"
 		d.Importer.TaxId = "NL000111222B01" // same trader on both sides: pseudonyms must link
 	}
-	mustPut(t, f.nodes[nlDomain], []*blv1.Declaration{nl, nlFood, nlUS},
+	mustPut(t, f.nodes[nlDomain], []*blv1.Declaration{nl, nlFood, nlUS, nlArms},
 		[]*blv1.RiskAssessment{storetest.RiskAssessment("NL-RA-1", "NL-1", 0.82)})
 	mustPut(t, f.nodes[sgDomain], []*blv1.Declaration{storetest.Declaration("SG-1", 0, "SG", "NL", "85044000")}, nil)
 	return f
@@ -284,7 +321,7 @@ func TestExchangeEndToEnd(t *testing.T) {
 		}
 		for _, r := range []*blv1.AuditRecord{p, c} {
 			if r.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW || r.GetReleaseSha256() != digest || r.GetAgreementId() != "nl-sg-risk-2026" ||
-				!slices.Equal(r.GetReleasedFields(), rel.GetFields()) || r.GetPolicyRevision() != rel.GetPolicyRevision() || r.GetVersion() != 1 {
+				!slices.Equal(r.GetReleasedFields(), rel.GetFields()) || r.GetPolicyRevision() != rel.GetPolicyRevision() || r.GetVersion() != 1 || r.GetStatus() != "OK" {
 				t.Errorf("audit record does not match the release: %v", r)
 			}
 		}
@@ -297,11 +334,26 @@ func TestExchangeEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("a national rule withholds the traders of an arms consignment", func(t *testing.T) {
+		resp, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-ARMS", Purpose: "risk-assessment"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := resp.GetDeclaration()
+		if d.GetImporter() != nil || d.GetExporter() != nil || d.GetDeclarant() != nil || len(d.GetGoodsItems()) != 1 {
+			t.Errorf("arms release = %v, want goods without parties", d)
+		}
+	})
+
 	t.Run("agency gets a narrower release", func(t *testing.T) {
 		ex := blv1.NewExchangeClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/agency/health", nil))
-		resp, err := ex.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "NL-FOOD", Purpose: "sanitary-control"})
+		var header metadata.MD
+		resp, err := ex.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "NL-FOOD", Purpose: "sanitary-control"}, grpc.Header(&header))
 		if err != nil {
 			t.Fatalf("GetDeclaration: %v", err)
+		}
+		if ids := header.Get(gateway.RequestIDHeader); len(ids) != 1 || len(auditOf(t, nl, ids[0])) != 1 {
+			t.Errorf("request id header %v does not name the provider's audit record", ids)
 		}
 		d := resp.GetDeclaration()
 		if d.GetExporter() != nil || d.GetDeclarant() != nil || d.GetInvoiceAmount() != nil || d.GetGoodsItems()[0].GetStatisticalValue() != nil {
@@ -328,13 +380,14 @@ func TestExchangeEndToEnd(t *testing.T) {
 		purpose  string
 		code     codes.Code
 		reason   string
+		info     string
 		provider *node
 	}{
-		{"wrong purpose", sgDomain, nlDomain, "NL-1", "marketing", codes.PermissionDenied, `purpose "marketing" is not granted`, nl},
-		{"no agreement", cnDomain, sgDomain, "SG-1", "risk-assessment", codes.PermissionDenied, "no agreement covers spiffe://cn.customs.example/gateway", sg},
-		{"outside conditions", sgDomain, nlDomain, "NL-US", "risk-assessment", codes.PermissionDenied, "outside the conditions", nl},
-		{"not found for an entitled partner", sgDomain, nlDomain, "NL-404", "risk-assessment", codes.NotFound, "record not found", nl},
-		{"missing record hidden from an unentitled partner", cnDomain, nlDomain, "NL-404", "risk-assessment", codes.PermissionDenied, "not granted", nl},
+		{"wrong purpose", sgDomain, nlDomain, "NL-1", "marketing", codes.PermissionDenied, `purpose "marketing" is not granted`, "PURPOSE_NOT_GRANTED", nl},
+		{"no agreement", cnDomain, sgDomain, "SG-1", "risk-assessment", codes.PermissionDenied, "no agreement covers spiffe://cn.customs.example/gateway", "NO_AGREEMENT", sg},
+		{"outside conditions", sgDomain, nlDomain, "NL-US", "risk-assessment", codes.PermissionDenied, "outside the conditions", "CONDITIONS_NOT_MET", nl},
+		{"not found for an entitled partner", sgDomain, nlDomain, "NL-404", "risk-assessment", codes.NotFound, "record not found", "NOT_FOUND", nl},
+		{"missing record hidden from an unentitled partner", cnDomain, nlDomain, "NL-404", "risk-assessment", codes.PermissionDenied, "not granted", "ACTION_NOT_GRANTED", nl},
 	}
 	for _, c := range denials {
 		t.Run("denied: "+c.name, func(t *testing.T) {
@@ -342,6 +395,9 @@ func TestExchangeEndToEnd(t *testing.T) {
 			_, err := f.local(t, c.from).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: c.partner, Id: c.id, Purpose: c.purpose})
 			if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.reason) {
 				t.Fatalf("err = %v, want %v containing %q", err, c.code, c.reason)
+			}
+			if got := reasonCode(err); got != c.info {
+				t.Errorf("reason code = %q, want %q", got, c.info)
 			}
 			provRecs := allAudit(t, c.provider)
 			if len(provRecs) != before+1 {
@@ -516,5 +572,200 @@ func TestMTLSNegativeMatrix(t *testing.T) {
 				t.Errorf("audit trail grew from %d to %d: a handler ran", before, after)
 			}
 		})
+	}
+}
+
+// reasonCode is the stable reason code of a refusal (ErrorInfo detail).
+func reasonCode(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == gateway.ErrorDomain {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+// TestAuditServicePartnerView: a partner reading its own records on our
+// Audit service must not learn, from a refused request's stored policy
+// input, the attributes the refusal withheld.
+func TestAuditServicePartnerView(t *testing.T) {
+	f := startFederation(t)
+	ctx := context.Background()
+	_, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-US", Purpose: "risk-assessment"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("setup: %v", err)
+	}
+	if _, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"}); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	partner := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
+	resp, err := partner.ListRecords(ctx, &blv1.ListRecordsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetRecords()) != 2 {
+		t.Fatalf("partner sees %d records, want its 2", len(resp.GetRecords()))
+	}
+	for _, r := range resp.GetRecords() {
+		denied := r.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW
+		if denied && (r.GetPolicyInput() != "" || strings.Contains(r.String(), "destination_country")) {
+			t.Errorf("refused record shows the withheld attributes: %v", r)
+		}
+		got, err := partner.GetRecord(ctx, &blv1.GetRecordRequest{Seq: r.GetSeq()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if denied && (got.GetRecord().GetPolicyInput() != "" || len(got.GetLeaf()) != 0) {
+			t.Errorf("GetRecord of a refused record returns input or leaf: %v", got)
+		}
+	}
+	auditor := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/auditor/dpa", nil))
+	all, err := auditor.ListRecords(ctx, &blv1.ListRecordsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range all.GetRecords() {
+		if r.GetPolicyInput() == "" {
+			t.Errorf("auditor sees a record without its policy input: %v", r)
+		}
+	}
+	if _, err := partner.GetLeaves(ctx, &blv1.GetLeavesRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("partner GetLeaves: %v, want PermissionDenied", err)
+	}
+}
+
+// TestRateLimitAndMaxResults: a grant's rate limit refuses the call that
+// exceeds it (audited, RATE_LIMITED) and its max_results caps a search.
+func TestRateLimitAndMaxResults(t *testing.T) {
+	src, err := policies.FS.ReadFile("agreements/nl-sg-risk-2026.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := strings.Replace(string(src), "  - id: nl-to-sg\n", "  - id: nl-to-sg\n    max_results: 1\n    rate_limit: {requests: 2, per: 1h}\n", 1)
+	if limited == string(src) {
+		t.Fatal("agreement fixture changed: cannot add limits")
+	}
+	fsys := fstest.MapFS{"agreements/nl-sg-risk-2026.yaml": {Data: []byte(limited)}}
+	for _, name := range []string{"exchange.rego", "national.rego"} {
+		b, _ := policies.FS.ReadFile(name)
+		fsys[name] = &fstest.MapFile{Data: b}
+	}
+	f := startFederation(t, func(domain string, o *gateway.Options) {
+		e, err := policy.NewEngine(context.Background(), domain, fsys, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Policy = e
+	})
+	ctx := context.Background()
+	local := f.local(t, sgDomain)
+
+	// NL-1 and NL-ARMS are both bound for SG; the grant allows one per search.
+	stream, err := local.SearchPartnerDeclarations(ctx, &blv1.SearchPartnerDeclarationsRequest{Partner: nlDomain, Purpose: "risk-assessment"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Errorf("search returned %d results, want 1 (max_results)", n)
+	}
+	// The search took one token of two; one get succeeds, the next is refused.
+	if _, err := local.GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"}); err != nil {
+		t.Fatalf("second call within the limit: %v", err)
+	}
+	_, err = local.GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"})
+	if status.Code(err) != codes.ResourceExhausted || reasonCode(err) != "RATE_LIMITED" {
+		t.Fatalf("third call: %v (code %q), want RESOURCE_EXHAUSTED / RATE_LIMITED", err, reasonCode(err))
+	}
+	recs := allAudit(t, f.nodes[nlDomain])
+	last := recs[len(recs)-1]
+	if last.GetStatus() != "RESOURCE_EXHAUSTED" || last.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY || last.GetReleaseSha256() != "" {
+		t.Errorf("audit record of the refused call = %v", last)
+	}
+	cons := auditOf(t, f.nodes[sgDomain], last.GetRequestId())
+	if len(cons) != 1 || cons[0].GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY {
+		t.Errorf("consumer record of the refused call = %v, want one DENY (so reconcile matches both sides)", cons)
+	}
+}
+
+// failingSigner signs checkpoints and receipts until broken is set, like a
+// Vault transit key whose server went away.
+type failingSigner struct {
+	audit.Signer
+	broken atomic.Bool
+}
+
+func (s *failingSigner) Sign(msg []byte) ([]byte, error) {
+	if s.broken.Load() {
+		return nil, errors.New("transit unreachable")
+	}
+	return s.Signer.Sign(msg)
+}
+
+// TestReceiptSigningFailure: when the receipt cannot be signed the partner
+// gets nothing, and the log records, after the durable ALLOW, an ERROR
+// record saying that nothing was released.
+func TestReceiptSigningFailure(t *testing.T) {
+	var fs *failingSigner
+	f := startFederation(t, func(domain string, o *gateway.Options) {
+		if domain == nlDomain {
+			fs = &failingSigner{Signer: o.Audit.Signer}
+			o.Audit.Signer = fs
+		}
+	})
+	fs.broken.Store(true)
+	resp, err := f.local(t, sgDomain).GetPartnerDeclaration(context.Background(), &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"})
+	if status.Code(err) != codes.Unavailable || resp != nil {
+		t.Fatalf("resp %v err %v, want Unavailable and nothing", resp, err)
+	}
+	recs := allAudit(t, f.nodes[nlDomain])
+	if len(recs) < 2 {
+		t.Fatalf("provider log has %d records, want the ALLOW and its ERROR follow-up", len(recs))
+	}
+	allow, follow := recs[len(recs)-2], recs[len(recs)-1]
+	if allow.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW || follow.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ERROR ||
+		follow.GetRequestId() != allow.GetRequestId() || !strings.Contains(strings.Join(follow.GetReasons(), " "), fmt.Sprintf("record %d", allow.GetSeq())) {
+		t.Errorf("records: %v\n%v", allow, follow)
+	}
+}
+
+// TestAdminAuthorization: only the gateway's own systems may ask it to
+// explain decisions (which reads stored records' attributes) or for its
+// policy status.
+func TestAdminAuthorization(t *testing.T) {
+	f := startFederation(t)
+	ctx := context.Background()
+	req := &blv1.ExplainDecisionRequest{Caller: "spiffe://sg.customs.example/gateway", Action: "declaration.get", Purpose: "risk-assessment",
+		Record: &blv1.ExplainDecisionRequest_RecordId{RecordId: "NL-US"}}
+	for _, id := range []string{"spiffe://sg.customs.example/gateway", "spiffe://nl.customs.example/agency/health", "spiffe://nl.customs.example/auditor/dpa", "spiffe://sg.customs.example/system/cli"} {
+		admin := blv1.NewAdminClient(f.conn(t, nlDomain, id, nil))
+		if _, err := admin.ExplainDecision(ctx, req); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s ExplainDecision: %v, want PermissionDenied", id, err)
+		}
+		if _, err := admin.PolicyStatus(ctx, &blv1.PolicyStatusRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s PolicyStatus: %v, want PermissionDenied", id, err)
+		}
+	}
+	own := blv1.NewAdminClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/system/cli", nil))
+	x, err := own.ExplainDecision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.GetDecision().GetAllow() || x.GetDecision().GetCode() != "CONDITIONS_NOT_MET" || len(x.GetGrants()) != 1 || x.GetGrants()[0].GetFailed() == "" {
+		t.Errorf("explanation = %v", x)
+	}
+	st, err := own.PolicyStatus(ctx, &blv1.PolicyStatusRequest{})
+	if err != nil || !strings.HasPrefix(st.GetRevision(), "sha256:") || st.GetLastError() != "" {
+		t.Errorf("PolicyStatus = %v, %v", st, err)
 	}
 }

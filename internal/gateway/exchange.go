@@ -3,9 +3,9 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -47,36 +49,36 @@ type exchangeServer struct {
 }
 
 func (s *exchangeServer) GetDeclaration(ctx context.Context, req *blv1.GetDeclarationRequest) (*blv1.GetDeclarationResponse, error) {
-	out, rel, err := provide(ctx, s.g, ActionDeclarationGet, "declaration", req.GetId(), req.GetPurpose(),
+	out, rel, receipt, err := provide(ctx, s.g, ActionDeclarationGet, "declaration", req.GetId(), req.GetPurpose(),
 		s.g.opts.Store.GetDeclaration, func(_ context.Context, d *blv1.Declaration) policy.Attributes { return declarationAttributes(d) })
 	if err != nil {
 		return nil, err
 	}
-	return &blv1.GetDeclarationResponse{Declaration: out, Release: rel}, nil
+	return &blv1.GetDeclarationResponse{Declaration: out, Release: rel, Receipt: receipt}, nil
 }
 
 func (s *exchangeServer) GetRiskAssessment(ctx context.Context, req *blv1.GetRiskAssessmentRequest) (*blv1.GetRiskAssessmentResponse, error) {
-	out, rel, err := provide(ctx, s.g, ActionRiskGet, "risk_assessment", req.GetId(), req.GetPurpose(),
+	out, rel, receipt, err := provide(ctx, s.g, ActionRiskGet, "risk_assessment", req.GetId(), req.GetPurpose(),
 		s.g.opts.Store.GetRiskAssessment, s.g.riskAttributes)
 	if err != nil {
 		return nil, err
 	}
-	return &blv1.GetRiskAssessmentResponse{RiskAssessment: out, Release: rel}, nil
+	return &blv1.GetRiskAssessmentResponse{RiskAssessment: out, Release: rel, Receipt: receipt}, nil
 }
 
 // provide is the whole provider flow for one record: load, decide, release,
-// audit, answer. The audit record is durable before the release is
-// returned; a failed audit write fails the call.
+// audit, answer with a receipt. The audit record is durable before the
+// release is returned; a failed audit write fails the call.
 func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, id, purpose string,
 	load func(context.Context, string) (T, error), attrs func(context.Context, T) policy.Attributes,
-) (T, *blv1.Release, error) {
+) (T, *blv1.Release, string, error) {
 	var zero T
 	who, err := caller(ctx)
 	if err != nil {
-		return zero, nil, err
+		return zero, nil, "", err
 	}
 	if err := checkRequest(id, purpose); err != nil {
-		return zero, nil, err
+		return zero, nil, "", err
 	}
 	rec, err := load(ctx, id)
 	exists := true
@@ -85,7 +87,7 @@ func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, 
 		exists = false
 	case err != nil:
 		g.log.Error("store read failed", "action", action, "id", id, "error", err)
-		return zero, nil, status.Error(codes.Internal, "store unavailable")
+		return zero, nil, "", status.Error(codes.Internal, "store unavailable")
 	}
 	in := policy.Input{
 		Caller:   who,
@@ -107,24 +109,30 @@ func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, 
 		if dec.Entitled && !exists {
 			code = codes.NotFound
 		}
-		return zero, nil, g.deny(ctx, audit, code, dec.Reasons)
+		return zero, nil, "", g.deny(ctx, audit, code, dec.Code, dec.Reasons)
+	}
+	if !g.limits.allow(who.String(), dec, g.now()) {
+		audit.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
+		return zero, nil, "", g.deny(ctx, audit, codes.ResourceExhausted, "RATE_LIMITED",
+			[]string{fmt.Sprintf("rate limit of grant %s/%s exceeded; retry later", dec.Agreement, dec.Grant)})
 	}
 	out, rel, err := g.release(rec, dec, who)
 	if err != nil {
 		g.log.Error("release failed; denying", "action", action, "id", id, "error", err)
-		return zero, nil, g.deny(ctx, audit, codes.Internal, []string{"release failed"})
+		return zero, nil, "", g.deny(ctx, audit, codes.Internal, "RELEASE_FAILED", []string{"release failed"})
 	}
 	audit.ReleasedFields = rel.GetFields()
 	audit.ReleaseSha256 = rel.GetSha256()
-	if err := g.appendAudit(ctx, audit); err != nil {
-		return zero, nil, err
+	receipt, err := g.signedAnswer(ctx, audit)
+	if err != nil {
+		return zero, nil, "", err
 	}
-	return out.(T), rel, nil
+	return out.(T), rel, receipt, nil
 }
 
 // release applies a decision to one record and describes the result.
 func (g *Gateway) release(rec proto.Message, dec policy.Decision, who identity.ID) (proto.Message, *blv1.Release, error) {
-	out, res, err := release.Apply(rec, release.Rules{Fields: dec.Fields, Mask: dec.Mask, Pseudonymize: dec.Pseudonymize}, who.String(), g.opts.Pseudonymizer)
+	out, res, err := release.Apply(rec, release.Rules{Fields: dec.Fields, Mask: dec.Mask, Pseudonymize: dec.Pseudonymize, Withhold: dec.Withhold}, who.String(), g.opts.Pseudonymizer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("apply decision: %w", err)
 	}
@@ -141,9 +149,10 @@ func (g *Gateway) release(rec proto.Message, dec policy.Decision, who identity.I
 		Pseudonymized:  res.Pseudonymized,
 		Sha256:         digest,
 		Obligations: &blv1.Obligations{
-			RetentionDays: dec.Obligations.RetentionDays,
-			OnwardSharing: dec.Obligations.OnwardSharing,
-			Attribution:   dec.Obligations.Attribution,
+			RetentionDays:    dec.Obligations.RetentionDays,
+			OnwardSharing:    dec.Obligations.OnwardSharing,
+			OnwardRecipients: dec.Obligations.OnwardRecipients,
+			Attribution:      dec.Obligations.Attribution,
 		},
 	}, nil
 }
@@ -183,12 +192,16 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 	}
 	if !pre.Entitled {
 		audit := g.providerRecord(ctx, base, nil, pre)
-		return g.deny(ctx, audit, codes.PermissionDenied, pre.Reasons)
+		return g.deny(ctx, audit, codes.PermissionDenied, pre.Code, pre.Reasons)
 	}
 
 	var (
 		items   []searchItem
 		scanned int
+		// Each grant's max_results caps what it releases in one search;
+		// each grant used takes one token of its rate limit.
+		perGrant = map[string]int{}
+		used     = map[string]policy.Decision{}
 	)
 	err = g.opts.Store.SearchDeclarations(ctx, q, func(d *blv1.Declaration) error {
 		scanned++
@@ -204,10 +217,16 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 		if !dec.Allow {
 			return nil
 		}
+		grant := dec.Agreement + "/" + dec.Grant
+		if dec.MaxResults > 0 && perGrant[grant] >= dec.MaxResults {
+			return nil
+		}
 		out, rel, err := g.release(d, dec, who)
 		if err != nil {
 			return fmt.Errorf("release %s: %w", d.GetId(), err)
 		}
+		perGrant[grant]++
+		used[grant] = dec
 		items = append(items, searchItem{decl: out.(*blv1.Declaration), rel: rel})
 		if len(items) >= limit {
 			return store.ErrStop
@@ -217,7 +236,15 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 	if err != nil {
 		g.log.Error("search failed", "caller", who.String(), "error", err)
 		audit := g.providerRecord(ctx, base, nil, policy.Decision{Reasons: []string{"search failed"}, Revision: pre.Revision})
-		return g.deny(ctx, audit, codes.Internal, []string{"search failed"})
+		return g.deny(ctx, audit, codes.Internal, "SEARCH_FAILED", []string{"search failed"})
+	}
+
+	for grant, dec := range used {
+		if !g.limits.allow(who.String(), dec, g.now()) {
+			audit := g.providerRecord(ctx, base, nil, policy.Decision{Revision: pre.Revision})
+			return g.deny(ctx, audit, codes.ResourceExhausted, "RATE_LIMITED",
+				[]string{fmt.Sprintf("rate limit of grant %s exceeded; retry later", grant)})
+		}
 	}
 
 	rels := make([]*blv1.Release, len(items))
@@ -229,9 +256,11 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 	audit.AgreementId = joinAgreements(rels)
 	audit.ReleasedFields = unionFields(rels)
 	audit.ReleaseSha256 = SearchDigest(rels)
-	if err := g.appendAudit(ctx, audit); err != nil {
+	receipt, err := g.signedAnswer(ctx, audit)
+	if err != nil {
 		return err
 	}
+	stream.SetTrailer(metadata.Pairs(ReceiptTrailer, receipt))
 	for _, it := range items {
 		if err := stream.Send(&blv1.SearchDeclarationsResponse{Declaration: it.decl, Release: it.rel}); err != nil {
 			return err
@@ -292,6 +321,10 @@ func (g *Gateway) providerRecord(ctx context.Context, in policy.Input, ids []str
 	if dec.Allow {
 		d = blv1.AuditDecision_AUDIT_DECISION_ALLOW
 	}
+	reqID := incomingRequestID(ctx)
+	// Agencies call Exchange directly and have no audit trail of their own:
+	// the header tells them the ID to quote to our auditors.
+	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, reqID))
 	input, err := json.Marshal(g.opts.Policy.InputDocument(in))
 	if err != nil {
 		// The input is built from strings and numbers; this cannot fail.
@@ -300,7 +333,7 @@ func (g *Gateway) providerRecord(ctx context.Context, in policy.Input, ids []str
 	return &blv1.AuditRecord{
 		Time:           timestamppb.New(g.now()),
 		Side:           blv1.AuditSide_AUDIT_SIDE_PROVIDER,
-		RequestId:      incomingRequestID(ctx),
+		RequestId:      reqID,
 		CallerId:       in.Caller.String(),
 		PeerId:         in.Caller.String(),
 		Action:         in.Action,
@@ -315,12 +348,13 @@ func (g *Gateway) providerRecord(ctx context.Context, in policy.Input, ids []str
 	}
 }
 
-// deny records a refusal and returns the status the caller gets. If even
-// the refusal cannot be recorded, the caller gets Unavailable: a call that
-// reached a decision must never go unaudited.
-func (g *Gateway) deny(ctx context.Context, rec *blv1.AuditRecord, code codes.Code, reasons []string) error {
+// deny records a refusal and returns the status the caller gets: the
+// policy's reasons as the message and its stable reason code as an
+// ErrorInfo detail. If even the refusal cannot be recorded, the caller gets
+// Unavailable: a call that reached a decision must never go unaudited.
+func (g *Gateway) deny(ctx context.Context, rec *blv1.AuditRecord, code codes.Code, reason string, reasons []string) error {
 	rec.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
-	if code == codes.Internal {
+	if code == codes.Internal || reason == "POLICY_ERROR" {
 		rec.Decision = blv1.AuditDecision_AUDIT_DECISION_ERROR
 	}
 	rec.Status = audit.StatusName(code)
@@ -333,8 +367,18 @@ func (g *Gateway) deny(ctx context.Context, rec *blv1.AuditRecord, code codes.Co
 	if msg == "" {
 		msg = "denied by policy"
 	}
-	return status.Error(code, msg)
+	st := status.New(code, msg)
+	if reason != "" {
+		if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+			st = withInfo
+		}
+	}
+	return st.Err()
 }
+
+// ErrorDomain names Borderlink in ErrorInfo details; the reason codes are
+// listed in docs/policies.md.
+const ErrorDomain = "borderlink.dev"
 
 func (g *Gateway) appendAudit(ctx context.Context, rec *blv1.AuditRecord) error {
 	// The audit write must finish even if the caller hung up: the decision
@@ -403,45 +447,20 @@ func declarationQuery(f *blv1.DeclarationFilter) (store.DeclarationQuery, error)
 	return q, nil
 }
 
-// declarationAttributes are the properties agreements may condition on.
+// declarationAttributes adapts policy.DeclarationAttributes to provide.
 func declarationAttributes(d *blv1.Declaration) policy.Attributes {
-	chapters := map[string]bool{}
-	origins := map[string]bool{}
-	for _, it := range d.GetGoodsItems() {
-		if len(it.GetHsCode()) >= 2 {
-			chapters[it.GetHsCode()[:2]] = true
-		}
-		if it.GetOriginCountry() != "" {
-			origins[it.GetOriginCountry()] = true
-		}
-	}
-	return policy.Attributes{
-		HSChapters:         sortedSet(chapters),
-		ExportCountry:      d.GetExportCountry(),
-		DestinationCountry: d.GetDestinationCountry(),
-		OriginCountries:    sortedSet(origins),
-	}
+	return policy.DeclarationAttributes(d)
 }
 
 // riskAttributes describe a risk assessment by the declaration it is about
 // (when we hold it) and by its score.
 func (g *Gateway) riskAttributes(ctx context.Context, r *blv1.RiskAssessment) policy.Attributes {
-	var a policy.Attributes
-	if d, err := g.opts.Store.GetDeclaration(ctx, r.GetDeclarationId()); err == nil {
-		a = declarationAttributes(d)
-	} else if !errors.Is(err, store.ErrNotFound) {
-		g.log.Warn("declaration of risk assessment unreadable; conditions on it will not match", "risk_id", r.GetId(), "error", err)
+	d, err := g.opts.Store.GetDeclaration(ctx, r.GetDeclarationId())
+	if err != nil {
+		d = nil
+		if !errors.Is(err, store.ErrNotFound) {
+			g.log.Warn("declaration of risk assessment unreadable; conditions on it will not match", "risk_id", r.GetId(), "error", err)
+		}
 	}
-	score := r.GetScore()
-	a.RiskScore = &score
-	return a
-}
-
-func sortedSet(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return policy.RiskAttributes(r, d)
 }

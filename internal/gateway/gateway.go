@@ -10,6 +10,9 @@
 //     fails and nothing is released.
 //   - Nothing leaves the gateway that the policy did not allow: releases are
 //     built field by field by package release from the decision.
+//   - Every allowed answer carries a receipt signed over its audit leaf, and
+//     the consumer side hands on nothing whose receipt does not verify with
+//     the partner's audit key (docs/audit.md).
 package gateway
 
 import (
@@ -19,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -68,6 +72,8 @@ type Options struct {
 	Logger   *slog.Logger
 	Now      func() time.Time
 	OnReject identity.RejectFunc
+	// Audit configures the verifiable audit log (auditlog.go).
+	Audit AuditOptions
 }
 
 // Gateway is one administration's gateway.
@@ -77,8 +83,10 @@ type Gateway struct {
 	log    *slog.Logger
 	now    func() time.Time
 	peers  *peers
+	limits *limiters
 	server *grpc.Server
 	health *health.Server
+	alog   *auditLog
 }
 
 // RequestIDHeader carries the correlation ID both sides of an exchange
@@ -133,7 +141,11 @@ func New(opts Options) (*Gateway, error) {
 		log:    opts.Logger,
 		now:    opts.Now,
 		peers:  newPeers(opts.KeyPair, opts.Bundles, opts.Peers),
+		limits: newLimiters(),
 		health: health.NewServer(),
+	}
+	if g.alog, err = newAuditLog(opts); err != nil {
+		return nil, err
 	}
 	tlsConf := identity.ServerTLSConfig(opts.KeyPair, opts.Bundles, opts.Logger, opts.OnReject)
 	g.server = grpc.NewServer(
@@ -144,6 +156,8 @@ func New(opts Options) (*Gateway, error) {
 	blv1.RegisterExchangeServer(g.server, &exchangeServer{g: g})
 	blv1.RegisterLocalServer(g.server, &localServer{g: g})
 	blv1.RegisterIngestServer(g.server, &ingestServer{g: g})
+	blv1.RegisterAdminServer(g.server, &adminServer{g: g})
+	blv1.RegisterAuditServer(g.server, &auditServer{g: g})
 	healthpb.RegisterHealthServer(g.server, g.health)
 	reflection.Register(g.server)
 	return g, nil
@@ -153,10 +167,16 @@ func New(opts Options) (*Gateway, error) {
 // calls are refused, running calls get Limits.ShutdownGrace to finish.
 func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	g.log.Info("gateway serving", "trust_domain", g.self, "address", lis.Addr().String(), "policy_revision", g.opts.Policy.Revision())
+	stopCheckpoints := g.alog.start(ctx, g.witnessPartners)
+	// The witness loop dials partners: stop it before closing the peer
+	// connections, or it opens new ones that nobody closes.
+	stopOnce := sync.OnceFunc(stopCheckpoints)
+	defer stopOnce()
 	errc := make(chan error, 1)
 	go func() { errc <- g.server.Serve(lis) }()
 	select {
 	case err := <-errc:
+		stopOnce()
 		g.peers.close()
 		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
 	case <-ctx.Done():
@@ -172,6 +192,7 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 		g.server.Stop()
 		<-done
 	}
+	stopOnce()
 	g.peers.close()
 	<-errc
 	return nil
@@ -190,8 +211,10 @@ func (g *Gateway) authorize(ctx context.Context, fullMethod string) (context.Con
 	switch svc {
 	case "borderlink.v1.Exchange":
 		ok = id.Kind == identity.KindGateway || id.Kind == identity.KindAgency
-	case "borderlink.v1.Local", "borderlink.v1.Ingest":
+	case "borderlink.v1.Local", "borderlink.v1.Ingest", "borderlink.v1.Admin":
 		ok = id.Kind == identity.KindSystem && id.TrustDomain == g.self
+	case "borderlink.v1.Audit": // auditServer narrows partners to their own records
+		ok = id.Kind == identity.KindAuditor && id.TrustDomain == g.self || id.Kind == identity.KindGateway || id.Kind == identity.KindAgency
 	case "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection":
 		ok = true
 	}

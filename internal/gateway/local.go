@@ -7,6 +7,7 @@ import (
 	"io"
 	"regexp"
 
+	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -39,6 +40,8 @@ type outbound struct {
 	client  blv1.ExchangeClient
 	reqID   string
 	rec     *blv1.AuditRecord
+	// verifier checks the partner's receipts.
+	verifier note.Verifier
 }
 
 func (s *localServer) start(ctx context.Context, partner, action, purpose string, ids []string) (context.Context, context.CancelFunc, *outbound, error) {
@@ -60,7 +63,11 @@ func (s *localServer) start(ctx context.Context, partner, action, purpose string
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	o := &outbound{g: g, who: who, partner: partner, peer: peer, client: client, reqID: newRequestID()}
+	v, err := g.alog.verifier(partner)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	o := &outbound{g: g, who: who, partner: partner, peer: peer, client: client, reqID: newRequestID(), verifier: v}
 	o.rec = &blv1.AuditRecord{
 		Side:        blv1.AuditSide_AUDIT_SIDE_CONSUMER,
 		RequestId:   o.reqID,
@@ -80,7 +87,9 @@ func (s *localServer) start(ctx context.Context, partner, action, purpose string
 func (o *outbound) fail(ctx context.Context, err error) error {
 	st := status.Convert(err)
 	o.rec.Decision = blv1.AuditDecision_AUDIT_DECISION_ERROR
-	if st.Code() == codes.PermissionDenied || st.Code() == codes.NotFound {
+	// Refusals by the partner's policy or limits are denials on both sides,
+	// so that reconciliation matches the two records.
+	if st.Code() == codes.PermissionDenied || st.Code() == codes.NotFound || st.Code() == codes.ResourceExhausted {
 		o.rec.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
 	}
 	o.rec.Status = audit.StatusName(st.Code())
@@ -88,7 +97,11 @@ func (o *outbound) fail(ctx context.Context, err error) error {
 	if aerr := o.record(ctx); aerr != nil {
 		return aerr
 	}
-	return status.Errorf(st.Code(), "partner %s: %s", o.partner, st.Message())
+	// Keep the partner's code and details (its reason code), prefix the
+	// message so the person at the terminal knows who refused.
+	p := st.Proto()
+	p.Message = fmt.Sprintf("partner %s: %s", o.partner, st.Message())
+	return status.FromProto(p).Err()
 }
 
 // invalid records an answer that failed verification.
@@ -145,9 +158,9 @@ func verifyRelease(msg proto.Message, rel *blv1.Release) error {
 
 func (s *localServer) GetPartnerDeclaration(ctx context.Context, req *blv1.GetPartnerDeclarationRequest) (*blv1.GetPartnerDeclarationResponse, error) {
 	d, rel, reqID, err := fetch(ctx, s, req.GetPartner(), ActionDeclarationGet, req.GetId(), req.GetPurpose(),
-		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.Declaration, *blv1.Release, error) {
+		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.Declaration, *blv1.Release, string, error) {
 			resp, err := c.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
-			return resp.GetDeclaration(), resp.GetRelease(), err
+			return resp.GetDeclaration(), resp.GetRelease(), resp.GetReceipt(), err
 		})
 	if err != nil {
 		return nil, err
@@ -157,9 +170,9 @@ func (s *localServer) GetPartnerDeclaration(ctx context.Context, req *blv1.GetPa
 
 func (s *localServer) GetPartnerRiskAssessment(ctx context.Context, req *blv1.GetPartnerRiskAssessmentRequest) (*blv1.GetPartnerRiskAssessmentResponse, error) {
 	r, rel, reqID, err := fetch(ctx, s, req.GetPartner(), ActionRiskGet, req.GetId(), req.GetPurpose(),
-		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.RiskAssessment, *blv1.Release, error) {
+		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.RiskAssessment, *blv1.Release, string, error) {
 			resp, err := c.GetRiskAssessment(ctx, &blv1.GetRiskAssessmentRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
-			return resp.GetRiskAssessment(), resp.GetRelease(), err
+			return resp.GetRiskAssessment(), resp.GetRelease(), resp.GetReceipt(), err
 		})
 	if err != nil {
 		return nil, err
@@ -168,9 +181,10 @@ func (s *localServer) GetPartnerRiskAssessment(ctx context.Context, req *blv1.Ge
 }
 
 // fetch is the consumer flow for one record: call the partner, verify the
-// answer against its release description, record our side, return it.
+// answer against its release description and its receipt, record our side
+// (with the receipt), return it.
 func fetch[T proto.Message](ctx context.Context, s *localServer, partner, action, id, purpose string,
-	call func(context.Context, blv1.ExchangeClient) (T, *blv1.Release, error),
+	call func(context.Context, blv1.ExchangeClient) (T, *blv1.Release, string, error),
 ) (T, *blv1.Release, string, error) {
 	var zero T
 	if err := checkRequest(id, purpose); err != nil {
@@ -181,12 +195,15 @@ func fetch[T proto.Message](ctx context.Context, s *localServer, partner, action
 		return zero, nil, "", err
 	}
 	defer cancel()
-	rec, rel, err := call(octx, o.client)
+	rec, rel, receipt, err := call(octx, o.client)
 	if err != nil {
 		return zero, nil, "", o.fail(ctx, err)
 	}
 	if err := verifyRelease(rec, rel); err != nil {
 		return zero, nil, "", o.invalid(ctx, err)
+	}
+	if err := o.checkReceipt(receipt, rel.GetSha256()); err != nil {
+		return zero, nil, "", o.invalid(ctx, fmt.Errorf("receipt: %w", err))
 	}
 	if err := o.ok(ctx, rel.GetAgreementId(), rel.GetPolicyRevision(), rel.GetFields(), rel.GetSha256(), nil); err != nil {
 		return zero, nil, "", err
@@ -236,6 +253,13 @@ func (s *localServer) SearchPartnerDeclarations(req *blv1.SearchPartnerDeclarati
 	for i, it := range items {
 		rels[i], ids[i] = it.GetRelease(), it.GetDeclaration().GetId()
 		revision = it.GetRelease().GetPolicyRevision()
+	}
+	var receipt string
+	if v := rs.Trailer().Get(ReceiptTrailer); len(v) == 1 {
+		receipt = v[0]
+	}
+	if err := o.checkReceipt(receipt, SearchDigest(rels)); err != nil {
+		return o.invalid(ctx, fmt.Errorf("receipt: %w", err))
 	}
 	if err := o.ok(ctx, joinAgreements(rels), revision, unionFields(rels), SearchDigest(rels), ids); err != nil {
 		return err

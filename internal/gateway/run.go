@@ -10,29 +10,51 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/config"
 	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/keys/vault"
 	"github.com/borderlink/borderlink/internal/policy"
 	"github.com/borderlink/borderlink/internal/release"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 )
 
 // Run builds a gateway from its configuration and serves until ctx is
-// cancelled. SIGHUP reloads the policy directory; a policy set that does
-// not compile is logged and the previous one stays in force.
+// cancelled. A change in the policy directory, or SIGHUP, reloads the
+// policy; a policy set that does not compile is logged, shown by
+// Admin.PolicyStatus, and the previous one stays in force.
 func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
-	kp, err := identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-	if err != nil {
+	// Registered first: a SIGHUP during start-up must not kill the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	bundles := identity.NewBundles()
+	var kp *identity.KeyPair
+	var vm *vault.Material
+	var err error
+	if cfg.Vault != nil {
+		vm, err = vault.Load(ctx, *cfg.Vault, cfg.TrustDomain, audit.Origin(cfg.TrustDomain), logger)
+		if err != nil {
+			return fmt.Errorf("%s: vault: %w", cfg.File, err)
+		}
+		defer vm.Close()
+		kp = vm.KeyPair
+		bundles.Add(cfg.TrustDomain, vm.OwnBundle...)
+	} else if kp, err = identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
 		return fmt.Errorf("%s: tls: %w", cfg.File, err)
 	}
-	bundles := identity.NewBundles()
 	for d, path := range cfg.TrustBundles {
 		if err := bundles.AddPEMFile(d, path); err != nil {
 			return fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
 		}
 	}
-	key, err := os.ReadFile(cfg.Pseudonymization.KeyFile)
-	if err != nil {
+	var key []byte
+	if vm != nil && vm.PseudonymKey != nil {
+		key = vm.PseudonymKey
+	} else if key, err = os.ReadFile(cfg.Pseudonymization.KeyFile); err != nil {
 		return fmt.Errorf("%s: pseudonymization.key_file: %w", cfg.File, err)
 	}
 	pseud, err := release.NewPseudonymizer(key)
@@ -50,8 +72,32 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	defer st.Close()
 
 	peerAddrs := map[string]string{}
+	peerKeys := map[string]string{}
 	for d, p := range cfg.Peers {
 		peerAddrs[d] = p.Address
+		if p.AuditKey != "" {
+			peerKeys[d] = p.AuditKey
+		}
+	}
+	var signer audit.Signer
+	if vm != nil {
+		signer = vm.Signer
+		logger.Info("audit log", "origin", audit.Origin(cfg.TrustDomain), "verifier_key", vm.Signer.VerifierKey(), "all_verifier_keys", vm.VerifierKeys)
+	} else {
+		s, vkey, err := audit.LoadOrCreateKey(cfg.Audit.KeyFile, audit.Origin(cfg.TrustDomain), true)
+		if err != nil {
+			return fmt.Errorf("%s: audit.key_file: %w", cfg.File, err)
+		}
+		signer = s
+		logger.Info("audit log", "origin", audit.Origin(cfg.TrustDomain), "verifier_key", vkey)
+	}
+	// The witness cosigns with the same key as the log (docs/audit.md):
+	// from Vault transit when configured, so no private key is on disk.
+	var cosigner note.Signer
+	if vm != nil {
+		cosigner = audit.NewCosignerFunc(audit.WitnessName(cfg.TrustDomain), vm.Signer.PublicKey(), vm.Signer.Sign, nil)
+	} else if cosigner, err = audit.LoadCosigner(cfg.Audit.KeyFile, audit.WitnessName(cfg.TrustDomain)); err != nil {
+		return fmt.Errorf("%s: audit.key_file: %w", cfg.File, err)
 	}
 	g, err := New(Options{
 		Self:          cfg.TrustDomain,
@@ -68,6 +114,8 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			ShutdownGrace: cfg.Limits.ShutdownGrace.Duration,
 		},
 		Logger: logger,
+		Audit: AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
+			WitnessInterval: cfg.Audit.WitnessInterval.Duration},
 	})
 	if err != nil {
 		return err
@@ -78,21 +126,25 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return fmt.Errorf("%s: listen %s: %w", cfg.File, cfg.Listen, err)
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
 	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if err := engine.Reload(ctx, os.DirFS(cfg.Policy.Dir)); err != nil {
-					logger.Error("policy reload failed; keeping the current policy", "dir", cfg.Policy.Dir, "revision", engine.Revision(), "error", err)
+		defer close(watchDone)
+		if err := engine.Watch(watchCtx, cfg.Policy.Dir, policy.DefaultSettle, hup); err != nil {
+			logger.Error("policy directory not watched; reload with SIGHUP only", "dir", cfg.Policy.Dir, "error", err)
+			for {
+				select {
+				case <-watchCtx.Done():
+					return
+				case <-hup:
+					if err := engine.Reload(watchCtx, os.DirFS(cfg.Policy.Dir)); err != nil {
+						logger.Error("policy reload failed; keeping the current policy", "dir", cfg.Policy.Dir, "revision", engine.Revision(), "error", err)
+					}
 				}
 			}
 		}
 	}()
+	defer func() { stopWatch(); <-watchDone }()
 
 	err = g.Serve(ctx, lis)
 	if errors.Is(err, net.ErrClosed) {

@@ -53,9 +53,19 @@ type DeclarationQuery struct {
 	AcceptedAfter, AcceptedBefore time.Time
 }
 
-// AuditQuery filters the audit trail. Zero-valued fields do not filter.
+// AuditQuery filters the audit trail. Zero-valued fields do not filter;
+// set fields are combined with AND.
 type AuditQuery struct {
 	RequestID string
+	// Partner is the trust domain of the other side of the exchange: the
+	// caller's on the provider side, the partner gateway's on the consumer
+	// side.
+	Partner string
+	// Agreement, Action and CallerID match exactly.
+	Agreement, Action, CallerID string
+	// Decision and Side match the AuditDecision and AuditSide enum numbers;
+	// 0 does not filter.
+	Decision, Side int32
 	// AfterSeq returns only records with Seq > AfterSeq, for paging.
 	AfterSeq uint64
 	// Since is inclusive, Until exclusive; zero is unbounded.

@@ -2,29 +2,151 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
 // auditFormatVersion is the AuditRecord version this binary writes and reads
 // (see audit.proto: readers refuse versions they do not know).
-const auditFormatVersion = 1
+const auditFormatVersion = audit.FormatVersion
 
-// AppendAudit appends rec to the audit trail and returns its sequence number.
-// Sequence numbers start at 1 and are gapless in commit order. AppendAudit
-// returns only after the record is committed and fsynced.
+// maxAuditBatch bounds how many appends one group-commit transaction takes.
+const maxAuditBatch = 4096
+
+// maxHashCache bounds the sequencer's cache of stored hashes; past it the
+// cache starts over (stored hashes never change, so any entry stays valid).
+const maxHashCache = 1 << 18
+
+// errClosed is returned by AppendAudit after Close.
+var errClosed = errors.New("store: closed")
+
+type appendReq struct {
+	rec     *blv1.AuditRecord // the copy to store, Seq 0
+	at      int64
+	partner string
+	done    chan appendResult // buffered, receives exactly once
+}
+
+type appendResult struct {
+	seq uint64
+	err error
+}
+
+// sequencer is the single goroutine that owns audit appends: it takes every
+// append waiting when it is free and commits them in one transaction (group
+// commit), so one fsync covers many records.
+type sequencer struct {
+	reqs  chan *appendReq // unbuffered: a request is either taken or not
+	quit  chan struct{}
+	done  chan struct{}
+	cache map[int64]tlog.Hash // stored hashes, by tlog index; sequencer only
+}
+
+func (s *Store) startSequencer() {
+	s.seq = &sequencer{
+		reqs:  make(chan *appendReq),
+		quit:  make(chan struct{}),
+		done:  make(chan struct{}),
+		cache: map[int64]tlog.Hash{},
+	}
+	go s.runSequencer()
+}
+
+// stopSequencer lets the batch in progress commit and stops; appends not
+// yet taken fail with errClosed.
+func (s *Store) stopSequencer() {
+	if s.seq == nil {
+		return
+	}
+	close(s.seq.quit)
+	<-s.seq.done
+}
+
+// errSequencerPanic marks a batch whose commit panicked.
+var errSequencerPanic = errors.New("audit sequencer failed; restart the gateway")
+
+// commitBatch is commitAudit with a panic turned into an error, so that no
+// waiting caller is left blocked for ever.
+func (s *Store) commitBatch(batch []*appendReq) (first uint64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: panic: %v", errSequencerPanic, p)
+		}
+	}()
+	return s.commitAudit(batch)
+}
+
+func (s *Store) runSequencer() {
+	q := s.seq
+	defer close(q.done)
+	var dead error
+	for {
+		var batch []*appendReq
+		select {
+		case r := <-q.reqs:
+			batch = append(batch, r)
+		case <-q.quit:
+			return
+		}
+	fill:
+		for len(batch) < maxAuditBatch {
+			select {
+			case r := <-q.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		var (
+			first uint64
+			err   error
+		)
+		if dead != nil {
+			err = dead
+		} else {
+			first, err = s.commitBatch(batch)
+			if errors.Is(err, errSequencerPanic) {
+				// The transaction's state is unknown: refuse every later
+				// append (the gateway then fails closed) instead of
+				// hanging its callers or writing on top of it.
+				dead = err
+			}
+		}
+		for i, r := range batch {
+			if err != nil {
+				r.done <- appendResult{err: err}
+			} else {
+				r.done <- appendResult{seq: first + uint64(i)}
+			}
+		}
+	}
+}
+
+// AppendAudit appends rec to the audit log and returns its sequence number;
+// the record is the Merkle leaf at index seq-1 (docs/audit.md). Sequence
+// numbers start at 1 and are gapless in commit order. Concurrent appends
+// are committed together in one transaction (group commit); AppendAudit
+// returns only after the transaction holding its record and the record's
+// tree hashes is committed and fsynced. Once taken by the sequencer an
+// append completes even if ctx is cancelled.
 //
 // rec.Seq must be zero (the store assigns it), rec.Version zero or 1 (zero is
 // stored as 1) and rec.Time set; otherwise the error wraps store.ErrInvalid.
 // On success rec.Seq and rec.Version are set to the stored values, so rec
-// then marshals (deterministically) to the stored bytes; on error rec is
-// unchanged. rec must not be used by other goroutines during the call.
+// then marshals (deterministically) to the stored bytes, its leaf; on error
+// rec is unchanged. rec must not be used by other goroutines during the
+// call.
 func (s *Store) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (uint64, error) {
 	if rec == nil {
 		return 0, fmt.Errorf("store: append audit: nil record: %w", store.ErrInvalid)
@@ -43,41 +165,383 @@ func (s *Store) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (uint64,
 	if err != nil {
 		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), err)
 	}
-
 	stored := proto.CloneOf(rec)
 	stored.Version = auditFormatVersion
+	// Marshal once now so that a record that cannot be encoded (invalid
+	// UTF-8) fails alone instead of failing its whole batch.
+	stored.Seq = 1
+	if _, err := audit.Leaf(stored); err != nil {
+		return 0, fmt.Errorf("store: append audit (request %q): %v: %w", rec.GetRequestId(), err, store.ErrInvalid)
+	}
+	stored.Seq = 0
+
+	r := &appendReq{rec: stored, at: at, partner: partnerDomain(stored), done: make(chan appendResult, 1)}
+	select {
+	case s.seq.reqs <- r:
+	case <-s.seq.quit:
+		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), errClosed)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), ctx.Err())
+	}
+	res := <-r.done
+	if res.err != nil {
+		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), res.err)
+	}
+	rec.Seq, rec.Version = res.seq, stored.Version
+	return res.seq, nil
+}
+
+// partnerDomain is the trust domain of the other side of the exchange.
+func partnerDomain(r *blv1.AuditRecord) string {
+	id := r.GetCallerId()
+	if r.GetSide() == blv1.AuditSide_AUDIT_SIDE_CONSUMER {
+		id = r.GetPeerId()
+	}
+	rest, ok := strings.CutPrefix(id, "spiffe://")
+	if !ok {
+		return ""
+	}
+	d, _, _ := strings.Cut(rest, "/")
+	return d
+}
+
+// commitAudit writes a batch in one transaction and returns the first seq.
+func (s *Store) commitAudit(batch []*appendReq) (uint64, error) {
+	// The appends were acknowledged to nobody yet; they must finish or fail
+	// as a whole, independent of any caller's context.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 
 	// The writer pool has one connection and BEGIN IMMEDIATE takes the write
 	// lock before reading MAX(seq), so no other append can commit between
 	// the read and the insert: seqs follow commit order without gaps, and a
-	// rolled-back append leaves no hole.
+	// rolled-back batch leaves no hole.
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("store: append audit (request %q): begin: %w", rec.GetRequestId(), err)
+		return 0, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
 
 	var next int64
 	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_records").Scan(&next); err != nil {
-		return 0, fmt.Errorf("store: append audit (request %q): next seq: %w", rec.GetRequestId(), err)
+		return 0, fmt.Errorf("next seq: %w", err)
 	}
-	stored.Seq = uint64(next)
-	b, err := marshal.Marshal(stored)
+	insRec, err := tx.PrepareContext(ctx, `
+		INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record, partner)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return 0, fmt.Errorf("store: append audit seq %d: marshal: %w", next, err)
+		return 0, err
 	}
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		next, at, stored.GetRequestId(), int64(stored.GetSide()), int64(stored.GetDecision()),
-		stored.GetCallerId(), stored.GetAction(), stored.GetAgreementId(), b); err != nil {
-		return 0, fmt.Errorf("store: append audit seq %d: %w", next, err)
+	defer insRec.Close()
+	insHash, err := tx.PrepareContext(ctx, "INSERT INTO audit_hashes (id, hash) VALUES (?, ?)")
+	if err != nil {
+		return 0, err
+	}
+	defer insHash.Close()
+
+	overlay := map[int64]tlog.Hash{}
+	reader := s.txHashReader(ctx, tx, overlay)
+	first := next
+	for _, r := range batch {
+		rec := proto.CloneOf(r.rec)
+		rec.Seq = uint64(next)
+		leaf, err := audit.Leaf(rec)
+		if err != nil {
+			return 0, fmt.Errorf("seq %d: %w", next, err)
+		}
+		if _, err := insRec.ExecContext(ctx, next, r.at, rec.GetRequestId(), int64(rec.GetSide()), int64(rec.GetDecision()),
+			rec.GetCallerId(), rec.GetAction(), rec.GetAgreementId(), leaf, r.partner); err != nil {
+			return 0, fmt.Errorf("seq %d: %w", next, err)
+		}
+		if err := s.addLeaf(ctx, insHash, reader, overlay, next-1, tlog.RecordHash(leaf)); err != nil {
+			return 0, fmt.Errorf("seq %d: %w", next, err)
+		}
+		next++
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: append audit seq %d: commit: %w", next, err)
+		return 0, fmt.Errorf("commit: %w", err)
 	}
-	rec.Seq, rec.Version = stored.Seq, stored.Version
-	return stored.Seq, nil
+	if len(s.seq.cache)+len(overlay) > maxHashCache {
+		clear(s.seq.cache)
+	}
+	for k, v := range overlay {
+		s.seq.cache[k] = v
+	}
+	return uint64(first), nil
+}
+
+// addLeaf writes the stored hashes that leaf index n with hash h adds.
+func (s *Store) addLeaf(ctx context.Context, ins *sql.Stmt, r tlog.HashReader, overlay map[int64]tlog.Hash, n int64, h tlog.Hash) error {
+	hs, err := tlog.StoredHashesForRecordHash(n, h, r)
+	if err != nil {
+		return fmt.Errorf("tree hashes: %w", err)
+	}
+	id := tlog.StoredHashCount(n)
+	for _, x := range hs {
+		if _, err := ins.ExecContext(ctx, id, x[:]); err != nil {
+			return fmt.Errorf("tree hash %d: %w", id, err)
+		}
+		overlay[id] = x
+		id++
+	}
+	return nil
+}
+
+// txHashReader reads stored hashes inside tx, from the batch's own writes,
+// the sequencer's cache, then the table.
+func (s *Store) txHashReader(ctx context.Context, tx *sql.Tx, overlay map[int64]tlog.Hash) tlog.HashReader {
+	return tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(ix))
+		var missing []int64
+		for i, x := range ix {
+			if h, ok := overlay[x]; ok {
+				out[i] = h
+			} else if h, ok := s.seq.cache[x]; ok {
+				out[i] = h
+			} else {
+				missing = append(missing, x)
+			}
+		}
+		if len(missing) == 0 {
+			return out, nil
+		}
+		got, err := readHashes(ctx, tx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for i, x := range ix {
+			if h, ok := got[x]; ok {
+				out[i] = h
+				s.seq.cache[x] = h
+			}
+		}
+		return out, nil
+	})
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// readHashes reads the stored hashes ix; a missing one is an error.
+func readHashes(ctx context.Context, q querier, ix []int64) (map[int64]tlog.Hash, error) {
+	out := make(map[int64]tlog.Hash, len(ix))
+	for len(ix) > 0 {
+		chunk := ix[:min(len(ix), 500)]
+		ix = ix[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, x := range chunk {
+			args[i] = x
+		}
+		rows, err := q.QueryContext(ctx, "SELECT id, hash FROM audit_hashes WHERE id IN (?"+strings.Repeat(",?", len(chunk)-1)+")", args...)
+		if err != nil {
+			return nil, fmt.Errorf("read tree hashes: %w", err)
+		}
+		for rows.Next() {
+			var (
+				id int64
+				b  []byte
+			)
+			if err := rows.Scan(&id, &b); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read tree hashes: %w", err)
+			}
+			if len(b) != tlog.HashSize {
+				rows.Close()
+				return nil, fmt.Errorf("read tree hashes: hash %d has %d bytes", id, len(b))
+			}
+			out[id] = tlog.Hash(b)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("read tree hashes: %w", err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read tree hashes: %w", err)
+		}
+		for _, x := range chunk {
+			if _, ok := out[x]; !ok {
+				return nil, fmt.Errorf("read tree hashes: hash %d is not stored", x)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ReadAuditHashes returns the stored tree hashes at the given tlog
+// stored-hash indexes (it implements tlog.HashReader's contract).
+func (s *Store) ReadAuditHashes(ctx context.Context, ix []int64) ([]tlog.Hash, error) {
+	got, err := readHashes(ctx, s.reader, ix)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	out := make([]tlog.Hash, len(ix))
+	for i, x := range ix {
+		out[i] = got[x]
+	}
+	return out, nil
+}
+
+// AuditTreeSize is the number of records (leaves) committed.
+func (s *Store) AuditTreeSize(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.reader.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM audit_records").Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: audit tree size: %w", err)
+	}
+	return n, nil
+}
+
+// AuditLeaves returns the leaf data of indexes [start, start+count) that
+// exist, in order: the stored record bytes, which are the leaves.
+func (s *Store) AuditLeaves(ctx context.Context, start, count int64) ([][]byte, error) {
+	if start < 0 || count < 0 {
+		return nil, fmt.Errorf("store: audit leaves: negative range: %w", store.ErrInvalid)
+	}
+	rows, err := s.reader.QueryContext(ctx, "SELECT record FROM audit_records WHERE seq > ? AND seq <= ? ORDER BY seq", start, start+count)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit leaves: %w", err)
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("store: audit leaves: %w", err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: audit leaves: %w", err)
+	}
+	return out, nil
+}
+
+// PutAuditCheckpoint stores a signed checkpoint of the first size leaves.
+// Sizes must grow.
+func (s *Store) PutAuditCheckpoint(ctx context.Context, size int64, note []byte, at time.Time) error {
+	if _, err := s.writer.ExecContext(ctx, "INSERT INTO audit_checkpoints (size, time, note) VALUES (?, ?, ?)", size, at.UnixNano(), note); err != nil {
+		return fmt.Errorf("store: put audit checkpoint %d: %w", size, err)
+	}
+	return nil
+}
+
+// LatestAuditCheckpoint returns the largest stored checkpoint; the error
+// wraps audit.ErrNoCheckpoint and store.ErrNotFound if there is none.
+func (s *Store) LatestAuditCheckpoint(ctx context.Context) (int64, []byte, error) {
+	var (
+		size int64
+		note []byte
+	)
+	err := s.reader.QueryRowContext(ctx, "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1").Scan(&size, &note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, fmt.Errorf("store: latest audit checkpoint: %w (%w)", audit.ErrNoCheckpoint, store.ErrNotFound)
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: latest audit checkpoint: %w", err)
+	}
+	return size, note, nil
+}
+
+// StoredCheckpoint is a signed checkpoint as stored.
+type StoredCheckpoint struct {
+	Size int64
+	Time time.Time
+	Note []byte
+}
+
+// AuditCheckpoints returns every stored checkpoint, smallest size first.
+func (s *Store) AuditCheckpoints(ctx context.Context) ([]StoredCheckpoint, error) {
+	rows, err := s.reader.QueryContext(ctx, "SELECT size, time, note FROM audit_checkpoints ORDER BY size")
+	if err != nil {
+		return nil, fmt.Errorf("store: audit checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredCheckpoint
+	for rows.Next() {
+		var (
+			c  StoredCheckpoint
+			at int64
+		)
+		if err := rows.Scan(&c.Size, &at, &c.Note); err != nil {
+			return nil, fmt.Errorf("store: audit checkpoints: %w", err)
+		}
+		c.Time = time.Unix(0, at).UTC()
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: audit checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// backfillAuditHashes builds the tree of records appended before the tree
+// existed (migration 0002), and checks that the tree and the records agree
+// in size. It runs once at Open, before the sequencer starts.
+func backfillAuditHashes(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("audit tree: begin: %w", err)
+	}
+	defer tx.Rollback()
+	var n, hashes int64
+	if err := tx.QueryRowContext(ctx, "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_records), (SELECT COUNT(*) FROM audit_hashes)").Scan(&n, &hashes); err != nil {
+		return fmt.Errorf("audit tree: %w", err)
+	}
+	if hashes == tlog.StoredHashCount(n) {
+		return nil
+	}
+	if hashes != 0 {
+		return fmt.Errorf("audit tree: %d tree hashes for %d records, want %d: the file was modified outside Borderlink", hashes, n, tlog.StoredHashCount(n))
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT seq, record FROM audit_records ORDER BY seq")
+	if err != nil {
+		return fmt.Errorf("audit tree: %w", err)
+	}
+	var leaves [][]byte
+	for rows.Next() {
+		var (
+			seq int64
+			b   []byte
+		)
+		if err := rows.Scan(&seq, &b); err != nil {
+			rows.Close()
+			return fmt.Errorf("audit tree: %w", err)
+		}
+		leaves = append(leaves, b)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("audit tree: %w", err)
+	}
+	ins, err := tx.PrepareContext(ctx, "INSERT INTO audit_hashes (id, hash) VALUES (?, ?)")
+	if err != nil {
+		return fmt.Errorf("audit tree: %w", err)
+	}
+	defer ins.Close()
+	overlay := map[int64]tlog.Hash{}
+	r := tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(ix))
+		for i, x := range ix {
+			out[i] = overlay[x]
+		}
+		return out, nil
+	})
+	for i, leaf := range leaves {
+		hs, err := tlog.StoredHashes(int64(i), leaf, r)
+		if err != nil {
+			return fmt.Errorf("audit tree: %w", err)
+		}
+		id := tlog.StoredHashCount(int64(i))
+		for _, h := range hs {
+			if _, err := ins.ExecContext(ctx, id, h[:]); err != nil {
+				return fmt.Errorf("audit tree: hash %d: %w", id, err)
+			}
+			overlay[id] = h
+			id++
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("audit tree: commit: %w", err)
+	}
+	return nil
 }
 
 // ListAudit returns audit records matching q in ascending seq order, at most
@@ -98,10 +562,19 @@ func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]*blv1.Audi
 
 	conds := []string{"seq > ?"}
 	args := []any{int64(q.AfterSeq)}
-	if q.RequestID != "" {
-		conds = append(conds, "request_id = ?")
-		args = append(args, q.RequestID)
+	eq := func(col string, v any, set bool) {
+		if set {
+			conds = append(conds, col+" = ?")
+			args = append(args, v)
+		}
 	}
+	eq("request_id", q.RequestID, q.RequestID != "")
+	eq("partner", q.Partner, q.Partner != "")
+	eq("agreement_id", q.Agreement, q.Agreement != "")
+	eq("action", q.Action, q.Action != "")
+	eq("caller_id", q.CallerID, q.CallerID != "")
+	eq("decision", int64(q.Decision), q.Decision != 0)
+	eq("side", int64(q.Side), q.Side != 0)
 	if !q.Since.IsZero() {
 		conds = append(conds, "time >= ?")
 		args = append(args, boundNanos(q.Since))
@@ -143,4 +616,70 @@ func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]*blv1.Audi
 		return nil, fmt.Errorf("store: list audit: %w", err)
 	}
 	return out, nil
+}
+
+// LastWitnessed returns the largest checkpoint of origin accepted as a
+// witness; the error wraps audit.ErrNoCheckpoint if there is none.
+func (s *Store) LastWitnessed(ctx context.Context, origin string) ([]byte, error) {
+	var note []byte
+	err := s.reader.QueryRowContext(ctx, "SELECT note FROM audit_witnessed WHERE origin = ? ORDER BY size DESC LIMIT 1", origin).Scan(&note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("store: witnessed %s: %w (%w)", origin, audit.ErrNoCheckpoint, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: witnessed %s: %w", origin, err)
+	}
+	return note, nil
+}
+
+// PutWitnessed records a partner checkpoint accepted as a witness. Sizes
+// per origin must grow.
+func (s *Store) PutWitnessed(ctx context.Context, origin string, size int64, note []byte, at time.Time) error {
+	if _, err := s.writer.ExecContext(ctx, "INSERT INTO audit_witnessed (origin, size, time, note) VALUES (?, ?, ?, ?)", origin, size, at.UnixNano(), note); err != nil {
+		return fmt.Errorf("store: put witnessed %s size %d: %w", origin, size, err)
+	}
+	return nil
+}
+
+// AuditCheckpoint returns the stored checkpoint of exactly size leaves; the
+// error wraps audit.ErrNoCheckpoint if there is none.
+func (s *Store) AuditCheckpoint(ctx context.Context, size int64) ([]byte, error) {
+	var note []byte
+	err := s.reader.QueryRowContext(ctx, "SELECT note FROM audit_checkpoints WHERE size = ?", size).Scan(&note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("store: audit checkpoint %d: %w (%w)", size, audit.ErrNoCheckpoint, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: audit checkpoint %d: %w", size, err)
+	}
+	return note, nil
+}
+
+// PutCosignature stores a witness's cosignature line of the checkpoint of
+// size leaves; a second one from the same witness for the same size is
+// ignored.
+func (s *Store) PutCosignature(ctx context.Context, size int64, witness, line string, at time.Time) error {
+	if _, err := s.writer.ExecContext(ctx, "INSERT OR IGNORE INTO audit_cosignatures (size, witness, time, line) VALUES (?, ?, ?, ?)", size, witness, at.UnixNano(), line); err != nil {
+		return fmt.Errorf("store: put cosignature %d %s: %w", size, witness, err)
+	}
+	return nil
+}
+
+// Cosignatures returns the cosignature lines of the checkpoint of size
+// leaves, ordered by witness.
+func (s *Store) Cosignatures(ctx context.Context, size int64) ([]string, error) {
+	rows, err := s.reader.QueryContext(ctx, "SELECT line FROM audit_cosignatures WHERE size = ? ORDER BY witness", size)
+	if err != nil {
+		return nil, fmt.Errorf("store: cosignatures %d: %w", size, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return nil, fmt.Errorf("store: cosignatures %d: %w", size, err)
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
 }

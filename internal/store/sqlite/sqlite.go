@@ -46,6 +46,8 @@ type Store struct {
 	writer *sql.DB
 	// reader is a pool of query_only connections for lookups and searches.
 	reader *sql.DB
+	// seq sequences audit appends (group commit, see AppendAudit).
+	seq *sequencer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -96,6 +98,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		writer.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
+	if err := backfillAuditHashes(ctx, writer); err != nil {
+		writer.Close()
+		return nil, fmt.Errorf("store: open %q: %w", path, err)
+	}
 
 	// Readers are opened after the writer has put the file in WAL mode (a
 	// persistent property of the file), so they need not set it themselves.
@@ -116,6 +122,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
+	s.startSequencer()
 	return s, nil
 }
 
@@ -157,6 +164,7 @@ func checkWriterPragmas(ctx context.Context, db *sql.DB) error {
 // return the first call's result. Methods called after Close fail.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.stopSequencer()
 		var rerr error
 		if s.reader != nil {
 			rerr = s.reader.Close()

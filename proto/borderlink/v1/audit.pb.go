@@ -164,9 +164,13 @@ type AuditRecord struct {
 	// caller, action, purpose, record attributes and time — never the record
 	// itself. Provider side only. `borderlink policy diff` replays it under a
 	// proposed policy set. For a search it is the entitlement check's input.
-	PolicyInput   string `protobuf:"bytes,18,opt,name=policy_input,json=policyInput,proto3" json:"policy_input,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PolicyInput string `protobuf:"bytes,18,opt,name=policy_input,json=policyInput,proto3" json:"policy_input,omitempty"`
+	// Consumer side, allowed exchanges: the receipt the partner gateway
+	// signed over its own audit leaf of this exchange, verified before this
+	// record was written (a C2SP signed note, docs/audit.md).
+	PartnerReceipt string `protobuf:"bytes,19,opt,name=partner_receipt,json=partnerReceipt,proto3" json:"partner_receipt,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AuditRecord) Reset() {
@@ -325,11 +329,830 @@ func (x *AuditRecord) GetPolicyInput() string {
 	return ""
 }
 
+func (x *AuditRecord) GetPartnerReceipt() string {
+	if x != nil {
+		return x.PartnerReceipt
+	}
+	return ""
+}
+
+// AuditFilter narrows ListRecords. Empty fields do not filter.
+type AuditFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trust domain of the other side of the exchange.
+	Partner     string        `protobuf:"bytes,1,opt,name=partner,proto3" json:"partner,omitempty"`
+	AgreementId string        `protobuf:"bytes,2,opt,name=agreement_id,json=agreementId,proto3" json:"agreement_id,omitempty"`
+	Action      string        `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	Decision    AuditDecision `protobuf:"varint,4,opt,name=decision,proto3,enum=borderlink.v1.AuditDecision" json:"decision,omitempty"`
+	Side        AuditSide     `protobuf:"varint,5,opt,name=side,proto3,enum=borderlink.v1.AuditSide" json:"side,omitempty"`
+	RequestId   string        `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// since is inclusive, until exclusive.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=until,proto3" json:"until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditFilter) Reset() {
+	*x = AuditFilter{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditFilter) ProtoMessage() {}
+
+func (x *AuditFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditFilter.ProtoReflect.Descriptor instead.
+func (*AuditFilter) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AuditFilter) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetAgreementId() string {
+	if x != nil {
+		return x.AgreementId
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetDecision() AuditDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return AuditDecision_AUDIT_DECISION_UNSPECIFIED
+}
+
+func (x *AuditFilter) GetSide() AuditSide {
+	if x != nil {
+		return x.Side
+	}
+	return AuditSide_AUDIT_SIDE_UNSPECIFIED
+}
+
+func (x *AuditFilter) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuditFilter) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *AuditFilter) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+type ListRecordsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Filter *AuditFilter           `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Only records with seq > after_seq (paging: the last seq returned).
+	AfterSeq uint64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Maximum records; 0 means 100, capped at 1000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRecordsRequest) Reset() {
+	*x = ListRecordsRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRecordsRequest) ProtoMessage() {}
+
+func (x *ListRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRecordsRequest.ProtoReflect.Descriptor instead.
+func (*ListRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListRecordsRequest) GetFilter() *AuditFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ListRecordsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *ListRecordsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListRecordsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRecordsResponse) Reset() {
+	*x = ListRecordsResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRecordsResponse) ProtoMessage() {}
+
+func (x *ListRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRecordsResponse.ProtoReflect.Descriptor instead.
+func (*ListRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListRecordsResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+type GetRecordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRecordRequest) Reset() {
+	*x = GetRecordRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRecordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRecordRequest) ProtoMessage() {}
+
+func (x *GetRecordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRecordRequest.ProtoReflect.Descriptor instead.
+func (*GetRecordRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetRecordRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type GetRecordResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Record *AuditRecord           `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// The leaf data (canonical encoding of record); its RFC 6962 leaf hash is
+	// SHA-256(0x00 || leaf).
+	Leaf          []byte `protobuf:"bytes,2,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRecordResponse) Reset() {
+	*x = GetRecordResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRecordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRecordResponse) ProtoMessage() {}
+
+func (x *GetRecordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRecordResponse.ProtoReflect.Descriptor instead.
+func (*GetRecordResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetRecordResponse) GetRecord() *AuditRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *GetRecordResponse) GetLeaf() []byte {
+	if x != nil {
+		return x.Leaf
+	}
+	return nil
+}
+
+type GetCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SignNow       bool                   `protobuf:"varint,1,opt,name=sign_now,json=signNow,proto3" json:"sign_now,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetCheckpointRequest) GetSignNow() bool {
+	if x != nil {
+		return x.SignNow
+	}
+	return false
+}
+
+type GetCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// C2SP tlog-checkpoint signed note.
+	Checkpoint    string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointResponse) Reset() {
+	*x = GetCheckpointResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointResponse) ProtoMessage() {}
+
+func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetCheckpointResponse) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+type GetInclusionProofRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// Tree size the proof is for; 0 means the latest checkpoint's size.
+	TreeSize      uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofRequest) Reset() {
+	*x = GetInclusionProofRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofRequest) ProtoMessage() {}
+
+func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetInclusionProofRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GetInclusionProofRequest) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+type GetInclusionProofResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TreeSize uint64                 `protobuf:"varint,1,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	LeafHash []byte                 `protobuf:"bytes,2,opt,name=leaf_hash,json=leafHash,proto3" json:"leaf_hash,omitempty"`
+	// RFC 6962 audit path, 32-byte hashes, leaf to root.
+	Hashes        [][]byte `protobuf:"bytes,3,rep,name=hashes,proto3" json:"hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofResponse) Reset() {
+	*x = GetInclusionProofResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofResponse) ProtoMessage() {}
+
+func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetInclusionProofResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *GetInclusionProofResponse) GetLeafHash() []byte {
+	if x != nil {
+		return x.LeafHash
+	}
+	return nil
+}
+
+func (x *GetInclusionProofResponse) GetHashes() [][]byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+type GetConsistencyProofRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OldSize uint64                 `protobuf:"varint,1,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	// 0 means the latest checkpoint's size.
+	NewSize       uint64 `protobuf:"varint,2,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofRequest) Reset() {
+	*x = GetConsistencyProofRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofRequest) ProtoMessage() {}
+
+func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetConsistencyProofRequest) GetOldSize() uint64 {
+	if x != nil {
+		return x.OldSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofRequest) GetNewSize() uint64 {
+	if x != nil {
+		return x.NewSize
+	}
+	return 0
+}
+
+type GetConsistencyProofResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	OldSize uint64                 `protobuf:"varint,1,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	NewSize uint64                 `protobuf:"varint,2,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	// RFC 6962 consistency proof, 32-byte hashes.
+	Hashes        [][]byte `protobuf:"bytes,3,rep,name=hashes,proto3" json:"hashes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofResponse) Reset() {
+	*x = GetConsistencyProofResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofResponse) ProtoMessage() {}
+
+func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetConsistencyProofResponse) GetOldSize() uint64 {
+	if x != nil {
+		return x.OldSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofResponse) GetNewSize() uint64 {
+	if x != nil {
+		return x.NewSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofResponse) GetHashes() [][]byte {
+	if x != nil {
+		return x.Hashes
+	}
+	return nil
+}
+
+type GetLeavesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First leaf index.
+	Start uint64 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	// Number of leaves; 0 means 1000, capped at 10000.
+	Count         uint32 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLeavesRequest) Reset() {
+	*x = GetLeavesRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLeavesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLeavesRequest) ProtoMessage() {}
+
+func (x *GetLeavesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLeavesRequest.ProtoReflect.Descriptor instead.
+func (*GetLeavesRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetLeavesRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *GetLeavesRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type GetLeavesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint64                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	Leaves        [][]byte               `protobuf:"bytes,2,rep,name=leaves,proto3" json:"leaves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLeavesResponse) Reset() {
+	*x = GetLeavesResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLeavesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLeavesResponse) ProtoMessage() {}
+
+func (x *GetLeavesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLeavesResponse.ProtoReflect.Descriptor instead.
+func (*GetLeavesResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetLeavesResponse) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *GetLeavesResponse) GetLeaves() [][]byte {
+	if x != nil {
+		return x.Leaves
+	}
+	return nil
+}
+
+type AddCosignatureRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint exactly as this gateway signed it, with the witness's
+	// cosignature line appended.
+	Checkpoint    string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddCosignatureRequest) Reset() {
+	*x = AddCosignatureRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddCosignatureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddCosignatureRequest) ProtoMessage() {}
+
+func (x *AddCosignatureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddCosignatureRequest.ProtoReflect.Descriptor instead.
+func (*AddCosignatureRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AddCosignatureRequest) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+type AddCosignatureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddCosignatureResponse) Reset() {
+	*x = AddCosignatureResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddCosignatureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddCosignatureResponse) ProtoMessage() {}
+
+func (x *AddCosignatureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddCosignatureResponse.ProtoReflect.Descriptor instead.
+func (*AddCosignatureResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{15}
+}
+
 var File_borderlink_v1_audit_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x19borderlink/v1/audit.proto\x12\rborderlink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x04\n" +
+	"\x19borderlink/v1/audit.proto\x12\rborderlink.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x05\n" +
 	"\vAuditRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12.\n" +
@@ -350,7 +1173,60 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x0erelease_sha256\x18\x0f \x01(\tR\rreleaseSha256\x12\x18\n" +
 	"\areasons\x18\x10 \x03(\tR\areasons\x12\x16\n" +
 	"\x06status\x18\x11 \x01(\tR\x06status\x12!\n" +
-	"\fpolicy_input\x18\x12 \x01(\tR\vpolicyInput*Y\n" +
+	"\fpolicy_input\x18\x12 \x01(\tR\vpolicyInput\x12'\n" +
+	"\x0fpartner_receipt\x18\x13 \x01(\tR\x0epartnerReceipt\"\xcd\x02\n" +
+	"\vAuditFilter\x12\x18\n" +
+	"\apartner\x18\x01 \x01(\tR\apartner\x12!\n" +
+	"\fagreement_id\x18\x02 \x01(\tR\vagreementId\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x128\n" +
+	"\bdecision\x18\x04 \x01(\x0e2\x1c.borderlink.v1.AuditDecisionR\bdecision\x12,\n" +
+	"\x04side\x18\x05 \x01(\x0e2\x18.borderlink.v1.AuditSideR\x04side\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\x120\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"{\n" +
+	"\x12ListRecordsRequest\x122\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1a.borderlink.v1.AuditFilterR\x06filter\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"K\n" +
+	"\x13ListRecordsResponse\x124\n" +
+	"\arecords\x18\x01 \x03(\v2\x1a.borderlink.v1.AuditRecordR\arecords\"$\n" +
+	"\x10GetRecordRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"[\n" +
+	"\x11GetRecordResponse\x122\n" +
+	"\x06record\x18\x01 \x01(\v2\x1a.borderlink.v1.AuditRecordR\x06record\x12\x12\n" +
+	"\x04leaf\x18\x02 \x01(\fR\x04leaf\"1\n" +
+	"\x14GetCheckpointRequest\x12\x19\n" +
+	"\bsign_now\x18\x01 \x01(\bR\asignNow\"7\n" +
+	"\x15GetCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\"M\n" +
+	"\x18GetInclusionProofRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\"m\n" +
+	"\x19GetInclusionProofResponse\x12\x1b\n" +
+	"\ttree_size\x18\x01 \x01(\x04R\btreeSize\x12\x1b\n" +
+	"\tleaf_hash\x18\x02 \x01(\fR\bleafHash\x12\x16\n" +
+	"\x06hashes\x18\x03 \x03(\fR\x06hashes\"R\n" +
+	"\x1aGetConsistencyProofRequest\x12\x19\n" +
+	"\bold_size\x18\x01 \x01(\x04R\aoldSize\x12\x19\n" +
+	"\bnew_size\x18\x02 \x01(\x04R\anewSize\"k\n" +
+	"\x1bGetConsistencyProofResponse\x12\x19\n" +
+	"\bold_size\x18\x01 \x01(\x04R\aoldSize\x12\x19\n" +
+	"\bnew_size\x18\x02 \x01(\x04R\anewSize\x12\x16\n" +
+	"\x06hashes\x18\x03 \x03(\fR\x06hashes\">\n" +
+	"\x10GetLeavesRequest\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\"A\n" +
+	"\x11GetLeavesResponse\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x16\n" +
+	"\x06leaves\x18\x02 \x03(\fR\x06leaves\"7\n" +
+	"\x15AddCosignatureRequest\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\"\x18\n" +
+	"\x16AddCosignatureResponse*Y\n" +
 	"\tAuditSide\x12\x1a\n" +
 	"\x16AUDIT_SIDE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AUDIT_SIDE_PROVIDER\x10\x01\x12\x17\n" +
@@ -359,7 +1235,15 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x1aAUDIT_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14AUDIT_DECISION_ALLOW\x10\x01\x12\x17\n" +
 	"\x13AUDIT_DECISION_DENY\x10\x02\x12\x18\n" +
-	"\x14AUDIT_DECISION_ERROR\x10\x03BCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\x14AUDIT_DECISION_ERROR\x10\x032\x8e\x05\n" +
+	"\x05Audit\x12T\n" +
+	"\vListRecords\x12!.borderlink.v1.ListRecordsRequest\x1a\".borderlink.v1.ListRecordsResponse\x12N\n" +
+	"\tGetRecord\x12\x1f.borderlink.v1.GetRecordRequest\x1a .borderlink.v1.GetRecordResponse\x12Z\n" +
+	"\rGetCheckpoint\x12#.borderlink.v1.GetCheckpointRequest\x1a$.borderlink.v1.GetCheckpointResponse\x12f\n" +
+	"\x11GetInclusionProof\x12'.borderlink.v1.GetInclusionProofRequest\x1a(.borderlink.v1.GetInclusionProofResponse\x12l\n" +
+	"\x13GetConsistencyProof\x12).borderlink.v1.GetConsistencyProofRequest\x1a*.borderlink.v1.GetConsistencyProofResponse\x12N\n" +
+	"\tGetLeaves\x12\x1f.borderlink.v1.GetLeavesRequest\x1a .borderlink.v1.GetLeavesResponse\x12]\n" +
+	"\x0eAddCosignature\x12$.borderlink.v1.AddCosignatureRequest\x1a%.borderlink.v1.AddCosignatureResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_audit_proto_rawDescOnce sync.Once
@@ -374,22 +1258,58 @@ func file_borderlink_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_borderlink_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_borderlink_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_borderlink_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_borderlink_v1_audit_proto_goTypes = []any{
-	(AuditSide)(0),                // 0: borderlink.v1.AuditSide
-	(AuditDecision)(0),            // 1: borderlink.v1.AuditDecision
-	(*AuditRecord)(nil),           // 2: borderlink.v1.AuditRecord
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(AuditSide)(0),                      // 0: borderlink.v1.AuditSide
+	(AuditDecision)(0),                  // 1: borderlink.v1.AuditDecision
+	(*AuditRecord)(nil),                 // 2: borderlink.v1.AuditRecord
+	(*AuditFilter)(nil),                 // 3: borderlink.v1.AuditFilter
+	(*ListRecordsRequest)(nil),          // 4: borderlink.v1.ListRecordsRequest
+	(*ListRecordsResponse)(nil),         // 5: borderlink.v1.ListRecordsResponse
+	(*GetRecordRequest)(nil),            // 6: borderlink.v1.GetRecordRequest
+	(*GetRecordResponse)(nil),           // 7: borderlink.v1.GetRecordResponse
+	(*GetCheckpointRequest)(nil),        // 8: borderlink.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 9: borderlink.v1.GetCheckpointResponse
+	(*GetInclusionProofRequest)(nil),    // 10: borderlink.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 11: borderlink.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 12: borderlink.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 13: borderlink.v1.GetConsistencyProofResponse
+	(*GetLeavesRequest)(nil),            // 14: borderlink.v1.GetLeavesRequest
+	(*GetLeavesResponse)(nil),           // 15: borderlink.v1.GetLeavesResponse
+	(*AddCosignatureRequest)(nil),       // 16: borderlink.v1.AddCosignatureRequest
+	(*AddCosignatureResponse)(nil),      // 17: borderlink.v1.AddCosignatureResponse
+	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
 }
 var file_borderlink_v1_audit_proto_depIdxs = []int32{
-	3, // 0: borderlink.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	0, // 1: borderlink.v1.AuditRecord.side:type_name -> borderlink.v1.AuditSide
-	1, // 2: borderlink.v1.AuditRecord.decision:type_name -> borderlink.v1.AuditDecision
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	18, // 0: borderlink.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	0,  // 1: borderlink.v1.AuditRecord.side:type_name -> borderlink.v1.AuditSide
+	1,  // 2: borderlink.v1.AuditRecord.decision:type_name -> borderlink.v1.AuditDecision
+	1,  // 3: borderlink.v1.AuditFilter.decision:type_name -> borderlink.v1.AuditDecision
+	0,  // 4: borderlink.v1.AuditFilter.side:type_name -> borderlink.v1.AuditSide
+	18, // 5: borderlink.v1.AuditFilter.since:type_name -> google.protobuf.Timestamp
+	18, // 6: borderlink.v1.AuditFilter.until:type_name -> google.protobuf.Timestamp
+	3,  // 7: borderlink.v1.ListRecordsRequest.filter:type_name -> borderlink.v1.AuditFilter
+	2,  // 8: borderlink.v1.ListRecordsResponse.records:type_name -> borderlink.v1.AuditRecord
+	2,  // 9: borderlink.v1.GetRecordResponse.record:type_name -> borderlink.v1.AuditRecord
+	4,  // 10: borderlink.v1.Audit.ListRecords:input_type -> borderlink.v1.ListRecordsRequest
+	6,  // 11: borderlink.v1.Audit.GetRecord:input_type -> borderlink.v1.GetRecordRequest
+	8,  // 12: borderlink.v1.Audit.GetCheckpoint:input_type -> borderlink.v1.GetCheckpointRequest
+	10, // 13: borderlink.v1.Audit.GetInclusionProof:input_type -> borderlink.v1.GetInclusionProofRequest
+	12, // 14: borderlink.v1.Audit.GetConsistencyProof:input_type -> borderlink.v1.GetConsistencyProofRequest
+	14, // 15: borderlink.v1.Audit.GetLeaves:input_type -> borderlink.v1.GetLeavesRequest
+	16, // 16: borderlink.v1.Audit.AddCosignature:input_type -> borderlink.v1.AddCosignatureRequest
+	5,  // 17: borderlink.v1.Audit.ListRecords:output_type -> borderlink.v1.ListRecordsResponse
+	7,  // 18: borderlink.v1.Audit.GetRecord:output_type -> borderlink.v1.GetRecordResponse
+	9,  // 19: borderlink.v1.Audit.GetCheckpoint:output_type -> borderlink.v1.GetCheckpointResponse
+	11, // 20: borderlink.v1.Audit.GetInclusionProof:output_type -> borderlink.v1.GetInclusionProofResponse
+	13, // 21: borderlink.v1.Audit.GetConsistencyProof:output_type -> borderlink.v1.GetConsistencyProofResponse
+	15, // 22: borderlink.v1.Audit.GetLeaves:output_type -> borderlink.v1.GetLeavesResponse
+	17, // 23: borderlink.v1.Audit.AddCosignature:output_type -> borderlink.v1.AddCosignatureResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_borderlink_v1_audit_proto_init() }
@@ -403,9 +1323,9 @@ func file_borderlink_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_audit_proto_rawDesc), len(file_borderlink_v1_audit_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   1,
+			NumMessages:   16,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_borderlink_v1_audit_proto_goTypes,
 		DependencyIndexes: file_borderlink_v1_audit_proto_depIdxs,

@@ -76,9 +76,12 @@ func (x *GetDeclarationRequest) GetPurpose() string {
 }
 
 type GetDeclarationResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Declaration   *Declaration           `protobuf:"bytes,1,opt,name=declaration,proto3" json:"declaration,omitempty"`
-	Release       *Release               `protobuf:"bytes,2,opt,name=release,proto3" json:"release,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Declaration *Declaration           `protobuf:"bytes,1,opt,name=declaration,proto3" json:"declaration,omitempty"`
+	Release     *Release               `protobuf:"bytes,2,opt,name=release,proto3" json:"release,omitempty"`
+	// Receipt signed by this gateway's audit key over its audit leaf of
+	// this exchange (docs/audit.md); the caller verifies and keeps it.
+	Receipt       string `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,6 +128,13 @@ func (x *GetDeclarationResponse) GetRelease() *Release {
 		return x.Release
 	}
 	return nil
+}
+
+func (x *GetDeclarationResponse) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
 }
 
 // DeclarationFilter narrows a search. Empty fields do not filter.
@@ -376,8 +386,11 @@ type GetRiskAssessmentResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	RiskAssessment *RiskAssessment        `protobuf:"bytes,1,opt,name=risk_assessment,json=riskAssessment,proto3" json:"risk_assessment,omitempty"`
 	Release        *Release               `protobuf:"bytes,2,opt,name=release,proto3" json:"release,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Receipt signed by this gateway's audit key over its audit leaf of
+	// this exchange (docs/audit.md); the caller verifies and keeps it.
+	Receipt       string `protobuf:"bytes,3,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetRiskAssessmentResponse) Reset() {
@@ -424,6 +437,13 @@ func (x *GetRiskAssessmentResponse) GetRelease() *Release {
 	return nil
 }
 
+func (x *GetRiskAssessmentResponse) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
 var File_borderlink_v1_exchange_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_exchange_proto_rawDesc = "" +
@@ -431,10 +451,11 @@ const file_borderlink_v1_exchange_proto_rawDesc = "" +
 	"\x1cborderlink/v1/exchange.proto\x12\rborderlink.v1\x1a\x1bborderlink/v1/records.proto\x1a\x1bborderlink/v1/release.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n" +
 	"\x15GetDeclarationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\apurpose\x18\x02 \x01(\tR\apurpose\"\x88\x01\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\"\xa2\x01\n" +
 	"\x16GetDeclarationResponse\x12<\n" +
 	"\vdeclaration\x18\x01 \x01(\v2\x1a.borderlink.v1.DeclarationR\vdeclaration\x120\n" +
-	"\arelease\x18\x02 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\"\x94\x02\n" +
+	"\arelease\x18\x02 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\x12\x18\n" +
+	"\areceipt\x18\x03 \x01(\tR\areceipt\"\x94\x02\n" +
 	"\x11DeclarationFilter\x12\x1f\n" +
 	"\vhs_chapters\x18\x01 \x03(\tR\n" +
 	"hsChapters\x12%\n" +
@@ -451,10 +472,11 @@ const file_borderlink_v1_exchange_proto_rawDesc = "" +
 	"\arelease\x18\x02 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\"D\n" +
 	"\x18GetRiskAssessmentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\apurpose\x18\x02 \x01(\tR\apurpose\"\x95\x01\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\"\xaf\x01\n" +
 	"\x19GetRiskAssessmentResponse\x12F\n" +
 	"\x0frisk_assessment\x18\x01 \x01(\v2\x1d.borderlink.v1.RiskAssessmentR\x0eriskAssessment\x120\n" +
-	"\arelease\x18\x02 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease2\xbe\x02\n" +
+	"\arelease\x18\x02 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\x12\x18\n" +
+	"\areceipt\x18\x03 \x01(\tR\areceipt2\xbe\x02\n" +
 	"\bExchange\x12]\n" +
 	"\x0eGetDeclaration\x12$.borderlink.v1.GetDeclarationRequest\x1a%.borderlink.v1.GetDeclarationResponse\x12k\n" +
 	"\x12SearchDeclarations\x12(.borderlink.v1.SearchDeclarationsRequest\x1a).borderlink.v1.SearchDeclarationsResponse0\x01\x12f\n" +

@@ -36,7 +36,8 @@ const (
 type ExchangeClient interface {
 	GetDeclaration(ctx context.Context, in *GetDeclarationRequest, opts ...grpc.CallOption) (*GetDeclarationResponse, error)
 	// SearchDeclarations streams the declarations matching the filter that the
-	// caller is entitled to, up to a limit.
+	// caller is entitled to, up to a limit. The receipt over the search's
+	// audit leaf arrives in the trailer "borderlink-receipt-bin".
 	SearchDeclarations(ctx context.Context, in *SearchDeclarationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SearchDeclarationsResponse], error)
 	GetRiskAssessment(ctx context.Context, in *GetRiskAssessmentRequest, opts ...grpc.CallOption) (*GetRiskAssessmentResponse, error)
 }
@@ -100,7 +101,8 @@ func (c *exchangeClient) GetRiskAssessment(ctx context.Context, in *GetRiskAsses
 type ExchangeServer interface {
 	GetDeclaration(context.Context, *GetDeclarationRequest) (*GetDeclarationResponse, error)
 	// SearchDeclarations streams the declarations matching the filter that the
-	// caller is entitled to, up to a limit.
+	// caller is entitled to, up to a limit. The receipt over the search's
+	// audit leaf arrives in the trailer "borderlink-receipt-bin".
 	SearchDeclarations(*SearchDeclarationsRequest, grpc.ServerStreamingServer[SearchDeclarationsResponse]) error
 	GetRiskAssessment(context.Context, *GetRiskAssessmentRequest) (*GetRiskAssessmentResponse, error)
 	mustEmbedUnimplementedExchangeServer()

@@ -138,9 +138,12 @@ type Obligations struct {
 	// Whether the recipient may share the data onward.
 	OnwardSharing bool `protobuf:"varint,2,opt,name=onward_sharing,json=onwardSharing,proto3" json:"onward_sharing,omitempty"`
 	// Attribution the recipient must give when using the data.
-	Attribution   string `protobuf:"bytes,3,opt,name=attribution,proto3" json:"attribution,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Attribution string `protobuf:"bytes,3,opt,name=attribution,proto3" json:"attribution,omitempty"`
+	// When onward_sharing is true: the only parties (trust domains or SPIFFE
+	// IDs) the recipient may share with; empty means anyone.
+	OnwardRecipients []string `protobuf:"bytes,4,rep,name=onward_recipients,json=onwardRecipients,proto3" json:"onward_recipients,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Obligations) Reset() {
@@ -194,6 +197,13 @@ func (x *Obligations) GetAttribution() string {
 	return ""
 }
 
+func (x *Obligations) GetOnwardRecipients() []string {
+	if x != nil {
+		return x.OnwardRecipients
+	}
+	return nil
+}
+
 var File_borderlink_v1_release_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_release_proto_rawDesc = "" +
@@ -207,11 +217,12 @@ const file_borderlink_v1_release_proto_rawDesc = "" +
 	"\x06masked\x18\x05 \x03(\tR\x06masked\x12$\n" +
 	"\rpseudonymized\x18\x06 \x03(\tR\rpseudonymized\x12\x16\n" +
 	"\x06sha256\x18\a \x01(\tR\x06sha256\x12<\n" +
-	"\vobligations\x18\b \x01(\v2\x1a.borderlink.v1.ObligationsR\vobligations\"}\n" +
+	"\vobligations\x18\b \x01(\v2\x1a.borderlink.v1.ObligationsR\vobligations\"\xaa\x01\n" +
 	"\vObligations\x12%\n" +
 	"\x0eretention_days\x18\x01 \x01(\rR\rretentionDays\x12%\n" +
 	"\x0eonward_sharing\x18\x02 \x01(\bR\ronwardSharing\x12 \n" +
-	"\vattribution\x18\x03 \x01(\tR\vattributionBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\vattribution\x18\x03 \x01(\tR\vattribution\x12+\n" +
+	"\x11onward_recipients\x18\x04 \x03(\tR\x10onwardRecipientsBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_release_proto_rawDescOnce sync.Once

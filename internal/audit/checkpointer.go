@@ -1,0 +1,124 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// DefaultCheckpointInterval is how often a Checkpointer signs when the log
+// has grown.
+const DefaultCheckpointInterval = time.Second
+
+// ErrNoCheckpoint is wrapped by LatestAuditCheckpoint when none was signed.
+var ErrNoCheckpoint = errors.New("no checkpoint signed yet")
+
+// LogStore is what the Checkpointer needs from the store that holds the
+// log.
+type LogStore interface {
+	// AuditTreeSize is the number of leaves durably appended.
+	AuditTreeSize(ctx context.Context) (int64, error)
+	// ReadAuditHashes reads stored hashes (tlog stored-hash indexes).
+	ReadAuditHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
+	// PutAuditCheckpoint durably stores a signed checkpoint of size leaves.
+	// Sizes only grow; storing a size not larger than the latest fails.
+	PutAuditCheckpoint(ctx context.Context, size int64, note []byte, at time.Time) error
+	// LatestAuditCheckpoint returns the largest stored checkpoint, or an
+	// error wrapping ErrNoCheckpoint.
+	LatestAuditCheckpoint(ctx context.Context) (size int64, note []byte, err error)
+}
+
+// HashReader adapts a LogStore to tlog.HashReader for one context.
+func HashReader(ctx context.Context, s LogStore) tlog.HashReader {
+	return tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) { return s.ReadAuditHashes(ctx, ix) })
+}
+
+// Checkpointer signs checkpoints of a log: on demand (Sign) and, with Run,
+// periodically whenever the log has grown. It is safe for concurrent use;
+// signing is serialised so sizes only grow.
+type Checkpointer struct {
+	store  LogStore
+	signer Signer
+	origin string
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu sync.Mutex
+}
+
+// NewCheckpointer returns a Checkpointer for the log of origin. The
+// signer's name must be origin.
+func NewCheckpointer(s LogStore, signer Signer, origin string, logger *slog.Logger) (*Checkpointer, error) {
+	if signer == nil {
+		return nil, errors.New("audit: checkpointer: no signer")
+	}
+	if signer.Name() != origin {
+		return nil, fmt.Errorf("audit: checkpointer: key %q does not sign for origin %q", signer.Name(), origin)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Checkpointer{store: s, signer: signer, origin: origin, log: logger, now: time.Now}, nil
+}
+
+// Sign returns a signed checkpoint covering every leaf appended before the
+// call: the latest stored one if it already does, else a new one, stored
+// before it is returned.
+func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	size, err := c.store.AuditTreeSize(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoint: %w", err)
+	}
+	if size == 0 {
+		// tlog's hash of the empty tree is all zeros, RFC 6962's is
+		// SHA-256(""): sign nothing rather than something ambiguous.
+		return nil, fmt.Errorf("audit: checkpoint: log is empty: %w", ErrNoCheckpoint)
+	}
+	last, msg, err := c.store.LatestAuditCheckpoint(ctx)
+	switch {
+	case err == nil && last >= size:
+		return msg, nil
+	case err != nil && !errors.Is(err, ErrNoCheckpoint):
+		return nil, fmt.Errorf("audit: checkpoint: %w", err)
+	}
+	root, err := tlog.TreeHash(size, HashReader(ctx, c.store))
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
+	}
+	msg, err = SignCheckpoint(c.signer, Checkpoint{Origin: c.origin, Size: size, Hash: root})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.store.PutAuditCheckpoint(ctx, size, msg, c.now()); err != nil {
+		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
+	}
+	return msg, nil
+}
+
+// Run signs a checkpoint every interval when the log has grown (and once at
+// start), until ctx is cancelled. Failures are logged and retried at the
+// next tick.
+func (c *Checkpointer) Run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultCheckpointInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := c.Sign(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNoCheckpoint) {
+			c.log.Error("audit checkpoint failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

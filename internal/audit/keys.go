@@ -1,0 +1,114 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// A key file holds one note signer key on one line, as note.GenerateKey
+// writes it: "PRIVATE+KEY+<name>+<hash>+<base64(0x01 || ed25519 seed)>".
+// The matching verifier key ("<name>+<hash>+<base64(0x01 || public key)>")
+// is what partners put in peers.<domain>.audit_key and auditors pass to
+// `borderlink audit verify --key`.
+
+// GenerateKey returns a new signer key and its verifier key for origin.
+func GenerateKey(origin string) (skey, vkey string, err error) {
+	return note.GenerateKey(rand.Reader, origin)
+}
+
+// VerifierKey derives the verifier key from a signer key.
+func VerifierKey(skey string) (string, error) {
+	parts := strings.SplitN(strings.TrimSpace(skey), "+", 5)
+	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+		return "", errors.New("not a note signer key (PRIVATE+KEY+name+hash+key)")
+	}
+	b, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(b) != 1+ed25519.SeedSize || b[0] != 1 {
+		return "", errors.New("not an Ed25519 note signer key")
+	}
+	pub := ed25519.NewKeyFromSeed(b[1:]).Public().(ed25519.PublicKey)
+	return note.NewEd25519VerifierKey(parts[2], pub)
+}
+
+// LoadOrCreateKey reads the signer key in path. If the file does not exist
+// and create is set, it generates a key for origin, writes it (mode 0600,
+// never overwriting) and writes the verifier key to path+".pub". The key
+// must be named origin. It returns the signer and its verifier key.
+func LoadOrCreateKey(path, origin string, create bool) (Signer, string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		skey, vkey, gerr := GenerateKey(origin)
+		if gerr != nil {
+			return nil, "", fmt.Errorf("audit key %s: generate: %w", path, gerr)
+		}
+		f, oerr := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if oerr != nil {
+			return nil, "", fmt.Errorf("audit key %s: %w", path, oerr)
+		}
+		_, werr := f.WriteString(skey + "\n")
+		if serr := f.Sync(); werr == nil {
+			werr = serr
+		}
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return nil, "", fmt.Errorf("audit key %s: write: %w", path, werr)
+		}
+		if err := os.WriteFile(path+".pub", []byte(vkey+"\n"), 0o644); err != nil {
+			return nil, "", fmt.Errorf("audit key %s.pub: %w", path, err)
+		}
+		b, err = []byte(skey), nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("audit key %s: %w", path, err)
+	}
+	skey := strings.TrimSpace(string(b))
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, "", fmt.Errorf("audit key %s: not a note signer key: %w", path, err)
+	}
+	if s.Name() != origin {
+		return nil, "", fmt.Errorf("audit key %s: key is named %q, want %q", path, s.Name(), origin)
+	}
+	vkey, err := VerifierKey(skey)
+	if err != nil {
+		return nil, "", fmt.Errorf("audit key %s: %w", path, err)
+	}
+	return s, vkey, nil
+}
+
+// NewVerifier parses a verifier key and checks that it is named origin
+// (origin "" accepts any name).
+func NewVerifier(vkey, origin string) (note.Verifier, error) {
+	v, err := note.NewVerifier(strings.TrimSpace(vkey))
+	if err != nil {
+		return nil, fmt.Errorf("not a note verifier key (name+hash+key): %w", err)
+	}
+	if origin != "" && v.Name() != origin {
+		return nil, fmt.Errorf("verifier key is named %q, want %q", v.Name(), origin)
+	}
+	return v, nil
+}
+
+// LoadCosigner reads the signer key in path (see LoadOrCreateKey) as a
+// cosignature/v1 signer named name (WitnessName).
+func LoadCosigner(path, name string) (note.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit key %s: %w", path, err)
+	}
+	s, err := NewCosigner(string(b), name, nil)
+	if err != nil {
+		return nil, fmt.Errorf("audit key %s: %w", path, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,72 @@
+package audit
+
+import (
+	"fmt"
+	"sort"
+
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+// Discrepancy is one way two gateways' logs disagree about an exchange.
+type Discrepancy struct {
+	RequestID string
+	Problem   string
+}
+
+// Reconciliation is the outcome of matching our consumer records of
+// exchanges with one partner against the partner's provider records of the
+// same exchanges.
+type Reconciliation struct {
+	Matched       int           // exchanges both logs agree on
+	NotCompared   int           // our ERROR records of calls the partner may never have seen
+	Discrepancies []Discrepancy // sorted by request id
+}
+
+// Reconcile matches ours (our consumer-side records with the partner) with
+// theirs (the partner's provider-side records where we were the caller),
+// by request id. It reports exchanges logged on one side only and
+// exchanges whose decision or release digest differ. Receipts are checked
+// separately (CheckReceiptInLog), as they need the partner's proofs.
+func Reconcile(ours, theirs []*blv1.AuditRecord) Reconciliation {
+	var r Reconciliation
+	byID := map[string]*blv1.AuditRecord{}
+	for _, t := range theirs {
+		byID[t.GetRequestId()] = t
+	}
+	seen := map[string]bool{}
+	for _, o := range ours {
+		id := o.GetRequestId()
+		seen[id] = true
+		t, ok := byID[id]
+		if o.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ERROR && o.GetStatus() != "DATA_LOSS" {
+			// The partner may never have seen the call (unreachable,
+			// timed out before it answered).
+			if !ok {
+				r.NotCompared++
+				continue
+			}
+		}
+		switch {
+		case !ok:
+			r.Discrepancies = append(r.Discrepancies, Discrepancy{id, fmt.Sprintf("recorded by us (seq %d) but not by the partner", o.GetSeq())})
+		case o.GetStatus() == "DATA_LOSS":
+			r.Discrepancies = append(r.Discrepancies, Discrepancy{id, fmt.Sprintf("we rejected the partner's answer (seq %d): %v; the partner recorded %s (seq %d)",
+				o.GetSeq(), o.GetReasons(), t.GetDecision(), t.GetSeq())})
+		case o.GetDecision() != t.GetDecision():
+			r.Discrepancies = append(r.Discrepancies, Discrepancy{id, fmt.Sprintf("we recorded %s (seq %d), the partner %s (seq %d)",
+				o.GetDecision(), o.GetSeq(), t.GetDecision(), t.GetSeq())})
+		case o.GetReleaseSha256() != t.GetReleaseSha256():
+			r.Discrepancies = append(r.Discrepancies, Discrepancy{id, fmt.Sprintf("we recorded release %q (seq %d), the partner %q (seq %d)",
+				o.GetReleaseSha256(), o.GetSeq(), t.GetReleaseSha256(), t.GetSeq())})
+		default:
+			r.Matched++
+		}
+	}
+	for _, t := range theirs {
+		if !seen[t.GetRequestId()] {
+			r.Discrepancies = append(r.Discrepancies, Discrepancy{t.GetRequestId(), fmt.Sprintf("recorded by the partner (seq %d) but not by us", t.GetSeq())})
+		}
+	}
+	sort.SliceStable(r.Discrepancies, func(i, j int) bool { return r.Discrepancies[i].RequestID < r.Discrepancies[j].RequestID })
+	return r
+}

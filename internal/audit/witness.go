@@ -1,0 +1,96 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// ErrSplitView is wrapped (together with ErrVerify) when a log shows a
+// witness a checkpoint that does not extend the one it showed before: the
+// log was rewritten, rolled back, or shows different histories to
+// different parties.
+var ErrSplitView = errors.New("split view: the log's checkpoints are not consistent")
+
+// WitnessSource is a partner's log as a witness sees it.
+type WitnessSource interface {
+	// Checkpoint returns the log's latest signed checkpoint.
+	Checkpoint(ctx context.Context) ([]byte, error)
+	// ConsistencyProof proves that the tree of newSize extends oldSize.
+	ConsistencyProof(ctx context.Context, oldSize, newSize int64) (tlog.TreeProof, error)
+}
+
+// WitnessState keeps, per origin, the checkpoints a witness accepted.
+type WitnessState interface {
+	// LastWitnessed returns the largest accepted checkpoint of origin, or
+	// an error wrapping ErrNoCheckpoint.
+	LastWitnessed(ctx context.Context, origin string) ([]byte, error)
+	// PutWitnessed durably records an accepted checkpoint.
+	PutWitnessed(ctx context.Context, origin string, size int64, note []byte, at time.Time) error
+}
+
+// Witnessed is the outcome of one Witness round.
+type Witnessed struct {
+	Checkpoint
+	Note []byte // the signed note as the log served it
+	New  bool   // larger than the last accepted one (and now recorded)
+}
+
+// Witness fetches the latest checkpoint of a log, verifies its signature
+// with v, checks that it is consistent with the last checkpoint accepted
+// from the same log (by a consistency proof from the log), and records it.
+// A checkpoint that does
+// not extend the last accepted one is an error wrapping ErrSplitView and
+// ErrVerify, and is not recorded; the message carries both checkpoints'
+// sizes and roots as evidence.
+func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, now time.Time) (w Witnessed, err error) {
+	msg, err := src.Checkpoint(ctx)
+	if err != nil {
+		return w, fmt.Errorf("witness %s: fetch checkpoint: %w", v.Name(), err)
+	}
+	c, err := OpenCheckpoint(msg, v)
+	if err != nil {
+		return w, fmt.Errorf("witness %s: %w", v.Name(), err)
+	}
+	w.Checkpoint, w.Note = c, msg
+	last, err := st.LastWitnessed(ctx, c.Origin)
+	if err != nil && !errors.Is(err, ErrNoCheckpoint) {
+		return w, fmt.Errorf("witness %s: %w", v.Name(), err)
+	}
+	if err == nil {
+		old, err := OpenCheckpoint(last, v)
+		if err != nil {
+			return w, fmt.Errorf("witness %s: stored checkpoint: %w", v.Name(), err)
+		}
+		split := func(why string) error {
+			return fmt.Errorf("witness %s: %s (accepted size %d root %s, now shown size %d root %s): %w (%w)",
+				v.Name(), why, old.Size, old.Hash, c.Size, c.Hash, ErrSplitView, ErrVerify)
+		}
+		switch {
+		case c.Size < old.Size:
+			return w, split("the log shrank")
+		case c.Size == old.Size && c.Hash != old.Hash:
+			return w, split("two different roots for one size")
+		case c.Size == old.Size:
+			return w, nil // nothing new
+		}
+		if old.Size > 0 {
+			proof, err := src.ConsistencyProof(ctx, old.Size, c.Size)
+			if err != nil {
+				return w, fmt.Errorf("witness %s: consistency proof %d->%d: %w", v.Name(), old.Size, c.Size, err)
+			}
+			if err := CheckConsistency(old, c, proof); err != nil {
+				return w, split("the new checkpoint does not extend the accepted one")
+			}
+		}
+	}
+	if err := st.PutWitnessed(ctx, c.Origin, c.Size, msg, now); err != nil {
+		return w, fmt.Errorf("witness %s: %w", v.Name(), err)
+	}
+	w.New = true
+	return w, nil
+}

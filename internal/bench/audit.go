@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/policy"
+	"github.com/borderlink/borderlink/internal/store/sqlite"
+	"github.com/borderlink/borderlink/policies"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+// bareDSN opens path with the durability settings the store uses for its
+// writer: WAL, synchronous=FULL (fsync on every commit).
+func bareDSN(path, sync string) string {
+	q := url.Values{"_pragma": {"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(" + sync + ")"}}
+	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}).String()
+}
+
+const bareAuditTable = `CREATE TABLE IF NOT EXISTS audit_records (
+    seq INTEGER NOT NULL PRIMARY KEY, time INTEGER NOT NULL, request_id TEXT NOT NULL,
+    side INTEGER NOT NULL, decision INTEGER NOT NULL, caller_id TEXT NOT NULL,
+    action TEXT NOT NULL, agreement_id TEXT NOT NULL, record BLOB NOT NULL) STRICT`
+
+// runAudit is scenario 3: AppendAudit of the SQLite store as it is at this
+// commit, with concurrent appenders, against a bare insert loop (one
+// transaction and fsync per record, same table shape and pragmas).
+func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario) error {
+	engine, err := policy.NewEngine(ctx, provider, policies.FS, nil)
+	if err != nil {
+		return err
+	}
+	pl, err := makePayload("1KB", 1024, 1, 1)
+	if err != nil {
+		return err
+	}
+	tmpl, err := auditTemplate(engine, pl.decls[0])
+	if err != nil {
+		return err
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "store.db"))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	appendOp := func(ctx context.Context) error {
+		_, err := st.AppendAudit(ctx, freshAudit(tmpl))
+		return err
+	}
+
+	db, err := sql.Open("sqlite", bareDSN(filepath.Join(dir, "bare.db"), "FULL"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, bareAuditTable); err != nil {
+		return err
+	}
+	var seq int64
+	insert := func(ctx context.Context) error {
+		rec := freshAudit(tmpl)
+		seq++
+		rec.Seq, rec.Version = uint64(seq), 1
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		_, err = db.ExecContext(ctx, `INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, seq, rec.GetTime().AsTime().UnixNano(), rec.GetRequestId(), int64(rec.GetSide()),
+			int64(rec.GetDecision()), rec.GetCallerId(), rec.GetAction(), rec.GetAgreementId(), b)
+		return err
+	}
+	size := proto.Size(tmpl)
+	sc.note("Audit record: %d bytes encoded (a provider record of an allowed pull, policy input included). Store: sqlite.Store.AppendAudit as it is at this commit, %d concurrent appenders. Baseline: one goroutine, one INSERT per autocommit transaction, WAL + synchronous=FULL, same columns, no triggers.", size, cfg.Appenders)
+
+	warm(ctx, cfg, cfg.Appenders, appendOp)
+	warm(ctx, cfg, 1, insert)
+	store := &Result{ID: "audit/store-append", Target: "store.AppendAudit", Mode: "closed", Unit: "record"}
+	bare := &Result{ID: "audit/bare-insert", Target: "bare insert loop", Baseline: true, Mode: "closed", Unit: "record"}
+	interleave(ctx, cfg, sc, measurement{store, closedLoop(cfg.Appenders, cfg.dur(), appendOp)}, measurement{bare, closedLoop(1, cfg.dur(), insert)})
+	sc.ratio("appends/s store (concurrent) / bare insert loop (group commit should make this > 1)", store, bare, "throughput", "", 0, "")
+
+	// A Merkle log must not slow down as it grows: append again to a log
+	// that already holds many records.
+	if big := cfg.AuditRecs / 10; big > 0 {
+		path := filepath.Join(dir, "big.db")
+		if err := fillAudit(ctx, path, big, tmpl); err != nil {
+			return err
+		}
+		bst, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return err
+		}
+		defer bst.Close()
+		bigOp := func(ctx context.Context) error {
+			_, err := bst.AppendAudit(ctx, freshAudit(tmpl))
+			return err
+		}
+		warm(ctx, cfg, cfg.Appenders, bigOp)
+		grown := repeat(ctx, cfg, sc, &Result{ID: "audit/store-append-grown", Target: fmt.Sprintf("store.AppendAudit, log of %d", big), Mode: "closed", Unit: "record"},
+			closedLoop(cfg.Appenders, cfg.dur(), bigOp))
+		sc.ratio(fmt.Sprintf("appends/s into a log of %d records / into a new log", big), grown, store, "throughput", "", 0, "")
+	}
+	if err := runVerify(ctx, cfg, sc, st); err != nil {
+		return err
+	}
+	return profileScenario(ctx, cfg, sc, closedLoop(cfg.Appenders, cfg.dur(), appendOp))
+}
+
+// runVerify measures audit.VerifyLog (what `borderlink audit verify`
+// runs) over every record the store now holds, with one signed checkpoint
+// of the whole log, against hashing the same leaves with SHA-256 once
+// (the least any verification must do).
+func runVerify(ctx context.Context, cfg *Config, sc *Scenario, st *sqlite.Store) error {
+	size, err := st.AuditTreeSize(ctx)
+	if err != nil {
+		return err
+	}
+	leaves, err := st.AuditLeaves(ctx, 0, size)
+	if err != nil {
+		return err
+	}
+	origin := audit.Origin(provider)
+	skey, vkey, err := audit.GenerateKey(origin)
+	if err != nil {
+		return err
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return err
+	}
+	verifier, err := audit.NewVerifier(vkey, origin)
+	if err != nil {
+		return err
+	}
+	cp, err := audit.NewCheckpointer(st, signer, origin, nil)
+	if err != nil {
+		return err
+	}
+	msg, err := cp.Sign(ctx)
+	if err != nil {
+		return err
+	}
+	in := audit.LogInput{Leaves: leaves, Checkpoints: [][]byte{msg}, Verifier: verifier}
+	if _, err := audit.VerifyLog(in); err != nil {
+		return fmt.Errorf("bench: the benchmark's own audit log does not verify: %w", err)
+	}
+	once := func(f func() error) func(context.Context) sample {
+		return func(context.Context) sample {
+			t0 := time.Now()
+			err := f()
+			s := sample{ops: int64(len(leaves)), elapsed: time.Since(t0)}
+			if err != nil {
+				s.ops, s.errs = 0, 1
+			}
+			return s
+		}
+	}
+	verify := &Result{ID: "audit/verify", Target: "audit.VerifyLog", Mode: "single", Unit: "record"}
+	hash := &Result{ID: "audit/sha256-leaves", Target: "SHA-256 of every leaf", Baseline: true, Mode: "single", Unit: "record"}
+	interleave(ctx, cfg, sc,
+		measurement{verify, once(func() error { _, err := audit.VerifyLog(in); return err })},
+		measurement{hash, once(func() error {
+			for _, l := range leaves {
+				sha256.Sum256(l)
+			}
+			return nil
+		})})
+	sc.note("Verify: audit.VerifyLog over the %d records appended above (leaves already in memory, as `audit verify` has them after reading an export), one signed checkpoint: %.1f million records/min (median).",
+		len(leaves), 60*verify.Median.Throughput/1e6)
+	sc.ratio("verify records/s / SHA-256 of the same leaves", verify, hash, "throughput", "", 0, "")
+	return nil
+}
+
+// fillAudit puts n audit records into the store file at path (created and
+// migrated by sqlite.Open first) with large transactions straight into
+// audit_records: the same table, columns and record bytes AppendAudit
+// writes, but without one fsync per record, which would take hours for
+// 10⁶ records; then the store builds the tree hashes on its next Open.
+// The file must be new.
+func fillAudit(ctx context.Context, path string, n int, tmpl *blv1.AuditRecord) error {
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return err
+	}
+	if err := st.Close(); err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", bareDSN(path, "OFF"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	var next int64
+	if err := db.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_records").Scan(&next); err != nil {
+		return fmt.Errorf("fill audit: %w", err)
+	}
+	const batch = 20000
+	marshal := proto.MarshalOptions{Deterministic: true}
+	for done := 0; done < n; {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			tx.Rollback()
+			return fmt.Errorf("fill audit: %w (has the audit_records schema changed? update fillAudit)", err)
+		}
+		for i := 0; i < batch && done < n; i, done = i+1, done+1 {
+			rec := freshAudit(tmpl)
+			rec.Seq, rec.Version = uint64(next), 1
+			b, err := marshal.Marshal(rec)
+			if err != nil {
+				tx.Rollback()
+				return err
+			}
+			if _, err := stmt.ExecContext(ctx, next, rec.GetTime().AsTime().UnixNano(), rec.GetRequestId(), int64(rec.GetSide()),
+				int64(rec.GetDecision()), rec.GetCallerId(), rec.GetAction(), rec.GetAgreementId(), b); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("fill audit seq %d: %w", next, err)
+			}
+			next++
+		}
+		stmt.Close()
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	// Opening the store once builds the Merkle tree of the filled records
+	// (the store's own backfill of records without tree hashes), so the
+	// measured processes open a consistent log.
+	st, err = sqlite.Open(ctx, path)
+	if err != nil {
+		return fmt.Errorf("fill audit: reopen: %w", err)
+	}
+	return st.Close()
+}

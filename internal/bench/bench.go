@@ -1,0 +1,262 @@
+// Package bench is Borderlink's benchmark harness: it measures the gateway
+// and, in the same process and run, a baseline for every scenario, and
+// reports ratios against those baselines (docs/benchmarks.md).
+//
+// Guarantees:
+//   - Every scenario measures its target and its baseline with the same
+//     payloads, the same certificates and the same load generator, in the
+//     same run, so a ratio is meaningful on a shared, noisy machine where
+//     absolute numbers are not.
+//   - Every result is the median of Config.Runs timed runs after a warm-up;
+//     the spread is kept, and a result whose primary metric spreads more
+//     than SpreadLimit is flagged.
+//   - Open-loop latency is measured from each call's intended start, so a
+//     target that falls behind shows its queueing delay.
+//   - The harness never changes what it measures: the gateway is built with
+//     gateway.New exactly as `borderlink serve` builds it, on loopback mTLS
+//     and a real SQLite file.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"time"
+)
+
+// Config says what to measure and for how long. Start from Full, Quick or
+// Smoke and override.
+type Config struct {
+	Runs          int       `json:"runs"`        // timed repetitions per result (median reported)
+	Duration      Duration  `json:"duration"`    // length of one timed run
+	Warmup        Duration  `json:"warmup"`      // untimed load before the runs of each target
+	Scenarios     []string  `json:"scenarios"`   // subset of ScenarioNames
+	Concurrency   int       `json:"concurrency"` // closed-loop workers (pull)
+	Conns         int       `json:"conns"`       // client connections (pull, search)
+	Rates         []float64 `json:"rates"`       // open-loop offered loads, req/s; the knee is added
+	KneeFactor    float64   `json:"knee_factor"` // knee = KneeFactor × closed-loop max of each target
+	Records       int       `json:"records"`     // declarations per payload size (pull)
+	SearchRecs    int       `json:"search_records"`
+	Agreements    int       `json:"agreements"` // generated agreements for the policy scenario
+	MemAgreements []int     `json:"mem_agreements"`
+	AuditRecs     int       `json:"audit_records"` // audit records for the memory scenario
+	Appenders     int       `json:"appenders"`     // concurrent AppendAudit callers
+	ChurnWorkers  int       `json:"churn_workers"`
+
+	// OPA is the upstream opa binary; empty resolves it with
+	// `go tool -modfile=tools/opa/go.mod -n opa` from the repository root.
+	OPA string `json:"opa,omitempty"`
+	// Exe, if set, is this binary: memory cases then run in child
+	// processes (`Exe bench mem-child ...`) for a clean RSS.
+	Exe string `json:"-"`
+	// WorkDir holds databases and policy files; empty uses a temp dir that
+	// is removed afterwards.
+	WorkDir string `json:"-"`
+	// ProfileDir receives one CPU profile per scenario.
+	ProfileDir string `json:"-"`
+	// Log receives progress lines; nil discards.
+	Log io.Writer `json:"-"`
+}
+
+// ScenarioNames are the scenarios in the order they run. Memory runs last:
+// filling its large audit log grows this process, which would show in the
+// RSS column of every scenario after it.
+var ScenarioNames = []string{"pull", "policy", "audit", "search", "churn", "memory"}
+
+// Full is `make bench`: under 10 minutes on 2 cores.
+func Full() Config {
+	return Config{
+		Runs: 3, Duration: Duration(2 * time.Second), Warmup: Duration(time.Second),
+		Scenarios: ScenarioNames, Concurrency: 32, Conns: 4,
+		Rates: []float64{100, 500, 1000}, KneeFactor: 0.7,
+		Records: 64, SearchRecs: 1000, Agreements: 1000, MemAgreements: []int{1000, 10000},
+		AuditRecs: 1_000_000, Appenders: 16, ChurnWorkers: 4,
+	}
+}
+
+// Quick is `make bench-quick`: about a minute, same shape, shorter runs and
+// a smaller audit log.
+func Quick() Config {
+	c := Full()
+	c.Duration, c.Warmup = Duration(300*time.Millisecond), Duration(150*time.Millisecond)
+	c.AuditRecs = 100_000
+	c.MemAgreements = []int{1000}
+	return c
+}
+
+// Smoke runs every scenario in a tiny configuration so the harness cannot
+// rot; it asserts nothing about timing.
+func Smoke() Config {
+	c := Full()
+	c.Runs = 2
+	c.Duration, c.Warmup = Duration(60*time.Millisecond), Duration(20*time.Millisecond)
+	c.Concurrency, c.Conns = 4, 1
+	c.Rates = []float64{100}
+	c.Records, c.SearchRecs, c.Agreements = 4, 20, 20
+	c.MemAgreements = []int{20}
+	c.AuditRecs = 500
+	c.Appenders, c.ChurnWorkers = 2, 1
+	return c
+}
+
+// Validate checks the configuration; errors name the field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Runs < 1:
+		return errors.New("bench: runs must be at least 1 (3 or more for a spread)")
+	case c.Duration <= 0:
+		return errors.New("bench: duration must be positive")
+	case c.Concurrency < 1, c.Conns < 1, c.Appenders < 1, c.ChurnWorkers < 1:
+		return errors.New("bench: concurrency, conns, appenders and churn workers must be at least 1")
+	case c.Records < 1, c.SearchRecs < 1:
+		return errors.New("bench: records and search records must be at least 1")
+	}
+	for _, s := range c.Scenarios {
+		if !slices.Contains(ScenarioNames, s) {
+			return fmt.Errorf("bench: unknown scenario %q: use %v", s, ScenarioNames)
+		}
+	}
+	return nil
+}
+
+func (c *Config) logf(format string, args ...any) {
+	if c.Log != nil {
+		fmt.Fprintf(c.Log, "bench: "+format+"\n", args...)
+	}
+}
+
+// Run measures every configured scenario and returns the report. A
+// scenario that fails is reported with its error; the others still run.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	work := cfg.WorkDir
+	if work == "" {
+		d, err := os.MkdirTemp("", "borderlink-bench-")
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer os.RemoveAll(d)
+		work = d
+	}
+	if cfg.ProfileDir == "" {
+		cfg.ProfileDir = filepath.Join(work, "profiles")
+	}
+	if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: profile dir: %w", err)
+	}
+	p, err := newPKI()
+	if err != nil {
+		return nil, fmt.Errorf("bench: certificates: %w", err)
+	}
+	rep := &Report{Version: SchemaVersion, Date: start.UTC().Truncate(time.Second), Machine: machine(), Config: cfg, ProfileDir: cfg.ProfileDir}
+	cfg.logf("machine: %s, %d CPUs, GOMAXPROCS %d, CPUs allowed %s, %s", rep.Machine.CPUModel, rep.Machine.NumCPU, rep.Machine.GOMAXPROCS, rep.Machine.CPUsAllowed, rep.Machine.GoVersion)
+	runners := map[string]func(context.Context, *Config, string, *pki, *Scenario) error{
+		"pull": runPull, "policy": runPolicy, "audit": runAudit,
+		"search": runSearch, "churn": runChurn, "memory": runMemory,
+	}
+	titles := map[string]string{
+		"pull":   "1. Pull exchange end to end vs bare grpc-go mTLS echo",
+		"policy": "2. Policy decision in-process vs OPA REST server and opa bench",
+		"audit":  "3. Audit append vs bare SQLite insert loop",
+		"search": "4. Search streaming with release vs unfiltered stream",
+		"churn":  "5. Connection churn: new mTLS connections/s",
+		"memory": "6. Memory (RSS)",
+	}
+	for _, name := range ScenarioNames {
+		if !slices.Contains(cfg.Scenarios, name) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		sc := &Scenario{Name: name, Title: titles[name]}
+		dir := filepath.Join(work, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		t0 := time.Now()
+		cfg.logf("scenario %s ...", name)
+		if err := runners[name](ctx, &cfg, dir, p, sc); err != nil {
+			sc.Error = err.Error()
+			cfg.logf("scenario %s failed: %v", name, err)
+		}
+		cfg.logf("scenario %s done in %s", name, time.Since(t0).Round(time.Second))
+		rep.Scenarios = append(rep.Scenarios, sc)
+		runtime.GC()
+	}
+	rep.Elapsed = Duration(time.Since(start).Round(time.Second))
+	return rep, nil
+}
+
+// repeat measures one configuration Runs times and adds it to sc.
+func repeat(ctx context.Context, cfg *Config, sc *Scenario, r *Result, loop func(context.Context) sample) *Result {
+	for range cfg.Runs {
+		if ctx.Err() != nil {
+			break
+		}
+		r.Runs = append(r.Runs, measure(ctx, loop))
+	}
+	r.summarize()
+	sc.Results = append(sc.Results, r)
+	logResult(cfg, r)
+	return r
+}
+
+func logResult(cfg *Config, r *Result) {
+	if r.Mode == "single" {
+		cfg.logf("  %-36s %10.0f %s/s  spread %4.1f%%%s", r.ID, r.Median.Throughput, r.Unit, 100*r.Spread[r.Primary], flagMark(r.Flagged))
+		return
+	}
+	cfg.logf("  %-36s %10.0f %s/s  p50 %8.0fµs  p99 %8.0fµs  cpu %7.1fµs/op  spread %4.1f%%%s",
+		r.ID, r.Median.Throughput, r.Unit, r.Median.P50, r.Median.P99, r.Median.CPUPerOp, 100*r.Spread[r.Primary], flagMark(r.Flagged))
+}
+
+func flagMark(b bool) string {
+	if b {
+		return "  FLAGGED"
+	}
+	return ""
+}
+
+// measurement is one configuration to time.
+type measurement struct {
+	r    *Result
+	loop func(context.Context) sample
+}
+
+// interleave times several configurations run by run in turn (A B A B …),
+// so that a change in the machine's load hits the target and its baseline
+// alike, and marks them as one group: ratios between them are then taken
+// run by run (see Scenario.ratio).
+func interleave(ctx context.Context, cfg *Config, sc *Scenario, ms ...measurement) {
+	group := ms[0].r.ID
+	for range cfg.Runs {
+		for _, m := range ms {
+			if ctx.Err() != nil {
+				return
+			}
+			m.r.Runs = append(m.r.Runs, measure(ctx, m.loop))
+		}
+	}
+	for _, m := range ms {
+		m.r.Group = group
+		m.r.summarize()
+		sc.Results = append(sc.Results, m.r)
+		logResult(cfg, m.r)
+	}
+}
+
+// warm runs o untimed.
+func warm(ctx context.Context, cfg *Config, workers int, o op) {
+	if cfg.Warmup > 0 {
+		closedLoop(workers, time.Duration(cfg.Warmup), o)(ctx)
+	}
+}

@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestSmoke runs every scenario in a tiny configuration, publishes the
+// report and compares it with itself, so that the harness cannot rot. It
+// asserts nothing about timing.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("smoke run of every benchmark scenario")
+	}
+	cfg := Smoke()
+	cfg.WorkDir, cfg.ProfileDir, cfg.Log = t.TempDir(), t.TempDir(), testLog{t}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(rep.Scenarios), len(ScenarioNames); got != want {
+		t.Fatalf("got %d scenarios, want %d", got, want)
+	}
+	for _, sc := range rep.Scenarios {
+		if sc.Error != "" {
+			t.Errorf("scenario %s: %s", sc.Name, sc.Error)
+			continue
+		}
+		if len(sc.Results) == 0 {
+			t.Errorf("scenario %s: no results", sc.Name)
+		}
+		for _, r := range sc.Results {
+			if r.Median.Ops == 0 && r.Median.Value == 0 {
+				t.Errorf("%s: nothing measured: %+v", r.ID, r.Median)
+			}
+		}
+		if len(sc.Ratios) == 0 {
+			t.Errorf("scenario %s: no ratios", sc.Name)
+		}
+	}
+	dir := t.TempDir()
+	md, js := filepath.Join(dir, "benchmarks.md"), filepath.Join(dir, "benchmarks", "results.json")
+	if err := Publish(rep, md, js, "  -flag\n"); err != nil {
+		t.Fatal(err)
+	}
+	page, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Machine", "Top 5 costs of the pull path", "pull-1KB-latency.svg"} {
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("benchmarks.md lacks %q", want)
+		}
+	}
+	back, err := ReadReport(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	Compare(&out, back, rep)
+	if !strings.Contains(out.String(), "pull/1KB/gateway/closed") {
+		t.Errorf("compare output lacks the pull result:\n%s", out.String())
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	r := &Result{Runs: []Stats{{Throughput: 100}, {Throughput: 120}, {Throughput: 90}}}
+	r.summarize()
+	if got, want := r.Median.Throughput, 100.0; got != want {
+		t.Errorf("median throughput = %v, want %v", got, want)
+	}
+	if got, want := r.Spread["throughput"], 0.3; got < want-1e-9 || got > want+1e-9 {
+		t.Errorf("spread = %v, want %v", got, want)
+	}
+	if !r.Flagged {
+		t.Error("30% spread not flagged")
+	}
+}

@@ -1,0 +1,88 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+)
+
+// Compare prints, for every result present in both reports, each metric's
+// old and new median and the relative change, marking with "!" changes
+// larger than the two results' combined spread (relative), and then the
+// ratios side by side. It returns how many changes were marked.
+func Compare(w io.Writer, old, cur *Report) int {
+	fmt.Fprintf(w, "old: %s  %s, %d CPUs, GOMAXPROCS %d, %s\n", old.Date.Format("2006-01-02 15:04"), old.Machine.CPUModel, old.Machine.NumCPU, old.Machine.GOMAXPROCS, old.Machine.GoVersion)
+	fmt.Fprintf(w, "new: %s  %s, %d CPUs, GOMAXPROCS %d, %s\n", cur.Date.Format("2006-01-02 15:04"), cur.Machine.CPUModel, cur.Machine.NumCPU, cur.Machine.GOMAXPROCS, cur.Machine.GoVersion)
+	if old.Machine.CPUModel != cur.Machine.CPUModel || old.Machine.GOMAXPROCS != cur.Machine.GOMAXPROCS {
+		fmt.Fprintln(w, "warning: different machines or GOMAXPROCS; compare the ratios, not the absolute numbers")
+	}
+	fmt.Fprintln(w)
+	oldResults := map[string]*Result{}
+	for _, sc := range old.Scenarios {
+		for _, r := range sc.Results {
+			oldResults[r.ID] = r
+		}
+	}
+	marked := 0
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "result\tmetric\told\tnew\tdelta\tnoise\t\t")
+	for _, sc := range cur.Scenarios {
+		for _, r := range sc.Results {
+			o := oldResults[r.ID]
+			if o == nil {
+				fmt.Fprintf(tw, "%s\t(new)\t\t\t\t\t\t\n", r.ID)
+				continue
+			}
+			for _, m := range metrics {
+				ov, nv := m.get(o.Median), m.get(r.Median)
+				if ov == 0 && nv == 0 {
+					continue
+				}
+				if ov == 0 || nv == 0 {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\n", r.ID, m.name, fmtNum(ov), fmtNum(nv))
+					continue
+				}
+				delta := (nv - ov) / math.Abs(ov)
+				noise := o.Spread[m.name] + r.Spread[m.name]
+				mark := ""
+				if math.Abs(delta) > noise {
+					mark = "!"
+					marked++
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%+.1f%%\t±%.1f%%\t%s\t\n", r.ID, m.name, fmtNum(ov), fmtNum(nv), 100*delta, 100*noise, mark)
+			}
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	oldRatios := map[string]Ratio{}
+	for _, sc := range old.Scenarios {
+		for _, r := range sc.Ratios {
+			oldRatios[sc.Name+": "+r.Name] = r
+		}
+	}
+	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ratio\told\tnew\tdelta\tnoise\t\tgoal\t")
+	for _, sc := range cur.Scenarios {
+		for _, r := range sc.Ratios {
+			ov, delta, noise, mark := "–", "", "", ""
+			if o, ok := oldRatios[sc.Name+": "+r.Name]; ok {
+				ov = fmtNum(o.Value)
+				if o.Value != 0 {
+					d, n := (r.Value-o.Value)/math.Abs(o.Value), o.Spread+r.Spread
+					delta, noise = fmt.Sprintf("%+.1f%%", 100*d), fmt.Sprintf("±%.1f%%", 100*n)
+					if math.Abs(d) > n {
+						mark = "!"
+						marked++
+					}
+				}
+			}
+			fmt.Fprintf(tw, "%s: %s\t%s\t%s\t%s\t%s\t%s\t%s %s\t\n", sc.Name, r.Name, ov, fmtNum(r.Value), delta, noise, mark, r.Goal, strings.Trim(verdict(r), "*"))
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\n%d change(s) beyond the combined spread are marked !\n", marked)
+	return marked
+}

@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/policy"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+func (c *Config) dur() time.Duration { return time.Duration(c.Duration) }
+
+// runPull is scenario 1: GetDeclaration through the whole provider path
+// against an echo of the same response bytes.
+func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario) error {
+	f, err := newPullFixture(ctx, dir, p, pullPayloads, cfg.Records, true, nil)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	gw, err := newClientPool(ctx, f.gw.addr, p.gatewayCreds(), cfg.Conns)
+	if err != nil {
+		return err
+	}
+	defer gw.close()
+	bare, err := newClientPool(ctx, f.bare.addr, p.bareCreds(), cfg.Conns)
+	if err != nil {
+		return err
+	}
+	defer bare.close()
+
+	call := func(pool *clientPool, pl *payload) op {
+		return func(ctx context.Context) error {
+			_, err := pool.exchange().GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: pl.id(), Purpose: purpose})
+			return err
+		}
+	}
+	for _, pl := range f.payloads {
+		sc.note("payload %s: %d declarations, mean encoded size %d bytes (released response: same bytes from gateway and echo)", pl.name, len(pl.decls), pl.meanSize())
+		gwOp, echoOp := call(gw, pl), call(bare, pl)
+		warm(ctx, cfg, cfg.Concurrency, gwOp)
+		warm(ctx, cfg, cfg.Concurrency, echoOp)
+		res := map[string]*Result{}
+		mk := func(target, key string, baseline bool, mode string, rate float64) *Result {
+			r := &Result{ID: fmt.Sprintf("pull/%s/%s/%s", pl.name, target, key), Target: target, Baseline: baseline, Payload: pl.name, Mode: mode, Rate: rate, Unit: "req"}
+			if mode == "open" {
+				r.Primary = "p50_us"
+			}
+			res[target+"/"+strings.TrimPrefix(key, "open@")] = r
+			return r
+		}
+		interleave(ctx, cfg, sc,
+			measurement{mk("gateway", "closed", false, "closed", 0), closedLoop(cfg.Concurrency, cfg.dur(), gwOp)},
+			measurement{mk("echo", "closed", true, "closed", 0), closedLoop(cfg.Concurrency, cfg.dur(), echoOp)})
+		knee := func(target string) float64 {
+			return max(1, math.Round(cfg.KneeFactor*res[target+"/closed"].Median.Throughput))
+		}
+		type rate struct {
+			key      string
+			gw, echo float64
+		}
+		var rates []rate
+		for _, r := range cfg.Rates {
+			rates = append(rates, rate{fmt.Sprintf("%.0f", r), r, r})
+		}
+		rates = append(rates, rate{"knee", knee("gateway"), knee("echo")})
+		for _, r := range rates {
+			interleave(ctx, cfg, sc,
+				measurement{mk("gateway", "open@"+r.key, false, "open", r.gw), openLoop(r.gw, cfg.dur(), gwOp)},
+				measurement{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)})
+		}
+		sc.ratio(fmt.Sprintf("%s: throughput gateway / echo (closed loop, %d workers)", pl.name, cfg.Concurrency),
+			res["gateway/closed"], res["echo/closed"], "throughput", ">=", 0.5, "≥ 0.5")
+		sc.derived(fmt.Sprintf("%s: p99 added latency at 500 req/s, ms (gateway p99 − echo p99)", pl.name), res["gateway/500"], res["echo/500"], "p99_us",
+			func(g, e float64) float64 { return (g - e) / 1000 }, "<=", 2, "≤ 2 ms")
+		sc.ratio(fmt.Sprintf("%s: CPU per request gateway / echo", pl.name), res["gateway/closed"], res["echo/closed"], "cpu_us_per_op", "", 0, "")
+		if g := res["gateway/closed"]; g != nil {
+			busy := g.Median.CPUPerOp * g.Median.Throughput / 1e6
+			procs := float64(runtime.GOMAXPROCS(0))
+			others := g.Median.OtherCPU
+			bound := "the cores were saturated: the gateway was CPU-bound"
+			if others > 0.3 {
+				bound += " (partly by its neighbours)"
+			}
+			if busy+others < 0.8*procs {
+				bound = "cores were left idle, so requests spent much of their time waiting (audit group commit and fsync, locks), and the CPU profile below is not the whole story"
+			}
+			sc.note("%s: at its closed-loop maximum this process (gateway + load generator) used %.2f of %.0f cores and other processes %.2f: %s.", pl.name, busy, procs, others, bound)
+		}
+	}
+	sc.note("Knee: open-loop rate = %.1f × the target's own closed-loop maximum. Latency is measured from each call's intended start (no coordinated omission); arrivals beyond %d in flight count as errors. At the echo's knee (thousands of calls/s) the open-loop generator, one goroutine per call, shares the cores with the target, so its own scheduling delay is part of the latency there.", cfg.KneeFactor, maxOutstanding)
+	return profileScenario(ctx, cfg, sc, closedLoop(cfg.Concurrency, cfg.dur(), call(gw, f.payloads[0])))
+}
+
+// runSearch is scenario 4: records streamed per second by the gateway's
+// SearchDeclarations (decision and release per record, one audit append
+// per search) against the same records streamed unfiltered.
+func runSearch(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario) error {
+	f, err := newPullFixture(ctx, dir, p, pullPayloads[:1], cfg.SearchRecs, false, nil)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	limit := min(cfg.SearchRecs, 1000) // the gateway's default SearchMax
+	var records atomic.Int64
+	stream := func(pool *clientPool) op {
+		return func(ctx context.Context) error {
+			s, err := pool.exchange().SearchDeclarations(ctx, &blv1.SearchDeclarationsRequest{Purpose: purpose, Limit: uint32(limit)})
+			if err != nil {
+				return err
+			}
+			for {
+				_, err := s.Recv()
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				records.Add(1)
+			}
+		}
+	}
+	perRecord := func(loop func(context.Context) sample) func(context.Context) sample {
+		return func(ctx context.Context) sample {
+			records.Store(0)
+			s := loop(ctx)
+			s.ops = records.Load()
+			return s
+		}
+	}
+	sc.note("%d declarations of ~1 KB (mean %d bytes) in the store, all releasable; each search asks for %d; 2 concurrent searches. Latency columns are per search call, the other columns per record.", len(f.payloads[0].decls), f.payloads[0].meanSize(), limit)
+	gwPool, err := newClientPool(ctx, f.gw.addr, p.gatewayCreds(), 2)
+	if err != nil {
+		return err
+	}
+	defer gwPool.close()
+	barePool, err := newClientPool(ctx, f.bare.addr, p.bareCreds(), 2)
+	if err != nil {
+		return err
+	}
+	defer barePool.close()
+	gwOp, bareOp := stream(gwPool), stream(barePool)
+	warm(ctx, cfg, 2, gwOp)
+	warm(ctx, cfg, 2, bareOp)
+	res := []*Result{
+		{ID: "search/gateway", Target: "gateway", Payload: "1KB", Mode: "closed", Unit: "record"},
+		{ID: "search/unfiltered", Target: "unfiltered", Baseline: true, Payload: "1KB", Mode: "closed", Unit: "record"},
+	}
+	interleave(ctx, cfg, sc, measurement{res[0], perRecord(closedLoop(2, cfg.dur(), gwOp))}, measurement{res[1], perRecord(closedLoop(2, cfg.dur(), bareOp))})
+	defer func() { _ = profileScenario(ctx, cfg, sc, perRecord(closedLoop(2, cfg.dur(), gwOp))) }()
+	sc.ratio("records/s gateway (decide + release per record) / unfiltered", res[0], res[1], "throughput", "", 0, "")
+	return nil
+}
+
+// runChurn is scenario 5: a new mTLS connection and one health check per
+// op, then close.
+func runChurn(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario) error {
+	f, err := newPullFixture(ctx, dir, p, pullPayloads[:1], 1, false, nil)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	connect := func(addr string, gwCreds bool) op {
+		return func(ctx context.Context) error {
+			creds := p.bareCreds()
+			if gwCreds {
+				creds = p.gatewayCreds()
+			}
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+			if err != nil {
+				return err
+			}
+			defer cc.Close()
+			_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+			return err
+		}
+	}
+	gwOp, bareOp := connect(f.gw.addr, true), connect(f.bare.addr, false)
+	warm(ctx, cfg, cfg.ChurnWorkers, gwOp)
+	warm(ctx, cfg, cfg.ChurnWorkers, bareOp)
+	res := []*Result{
+		{ID: "churn/gateway", Target: "gateway", Mode: "closed", Unit: "conn"},
+		{ID: "churn/bare", Target: "bare", Baseline: true, Mode: "closed", Unit: "conn"},
+	}
+	interleave(ctx, cfg, sc, measurement{res[0], closedLoop(cfg.ChurnWorkers, cfg.dur(), gwOp)}, measurement{res[1], closedLoop(cfg.ChurnWorkers, cfg.dur(), bareOp)})
+	sc.note("Each op: grpc.NewClient, TLS 1.3 handshake with ECDSA P-256 client and server certificates, one health check, close; %d concurrent workers. The gateway verifies SPIFFE IDs against per-domain bundles; the baseline uses stdlib RequireAndVerifyClientCert.", cfg.ChurnWorkers)
+	sc.ratio("connections/s gateway / bare grpc-go", res[0], res[1], "throughput", "", 0, "")
+	return profileScenario(ctx, cfg, sc, closedLoop(cfg.ChurnWorkers, cfg.dur(), connect(f.gw.addr, true)))
+}
+
+// decisionInput is the input of a typical pull: sg's gateway asking for
+// one of nl's declarations.
+func decisionInput(d *blv1.Declaration) policy.Input {
+	return policy.Input{
+		Caller:   identity.GatewayID(recipient),
+		Action:   "declaration.get",
+		Purpose:  purpose,
+		Resource: policy.Resource{Type: "declaration", ID: d.GetId(), Exists: true, Attributes: policy.DeclarationAttributes(d)},
+		Time:     time.Now(),
+	}
+}
+
+// auditTemplate is an audit record shaped like the gateway's provider
+// record of an allowed pull.
+func auditTemplate(engine *policy.Engine, d *blv1.Declaration) (*blv1.AuditRecord, error) {
+	in := decisionInput(d)
+	doc, err := jsonMarshal(engine.InputDocument(in))
+	if err != nil {
+		return nil, err
+	}
+	return &blv1.AuditRecord{
+		Time: timestamppb.Now(), Side: blv1.AuditSide_AUDIT_SIDE_PROVIDER, RequestId: newRequestID(),
+		CallerId: in.Caller.String(), PeerId: in.Caller.String(), Action: in.Action, Purpose: in.Purpose,
+		ResourceIds: []string{d.GetId()}, Decision: blv1.AuditDecision_AUDIT_DECISION_ALLOW,
+		AgreementId: "nl-sg-risk-2026", PolicyRevision: engine.Revision(), Status: "OK", PolicyInput: string(doc),
+		ReleasedFields: []string{"acceptance_time", "destination_country", "export_country", "exporter.name", "exporter.tax_id",
+			"goods_items", "gross_mass_kg", "id", "importer", "invoice_amount", "transport.mode", "type"},
+		ReleaseSha256: hex.EncodeToString(make([]byte, 32)),
+	}, nil
+}
+
+func freshAudit(tmpl *blv1.AuditRecord) *blv1.AuditRecord {
+	r := proto.CloneOf(tmpl)
+	r.Time = timestamppb.Now()
+	r.RequestId = newRequestID()
+	return r
+}
+
+func newRequestID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

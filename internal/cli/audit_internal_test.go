@@ -1,0 +1,197 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/store/sqlite"
+	"github.com/borderlink/borderlink/internal/store/storetest"
+)
+
+const tamperOrigin = "nl.customs.example/borderlink/audit"
+
+// auditLog is a real store with n records and checkpoints at the sizes.
+type auditLog struct {
+	path   string
+	skey   string
+	vkey   string
+	signer note.Signer
+	idBase int // added to request ids, so that re-appended records differ
+}
+
+func newAuditLog(t *testing.T, n int, sizes ...int) *auditLog {
+	t.Helper()
+	sk, vk, err := audit.GenerateKey(tamperOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := note.NewSigner(sk)
+	l := &auditLog{path: filepath.Join(t.TempDir(), "gateway.db"), skey: sk, vkey: vk, signer: s}
+	l.append(t, 0, n, sizes...)
+	return l
+}
+
+// append adds records seq from+1..to (by request id) and signs
+// checkpoints when the log reaches each of sizes.
+func (l *auditLog) append(t *testing.T, from, to int, sizes ...int) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cp, err := audit.NewCheckpointer(st, l.signer, tamperOrigin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := from; i < to; i++ {
+		rec := storetest.AuditRecord(fmt.Sprintf("%032x", l.idBase+i+1), time.Duration(i)*time.Second)
+		if _, err := st.AppendAudit(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sizes {
+			if s == i+1 {
+				if _, err := cp.Sign(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+// sql runs statements on the file as an attacker with the sqlite3 shell
+// would: the append-only triggers dropped first.
+func (l *auditLog) sql(t *testing.T, stmts ...string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, tr := range []string{"audit_records_no_update", "audit_records_no_delete", "audit_records_gapless",
+		"audit_hashes_no_delete", "audit_hashes_no_update", "audit_checkpoints_no_delete"} {
+		if _, err := db.Exec("DROP TRIGGER IF EXISTS " + tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range stmts {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}
+
+func (l *auditLog) export(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, l.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var b bytes.Buffer
+	if err := exportLog(ctx, st, &b, "jsonl", time.Time{}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "export.jsonl")
+	if err := os.WriteFile(p, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func verifyCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), append([]string{"audit", "verify"}, args...), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestAuditVerifyTampering(t *testing.T) {
+	good := newAuditLog(t, 20, 10, 20)
+	code, out, stderr := verifyCLI(t, "--verifier", good.vkey, "--export", good.export(t))
+	if code != ExitOK || !strings.Contains(out, "20 records, 2 checkpoints verified") {
+		t.Fatalf("untampered log: exit %d, %q %q", code, out, stderr)
+	}
+
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, l *auditLog)
+		want   string
+	}{
+		{"byte of a record changed", func(t *testing.T, l *auditLog) {
+			// request ids are hex; 'f' -> 'e' keeps the record decodable.
+			l.sql(t, "UPDATE audit_records SET record = CAST(replace(CAST(record AS TEXT), '0000000000000007', '000000000000000e') AS BLOB) WHERE seq = 7")
+		}, "index 6: record hashes to"},
+		{"record deleted", func(t *testing.T, l *auditLog) {
+			l.sql(t, "DELETE FROM audit_records WHERE seq = 12")
+		}, "index 11: record says seq 13"},
+		{"two records reordered", func(t *testing.T, l *auditLog) {
+			l.sql(t, "UPDATE audit_records SET seq = 1000 WHERE seq = 4", "UPDATE audit_records SET seq = 4 WHERE seq = 5", "UPDATE audit_records SET seq = 5 WHERE seq = 1000")
+		}, "index 3: record says seq 5"},
+		{"signing key replaced", func(t *testing.T, l *auditLog) {
+			sk, _, _ := audit.GenerateKey(tamperOrigin)
+			l.signer, _ = note.NewSigner(sk)
+			l.sql(t, "DELETE FROM audit_checkpoints")
+			l.append(t, 20, 21, 21)
+		}, "checkpoint #1: checkpoint signature"},
+		{"truncated", func(t *testing.T, l *auditLog) {
+			l.sql(t, "DELETE FROM audit_records WHERE seq > 15", "DELETE FROM audit_hashes WHERE id >= 26") // tlog.StoredHashCount(15) = 26
+		}, "checkpoint at size 20 but the log has only 15 records"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newAuditLog(t, 20, 10, 20)
+			tt.tamper(t, l)
+			code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t))
+			if code != ExitVerifyFailed || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d naming %q", code, out, stderr, ExitVerifyFailed, tt.want)
+			}
+		})
+	}
+
+	t.Run("truncated and re-appended, caught by --state", func(t *testing.T) {
+		l := newAuditLog(t, 20, 10, 20)
+		state := t.TempDir()
+		if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitOK {
+			t.Fatalf("first verify: exit %d %q %q", code, out, stderr)
+		}
+		// The operator cuts the log back to 12 records, drops the
+		// checkpoints that covered more, and appends other records: the
+		// rewritten log is self-consistent and freshly signed.
+		l.sql(t, "DELETE FROM audit_records WHERE seq > 12", "DELETE FROM audit_hashes WHERE id >= 22", "DELETE FROM audit_checkpoints WHERE size > 12") // tlog.StoredHashCount(12) = 22
+		l.idBase = 1000
+		l.append(t, 12, 22, 22)
+		exp := l.export(t)
+		if code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", exp); code != ExitOK {
+			t.Fatalf("rewritten log without state: exit %d %q (want it to look fine alone)", code, stderr)
+		}
+		code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
+		if code != ExitVerifyFailed || !strings.Contains(stderr, "not consistent with the saved checkpoint at size 20") {
+			t.Errorf("exit %d, stderr %q; want the saved checkpoint named", code, stderr)
+		}
+	})
+
+	t.Run("usage", func(t *testing.T) {
+		if code, _, _ := verifyCLI(t, "--export", "x"); code != ExitUsage {
+			t.Errorf("no --verifier: exit %d, want %d", code, ExitUsage)
+		}
+		if code, _, _ := verifyCLI(t, "--verifier", good.vkey); code != ExitUsage {
+			t.Errorf("neither --export nor --gateway: exit %d, want %d", code, ExitUsage)
+		}
+		if code, _, _ := verifyCLI(t, "--verifier", good.vkey, "--export", filepath.Join(t.TempDir(), "missing")); code != ExitError {
+			t.Errorf("missing export: exit %d, want %d", code, ExitError)
+		}
+	})
+}

@@ -1,0 +1,105 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/borderlink/borderlink/internal/cli"
+)
+
+// TestAuditOnlineAndExport: an exchange through real `serve` processes,
+// then the provider's log verified online as its auditor (with --state),
+// exported and verified offline, and the verifier key printed.
+func TestAuditOnlineAndExport(t *testing.T) {
+	c := startCluster(t)
+	// One allowed exchange (with a receipt) and one refused one.
+	gen := filepath.Join(t.TempDir(), "nl.jsonl")
+	if code, _, stderr := run(t, nil, "gen", "--domain", nl, "--count", "10", "--seed", "3", "--start", "2026-11-20T00:00:00Z", "--partners", "SG", "--out", gen); code != 0 {
+		t.Fatalf("gen: %s", stderr)
+	}
+	if code, _, stderr := run(t, c.env(nl), "import", gen); code != 0 {
+		t.Fatalf("import: %s", stderr)
+	}
+	data, _ := os.ReadFile(gen)
+	var toSG string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, `"destination_country":"SG"`) && strings.Contains(l, `"declaration"`) {
+			toSG = between(l, `"id":"`, `"`)
+			break
+		}
+	}
+	if code, _, stderr := run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "risk-assessment", toSG); code != 0 {
+		t.Fatalf("query %s: %d %s", toSG, code, stderr)
+	}
+	run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "marketing", "NL-NONE")
+
+	certs := filepath.Join(c.dir, "certs")
+	auditor := []string{
+		"BORDERLINK_GATEWAY=" + c.addrs[nl],
+		"BORDERLINK_CERT=" + filepath.Join(certs, nl, "auditor-dpa.pem"),
+		"BORDERLINK_KEY=" + filepath.Join(certs, nl, "auditor-dpa-key.pem"),
+		"BORDERLINK_BUNDLE=" + filepath.Join(certs, "bundle", nl+".pem"),
+	}
+	pub := "@" + filepath.Join(c.dir, nl, "audit.key.pub")
+	state := t.TempDir()
+	code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--sign-now", "--state", state)
+	if code != cli.ExitOK || !strings.Contains(out, "OK nl.customs.example/borderlink/audit: 2 records") {
+		t.Fatalf("online verify: exit %d\n%s\n%s", code, out, stderr)
+	}
+	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--state", state); code != cli.ExitOK || !strings.Contains(out, "consistent with the checkpoint saved") {
+		t.Fatalf("second online verify: exit %d\n%s\n%s", code, out, stderr)
+	}
+	// sg witnesses nl's log and cosigns its checkpoints.
+	sgPub := "@" + filepath.Join(c.dir, sg, "audit.key.pub")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--witness", sgPub)
+		if code == cli.ExitOK && strings.Contains(out, "cosigned by witness sg.customs.example/borderlink/witness") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint cosigned by sg after 10s: exit %d %s %s", code, out, stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, _, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--witness", pub); code != cli.ExitVerifyFailed || !strings.Contains(stderr, "cosignature of nl.customs.example/borderlink/witness") {
+		t.Errorf("verify requiring a witness that did not cosign: exit %d %s", code, stderr)
+	}
+	// The partner's key does not verify nl's log.
+	if code, _, stderr := run(t, auditor, "audit", "verify", "--verifier", "@"+filepath.Join(c.dir, sg, "audit.key.pub")); code != cli.ExitVerifyFailed {
+		t.Fatalf("verify with the wrong key: exit %d %s", code, stderr)
+	}
+	// A system identity is not an auditor.
+	if code, _, _ := run(t, c.env(nl), "audit", "verify", "--verifier", pub); code != cli.ExitDenied {
+		t.Errorf("verify as a system identity: exit %d, want %d", code, cli.ExitDenied)
+	}
+
+	cfg := filepath.Join(c.dir, nl, "gateway.yaml")
+	export := filepath.Join(t.TempDir(), "nl.jsonl")
+	if code, _, stderr := run(t, nil, "audit", "export", "--config", cfg, "--out", export); code != cli.ExitOK {
+		t.Fatalf("export: %d %s", code, stderr)
+	}
+	for _, env := range []string{"BORDERLINK_GATEWAY", "BORDERLINK_CERT", "BORDERLINK_KEY", "BORDERLINK_BUNDLE"} {
+		t.Setenv(env, "")
+	}
+	if code, out, stderr := run(t, nil, "audit", "verify", "--verifier", pub, "--export", export, "--state", state); code != cli.ExitOK {
+		t.Fatalf("offline verify: exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, _ = run(t, nil, "audit", "export", "--config", cfg, "--format", "csv")
+	if code != cli.ExitOK || !strings.HasPrefix(out, "seq,time,side,") || !strings.Contains(out, "PERMISSION_DENIED") {
+		t.Errorf("csv export: exit %d\n%s", code, out)
+	}
+	// sg's records match nl's, and nl's receipt is in nl's signed log.
+	code, out, stderr = run(t, nil, "audit", "reconcile", "--config", filepath.Join(c.dir, sg, "gateway.yaml"), "--partner", nl)
+	if code != cli.ExitOK || !strings.Contains(out, "2 exchanges matched, 1 receipts proved") {
+		t.Errorf("reconcile: exit %d\n%s\n%s", code, out, stderr)
+	}
+	code, out, _ = run(t, nil, "audit", "key", "--config", cfg)
+	want, _ := os.ReadFile(filepath.Join(c.dir, nl, "audit.key.pub"))
+	if code != cli.ExitOK || out != string(want) {
+		t.Errorf("audit key: exit %d, %q, want %q", code, out, want)
+	}
+}

@@ -1,0 +1,648 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/store"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+// ReceiptTrailer carries the receipt of a SearchDeclarations call (binary
+// metadata: the signed note is UTF-8 with newlines).
+const ReceiptTrailer = "borderlink-receipt-bin"
+
+// AuditOptions configure the verifiable audit log.
+type AuditOptions struct {
+	// Signer signs checkpoints and receipts; its name must be
+	// audit.Origin(Self). If nil, New generates a key that lives only as
+	// long as the Gateway: fine for tests, useless to partners and auditors
+	// (Run always loads or creates a key file).
+	Signer audit.Signer
+	// PeerKeys maps partner trust domains to their audit verifier keys.
+	// Calls to a partner without a key are refused (fail closed): its
+	// receipts could not be verified.
+	PeerKeys map[string]string
+	// CheckpointInterval is how often a checkpoint is signed when the log
+	// has grown; 0 means audit.DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
+	// Cosigner cosigns partners' checkpoints this gateway witnessed
+	// (audit.NewCosigner, named audit.WitnessName(Self)); nil: witness
+	// without cosigning.
+	Cosigner note.Signer
+	// WitnessInterval is how often partners' latest checkpoints are
+	// fetched, verified and checked for consistency with the last one
+	// accepted (audit.Witness); 0 means DefaultWitnessInterval, negative
+	// turns witnessing off.
+	WitnessInterval time.Duration
+}
+
+// DefaultWitnessInterval is how often partners' logs are witnessed.
+const DefaultWitnessInterval = 10 * time.Second
+
+// logStore is what the Audit service and the checkpointer need beyond
+// Store; a Store without it still serves exchanges (and signs receipts)
+// but has no checkpoints and no Audit service.
+type logStore interface {
+	audit.LogStore
+	ListAudit(ctx context.Context, q store.AuditQuery) ([]*blv1.AuditRecord, error)
+	AuditLeaves(ctx context.Context, start, count int64) ([][]byte, error)
+}
+
+type auditLog struct {
+	origin    string
+	signer    audit.Signer
+	verifiers map[string]note.Verifier
+	store     logStore // nil if the Store cannot serve the log
+	cp        *audit.Checkpointer
+	interval  time.Duration
+	log       *slog.Logger
+	// witnessed keeps partners' accepted checkpoints (nil: no witnessing).
+	witnessed       audit.WitnessState
+	witnessInterval time.Duration
+	cosigner        note.Signer
+	// cosigVerifiers check partners' cosignatures of our checkpoints.
+	cosigVerifiers map[string]note.Verifier
+}
+
+// cosigStore is what serving cosignatures needs from the store.
+type cosigStore interface {
+	AuditCheckpoint(ctx context.Context, size int64) ([]byte, error)
+	PutCosignature(ctx context.Context, size int64, witness, line string, at time.Time) error
+	Cosignatures(ctx context.Context, size int64) ([]string, error)
+}
+
+func newAuditLog(opts Options) (*auditLog, error) {
+	a := &auditLog{origin: audit.Origin(opts.Self), signer: opts.Audit.Signer, verifiers: map[string]note.Verifier{},
+		interval: opts.Audit.CheckpointInterval, log: opts.Logger, witnessInterval: opts.Audit.WitnessInterval,
+		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}}
+	if a.witnessInterval == 0 {
+		a.witnessInterval = DefaultWitnessInterval
+	}
+	if ws, ok := opts.Store.(audit.WitnessState); ok && a.witnessInterval > 0 {
+		a.witnessed = ws
+	}
+	if a.signer == nil {
+		skey, _, err := audit.GenerateKey(a.origin)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: audit key: %w", err)
+		}
+		if a.signer, err = note.NewSigner(skey); err != nil {
+			return nil, fmt.Errorf("gateway: audit key: %w", err)
+		}
+		if a.cosigner == nil {
+			if a.cosigner, err = audit.NewCosigner(skey, audit.WitnessName(opts.Self), nil); err != nil {
+				return nil, fmt.Errorf("gateway: audit key: %w", err)
+			}
+		}
+	}
+	if a.signer.Name() != a.origin {
+		return nil, fmt.Errorf("gateway: audit key is named %q, want %q", a.signer.Name(), a.origin)
+	}
+	for d, k := range opts.Audit.PeerKeys {
+		v, err := audit.NewVerifier(k, audit.Origin(d))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: audit key of partner %s: %w", d, err)
+		}
+		a.verifiers[d] = v
+		if a.cosigVerifiers[d], err = audit.NewCosignatureVerifier(k, audit.WitnessName(d)); err != nil {
+			return nil, fmt.Errorf("gateway: audit key of partner %s: %w", d, err)
+		}
+	}
+	if ls, ok := opts.Store.(logStore); ok {
+		a.store = ls
+		cp, err := audit.NewCheckpointer(ls, a.signer, a.origin, opts.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		a.cp = cp
+	}
+	return a, nil
+}
+
+// start runs the periodic checkpointer and witness until ctx is cancelled
+// or the returned stop is called; stop waits for them.
+func (a *auditLog) start(ctx context.Context, witness func(context.Context)) (stop func()) {
+	if a.cp == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { a.cp.Run(ctx, a.interval) })
+	if a.witnessed != nil {
+		wg.Go(func() {
+			t := time.NewTicker(a.witnessInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					witness(ctx)
+				}
+			}
+		})
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+		// A last checkpoint covers the records of the final calls.
+		if _, err := a.cp.Sign(context.Background()); err != nil && !errors.Is(err, audit.ErrNoCheckpoint) {
+			a.log.Error("final audit checkpoint failed", "error", err)
+		}
+	}
+}
+
+// receipt signs the receipt of an appended (sequenced) provider record.
+func (a *auditLog) receipt(rec *blv1.AuditRecord) (string, error) {
+	h, err := audit.LeafHash(rec)
+	if err != nil {
+		return "", err
+	}
+	return audit.SignReceipt(a.signer, audit.Receipt{
+		Origin:    a.origin,
+		Index:     int64(rec.GetSeq()) - 1,
+		LeafHash:  h,
+		Time:      rec.GetTime().AsTime(),
+		Release:   rec.GetReleaseSha256(),
+		RequestID: rec.GetRequestId(),
+		Caller:    rec.GetCallerId(),
+	})
+}
+
+// verifier is the partner's receipt verifier, or FailedPrecondition.
+func (a *auditLog) verifier(partner string) (note.Verifier, error) {
+	v, ok := a.verifiers[partner]
+	if !ok {
+		return nil, status.Errorf(codes.FailedPrecondition, "no audit key for partner %q: its receipts cannot be verified; add peers.%s.audit_key to the gateway config", partner, partner)
+	}
+	return v, nil
+}
+
+// signedAnswer appends a provider record of an allowed exchange and signs
+// its receipt. Nothing may be released if either fails.
+func (g *Gateway) signedAnswer(ctx context.Context, rec *blv1.AuditRecord) (string, error) {
+	if err := g.appendAudit(ctx, rec); err != nil {
+		return "", err
+	}
+	r, err := g.alog.receipt(rec)
+	if err != nil {
+		g.log.Error("receipt signing failed; failing the call", "request_id", rec.GetRequestId(), "seq", rec.GetSeq(), "error", err)
+		// The ALLOW record above is durable but nothing goes out: say so in
+		// the log itself, citing it, so that an auditor does not count a
+		// release that never happened.
+		follow := &blv1.AuditRecord{
+			Time:           timestamppb.New(g.now()),
+			Side:           rec.GetSide(),
+			RequestId:      rec.GetRequestId(),
+			CallerId:       rec.GetCallerId(),
+			PeerId:         rec.GetPeerId(),
+			Action:         rec.GetAction(),
+			Purpose:        rec.GetPurpose(),
+			ResourceIds:    rec.GetResourceIds(),
+			Decision:       blv1.AuditDecision_AUDIT_DECISION_ERROR,
+			AgreementId:    rec.GetAgreementId(),
+			PolicyRevision: rec.GetPolicyRevision(),
+			Reasons:        []string{fmt.Sprintf("receipt for record %d could not be signed; nothing was released", rec.GetSeq())},
+			Status:         audit.StatusName(codes.Unavailable),
+		}
+		if aerr := g.appendAudit(ctx, follow); aerr != nil {
+			return "", aerr
+		}
+		return "", status.Error(codes.Unavailable, "receipt signing unavailable; nothing was released")
+	}
+	return r, nil
+}
+
+// checkReceipt verifies a partner's receipt for this exchange and keeps it
+// in the consumer record (also when it fails: it is evidence).
+func (o *outbound) checkReceipt(receipt, release string) error {
+	o.rec.PartnerReceipt = receipt
+	if receipt == "" {
+		return errors.New("no receipt")
+	}
+	r, err := audit.OpenReceipt(receipt, o.verifier)
+	if err != nil {
+		return err
+	}
+	return r.Check(audit.Expect{RequestID: o.reqID, Caller: identity.GatewayID(o.g.self).String(), Release: release})
+}
+
+// auditServer is the Audit service (docs/audit.md).
+type auditServer struct {
+	blv1.UnimplementedAuditServer
+	g *Gateway
+}
+
+// auditAccess tells what the caller may read: everything (an auditor of
+// the own domain) or only records where it was the caller.
+func (s *auditServer) access(ctx context.Context) (full bool, who identity.ID, ls logStore, err error) {
+	who, err = caller(ctx)
+	if err != nil {
+		return false, who, nil, err
+	}
+	if s.g.alog.store == nil {
+		return false, who, nil, status.Error(codes.Unimplemented, "this gateway's store does not serve the audit log")
+	}
+	full = who.Kind == identity.KindAuditor && who.TrustDomain == s.g.self
+	return full, who, s.g.alog.store, nil
+}
+
+func auditorOnly(full bool) error {
+	if !full {
+		return status.Error(codes.PermissionDenied, "only auditors of this administration may call this")
+	}
+	return nil
+}
+
+func (s *auditServer) ListRecords(ctx context.Context, req *blv1.ListRecordsRequest) (*blv1.ListRecordsResponse, error) {
+	full, who, ls, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f := req.GetFilter()
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 100
+	}
+	q := store.AuditQuery{
+		RequestID: f.GetRequestId(), Partner: f.GetPartner(), Agreement: f.GetAgreementId(), Action: f.GetAction(),
+		Decision: int32(f.GetDecision()), Side: int32(f.GetSide()), AfterSeq: req.GetAfterSeq(), Limit: min(limit, 1000),
+	}
+	if f.GetSince() != nil {
+		q.Since = f.GetSince().AsTime()
+	}
+	if f.GetUntil() != nil {
+		q.Until = f.GetUntil().AsTime()
+	}
+	if !full {
+		q.CallerID = who.String()
+		q.Side = int32(blv1.AuditSide_AUDIT_SIDE_PROVIDER)
+	}
+	recs, err := ls.ListAudit(ctx, q)
+	if err != nil {
+		return nil, s.internal("list", err)
+	}
+	if !full {
+		for i, r := range recs {
+			recs[i] = redactForPartner(r)
+		}
+	}
+	return &blv1.ListRecordsResponse{Records: recs}, nil
+}
+
+// redactForPartner removes what a refused partner must not learn from its
+// own records: the policy input holds our record's attributes (countries,
+// HS codes, whether it exists at all), which the refusal withheld. Allowed
+// records stay whole, because reconciliation recomputes their leaf hash
+// against our receipt; their attributes describe data the partner was
+// given. (Residual: attributes the grant did not release, such as the
+// acceptance time, stay visible in allowed records — docs/audit.md.)
+func redactForPartner(r *blv1.AuditRecord) *blv1.AuditRecord {
+	if r.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ALLOW {
+		return r
+	}
+	c := proto.Clone(r).(*blv1.AuditRecord)
+	c.PolicyInput = ""
+	return c
+}
+
+func (s *auditServer) internal(what string, err error) error {
+	if errors.Is(err, store.ErrInvalid) {
+		return status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	s.g.log.Error("audit service failed", "call", what, "error", err)
+	return status.Error(codes.Internal, "audit log unavailable")
+}
+
+// leaf reads one leaf and, for a partner, checks it may see it.
+func (s *auditServer) leaf(ctx context.Context, full bool, who identity.ID, ls logStore, index int64) (*blv1.AuditRecord, []byte, error) {
+	leaves, err := ls.AuditLeaves(ctx, index, 1)
+	if err != nil {
+		return nil, nil, s.internal("leaf", err)
+	}
+	if len(leaves) != 1 {
+		return nil, nil, status.Errorf(codes.NotFound, "no record at index %d", index)
+	}
+	rec, err := audit.ParseLeaf(index, leaves[0])
+	if err != nil {
+		return nil, nil, s.internal("leaf", err)
+	}
+	if !full && (rec.GetSide() != blv1.AuditSide_AUDIT_SIDE_PROVIDER || rec.GetCallerId() != who.String()) {
+		// Same answer as a missing record: partners learn nothing of
+		// others' exchanges.
+		return nil, nil, status.Errorf(codes.NotFound, "no record at index %d", index)
+	}
+	return rec, leaves[0], nil
+}
+
+func (s *auditServer) GetRecord(ctx context.Context, req *blv1.GetRecordRequest) (*blv1.GetRecordResponse, error) {
+	full, who, ls, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetSeq() == 0 || req.GetSeq() > 1<<62 {
+		return nil, status.Error(codes.InvalidArgument, "seq must be at least 1")
+	}
+	rec, leaf, err := s.leaf(ctx, full, who, ls, int64(req.GetSeq())-1)
+	if err != nil {
+		return nil, err
+	}
+	if !full && rec.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW {
+		// No leaf bytes either: they would reveal the policy input.
+		return &blv1.GetRecordResponse{Record: redactForPartner(rec)}, nil
+	}
+	return &blv1.GetRecordResponse{Record: rec, Leaf: leaf}, nil
+}
+
+func (s *auditServer) GetCheckpoint(ctx context.Context, req *blv1.GetCheckpointRequest) (*blv1.GetCheckpointResponse, error) {
+	full, _, ls, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetSignNow() {
+		if err := auditorOnly(full); err != nil {
+			return nil, err
+		}
+		msg, err := s.g.alog.cp.Sign(ctx)
+		if errors.Is(err, audit.ErrNoCheckpoint) {
+			return nil, status.Error(codes.FailedPrecondition, "the audit log is empty")
+		}
+		if err != nil {
+			return nil, s.internal("sign checkpoint", err)
+		}
+		return &blv1.GetCheckpointResponse{Checkpoint: string(msg)}, nil
+	}
+	_, msg, err := ls.LatestAuditCheckpoint(ctx)
+	if errors.Is(err, audit.ErrNoCheckpoint) {
+		return nil, status.Error(codes.NotFound, "no checkpoint signed yet")
+	}
+	if err != nil {
+		return nil, s.internal("checkpoint", err)
+	}
+	return &blv1.GetCheckpointResponse{Checkpoint: string(s.withCosignatures(ctx, msg))}, nil
+}
+
+// treeSize resolves a requested size: 0 is the latest checkpoint's.
+func (s *auditServer) treeSize(ctx context.Context, ls logStore, size uint64) (int64, error) {
+	if size == 0 {
+		n, _, err := ls.LatestAuditCheckpoint(ctx)
+		if errors.Is(err, audit.ErrNoCheckpoint) {
+			return 0, status.Error(codes.NotFound, "no checkpoint signed yet")
+		}
+		if err != nil {
+			return 0, s.internal("checkpoint", err)
+		}
+		return n, nil
+	}
+	n, err := ls.AuditTreeSize(ctx)
+	if err != nil {
+		return 0, s.internal("tree size", err)
+	}
+	if size > uint64(n) {
+		return 0, status.Errorf(codes.OutOfRange, "tree size %d is larger than the log (%d)", size, n)
+	}
+	return int64(size), nil
+}
+
+func (s *auditServer) GetInclusionProof(ctx context.Context, req *blv1.GetInclusionProofRequest) (*blv1.GetInclusionProofResponse, error) {
+	full, who, ls, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := s.treeSize(ctx, ls, req.GetTreeSize())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetIndex() >= uint64(size) {
+		return nil, status.Errorf(codes.OutOfRange, "index %d is not in a tree of size %d", req.GetIndex(), size)
+	}
+	index := int64(req.GetIndex())
+	if _, _, err := s.leaf(ctx, full, who, ls, index); err != nil {
+		return nil, err
+	}
+	r := audit.HashReader(ctx, ls)
+	proof, err := proveRecord(size, index, r)
+	if err != nil {
+		return nil, s.internal("inclusion proof", err)
+	}
+	lh, err := r.ReadHashes([]int64{storedLeafIndex(index)})
+	if err != nil {
+		return nil, s.internal("inclusion proof", err)
+	}
+	return &blv1.GetInclusionProofResponse{TreeSize: uint64(size), LeafHash: lh[0][:], Hashes: hashBytes(proof)}, nil
+}
+
+func (s *auditServer) GetConsistencyProof(ctx context.Context, req *blv1.GetConsistencyProofRequest) (*blv1.GetConsistencyProofResponse, error) {
+	_, _, ls, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, err := s.treeSize(ctx, ls, req.GetNewSize())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetOldSize() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "old_size must be at least 1 (every tree extends the empty one)")
+	}
+	if req.GetOldSize() > uint64(size) {
+		return nil, status.Errorf(codes.OutOfRange, "old size %d is larger than new size %d", req.GetOldSize(), size)
+	}
+	proof, err := proveTree(size, int64(req.GetOldSize()), audit.HashReader(ctx, ls))
+	if err != nil {
+		return nil, s.internal("consistency proof", err)
+	}
+	return &blv1.GetConsistencyProofResponse{OldSize: req.GetOldSize(), NewSize: uint64(size), Hashes: hashBytes(proof)}, nil
+}
+
+func (s *auditServer) GetLeaves(ctx context.Context, req *blv1.GetLeavesRequest) (*blv1.GetLeavesResponse, error) {
+	full, _, ls, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := auditorOnly(full); err != nil {
+		return nil, err
+	}
+	count := int64(req.GetCount())
+	if count == 0 {
+		count = 1000
+	}
+	if req.GetStart() > 1<<62 {
+		return nil, status.Error(codes.InvalidArgument, "start out of range")
+	}
+	leaves, err := ls.AuditLeaves(ctx, int64(req.GetStart()), min(count, 10000))
+	if err != nil {
+		return nil, s.internal("leaves", err)
+	}
+	return &blv1.GetLeavesResponse{Start: req.GetStart(), Leaves: leaves}, nil
+}
+
+func proveRecord(size, index int64, r tlog.HashReader) (tlog.RecordProof, error) {
+	return tlog.ProveRecord(size, index, r)
+}
+
+func proveTree(size, old int64, r tlog.HashReader) (tlog.TreeProof, error) {
+	return tlog.ProveTree(size, old, r)
+}
+
+func storedLeafIndex(index int64) int64 { return tlog.StoredHashIndex(0, index) }
+
+func hashBytes(hs []tlog.Hash) [][]byte {
+	out := make([][]byte, len(hs))
+	for i := range hs {
+		out[i] = hs[i][:]
+	}
+	return out
+}
+
+// witnessPartners witnesses every partner with an address and an audit
+// key once (audit.Witness). A split view is logged as an error with the
+// evidence; an unreachable partner or an empty log only as a warning.
+func (g *Gateway) witnessPartners(ctx context.Context) {
+	for _, d := range g.peers.domains() {
+		v, ok := g.alog.verifiers[d]
+		if !ok {
+			continue
+		}
+		client, err := g.peers.audit(d)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
+		w, err := audit.Witness(cctx, auditSource{client}, v, g.alog.witnessed, time.Now())
+		if err == nil && w.New && g.alog.cosigner != nil {
+			err = g.cosign(cctx, client, w.Note)
+		}
+		cancel()
+		switch {
+		case errors.Is(err, audit.ErrSplitView):
+			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what it showed before", "partner", d, "error", err)
+		case status.Code(err) == codes.NotFound:
+			// The partner has not signed a checkpoint yet.
+		case err != nil && ctx.Err() == nil:
+			g.log.Warn("witnessing partner audit log failed", "partner", d, "error", err)
+		case w.New:
+			g.log.Debug("partner audit checkpoint witnessed", "partner", d, "size", w.Size)
+		}
+	}
+}
+
+// auditSource is a partner's Audit service as a witness source.
+type auditSource struct{ c blv1.AuditClient }
+
+func (s auditSource) Checkpoint(ctx context.Context) ([]byte, error) {
+	resp, err := s.c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return []byte(resp.GetCheckpoint()), nil
+}
+
+func (s auditSource) ConsistencyProof(ctx context.Context, old, n int64) (tlog.TreeProof, error) {
+	resp, err := s.c.GetConsistencyProof(ctx, &blv1.GetConsistencyProofRequest{OldSize: uint64(old), NewSize: uint64(n)})
+	if err != nil {
+		return nil, err
+	}
+	proof := make(tlog.TreeProof, len(resp.GetHashes()))
+	for i, h := range resp.GetHashes() {
+		if len(h) != tlog.HashSize {
+			return nil, fmt.Errorf("consistency proof hash %d has %d bytes", i, len(h))
+		}
+		copy(proof[i][:], h)
+	}
+	return proof, nil
+}
+
+// cosign cosigns a witnessed partner checkpoint and hands the cosignature
+// to the partner.
+func (g *Gateway) cosign(ctx context.Context, c blv1.AuditClient, msg []byte) error {
+	body, err := audit.CheckpointText(msg)
+	if err != nil {
+		return err
+	}
+	line, err := audit.Cosign(g.alog.cosigner, body)
+	if err != nil {
+		return err
+	}
+	cosigned := append(append([]byte{}, msg...), line...)
+	if _, err := c.AddCosignature(ctx, &blv1.AddCosignatureRequest{Checkpoint: string(cosigned)}); err != nil {
+		return fmt.Errorf("hand over cosignature: %w", err)
+	}
+	return nil
+}
+
+func (s *auditServer) AddCosignature(ctx context.Context, req *blv1.AddCosignatureRequest) (*blv1.AddCosignatureResponse, error) {
+	_, who, _, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cs, ok := s.g.opts.Store.(cosigStore)
+	wv, known := s.g.alog.cosigVerifiers[who.TrustDomain]
+	switch {
+	case !ok:
+		return nil, status.Error(codes.Unimplemented, "this gateway's store does not keep cosignatures")
+	case who.Kind != identity.KindGateway || !known:
+		return nil, status.Error(codes.PermissionDenied, "only partner gateways with a configured audit key may cosign")
+	}
+	body, line, err := audit.OpenCosigned([]byte(req.GetCheckpoint()), wv)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	c, err := audit.ParseCheckpoint(body)
+	if err != nil || c.Origin != s.g.alog.origin {
+		return nil, status.Error(codes.InvalidArgument, "not a checkpoint of this gateway's log")
+	}
+	ours, err := cs.AuditCheckpoint(ctx, c.Size)
+	if errors.Is(err, audit.ErrNoCheckpoint) {
+		return nil, status.Errorf(codes.NotFound, "no checkpoint of size %d", c.Size)
+	}
+	if err != nil {
+		return nil, s.internal("cosignature", err)
+	}
+	if t, err := audit.CheckpointText(ours); err != nil || t != body {
+		return nil, status.Errorf(codes.InvalidArgument, "the cosigned checkpoint of size %d is not the one this gateway signed", c.Size)
+	}
+	if err := cs.PutCosignature(ctx, c.Size, wv.Name(), line, time.Now()); err != nil {
+		return nil, s.internal("cosignature", err)
+	}
+	return &blv1.AddCosignatureResponse{}, nil
+}
+
+// withCosignatures appends the stored cosignature lines of a checkpoint.
+func (s *auditServer) withCosignatures(ctx context.Context, msg []byte) []byte {
+	cs, ok := s.g.opts.Store.(cosigStore)
+	if !ok {
+		return msg
+	}
+	body, err := audit.CheckpointText(msg)
+	if err != nil {
+		return msg
+	}
+	c, err := audit.ParseCheckpoint(body)
+	if err != nil {
+		return msg
+	}
+	lines, err := cs.Cosignatures(ctx, c.Size)
+	if err != nil {
+		s.g.log.Warn("cosignatures unreadable; serving the checkpoint without them", "error", err)
+		return msg
+	}
+	out := append([]byte{}, msg...)
+	for _, l := range lines {
+		out = append(out, l...)
+	}
+	return out
+}

@@ -1,0 +1,535 @@
+package vault_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/keys"
+	"github.com/borderlink/borderlink/internal/keys/vault"
+	"github.com/borderlink/borderlink/internal/keys/vault/vaulttest"
+)
+
+const domain = "nl.customs.example"
+
+var origin = domain + "/borderlink/audit"
+
+// fixture is a dev server set up by InitDev, and a gateway client logged
+// in with the AppRole InitDev made.
+type fixture struct {
+	srv   *vaulttest.Server
+	setup *vault.DevSetup
+	root  *vaultapi.Client
+}
+
+func newFixture(t *testing.T, o vault.InitDevOptions) *fixture {
+	t.Helper()
+	srv := vaulttest.Start(t)
+	o.TrustDomain = domain
+	o.SignerName = origin
+	o.SecretIDFile = filepath.Join(t.TempDir(), "secret-id")
+	setup, err := vault.InitDev(context.Background(), srv.Addr, srv.Token, o)
+	if err != nil {
+		t.Fatalf("InitDev: %v", err)
+	}
+	root, err := vaultapi.NewClient(&vaultapi.Config{Address: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root.SetToken(srv.Token)
+	return &fixture{srv: srv, setup: setup, root: root}
+}
+
+func (f *fixture) client(t *testing.T) *vault.Client {
+	t.Helper()
+	c, err := vault.New(context.Background(), f.setup.Config, vault.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("vault.New: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestInitDev checks init-dev's result: the gateway's AppRole logs in and
+// gets exactly what the policy grants; a second run keeps the key.
+func TestInitDev(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	snippet, err := f.setup.Snippet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"vault:", "address: " + f.srv.Addr, "role_id: ", "secret_id_file: ", "pseudonym_key_path: borderlink/" + domain + "/pseudonym"} {
+		if !strings.Contains(snippet, want) {
+			t.Errorf("snippet lacks %q:\n%s", want, snippet)
+		}
+	}
+	if strings.Contains(snippet, "secret_id:") {
+		t.Errorf("snippet contains the secret ID itself:\n%s", snippet)
+	}
+	c := f.client(t)
+	key1, err := c.PseudonymKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := vault.InitDev(context.Background(), f.srv.Addr, f.srv.Token, vault.InitDevOptions{
+		TrustDomain: domain, SecretIDFile: filepath.Join(t.TempDir(), "secret-id")})
+	if err != nil {
+		t.Fatalf("second InitDev: %v", err)
+	}
+	if again.CACertPEM != f.setup.CACertPEM || again.VerifierKey != f.setup.VerifierKey {
+		t.Error("second InitDev replaced the CA or the signing key")
+	}
+	key2, err := c.PseudonymKey(context.Background())
+	if err != nil || string(key1) != string(key2) {
+		t.Errorf("pseudonymisation key changed by a second InitDev (err %v)", err)
+	}
+	// Least privilege: nothing but the gateway's own paths.
+	for _, path := range []string{"sys/mounts", "kv/data/borderlink/sg.customs.example/pseudonym", "pki/issue/other", "transit/keys/other", "auth/approle/role/borderlink-gateway/secret-id"} {
+		caps, err := c.API().Sys().CapabilitiesSelf(path)
+		if err != nil || len(caps) != 1 || caps[0] != "deny" {
+			t.Errorf("capabilities on %s = %v, %v; want [deny]", path, caps, err)
+		}
+	}
+}
+
+// TestTokenRelogin: when the token reaches its max TTL the client logs in
+// again and calls keep working.
+func TestTokenRelogin(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{TokenTTL: 2 * time.Second, TokenMaxTTL: 4 * time.Second})
+	c := f.client(t)
+	waitFor(t, "a re-login after the max TTL", 15*time.Second, func() bool { return c.Logins() >= 2 })
+	if _, err := c.PseudonymKey(context.Background()); err != nil {
+		t.Fatalf("after re-login: %v", err)
+	}
+}
+
+// TestTokenRevoked: a call that finds the token rejected makes the client
+// log in again at once, long before the token's TTL would run out.
+func TestTokenRevoked(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{}) // token TTL 1h
+	var logs syncBuffer
+	c, err := vault.New(context.Background(), f.setup.Config, vault.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	// Let the lifetime watcher make its first renewal, so that it is
+	// asleep and only the rejected call can trigger the re-login.
+	time.Sleep(500 * time.Millisecond)
+	if err := f.root.Auth().Token().RevokeTree(c.API().Token()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PseudonymKey(ctx); !errors.Is(err, keys.ErrDenied) {
+		t.Errorf("PseudonymKey with a revoked token: %v; want ErrDenied", err)
+	}
+	waitFor(t, "a re-login after revocation", 10*time.Second, func() bool { return c.Logins() >= 2 })
+	waitFor(t, "a working token", 5*time.Second, func() bool { _, err := c.PseudonymKey(ctx); return err == nil })
+	if !strings.Contains(logs.String(), "vault rejected the token") {
+		t.Errorf("re-login not caused by the rejected call; log:\n%s", logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func TestTokenAuth(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	cfg := f.setup.Config
+	cfg.Auth = keys.VaultAuth{TokenEnv: "DEV_VAULT_TOKEN"}
+	env := map[string]string{"DEV_VAULT_TOKEN": f.srv.Token}
+	c, err := vault.New(context.Background(), cfg, vault.Options{Getenv: func(k string) string { return env[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.PseudonymKey(context.Background()); err != nil {
+		t.Error(err)
+	}
+	env["DEV_VAULT_TOKEN"] = "not-a-token"
+	_, err = vault.New(context.Background(), cfg, vault.Options{Getenv: func(k string) string { return env[k] }})
+	if !errors.Is(err, keys.ErrDenied) {
+		t.Errorf("New(bad token) error = %v; want ErrDenied", err)
+	}
+	delete(env, "DEV_VAULT_TOKEN")
+	_, err = vault.New(context.Background(), cfg, vault.Options{Getenv: func(k string) string { return env[k] }})
+	if err == nil || !strings.Contains(err.Error(), "DEV_VAULT_TOKEN") {
+		t.Errorf("New(no token) error = %v; want one naming DEV_VAULT_TOKEN", err)
+	}
+}
+
+// TestCertificateRotation issues a short-lived gateway certificate, lets
+// it renew and checks that a TLS connection made before the swap keeps
+// working while new handshakes get the new certificate.
+func TestCertificateRotation(t *testing.T) {
+	t.Parallel()
+	// 4 s TTL + 1 s backdating: renewal about 2.3 s after issue.
+	f := newFixture(t, vault.InitDevOptions{CertTTL: 4 * time.Second, CertNotBefore: time.Second})
+	c := f.client(t)
+	ctx := context.Background()
+	id := identity.GatewayID(domain)
+
+	ca, err := c.TrustBundle(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundles := identity.NewBundles()
+	bundles.Add(domain, ca...)
+
+	renewed := make(chan *x509.Certificate, 10)
+	kp, stop, err := keys.RenewingKeyPair(ctx, c.CertIssuer(id), keys.RenewOptions{
+		Logger:  testLogger(t),
+		OnRenew: func(l *x509.Certificate) { renewed <- l },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	first := kp.Certificate().Leaf
+	if got, err := identity.FromCertificate(first); err != nil || got != id {
+		t.Fatalf("issued certificate ID = %v, %v; want %v", got, err, id)
+	}
+	if life := first.NotAfter.Sub(first.NotBefore); life != 5*time.Second {
+		t.Errorf("certificate lifetime = %v; want 5s (4s TTL + 1s backdating)", life)
+	}
+	if _, err := bundles.Verify(kp.Certificate().Certificate, x509.ExtKeyUsageServerAuth, time.Time{}); err != nil {
+		t.Errorf("issued certificate does not verify against the PKI CA bundle: %v", err)
+	}
+
+	// An echo server presenting kp, a client presenting kp too.
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", identity.ServerTLSConfig(kp, bundles, testLogger(t), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer conn.Close(); io.Copy(conn, conn) }()
+		}
+	}()
+	dial := func() *tls.Conn {
+		t.Helper()
+		conn, err := tls.Dial("tcp", lis.Addr().String(), identity.ClientTLSConfig(kp, bundles, id))
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		return conn
+	}
+	echo := func(conn *tls.Conn, msg string) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, msg+"\n"); err != nil {
+			t.Fatalf("write on connection made before the swap: %v", err)
+		}
+		got, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil || got != msg+"\n" {
+			t.Fatalf("echo = %q, %v; want %q", got, err, msg)
+		}
+	}
+	old := dial()
+	defer old.Close()
+	echo(old, "before")
+	if got := old.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first.SerialNumber) != 0 {
+		t.Fatalf("server presented serial %x; want %x", got, first.SerialNumber)
+	}
+
+	var next *x509.Certificate
+	select {
+	case next = <-renewed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no renewal within 15s")
+	}
+	if renewAt := keys.RenewAt(first); time.Now().Before(renewAt) {
+		t.Errorf("renewed before RenewAt %v", renewAt)
+	}
+	if next.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatal("renewal returned the same certificate")
+	}
+	echo(old, "after") // the established connection is untouched
+	fresh := dial()
+	defer fresh.Close()
+	echo(fresh, "fresh")
+	if got := fresh.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first.SerialNumber) == 0 {
+		t.Errorf("new handshake got the old certificate %x", got)
+	}
+
+	// The role issues the gateway's ID only.
+	if _, err := c.IssueCertificate(ctx, identity.ID{TrustDomain: domain, Kind: identity.KindAgency, Name: "health"}); err == nil {
+		t.Error("IssueCertificate(agency ID) error = nil; want the role to refuse it")
+	}
+}
+
+// TestSigner signs a note through transit and verifies it with the
+// published verifier key alone; after a key rotation old notes still
+// verify and new ones carry the new key ID.
+func TestSigner(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	c := f.client(t)
+	ctx := context.Background()
+	s, err := c.NewSigner(ctx, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Name() != origin || s.Version() != 1 {
+		t.Errorf("signer = %s v%d; want %s v1", s.Name(), s.Version(), origin)
+	}
+	if s.VerifierKey() != f.setup.VerifierKey {
+		t.Errorf("VerifierKey = %s; want the one InitDev printed, %s", s.VerifierKey(), f.setup.VerifierKey)
+	}
+	v1, err := note.NewVerifier(f.setup.VerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := origin + "\n42\nqUzHvS1WZEcSPxG0aZqA8ZC8eLq6H2mF4yq0fVq9vX0=\n"
+	msg1, err := note.Sign(&note.Note{Text: body}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := note.Open(msg1, note.VerifierList(v1)); err != nil || n.Text != body {
+		t.Fatalf("Open(note signed via transit) = %v; want it to verify with the published key", err)
+	}
+	if _, err := note.Open([]byte(strings.Replace(string(msg1), "42", "43", 1)), note.VerifierList(v1)); err == nil {
+		t.Error("a tampered note verified")
+	}
+
+	// Rotate: a new signer uses version 2 with a new key ID.
+	if _, err := f.root.Logical().Write("transit/keys/"+keys.DefaultVaultTransitKey+"/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := c.NewSigner(ctx, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Version() != 2 || s2.KeyHash() == s.KeyHash() {
+		t.Errorf("after rotation: version %d hash %08x; want 2 and a hash other than %08x", s2.Version(), s2.KeyHash(), s.KeyHash())
+	}
+	msg2, err := note.Sign(&note.Note{Text: body}, s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published, err := s2.VerifierKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(published) != 2 || published[0] != f.setup.VerifierKey || published[1] != s2.VerifierKey() {
+		t.Fatalf("VerifierKeys = %q; want v1 then v2", published)
+	}
+	vs, err := keys.VerifierList(published)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, msg := range [][]byte{msg1, msg2} {
+		if _, err := note.Open(msg, vs); err != nil {
+			t.Errorf("note %d does not verify with the published keys: %v", i+1, err)
+		}
+	}
+	// The pinned old signer still signs with version 1.
+	if msg, err := note.Sign(&note.Note{Text: body}, s); err != nil {
+		t.Error(err)
+	} else if _, err := note.Open(msg, note.VerifierList(v1)); err != nil {
+		t.Errorf("old signer after rotation: %v", err)
+	}
+}
+
+// TestSecrets reads KV v2: the pseudonymisation key and a generic secret.
+func TestSecrets(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	c := f.client(t)
+	ctx := context.Background()
+	k, err := c.PseudonymKey(ctx)
+	if err != nil || len(k) != 32 {
+		t.Fatalf("PseudonymKey = %d bytes, %v; want 32", len(k), err)
+	}
+	path := "borderlink/" + domain + "/postgres"
+	if _, err := f.root.KVv2("kv").Put(ctx, path, map[string]any{"password": "s3cret"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadSecret(ctx, path+"#password"); err != nil || string(got) != "s3cret" {
+		t.Errorf("ReadSecret = %q, %v; want s3cret", got, err)
+	}
+	if _, err := c.ReadSecret(ctx, path+"#user"); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("ReadSecret(missing field) error = %v; want ErrNotFound", err)
+	}
+	if _, err := c.ReadSecret(ctx, "borderlink/"+domain+"/missing"); !errors.Is(err, vault.ErrNotFound) {
+		t.Errorf("ReadSecret(missing secret) error = %v; want ErrNotFound", err)
+	}
+}
+
+// TestDenied: a path outside the policy gives an error naming the path and
+// the missing capability.
+func TestDenied(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	c := f.client(t)
+	ctx := context.Background()
+	_, err := c.ReadSecret(ctx, "borderlink/sg.customs.example/pseudonym#key")
+	t.Logf("denied: %v", err)
+	var d *vault.DeniedError
+	if !errors.As(err, &d) || !errors.Is(err, keys.ErrDenied) {
+		t.Fatalf("ReadSecret(other domain) error = %v; want a DeniedError", err)
+	}
+	if d.Path != "kv/data/borderlink/sg.customs.example/pseudonym" || d.Capability != "read" || len(d.Have) != 1 || d.Have[0] != "deny" {
+		t.Errorf("DeniedError = %+v; want path kv/data/borderlink/sg.customs.example/pseudonym, capability read, have [deny]", d)
+	}
+	for _, want := range []string{`"read"`, `"kv/data/borderlink/sg.customs.example/pseudonym"`, f.srv.Addr} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	// A signing key the policy does not cover.
+	cfg := f.setup.Config
+	cfg.Transit.Key = "someone-elses"
+	c2, err := vault.New(ctx, cfg, vault.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, err := c2.NewSigner(ctx, origin); !errors.As(err, &d) || d.Path != "transit/keys/someone-elses" {
+		t.Errorf("NewSigner(uncovered key) error = %v; want a DeniedError for transit/keys/someone-elses", err)
+	}
+	// A wrong role ID is refused at login.
+	cfg = f.setup.Config
+	a := *cfg.Auth.AppRole
+	a.RoleID = "00000000-0000-0000-0000-000000000000"
+	cfg.Auth.AppRole = &a
+	_, err = vault.New(ctx, cfg, vault.Options{})
+	t.Logf("wrong role ID: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "auth/approle/login") {
+		t.Errorf("New(wrong role ID) error = %v; want one naming auth/approle/login", err)
+	}
+}
+
+// TestUnavailable: an unreachable Vault fails start-up naming the address;
+// a sealed one fails start-up and makes later calls ErrUnavailable.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "http://" + l.Addr().String()
+	l.Close()
+	cfg := keys.VaultConfig{Address: addr, Auth: keys.VaultAuth{TokenEnv: "T"}}
+	_, err = vault.New(context.Background(), cfg, vault.Options{Getenv: func(string) string { return "x" }})
+	t.Logf("unreachable: %v", err)
+	if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), addr) {
+		t.Errorf("New(unreachable) error = %v; want ErrUnavailable naming %s", err, addr)
+	}
+
+	f := newFixture(t, vault.InitDevOptions{})
+	c := f.client(t)
+	s, err := c.NewSigner(context.Background(), origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.root.Sys().Seal(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Sign([]byte("checkpoint\n"))
+	t.Logf("sign while sealed: %v", err)
+	if !errors.Is(err, keys.ErrUnavailable) {
+		t.Errorf("Sign(sealed) error = %v; want ErrUnavailable", err)
+	}
+	_, err = vault.New(context.Background(), f.setup.Config, vault.Options{})
+	t.Logf("sealed: %v", err)
+	if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), "sealed") || !strings.Contains(err.Error(), f.srv.Addr) {
+		t.Errorf("New(sealed) error = %v; want ErrUnavailable saying sealed and naming %s", err, f.srv.Addr)
+	}
+}
+
+// TestLoad loads everything a gateway needs in one call, as run.go will.
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	m, err := vault.Load(context.Background(), f.setup.Config, domain, origin, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if id, err := m.KeyPair.ID(); err != nil || id != identity.GatewayID(domain) {
+		t.Errorf("KeyPair.ID() = %v, %v", id, err)
+	}
+	b := identity.NewBundles()
+	b.Add(domain, m.OwnBundle...)
+	if _, err := b.Verify(m.KeyPair.Certificate().Certificate, x509.ExtKeyUsageClientAuth, time.Time{}); err != nil {
+		t.Errorf("certificate does not verify with the own bundle: %v", err)
+	}
+	if len(m.PseudonymKey) != 32 {
+		t.Errorf("PseudonymKey is %d bytes; want 32", len(m.PseudonymKey))
+	}
+	if len(m.VerifierKeys) != 1 || m.VerifierKeys[0] != f.setup.VerifierKey || m.Signer.Name() != origin {
+		t.Errorf("VerifierKeys = %q, signer %q; want [%s], %s", m.VerifierKeys, m.Signer.Name(), f.setup.VerifierKey, origin)
+	}
+
+	// A policy missing the signing key fails Load, naming the path.
+	cfg := f.setup.Config
+	cfg.Transit.Key = "not-ours"
+	_, err = vault.Load(context.Background(), cfg, domain, origin, nil)
+	var d *vault.DeniedError
+	if !errors.As(err, &d) || d.Path != "transit/keys/not-ours" {
+		t.Errorf("Load(uncovered key) error = %v; want DeniedError for transit/keys/not-ours", err)
+	}
+}

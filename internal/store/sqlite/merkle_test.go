@@ -1,0 +1,192 @@
+package sqlite_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/store/sqlite"
+	"github.com/borderlink/borderlink/internal/store/storetest"
+)
+
+const testOrigin = "nl.customs.example/borderlink/audit"
+
+// checkTree rebuilds the tree from the stored leaves and compares every
+// stored hash and the root with the store's.
+func checkTree(t *testing.T, s *sqlite.Store) int64 {
+	t.Helper()
+	ctx := t.Context()
+	n, err := s.AuditTreeSize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, err := s.AuditLeaves(ctx, 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(leaves)) != n {
+		t.Fatalf("%d leaves for tree size %d", len(leaves), n)
+	}
+	var tree audit.Tree
+	for i, l := range leaves {
+		if _, err := tree.Add(int64(i), l, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	want, _ := tree.Root(n)
+	got, err := tlog.TreeHash(n, audit.HashReader(ctx, s))
+	if err != nil || got != want {
+		t.Fatalf("stored root = %v, %v; recomputed %v", got, err, want)
+	}
+	ix := make([]int64, tlog.StoredHashCount(n))
+	for i := range ix {
+		ix[i] = int64(i)
+	}
+	stored, err := s.ReadAuditHashes(ctx, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, _ := tree.ReadHashes(ix)
+	for i := range ix {
+		if stored[i] != mem[i] {
+			t.Fatalf("stored hash %d differs from the recomputed one", i)
+		}
+	}
+	return n
+}
+
+func TestAuditGroupCommitBuildsTheTree(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "borderlink.db")
+	s := openTemp(t, path)
+	ctx := t.Context()
+	const workers, each = 32, 25
+	var wg sync.WaitGroup
+	seqs := make(chan uint64, workers*each)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				rec := storetest.AuditRecord(fmt.Sprintf("w%d-%d", w, i), time.Duration(i)*time.Second)
+				seq, err := s.AppendAudit(ctx, rec)
+				if err != nil {
+					t.Errorf("AppendAudit: %v", err)
+					return
+				}
+				// The record returned is exactly the stored leaf.
+				leaves, err := s.AuditLeaves(ctx, int64(seq)-1, 1)
+				if err != nil || len(leaves) != 1 {
+					t.Errorf("leaf of seq %d: %v", seq, err)
+					return
+				}
+				want, _ := audit.Leaf(rec)
+				if string(leaves[0]) != string(want) {
+					t.Errorf("seq %d: stored leaf differs from the acknowledged record", seq)
+				}
+				seqs <- seq
+			}
+		})
+	}
+	wg.Wait()
+	close(seqs)
+	seen := map[uint64]bool{}
+	for q := range seqs {
+		if seen[q] {
+			t.Fatalf("seq %d returned twice", q)
+		}
+		seen[q] = true
+	}
+	if n := checkTree(t, s); n != workers*each || len(seen) != workers*each {
+		t.Fatalf("tree size %d, %d seqs, want %d", n, len(seen), workers*each)
+	}
+
+	// Reopen: the tree is intact and appends continue it.
+	s.Close()
+	s = openTemp(t, path)
+	if _, err := s.AppendAudit(ctx, storetest.AuditRecord("after-reopen", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if n := checkTree(t, s); n != workers*each+1 {
+		t.Fatalf("tree size after reopen %d", n)
+	}
+}
+
+func TestAuditCheckpoints(t *testing.T) {
+	s := openTemp(t, filepath.Join(t.TempDir(), "borderlink.db"))
+	ctx := t.Context()
+	sk, vk, _ := audit.GenerateKey(testOrigin)
+	signer, _ := note.NewSigner(sk)
+	v, _ := audit.NewVerifier(vk, testOrigin)
+	cp, err := audit.NewCheckpointer(s, signer, testOrigin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Sign(ctx); !errors.Is(err, audit.ErrNoCheckpoint) {
+		t.Fatalf("Sign of an empty log = %v, want ErrNoCheckpoint", err)
+	}
+	if _, _, err := s.LatestAuditCheckpoint(ctx); !errors.Is(err, audit.ErrNoCheckpoint) {
+		t.Fatalf("LatestAuditCheckpoint = %v, want ErrNoCheckpoint", err)
+	}
+	for i := range 5 {
+		if _, err := s.AppendAudit(ctx, storetest.AuditRecord(fmt.Sprint(i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg, err := cp.Sign(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := audit.OpenCheckpoint(msg, v)
+	if err != nil || c.Size != 5 {
+		t.Fatalf("checkpoint = %+v, %v", c, err)
+	}
+	again, err := cp.Sign(ctx)
+	if err != nil || string(again) != string(msg) {
+		t.Errorf("Sign without new leaves made a new checkpoint: %v", err)
+	}
+	if err := s.PutAuditCheckpoint(ctx, 5, msg, time.Now()); err == nil || !strings.Contains(err.Error(), "size must grow") {
+		t.Errorf("second checkpoint of size 5 = %v, want refusal", err)
+	}
+	// The periodic signer covers new leaves.
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { cp.Run(rctx, 10*time.Millisecond); close(done) }()
+	if _, err := s.AppendAudit(ctx, storetest.AuditRecord("late", 0)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		size, _, err := s.LatestAuditCheckpoint(ctx)
+		if err == nil && size == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint of size 6 after 5s (latest %d, %v)", size, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	all, err := s.AuditCheckpoints(ctx)
+	if err != nil || len(all) != 2 || all[0].Size != 5 || all[1].Size != 6 {
+		t.Fatalf("AuditCheckpoints = %v, %v", all, err)
+	}
+}
+
+func TestAuditAppendAfterClose(t *testing.T) {
+	s := openTemp(t, filepath.Join(t.TempDir(), "borderlink.db"))
+	s.Close()
+	if _, err := s.AppendAudit(t.Context(), storetest.AuditRecord("x", 0)); err == nil {
+		t.Fatal("AppendAudit after Close succeeded")
+	}
+}
