@@ -32,19 +32,25 @@ const bareAuditTable = `CREATE TABLE IF NOT EXISTS audit_records (
     side INTEGER NOT NULL, decision INTEGER NOT NULL, caller_id TEXT NOT NULL,
     action TEXT NOT NULL, agreement_id TEXT NOT NULL, record BLOB NOT NULL) STRICT`
 
+// typicalAuditRecord is the provider record of an allowed 1 KB pull, the
+// record the audit and memory scenarios append.
+func typicalAuditRecord(ctx context.Context) (*blv1.AuditRecord, error) {
+	engine, err := policy.NewEngine(ctx, provider, policies.FS, nil)
+	if err != nil {
+		return nil, err
+	}
+	pl, err := makePayload("1KB", 1024, 1, 1)
+	if err != nil {
+		return nil, err
+	}
+	return auditTemplate(engine, pl.decls[0])
+}
+
 // runAudit is scenario 3: AppendAudit of the SQLite store as it is at this
 // commit, with concurrent appenders, against a bare insert loop (one
 // transaction and fsync per record, same table shape and pragmas).
 func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario) error {
-	engine, err := policy.NewEngine(ctx, provider, policies.FS, nil)
-	if err != nil {
-		return err
-	}
-	pl, err := makePayload("1KB", 1024, 1, 1)
-	if err != nil {
-		return err
-	}
-	tmpl, err := auditTemplate(engine, pl.decls[0])
+	tmpl, err := typicalAuditRecord(ctx)
 	if err != nil {
 		return err
 	}

@@ -122,15 +122,7 @@ func memChild(ctx context.Context, exe string, agreements int, db string) (memSa
 // runMemory is scenario 6: RSS of a serving gateway, idle, with many
 // agreements, and over a large audit log.
 func runMemory(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario) error {
-	engine, err := policy.NewEngine(ctx, provider, policies.FS, nil)
-	if err != nil {
-		return err
-	}
-	pl, err := makePayload("1KB", 1024, 1, 1)
-	if err != nil {
-		return err
-	}
-	tmpl, err := auditTemplate(engine, pl.decls[0])
+	tmpl, err := typicalAuditRecord(ctx)
 	if err != nil {
 		return err
 	}
