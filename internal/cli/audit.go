@@ -293,9 +293,16 @@ does not verify (the message names the first bad index or checkpoint).`)
 	if err != nil {
 		return usagef("audit verify: --verifier: %v", err)
 	}
-	online := co.Address != "" || e.getenv("BORDERLINK_GATEWAY") != ""
+	// The environment only fills in a gateway when no export is named:
+	// a BORDERLINK_GATEWAY left set must not turn an offline check into a
+	// usage error.
+	online := co.Address != "" || (*exportPath == "" && e.getenv("BORDERLINK_GATEWAY") != "")
 	if (*exportPath == "") == !online {
 		return usagef("audit verify: give exactly one of --export FILE or --gateway ADDR")
+	}
+	if *signNow && len(witnesses) > 0 {
+		// A checkpoint signed on demand has not been seen by any witness yet.
+		return usagef("audit verify: --sign-now and --witness exclude each other: a checkpoint signed now carries no cosignatures; verify with --witness against the latest periodic checkpoint")
 	}
 
 	var in audit.LogInput
@@ -507,10 +514,11 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 		after = page[len(page)-1].GetSeq()
 	}
 
-	cc, err := dialPartner(cfg, *partner, peer.Address)
+	cc, closeKeys, err := dialPartner(ctx, cfg, *partner, peer.Address)
 	if err != nil {
 		return fmt.Errorf("audit reconcile: %w", err)
 	}
+	defer closeKeys()
 	defer cc.Close()
 	ac := blv1.NewAuditClient(cc)
 	cpResp, err := ac.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
@@ -585,19 +593,37 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 }
 
 // dialPartner connects to a partner gateway with this gateway's identity.
-func dialPartner(cfg *config.Config, partner, addr string) (*grpc.ClientConn, error) {
-	kp, err := identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("%s: tls: %w", cfg.File, err)
-	}
+func dialPartner(ctx context.Context, cfg *config.Config, partner, addr string) (*grpc.ClientConn, func(), error) {
 	bundles := identity.NewBundles()
+	var (
+		kp   *identity.KeyPair
+		err  error
+		done = func() {}
+	)
+	if cfg.Vault != nil {
+		// The gateway's identity comes from Vault's PKI, as in serve.
+		m, err := vault.Load(ctx, *cfg.Vault, cfg.TrustDomain, audit.Origin(cfg.TrustDomain), nil)
+		if err != nil {
+			return nil, done, fmt.Errorf("%s: vault: %w", cfg.File, err)
+		}
+		kp, done = m.KeyPair, func() { _ = m.Close() }
+		bundles.Add(cfg.TrustDomain, m.OwnBundle...)
+	} else if kp, err = identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+		return nil, done, fmt.Errorf("%s: tls: %w", cfg.File, err)
+	}
 	for d, path := range cfg.TrustBundles {
 		if err := bundles.AddPEMFile(d, path); err != nil {
-			return nil, fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
+			done()
+			return nil, func() {}, fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
 		}
 	}
 	creds := credentials.NewTLS(identity.ClientTLSConfig(kp, bundles, identity.GatewayID(partner)))
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		done()
+		return nil, func() {}, err
+	}
+	return cc, done, nil
 }
 
 func toHashes(b [][]byte) []tlog.Hash {

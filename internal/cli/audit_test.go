@@ -85,6 +85,12 @@ func TestAuditOnlineAndExport(t *testing.T) {
 	for _, env := range []string{"BORDERLINK_GATEWAY", "BORDERLINK_CERT", "BORDERLINK_KEY", "BORDERLINK_BUNDLE"} {
 		t.Setenv(env, "")
 	}
+	// A gateway address left in the environment must not make an offline
+	// check a usage error.
+	if code, out, stderr := run(t, []string{"BORDERLINK_GATEWAY=127.0.0.1:1"}, "audit", "verify", "--verifier", pub, "--export", export); code != cli.ExitOK {
+		t.Errorf("offline verify with BORDERLINK_GATEWAY set: exit %d\n%s\n%s", code, out, stderr)
+	}
+	t.Setenv("BORDERLINK_GATEWAY", "")
 	if code, out, stderr := run(t, nil, "audit", "verify", "--verifier", pub, "--export", export, "--state", state); code != cli.ExitOK {
 		t.Fatalf("offline verify: exit %d\n%s\n%s", code, out, stderr)
 	}

@@ -49,13 +49,16 @@ func commands() []command {
 		{"gen", "write synthetic records as JSONL: gen --domain D --count N --seed S", runGen},
 		{"certs", "make development certificates: certs dev --out DIR --domains a,b,c", runCerts},
 		{"audit", "read, export, verify and reconcile the audit log: audit list|export|verify|key|reconcile ...", runAudit},
-		{"policy", "check a policy directory: policy check [DIR]", runPolicy},
+		{"policy", "check, test and explain policies: policy check|test|explain|diff|status ...", runPolicy},
 		{"demo", "run three administrations on this machine and tour them: demo [--dir DIR]", runDemo},
 		{"bench", "measure the gateway against its baselines: bench [--quick] | bench compare OLD.json NEW.json", runBench},
 		{"vault", "set up a development Vault and print the config section: vault init-dev --domain D", runVault},
 		{"version", "print the version", runVersion},
 	}
 }
+
+// groupCommands are made of subcommands (audit list, policy explain ...).
+var groupCommands = map[string]bool{"audit": true, "policy": true, "certs": true, "vault": true}
 
 // Main runs the command line and returns the process exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -68,6 +71,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 	for _, c := range commands() {
+		if c.name == args[0] && groupCommands[c.name] && len(args) == 2 && (args[1] == "-h" || args[1] == "--help") {
+			// Commands made of subcommands have no flags of their own: help
+			// is their usage line, and asking for it is not an error.
+			fmt.Fprintf(stderr, "Usage: borderlink %s\n\nRun 'borderlink %s SUBCOMMAND -h' for its flags. Documentation: docs/cli.md\n", c.usage, c.name)
+			return ExitOK
+		}
 		if c.name == args[0] {
 			err := c.run(ctx, e, args[1:])
 			return report(stderr, err)

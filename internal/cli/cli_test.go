@@ -349,7 +349,9 @@ func TestFlagsAfterArguments(t *testing.T) {
 	if code != cli.ExitUsage || !strings.Contains(stderr, "BORDERLINK_GATEWAY") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
-	if code, _, _ := run(t, nil, "query", "-h"); code != cli.ExitOK {
-		t.Errorf("query -h exit %d, want 0", code)
+	for _, cmd := range []string{"query", "audit", "policy", "certs", "vault"} {
+		if code, _, _ := run(t, nil, cmd, "-h"); code != cli.ExitOK {
+			t.Errorf("%s -h exit %d, want 0", cmd, code)
+		}
 	}
 }

@@ -268,6 +268,12 @@ func writeExplanation(w io.Writer, x policy.Explanation) {
 			fmt.Fprintf(w, "withheld:      %s (national rules)\n", strings.Join(d.Withhold, ", "))
 		}
 		fmt.Fprintf(w, "obligations:   retention %d days, onward sharing %v, attribution %q\n", d.Obligations.RetentionDays, d.Obligations.OnwardSharing, d.Obligations.Attribution)
+		if len(d.Obligations.OnwardRecipients) > 0 {
+			fmt.Fprintf(w, "onward only to: %s\n", strings.Join(d.Obligations.OnwardRecipients, ", "))
+		}
+		if d.RateLimit.PerSecond > 0 {
+			fmt.Fprintf(w, "rate limit:    %g/s, burst %d\n", d.RateLimit.PerSecond, d.RateLimit.Burst)
+		}
 	} else {
 		fmt.Fprintf(w, "decision:      DENY (%s) %s\n", d.Code, strings.Join(d.Reasons, "; "))
 	}

@@ -68,7 +68,7 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 	destCountry := fs.String("destination-country", "", "search: country of destination (ISO 3166-1 alpha-2)")
 	after := fs.String("after", "", "search: accepted at or after this RFC 3339 time")
 	before := fs.String("before", "", "search: accepted before this RFC 3339 time")
-	limit := fs.Uint("limit", 0, "search: maximum results (0 = the partner's default)")
+	limit := fs.Uint("limit", 0, "search: maximum results (0 = your gateway's limits.search_default; the partner may cap it further)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	if err := parse(fs, args[1:]); err != nil {
 		return err

@@ -124,9 +124,13 @@ func ExplanationProto(x policy.Explanation) (*blv1.ExplainDecisionResponse, erro
 		Decision: &blv1.PolicyDecision{
 			Allow: d.Allow, Entitled: d.Entitled, AgreementId: d.Agreement, GrantId: d.Grant,
 			Fields: d.Fields, Mask: d.Mask, Pseudonymize: d.Pseudonymize, Withhold: d.Withhold, Code: d.Code, Reasons: d.Reasons,
-			Obligations:    &blv1.Obligations{RetentionDays: d.Obligations.RetentionDays, OnwardSharing: d.Obligations.OnwardSharing, Attribution: d.Obligations.Attribution},
+			Obligations: &blv1.Obligations{RetentionDays: d.Obligations.RetentionDays, OnwardSharing: d.Obligations.OnwardSharing,
+				OnwardRecipients: d.Obligations.OnwardRecipients, Attribution: d.Obligations.Attribution},
 			PolicyRevision: d.Revision, MaxResults: uint32(d.MaxResults),
 		},
+	}
+	if d.RateLimit.PerSecond > 0 {
+		resp.Decision.RateLimit = &blv1.RateLimit{PerSecond: d.RateLimit.PerSecond, Burst: uint32(d.RateLimit.Burst)}
 	}
 	for _, c := range x.Grants {
 		resp.Grants = append(resp.Grants, &blv1.GrantCheck{AgreementId: c.Agreement, GrantId: c.Grant, Failed: c.Failed})
@@ -144,8 +148,10 @@ func ExplanationFromProto(resp *blv1.ExplainDecisionResponse) (policy.Explanatio
 	x.Decision = policy.Decision{
 		Allow: d.GetAllow(), Entitled: d.GetEntitled(), Agreement: d.GetAgreementId(), Grant: d.GetGrantId(),
 		Fields: d.GetFields(), Mask: d.GetMask(), Pseudonymize: d.GetPseudonymize(), Withhold: d.GetWithhold(), Code: d.GetCode(), Reasons: d.GetReasons(),
-		Obligations: policy.Obligations{RetentionDays: d.GetObligations().GetRetentionDays(), OnwardSharing: d.GetObligations().GetOnwardSharing(), Attribution: d.GetObligations().GetAttribution()},
-		Revision:    d.GetPolicyRevision(), MaxResults: int(d.GetMaxResults()),
+		Obligations: policy.Obligations{RetentionDays: d.GetObligations().GetRetentionDays(), OnwardSharing: d.GetObligations().GetOnwardSharing(),
+			OnwardRecipients: d.GetObligations().GetOnwardRecipients(), Attribution: d.GetObligations().GetAttribution()},
+		RateLimit: policy.Rate{PerSecond: d.GetRateLimit().GetPerSecond(), Burst: int(d.GetRateLimit().GetBurst())},
+		Revision:  d.GetPolicyRevision(), MaxResults: int(d.GetMaxResults()),
 	}
 	for _, c := range resp.GetGrants() {
 		x.Grants = append(x.Grants, policy.GrantCheck{Agreement: c.GetAgreementId(), Grant: c.GetGrantId(), Failed: c.GetFailed()})

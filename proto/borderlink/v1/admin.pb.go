@@ -349,7 +349,9 @@ type PolicyDecision struct {
 	MaxResults     uint32       `protobuf:"varint,12,opt,name=max_results,json=maxResults,proto3" json:"max_results,omitempty"`
 	// Paths national rules remove from the release, even beneath released
 	// paths.
-	Withhold      []string `protobuf:"bytes,13,rep,name=withhold,proto3" json:"withhold,omitempty"`
+	Withhold []string `protobuf:"bytes,13,rep,name=withhold,proto3" json:"withhold,omitempty"`
+	// Rate limit of the grant that allowed the request; unset: none.
+	RateLimit     *RateLimit `protobuf:"bytes,14,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -475,6 +477,66 @@ func (x *PolicyDecision) GetWithhold() []string {
 	return nil
 }
 
+func (x *PolicyDecision) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+// RateLimit is a token bucket: per_second tokens, at most burst at once.
+type RateLimit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PerSecond     float64                `protobuf:"fixed64,1,opt,name=per_second,json=perSecond,proto3" json:"per_second,omitempty"`
+	Burst         uint32                 `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RateLimit) GetPerSecond() float64 {
+	if x != nil {
+		return x.PerSecond
+	}
+	return 0
+}
+
+func (x *RateLimit) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 // GrantCheck is one grant offered to the caller and the first check it
 // failed; failed is empty for a grant that allows the request.
 type GrantCheck struct {
@@ -488,7 +550,7 @@ type GrantCheck struct {
 
 func (x *GrantCheck) Reset() {
 	*x = GrantCheck{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +562,7 @@ func (x *GrantCheck) String() string {
 func (*GrantCheck) ProtoMessage() {}
 
 func (x *GrantCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +575,7 @@ func (x *GrantCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantCheck.ProtoReflect.Descriptor instead.
 func (*GrantCheck) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GrantCheck) GetAgreementId() string {
@@ -565,7 +627,7 @@ const file_borderlink_v1_admin_proto_rawDesc = "" +
 	"\x17ExplainDecisionResponse\x12!\n" +
 	"\fpolicy_input\x18\x01 \x01(\tR\vpolicyInput\x129\n" +
 	"\bdecision\x18\x02 \x01(\v2\x1d.borderlink.v1.PolicyDecisionR\bdecision\x121\n" +
-	"\x06grants\x18\x03 \x03(\v2\x19.borderlink.v1.GrantCheckR\x06grants\"\xa2\x03\n" +
+	"\x06grants\x18\x03 \x03(\v2\x19.borderlink.v1.GrantCheckR\x06grants\"\xdb\x03\n" +
 	"\x0ePolicyDecision\x12\x14\n" +
 	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x1a\n" +
 	"\bentitled\x18\x02 \x01(\bR\bentitled\x12!\n" +
@@ -581,7 +643,13 @@ const file_borderlink_v1_admin_proto_rawDesc = "" +
 	"\x0fpolicy_revision\x18\v \x01(\tR\x0epolicyRevision\x12\x1f\n" +
 	"\vmax_results\x18\f \x01(\rR\n" +
 	"maxResults\x12\x1a\n" +
-	"\bwithhold\x18\r \x03(\tR\bwithhold\"b\n" +
+	"\bwithhold\x18\r \x03(\tR\bwithhold\x127\n" +
+	"\n" +
+	"rate_limit\x18\x0e \x01(\v2\x18.borderlink.v1.RateLimitR\trateLimit\"@\n" +
+	"\tRateLimit\x12\x1d\n" +
+	"\n" +
+	"per_second\x18\x01 \x01(\x01R\tperSecond\x12\x14\n" +
+	"\x05burst\x18\x02 \x01(\rR\x05burst\"b\n" +
 	"\n" +
 	"GrantCheck\x12!\n" +
 	"\fagreement_id\x18\x01 \x01(\tR\vagreementId\x12\x19\n" +
@@ -603,37 +671,39 @@ func file_borderlink_v1_admin_proto_rawDescGZIP() []byte {
 	return file_borderlink_v1_admin_proto_rawDescData
 }
 
-var file_borderlink_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_borderlink_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_borderlink_v1_admin_proto_goTypes = []any{
 	(*PolicyStatusRequest)(nil),     // 0: borderlink.v1.PolicyStatusRequest
 	(*PolicyStatusResponse)(nil),    // 1: borderlink.v1.PolicyStatusResponse
 	(*ExplainDecisionRequest)(nil),  // 2: borderlink.v1.ExplainDecisionRequest
 	(*ExplainDecisionResponse)(nil), // 3: borderlink.v1.ExplainDecisionResponse
 	(*PolicyDecision)(nil),          // 4: borderlink.v1.PolicyDecision
-	(*GrantCheck)(nil),              // 5: borderlink.v1.GrantCheck
-	(*timestamppb.Timestamp)(nil),   // 6: google.protobuf.Timestamp
-	(*Declaration)(nil),             // 7: borderlink.v1.Declaration
-	(*RiskAssessment)(nil),          // 8: borderlink.v1.RiskAssessment
-	(*Obligations)(nil),             // 9: borderlink.v1.Obligations
+	(*RateLimit)(nil),               // 5: borderlink.v1.RateLimit
+	(*GrantCheck)(nil),              // 6: borderlink.v1.GrantCheck
+	(*timestamppb.Timestamp)(nil),   // 7: google.protobuf.Timestamp
+	(*Declaration)(nil),             // 8: borderlink.v1.Declaration
+	(*RiskAssessment)(nil),          // 9: borderlink.v1.RiskAssessment
+	(*Obligations)(nil),             // 10: borderlink.v1.Obligations
 }
 var file_borderlink_v1_admin_proto_depIdxs = []int32{
-	6,  // 0: borderlink.v1.PolicyStatusResponse.loaded_time:type_name -> google.protobuf.Timestamp
-	6,  // 1: borderlink.v1.PolicyStatusResponse.last_error_time:type_name -> google.protobuf.Timestamp
-	7,  // 2: borderlink.v1.ExplainDecisionRequest.declaration:type_name -> borderlink.v1.Declaration
-	8,  // 3: borderlink.v1.ExplainDecisionRequest.risk_assessment:type_name -> borderlink.v1.RiskAssessment
-	6,  // 4: borderlink.v1.ExplainDecisionRequest.time:type_name -> google.protobuf.Timestamp
+	7,  // 0: borderlink.v1.PolicyStatusResponse.loaded_time:type_name -> google.protobuf.Timestamp
+	7,  // 1: borderlink.v1.PolicyStatusResponse.last_error_time:type_name -> google.protobuf.Timestamp
+	8,  // 2: borderlink.v1.ExplainDecisionRequest.declaration:type_name -> borderlink.v1.Declaration
+	9,  // 3: borderlink.v1.ExplainDecisionRequest.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	7,  // 4: borderlink.v1.ExplainDecisionRequest.time:type_name -> google.protobuf.Timestamp
 	4,  // 5: borderlink.v1.ExplainDecisionResponse.decision:type_name -> borderlink.v1.PolicyDecision
-	5,  // 6: borderlink.v1.ExplainDecisionResponse.grants:type_name -> borderlink.v1.GrantCheck
-	9,  // 7: borderlink.v1.PolicyDecision.obligations:type_name -> borderlink.v1.Obligations
-	0,  // 8: borderlink.v1.Admin.PolicyStatus:input_type -> borderlink.v1.PolicyStatusRequest
-	2,  // 9: borderlink.v1.Admin.ExplainDecision:input_type -> borderlink.v1.ExplainDecisionRequest
-	1,  // 10: borderlink.v1.Admin.PolicyStatus:output_type -> borderlink.v1.PolicyStatusResponse
-	3,  // 11: borderlink.v1.Admin.ExplainDecision:output_type -> borderlink.v1.ExplainDecisionResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	6,  // 6: borderlink.v1.ExplainDecisionResponse.grants:type_name -> borderlink.v1.GrantCheck
+	10, // 7: borderlink.v1.PolicyDecision.obligations:type_name -> borderlink.v1.Obligations
+	5,  // 8: borderlink.v1.PolicyDecision.rate_limit:type_name -> borderlink.v1.RateLimit
+	0,  // 9: borderlink.v1.Admin.PolicyStatus:input_type -> borderlink.v1.PolicyStatusRequest
+	2,  // 10: borderlink.v1.Admin.ExplainDecision:input_type -> borderlink.v1.ExplainDecisionRequest
+	1,  // 11: borderlink.v1.Admin.PolicyStatus:output_type -> borderlink.v1.PolicyStatusResponse
+	3,  // 12: borderlink.v1.Admin.ExplainDecision:output_type -> borderlink.v1.ExplainDecisionResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_borderlink_v1_admin_proto_init() }
@@ -654,7 +724,7 @@ func file_borderlink_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_admin_proto_rawDesc), len(file_borderlink_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
