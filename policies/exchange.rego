@@ -81,13 +81,7 @@ record_matches(g) if count(g.conditions) == 0
 
 record_matches(g) if {
 	count(g.conditions) > 0
-	hs_ok(g)
-	heading_ok(g)
-	export_ok(g)
-	destination_ok(g)
-	origin_ok(g)
-	accepted_ok(g)
-	risk_ok(g)
+	condition_failure(g) == ""
 }
 
 attrs := object.get(input.resource, "attributes", {})
@@ -136,7 +130,7 @@ risk_ok(g) if not g.conditions.min_risk_score
 risk_ok(g) if attrs.risk_score >= g.conditions.min_risk_score
 
 # first_failure names the first check a grant fails for this request, or
-# "" when it allows it. It drives both the decision and `policy explain`.
+# "" when it allows it; `policy explain` prints it.
 first_failure(g) := sprintf("agreement %s is %s", [g.agreement, g.status]) if {
 	g.status != "active"
 } else := sprintf("agreement %s is not in force at %s", [g.agreement, input.time]) if {
@@ -149,7 +143,14 @@ first_failure(g) := sprintf("agreement %s is %s", [g.agreement, g.status]) if {
 	not input.purpose in g.purposes
 } else := "record not found" if {
 	not input.resource.exists
-} else := sprintf("HS chapters %v are outside %v", [object.get(attrs, "hs_chapters", []), g.conditions.hs_chapters]) if {
+} else := failure if {
+	failure := condition_failure(g)
+}
+
+# condition_failure names the first condition on the record a grant fails,
+# or "" when the record meets them all: one list for the decision
+# (record_matches) and for `policy explain` (first_failure).
+condition_failure(g) := sprintf("HS chapters %v are outside %v", [object.get(attrs, "hs_chapters", []), g.conditions.hs_chapters]) if {
 	not hs_ok(g)
 } else := sprintf("HS headings %v are outside %v", [object.get(attrs, "hs_headings", []), g.conditions.hs_headings]) if {
 	not heading_ok(g)

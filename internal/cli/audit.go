@@ -17,6 +17,7 @@ import (
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/config"
+	"github.com/borderlink/borderlink/internal/gateway"
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/keys/vault"
 	"github.com/borderlink/borderlink/internal/store"
@@ -453,12 +454,20 @@ func runAuditKey(ctx context.Context, e *env, args []string) error {
 	if cfg.Vault != nil {
 		// The key lives in Vault transit: print every version's verifier
 		// key, and never create a key file that nothing signs with.
-		m, err := vault.Load(ctx, *cfg.Vault, cfg.TrustDomain, audit.Origin(cfg.TrustDomain), nil)
+		c, err := vault.New(ctx, *cfg.Vault, vault.Options{})
 		if err != nil {
 			return fmt.Errorf("audit key: vault: %w", err)
 		}
-		defer m.Close()
-		for _, k := range m.VerifierKeys {
+		defer c.Close()
+		s, err := c.NewSigner(ctx, audit.Origin(cfg.TrustDomain))
+		if err != nil {
+			return fmt.Errorf("audit key: vault: %w", err)
+		}
+		vkeys, err := s.VerifierKeys(ctx)
+		if err != nil {
+			return fmt.Errorf("audit key: vault: %w", err)
+		}
+		for _, k := range vkeys {
 			fmt.Fprintln(e.stdout, k)
 		}
 		return nil
@@ -594,36 +603,17 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 
 // dialPartner connects to a partner gateway with this gateway's identity.
 func dialPartner(ctx context.Context, cfg *config.Config, partner, addr string) (*grpc.ClientConn, func(), error) {
-	bundles := identity.NewBundles()
-	var (
-		kp   *identity.KeyPair
-		err  error
-		done = func() {}
-	)
-	if cfg.Vault != nil {
-		// The gateway's identity comes from Vault's PKI, as in serve.
-		m, err := vault.Load(ctx, *cfg.Vault, cfg.TrustDomain, audit.Origin(cfg.TrustDomain), nil)
-		if err != nil {
-			return nil, done, fmt.Errorf("%s: vault: %w", cfg.File, err)
-		}
-		kp, done = m.KeyPair, func() { _ = m.Close() }
-		bundles.Add(cfg.TrustDomain, m.OwnBundle...)
-	} else if kp, err = identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
-		return nil, done, fmt.Errorf("%s: tls: %w", cfg.File, err)
+	own, err := gateway.LoadIdentity(ctx, cfg, nil)
+	if err != nil {
+		return nil, nil, err
 	}
-	for d, path := range cfg.TrustBundles {
-		if err := bundles.AddPEMFile(d, path); err != nil {
-			done()
-			return nil, func() {}, fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
-		}
-	}
-	creds := credentials.NewTLS(identity.ClientTLSConfig(kp, bundles, identity.GatewayID(partner)))
+	creds := credentials.NewTLS(identity.ClientTLSConfig(own.KeyPair, own.Bundles, identity.GatewayID(partner)))
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
-		done()
-		return nil, func() {}, err
+		own.Close()
+		return nil, nil, err
 	}
-	return cc, done, nil
+	return cc, own.Close, nil
 }
 
 func toHashes(b [][]byte) []tlog.Hash {

@@ -50,7 +50,7 @@ type exchangeServer struct {
 
 func (s *exchangeServer) GetDeclaration(ctx context.Context, req *blv1.GetDeclarationRequest) (*blv1.GetDeclarationResponse, error) {
 	out, rel, receipt, err := provide(ctx, s.g, ActionDeclarationGet, "declaration", req.GetId(), req.GetPurpose(),
-		s.g.opts.Store.GetDeclaration, func(_ context.Context, d *blv1.Declaration) policy.Attributes { return declarationAttributes(d) })
+		s.g.opts.Store.GetDeclaration, func(_ context.Context, d *blv1.Declaration) policy.Attributes { return policy.DeclarationAttributes(d) })
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +209,7 @@ func (s *exchangeServer) SearchDeclarations(req *blv1.SearchDeclarationsRequest,
 			return store.ErrStop
 		}
 		in := base
-		in.Resource = policy.Resource{Type: "declaration", ID: d.GetId(), Exists: true, Attributes: declarationAttributes(d)}
+		in.Resource = policy.Resource{Type: "declaration", ID: d.GetId(), Exists: true, Attributes: policy.DeclarationAttributes(d)}
 		dec, err := g.opts.Policy.Decide(ctx, in)
 		if err != nil {
 			return fmt.Errorf("decide %s: %w", d.GetId(), err)
@@ -445,11 +445,6 @@ func declarationQuery(f *blv1.DeclarationFilter) (store.DeclarationQuery, error)
 		q.AcceptedBefore = f.GetAcceptedBefore().AsTime()
 	}
 	return q, nil
-}
-
-// declarationAttributes adapts policy.DeclarationAttributes to provide.
-func declarationAttributes(d *blv1.Declaration) policy.Attributes {
-	return policy.DeclarationAttributes(d)
 }
 
 // riskAttributes describe a risk assessment by the declaration it is about

@@ -21,6 +21,49 @@ import (
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 )
 
+// Identity is the gateway's own key material as its configuration names
+// it: from files, or from Vault (then Vault holds the rest of the key
+// material too).
+type Identity struct {
+	KeyPair *identity.KeyPair
+	// Bundles holds every configured trust bundle, and with Vault the own
+	// domain's CA from the PKI mount.
+	Bundles *identity.Bundles
+	// Vault is nil when the key material comes from files.
+	Vault *vault.Material
+}
+
+// LoadIdentity loads the gateway's certificate and trust bundles. With a
+// vault section the certificate is issued (and kept renewed) by Vault
+// until Close. Errors name the config file and key.
+func LoadIdentity(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Identity, error) {
+	id := &Identity{Bundles: identity.NewBundles()}
+	var err error
+	if cfg.Vault != nil {
+		if id.Vault, err = vault.Load(ctx, *cfg.Vault, cfg.TrustDomain, audit.Origin(cfg.TrustDomain), logger); err != nil {
+			return nil, fmt.Errorf("%s: vault: %w", cfg.File, err)
+		}
+		id.KeyPair = id.Vault.KeyPair
+		id.Bundles.Add(cfg.TrustDomain, id.Vault.OwnBundle...)
+	} else if id.KeyPair, err = identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+		return nil, fmt.Errorf("%s: tls: %w", cfg.File, err)
+	}
+	for d, path := range cfg.TrustBundles {
+		if err := id.Bundles.AddPEMFile(d, path); err != nil {
+			id.Close()
+			return nil, fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
+		}
+	}
+	return id, nil
+}
+
+// Close stops Vault renewals; it does nothing for file-based material.
+func (id *Identity) Close() {
+	if id.Vault != nil {
+		_ = id.Vault.Close()
+	}
+}
+
 // Run builds a gateway from its configuration and serves until ctx is
 // cancelled. A change in the policy directory, or SIGHUP, reloads the
 // policy; a policy set that does not compile is logged, shown by
@@ -31,26 +74,12 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	bundles := identity.NewBundles()
-	var kp *identity.KeyPair
-	var vm *vault.Material
-	var err error
-	if cfg.Vault != nil {
-		vm, err = vault.Load(ctx, *cfg.Vault, cfg.TrustDomain, audit.Origin(cfg.TrustDomain), logger)
-		if err != nil {
-			return fmt.Errorf("%s: vault: %w", cfg.File, err)
-		}
-		defer vm.Close()
-		kp = vm.KeyPair
-		bundles.Add(cfg.TrustDomain, vm.OwnBundle...)
-	} else if kp, err = identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
-		return fmt.Errorf("%s: tls: %w", cfg.File, err)
+	own, err := LoadIdentity(ctx, cfg, logger)
+	if err != nil {
+		return err
 	}
-	for d, path := range cfg.TrustBundles {
-		if err := bundles.AddPEMFile(d, path); err != nil {
-			return fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
-		}
-	}
+	defer own.Close()
+	kp, bundles, vm := own.KeyPair, own.Bundles, own.Vault
 	var key []byte
 	if vm != nil && vm.PseudonymKey != nil {
 		key = vm.PseudonymKey
