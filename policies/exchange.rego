@@ -25,9 +25,20 @@ datasets := {
 	"declaration.get": "declaration",
 	"declaration.search": "declaration",
 	"risk.get": "risk_assessment",
+	"alert.deliver": "risk_assessment",
 }
 
 dataset := datasets[input.action]
+
+default dataset_name := "unknown"
+
+dataset_name := dataset
+
+# A subscription streams one record type, named by the resource.
+dataset := input.resource.type if {
+	input.action == "subscribe"
+	input.resource.type in {"declaration", "risk_assessment"}
+}
 
 # A trust domain as recipient means that administration's gateway only; an
 # agency of the same domain needs a grant naming its own SPIFFE ID.
@@ -137,7 +148,7 @@ first_failure(g) := sprintf("agreement %s is %s", [g.agreement, g.status]) if {
 	not in_force(g)
 } else := sprintf("action %s is not granted", [input.action]) if {
 	not input.action in g.actions
-} else := sprintf("no release is defined for %s records", [object.get(datasets, input.action, "unknown")]) if {
+} else := sprintf("no release is defined for %s records", [dataset_name]) if {
 	not g.release[dataset]
 } else := sprintf("purpose %q is not granted", [input.purpose]) if {
 	not input.purpose in g.purposes

@@ -45,6 +45,9 @@ func commands() []command {
 	return []command{
 		{"serve", "run one gateway: serve --config FILE", runServe},
 		{"query", "ask a partner through your own gateway: query declaration|search|risk ...", runQuery},
+		{"publish", "store a risk assessment and push it to entitled partners: publish [--purpose P] FILE.json", runPublish},
+		{"delivery", "see and steer the push queue: delivery status|retry|cancel ...", runDelivery},
+		{"inbox", "list the alerts partners pushed to you: inbox [--sender D] [--since T]", runInbox},
 		{"import", "load records into your own gateway: import [--skip-invalid] FILE.jsonl", runImport},
 		{"gen", "write synthetic records as JSONL: gen --domain D --count N --seed S", runGen},
 		{"certs", "make development certificates: certs dev --out DIR --domains a,b,c", runCerts},
@@ -58,7 +61,7 @@ func commands() []command {
 }
 
 // groupCommands are made of subcommands (audit list, policy explain ...).
-var groupCommands = map[string]bool{"audit": true, "policy": true, "certs": true, "vault": true}
+var groupCommands = map[string]bool{"audit": true, "policy": true, "certs": true, "vault": true, "delivery": true}
 
 // Main runs the command line and returns the process exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -38,6 +38,12 @@ const (
 	// DefaultAuditKeyName is the audit signing key file created next to
 	// the database when audit.key_file is not set.
 	DefaultAuditKeyName = "audit.key"
+	// DefaultDeliveryLanes is how many alerts may be on their way to one
+	// partner at once.
+	DefaultDeliveryLanes = 8
+	// DefaultRetentionInterval is how often received alerts whose
+	// retention ended are deleted.
+	DefaultRetentionInterval = time.Minute
 )
 
 // Config is one gateway's configuration.
@@ -57,6 +63,7 @@ type Config struct {
 	Pseudonymization Pseudonymization `yaml:"pseudonymization"`
 	Limits           Limits           `yaml:"limits"`
 	Audit            Audit            `yaml:"audit"`
+	Delivery         Delivery         `yaml:"delivery"`
 	// Vault, when set, is where the gateway certificate, the own trust
 	// bundle, the audit signing key and the pseudonymisation key come
 	// from (docs/vault.md); tls.* and pseudonymization.key_file are then
@@ -95,6 +102,17 @@ type Audit struct {
 	// WitnessInterval is how often partners' checkpoints are fetched and
 	// checked for consistency; default 10s.
 	WitnessInterval Duration `yaml:"witness_interval"`
+}
+
+// Delivery tunes push delivery of alerts (docs/delivery.md).
+type Delivery struct {
+	// Lanes is how many alerts may be on their way to one partner at once
+	// (alerts about one record always share a lane, so they stay in
+	// order); default 8.
+	Lanes int `yaml:"lanes"`
+	// RetentionInterval is how often received alerts whose retention (the
+	// sender's obligations) ended are deleted; default 1m.
+	RetentionInterval Duration `yaml:"retention_interval"`
 }
 
 // Store selects the storage backend.
@@ -200,6 +218,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Audit.WitnessInterval.Duration == 0 {
 		c.Audit.WitnessInterval.Duration = DefaultWitnessInterval
+	}
+	if c.Delivery.Lanes == 0 {
+		c.Delivery.Lanes = DefaultDeliveryLanes
+	}
+	if c.Delivery.RetentionInterval.Duration == 0 {
+		c.Delivery.RetentionInterval.Duration = DefaultRetentionInterval
 	}
 }
 
@@ -336,6 +360,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.WitnessInterval.Duration < 0 {
 		bad("audit.witness_interval", "is negative", "e.g. 10s")
+	}
+	if c.Delivery.Lanes < 0 || c.Delivery.Lanes > 256 {
+		bad("delivery.lanes", fmt.Sprintf("is %d", c.Delivery.Lanes), "between 1 and 256, e.g. 8")
+	}
+	if c.Delivery.RetentionInterval.Duration < 0 {
+		bad("delivery.retention_interval", "is negative", "e.g. 1m")
 	}
 	return errors.Join(errs...)
 }

@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/client"
@@ -170,6 +172,10 @@ func (t *tour) run(ctx context.Context) error {
 	t.p.release(rr.GetRelease())
 	t.p.json(rr.GetRiskAssessment())
 
+	if err := t.push(ctx, toSG); err != nil {
+		return fmt.Errorf("tour step 7: %w", err)
+	}
+
 	// 4. Both sides' audit trails.
 	for _, d := range domains {
 		n := t.nodes[d]
@@ -178,13 +184,25 @@ func (t *tour) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("open audit trail of %s: %w", d, err)
 		}
-		recs, err := st.ListAudit(ctx, store.AuditQuery{Limit: 100})
+		recs, err := st.ListAudit(ctx, store.AuditQuery{Limit: 5000})
 		st.Close()
 		if err != nil {
 			return fmt.Errorf("read audit trail of %s: %w", d, err)
 		}
+		// The pushes of step 7 would fill the table; they are counted.
+		pushes := 0
+		recs = slices.DeleteFunc(recs, func(r *blv1.AuditRecord) bool {
+			if r.GetAction() == "alert.deliver" && r.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ALLOW {
+				pushes++
+				return true
+			}
+			return false
+		})
 		if err := audit.WriteTable(t.p.w, recs); err != nil {
 			return err
+		}
+		if pushes > 0 {
+			t.p.line("  (+ %d alert deliveries, not shown: borderlink audit list --action alert.deliver)", pushes)
 		}
 	}
 	t.p.line("\nRecords with the same REQUEST on two gateways are the two sides of one exchange; their SHA-256")
@@ -192,7 +210,7 @@ func (t *tour) run(ctx context.Context) error {
 	t.p.line("The same tables: borderlink audit list --config <dir>/<domain>/gateway.yaml")
 
 	// 5. An auditor who trusts nothing but NL's published key checks NL's log.
-	t.p.title("7. The Dutch data-protection auditor verifies NL's audit log")
+	t.p.title("8. The Dutch data-protection auditor verifies NL's audit log")
 	args := []string{"audit", "verify", "--sign-now",
 		"--gateway", nl.addr,
 		"--cert", filepath.Join(t.certDir, NL, "auditor-dpa.pem"),
@@ -205,8 +223,63 @@ func (t *tour) run(ctx context.Context) error {
 		t.p.line("  %s", l)
 	}
 	if err != nil {
-		return fmt.Errorf("tour step 7: audit verify: %w", err)
+		return fmt.Errorf("tour step 8: audit verify: %w", err)
 	}
+	return nil
+}
+
+// push shows alerts reaching a partner without being asked for: the risk
+// assessments NL imported were queued for SG where the agreement says so
+// (bound for SG, score at least 0.7), and one more is published by hand.
+func (t *tour) push(ctx context.Context, toSG *blv1.Declaration) error {
+	nl, sg := t.nodes[NL], t.nodes[SG]
+	t.p.title("7. Pushed: NL's risk alerts reach Singapore by themselves (agreement grant nl-to-sg-alerts)")
+	t.p.line("Importing risk assessments queued one alert per entitled partner in the same transaction;")
+	t.p.line("NL's deliverer pushes them to SG's Exchange.Deliver, SG stores each once and signs a receipt.")
+	hot := &blv1.RiskAssessment{Id: "NL-RA-DEMO-HOT", DeclarationId: toSG.GetId(), Score: 0.97, Level: blv1.RiskLevel_RISK_LEVEL_HIGH,
+		Indicators: []*blv1.RiskIndicator{{Code: "UNDERVALUATION", Description: "declared value far below reference price", Weight: 0.7}},
+		ModelName:  "demo-risk", ModelVersion: "1", AssessedTime: timestamppb.Now()}
+	t.p.line("$ borderlink publish hot-risk.json   (score 0.97, consignment %s bound for SG)", toSG.GetId())
+	pub, err := blv1.NewIngestClient(nl.conn).PublishAlert(ctx, &blv1.PublishAlertRequest{RiskAssessment: hot})
+	if err != nil {
+		return err
+	}
+	for _, q := range pub.GetQueued() {
+		t.p.line("  queued for %s under %s/%s (message %s)", q.GetRecipient(), q.GetAgreementId(), q.GetGrantId(), q.GetMessageId())
+	}
+	admin := blv1.NewAdminClient(nl.conn)
+	deadline := time.Now().Add(30 * time.Second)
+	var st *blv1.DeliveryStatusResponse
+	for {
+		if st, err = admin.DeliveryStatus(ctx, &blv1.DeliveryStatusRequest{}); err != nil {
+			return err
+		}
+		pending := uint64(0)
+		for _, p := range st.GetPartners() {
+			pending += p.GetPending()
+		}
+		if pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d alert(s) still pending after 30s", pending)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.p.line("$ borderlink delivery status   (on NL)")
+	for _, p := range st.GetPartners() {
+		t.p.line("  %s  delivered %d  pending %d  refused %d  breaker %s", p.GetPartner(), p.GetDelivered(), p.GetPending(), p.GetRefused(), p.GetBreaker())
+	}
+	list, err := blv1.NewLocalClient(sg.conn).ListReceivedAlerts(ctx, &blv1.ListReceivedAlertsRequest{Sender: NL, Limit: 1000})
+	if err != nil {
+		return err
+	}
+	t.p.line("$ borderlink inbox --sender %s   (on SG: %d alert(s); the last three)", NL, len(list.GetAlerts()))
+	for _, a := range list.GetAlerts()[max(0, len(list.GetAlerts())-3):] {
+		r := a.GetAlert().GetRiskAssessment()
+		t.p.line("  %s  score %.2f  %-16s agreement %s, keep until %s", r.GetId(), r.GetScore(), r.GetLevel(), a.GetAgreementId(), a.GetRetainUntil().AsTime().Format("2006-01-02"))
+	}
+	t.p.line("  (indicator descriptions were not released to SG: only indicators.code is in the grant.)")
 	return nil
 }
 

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/borderlink/borderlink/internal/delivery"
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/policy"
 	"github.com/borderlink/borderlink/internal/release"
@@ -74,6 +75,19 @@ type Options struct {
 	OnReject identity.RejectFunc
 	// Audit configures the verifiable audit log (auditlog.go).
 	Audit AuditOptions
+	// CrashAt arms a crash point for fault-injection tests (crash.go).
+	CrashAt *CrashPoint
+	// Delivery tunes push delivery and the inbox.
+	Delivery DeliveryOptions
+}
+
+// DeliveryOptions tune push delivery; zero values take the defaults.
+type DeliveryOptions struct {
+	// Lanes is how many alerts may be on their way to one partner at once.
+	Lanes int
+	// RetentionInterval is how often received alerts whose retention
+	// ended are deleted; default one minute.
+	RetentionInterval time.Duration
 }
 
 // Gateway is one administration's gateway.
@@ -87,6 +101,9 @@ type Gateway struct {
 	server *grpc.Server
 	health *health.Server
 	alog   *auditLog
+	// deliverer pushes queued alerts (nil when the store cannot queue).
+	deliverer *delivery.Deliverer
+	commits   *commits
 }
 
 // RequestIDHeader carries the correlation ID both sides of an exchange
@@ -136,16 +153,33 @@ func New(opts Options) (*Gateway, error) {
 		opts.Now = time.Now
 	}
 	g := &Gateway{
-		self:   opts.Self,
-		opts:   opts,
-		log:    opts.Logger,
-		now:    opts.Now,
-		peers:  newPeers(opts.KeyPair, opts.Bundles, opts.Peers),
-		limits: newLimiters(),
-		health: health.NewServer(),
+		self:    opts.Self,
+		opts:    opts,
+		log:     opts.Logger,
+		now:     opts.Now,
+		peers:   newPeers(opts.KeyPair, opts.Bundles, opts.Peers),
+		limits:  newLimiters(),
+		health:  health.NewServer(),
+		commits: newCommits(),
 	}
 	if g.alog, err = newAuditLog(opts); err != nil {
 		return nil, err
+	}
+	// A gateway without partners has nobody to push to; alerts it
+	// publishes still queue and wait for a partner to be configured.
+	if ds, ok := opts.Store.(deliveryStore); ok && len(opts.Peers) > 0 {
+		g.deliverer, err = delivery.New(delivery.Options{
+			Queue:    ds,
+			Sender:   alertSender{g: g, ds: ds},
+			Partners: g.peers.domains(),
+			Lanes:    opts.Delivery.Lanes,
+			// Backoff and breaker run on the real clock, whatever clock
+			// decisions are made on.
+			Logger: opts.Logger.With("component", "delivery"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: delivery: %w", err)
+		}
 	}
 	tlsConf := identity.ServerTLSConfig(opts.KeyPair, opts.Bundles, opts.Logger, opts.OnReject)
 	g.server = grpc.NewServer(
@@ -168,6 +202,8 @@ func New(opts Options) (*Gateway, error) {
 func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	g.log.Info("gateway serving", "trust_domain", g.self, "address", lis.Addr().String(), "policy_revision", g.opts.Policy.Revision())
 	stopCheckpoints := g.alog.start(ctx, g.witnessPartners)
+	stopDelivery := g.startDelivery(ctx)
+	defer stopDelivery()
 	// The witness loop dials partners: stop it before closing the peer
 	// connections, or it opens new ones that nobody closes.
 	stopOnce := sync.OnceFunc(stopCheckpoints)
@@ -176,6 +212,7 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	go func() { errc <- g.server.Serve(lis) }()
 	select {
 	case err := <-errc:
+		stopDelivery()
 		stopOnce()
 		g.peers.close()
 		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
@@ -192,6 +229,7 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 		g.server.Stop()
 		<-done
 	}
+	stopDelivery()
 	stopOnce()
 	g.peers.close()
 	<-errc

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/validate"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
@@ -83,12 +85,60 @@ func (s *ingestServer) Import(stream blv1.Ingest_ImportServer) error {
 		s.g.log.Warn("import refused: invalid records", "caller", who.String(), "invalid", skipped, "received", received)
 		return invalidImport(errs, skipped)
 	}
-	if err := s.g.opts.Store.PutRecords(ctx, decls, risks); err != nil {
+	queued, err := s.put(ctx, decls, risks)
+	if err != nil {
 		s.g.log.Error("import failed", "caller", who.String(), "error", err)
 		return status.Error(codes.Internal, "store write failed; nothing was imported")
 	}
-	s.g.log.Info("import stored", "caller", who.String(), "declarations", len(decls), "risk_assessments", len(risks), "skipped", skipped)
+	s.g.log.Info("import stored", "caller", who.String(), "declarations", len(decls), "risk_assessments", len(risks), "skipped", skipped, "alerts_queued", queued)
 	return stream.SendAndClose(&blv1.ImportResponse{Imported: uint64(len(decls) + len(risks)), Skipped: skipped, Errors: errs})
+}
+
+// put stores an import. When the store can queue deliveries, every risk
+// assessment imported is also offered for push (action alert.deliver,
+// purpose DefaultAlertPurpose) in the same transaction: the agreements
+// decide which partners get it, e.g. only above a grant's min_risk_score.
+func (s *ingestServer) put(ctx context.Context, decls []*blv1.Declaration, risks []*blv1.RiskAssessment) (int, error) {
+	g := s.g
+	// Subscriptions waiting for new records look again.
+	defer g.commits.notify()
+	ds, err := g.deliveryStore()
+	if err != nil || len(risks) == 0 {
+		return 0, g.opts.Store.PutRecords(ctx, decls, risks)
+	}
+	now := g.now()
+	batch := make(map[string]*blv1.Declaration, len(decls))
+	for _, d := range decls {
+		batch[d.GetId()] = d
+	}
+	var entries []store.OutboxEntry
+	for _, r := range risks {
+		es, err := g.queueAlert(ctx, r, batch[r.GetDeclarationId()], DefaultAlertPurpose, now)
+		if err != nil {
+			return 0, err
+		}
+		entries = append(entries, es...)
+	}
+	if err := ds.PutRecordsQueued(ctx, decls, risks, entries); err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		g.notifyDelivery(e.Recipient)
+	}
+	return len(entries), nil
+}
+
+// validateOne checks a single record as Import does, as one status.
+func validateOne(rec *blv1.IngestRecord) error {
+	id, ferrs := validate.Record(rec)
+	if len(ferrs) == 0 {
+		return nil
+	}
+	errs := make([]*blv1.RecordError, len(ferrs))
+	for i, fe := range ferrs {
+		errs[i] = &blv1.RecordError{Line: 1, RecordId: id, Field: fe.Field, Reason: fe.Reason}
+	}
+	return invalidImport(errs, 1)
 }
 
 func invalidImport(errs []*blv1.RecordError, invalid uint64) error {

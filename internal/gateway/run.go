@@ -128,7 +128,15 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	} else if cosigner, err = audit.LoadCosigner(cfg.Audit.KeyFile, audit.WitnessName(cfg.TrustDomain)); err != nil {
 		return fmt.Errorf("%s: audit.key_file: %w", cfg.File, err)
 	}
+	crashAt, err := ParseCrashPoint(os.Getenv(CrashEnv))
+	if err != nil {
+		return err
+	}
+	if crashAt != nil {
+		logger.Warn("crash point armed: this process will kill itself (fault-injection testing only)", "point", os.Getenv(CrashEnv))
+	}
 	g, err := New(Options{
+		CrashAt:       crashAt,
 		Self:          cfg.TrustDomain,
 		KeyPair:       kp,
 		Bundles:       bundles,
@@ -143,6 +151,10 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			ShutdownGrace: cfg.Limits.ShutdownGrace.Duration,
 		},
 		Logger: logger,
+		Delivery: DeliveryOptions{
+			Lanes:             cfg.Delivery.Lanes,
+			RetentionInterval: cfg.Delivery.RetentionInterval.Duration,
+		},
 		Audit: AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
 			WitnessInterval: cfg.Audit.WitnessInterval.Duration},
 	})

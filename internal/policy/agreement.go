@@ -104,11 +104,20 @@ type Obligations struct {
 }
 
 // Actions a grant may allow, and the record type each one reads.
+// "subscribe" reads whichever record types the grant releases
+// (anyDataset); alert.deliver pushes risk assessments to the recipient's
+// gateway.
 var actionDatasets = map[string]string{
 	"declaration.get":    "declaration",
 	"declaration.search": "declaration",
 	"risk.get":           "risk_assessment",
+	"alert.deliver":      "risk_assessment",
+	"subscribe":          anyDataset,
 }
+
+// anyDataset marks an action that reads every record type its grant
+// releases.
+const anyDataset = "*"
 
 // Record types a grant may release, with their message descriptors so that
 // field paths are checked against the real schema.
@@ -387,8 +396,17 @@ func (v *validator) grant(g *Grant, parties map[string]bool, i int) {
 			v.fail(fmt.Sprintf("unknown action %q", act), knownActions(), "grants", i, "actions", j)
 			continue
 		}
+		if ds == anyDataset {
+			if len(g.Release) == 0 {
+				v.fail(fmt.Sprintf("action %s streams the record types the grant releases but the grant releases none", act), "add release.declaration or release.risk_assessment, or remove the action", "grants", i, "release")
+			}
+			continue
+		}
 		if _, ok := g.Release[ds]; !ok {
 			v.fail(fmt.Sprintf("action %s reads %s records but the grant has no release.%s", act, ds, ds), "list the fields to release, or remove the action", "grants", i, "release")
+		}
+		if act == "alert.deliver" && !isDomain(g.Recipient) {
+			v.fail(fmt.Sprintf("action alert.deliver pushes to a gateway but recipient %q is not a trust domain", g.Recipient), "name the partner administration's trust domain; agencies pull with risk.get or subscribe", "grants", i, "recipient")
 		}
 	}
 	if len(g.Purposes) == 0 {

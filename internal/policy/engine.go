@@ -40,6 +40,11 @@ const Query = "data.borderlink.exchange.decision"
 // Input is what the gateway knows about a request when it asks for a
 // decision. It becomes the JSON input documented in docs/policies.md.
 type Input struct {
+	// Provider is the trust domain whose grants are consulted (input.self);
+	// empty means this gateway's own. A gateway receiving pushed data sets
+	// it to the sender's domain to ask whether its own copy of their
+	// agreement lets the sender push this to it.
+	Provider string
 	Caller   identity.ID
 	Action   string
 	Purpose  string
@@ -415,8 +420,12 @@ func (e *Engine) InputDocument(in Input) map[string]any {
 	if in.Resource.Attributes.RiskScore != nil {
 		attrs["risk_score"] = *in.Resource.Attributes.RiskScore
 	}
+	self := e.self
+	if in.Provider != "" {
+		self = in.Provider
+	}
 	return map[string]any{
-		"self": e.self,
+		"self": self,
 		"caller": map[string]any{
 			"id":     in.Caller.String(),
 			"domain": in.Caller.TrustDomain,

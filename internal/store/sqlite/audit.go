@@ -35,7 +35,12 @@ type appendReq struct {
 	rec     *blv1.AuditRecord // the copy to store, Seq 0
 	at      int64
 	partner string
-	done    chan appendResult // buffered, receives exactly once
+	// effect, if set, runs in the batch's transaction before the record is
+	// inserted, with the seq the record will get. If it fails, its writes
+	// are rolled back, the record is not appended and only this request
+	// fails: the other records of the batch commit.
+	effect func(ctx context.Context, tx *sql.Tx, seq uint64) error
+	done   chan appendResult // buffered, receives exactly once
 }
 
 type appendResult struct {
@@ -78,7 +83,7 @@ var errSequencerPanic = errors.New("audit sequencer failed; restart the gateway"
 
 // commitBatch is commitAudit with a panic turned into an error, so that no
 // waiting caller is left blocked for ever.
-func (s *Store) commitBatch(batch []*appendReq) (first uint64, err error) {
+func (s *Store) commitBatch(batch []*appendReq) (res []appendResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: panic: %v", errSequencerPanic, p)
@@ -109,13 +114,13 @@ func (s *Store) runSequencer() {
 			}
 		}
 		var (
-			first uint64
-			err   error
+			res []appendResult
+			err error
 		)
 		if dead != nil {
 			err = dead
 		} else {
-			first, err = s.commitBatch(batch)
+			res, err = s.commitBatch(batch)
 			if errors.Is(err, errSequencerPanic) {
 				// The transaction's state is unknown: refuse every later
 				// append (the gateway then fails closed) instead of
@@ -127,7 +132,7 @@ func (s *Store) runSequencer() {
 			if err != nil {
 				r.done <- appendResult{err: err}
 			} else {
-				r.done <- appendResult{seq: first + uint64(i)}
+				r.done <- res[i]
 			}
 		}
 	}
@@ -148,6 +153,12 @@ func (s *Store) runSequencer() {
 // rec is unchanged. rec must not be used by other goroutines during the
 // call.
 func (s *Store) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (uint64, error) {
+	return s.appendWith(ctx, rec, nil)
+}
+
+// appendWith is AppendAudit with an effect committed atomically with the
+// record (see appendReq.effect).
+func (s *Store) appendWith(ctx context.Context, rec *blv1.AuditRecord, effect func(context.Context, *sql.Tx, uint64) error) (uint64, error) {
 	if rec == nil {
 		return 0, fmt.Errorf("store: append audit: nil record: %w", store.ErrInvalid)
 	}
@@ -175,7 +186,7 @@ func (s *Store) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (uint64,
 	}
 	stored.Seq = 0
 
-	r := &appendReq{rec: stored, at: at, partner: partnerDomain(stored), done: make(chan appendResult, 1)}
+	r := &appendReq{rec: stored, at: at, partner: partnerDomain(stored), effect: effect, done: make(chan appendResult, 1)}
 	select {
 	case s.seq.reqs <- r:
 	case <-s.seq.quit:
@@ -205,8 +216,9 @@ func partnerDomain(r *blv1.AuditRecord) string {
 	return d
 }
 
-// commitAudit writes a batch in one transaction and returns the first seq.
-func (s *Store) commitAudit(batch []*appendReq) (uint64, error) {
+// commitAudit writes a batch in one transaction and returns each request's
+// result; an error fails the whole batch.
+func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 	// The appends were acknowledged to nobody yet; they must finish or fail
 	// as a whole, independent of any caller's context.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -218,48 +230,59 @@ func (s *Store) commitAudit(batch []*appendReq) (uint64, error) {
 	// rolled-back batch leaves no hole.
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("begin: %w", err)
+		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
 
 	var next int64
 	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) + 1 FROM audit_records").Scan(&next); err != nil {
-		return 0, fmt.Errorf("next seq: %w", err)
+		return nil, fmt.Errorf("next seq: %w", err)
 	}
 	insRec, err := tx.PrepareContext(ctx, `
 		INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record, partner)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer insRec.Close()
 	insHash, err := tx.PrepareContext(ctx, "INSERT INTO audit_hashes (id, hash) VALUES (?, ?)")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer insHash.Close()
 
 	overlay := map[int64]tlog.Hash{}
 	reader := s.txHashReader(ctx, tx, overlay)
-	first := next
-	for _, r := range batch {
+	res := make([]appendResult, len(batch))
+	for i, r := range batch {
+		if r.effect != nil {
+			failed, err := runEffect(ctx, tx, r.effect, uint64(next))
+			if err != nil {
+				return nil, fmt.Errorf("seq %d: %w", next, err)
+			}
+			if failed != nil {
+				res[i].err = failed
+				continue
+			}
+		}
 		rec := proto.CloneOf(r.rec)
 		rec.Seq = uint64(next)
 		leaf, err := audit.Leaf(rec)
 		if err != nil {
-			return 0, fmt.Errorf("seq %d: %w", next, err)
+			return nil, fmt.Errorf("seq %d: %w", next, err)
 		}
 		if _, err := insRec.ExecContext(ctx, next, r.at, rec.GetRequestId(), int64(rec.GetSide()), int64(rec.GetDecision()),
 			rec.GetCallerId(), rec.GetAction(), rec.GetAgreementId(), leaf, r.partner); err != nil {
-			return 0, fmt.Errorf("seq %d: %w", next, err)
+			return nil, fmt.Errorf("seq %d: %w", next, err)
 		}
 		if err := s.addLeaf(ctx, insHash, reader, overlay, next-1, tlog.RecordHash(leaf)); err != nil {
-			return 0, fmt.Errorf("seq %d: %w", next, err)
+			return nil, fmt.Errorf("seq %d: %w", next, err)
 		}
+		res[i].seq = uint64(next)
 		next++
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
+		return nil, fmt.Errorf("commit: %w", err)
 	}
 	if len(s.seq.cache)+len(overlay) > maxHashCache {
 		clear(s.seq.cache)
@@ -267,7 +290,25 @@ func (s *Store) commitAudit(batch []*appendReq) (uint64, error) {
 	for k, v := range overlay {
 		s.seq.cache[k] = v
 	}
-	return uint64(first), nil
+	return res, nil
+}
+
+// runEffect runs one append's effect inside a savepoint, so that its
+// failure (failed) undoes only its own writes. err means the transaction
+// itself is in trouble and the whole batch must fail.
+func runEffect(ctx context.Context, tx *sql.Tx, effect func(context.Context, *sql.Tx, uint64) error, seq uint64) (failed, err error) {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT append_effect"); err != nil {
+		return nil, fmt.Errorf("savepoint: %w", err)
+	}
+	if failed = effect(ctx, tx, seq); failed != nil {
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO append_effect"); err != nil {
+			return nil, fmt.Errorf("rollback to savepoint after %v: %w", failed, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE append_effect"); err != nil {
+		return nil, fmt.Errorf("release savepoint: %w", err)
+	}
+	return failed, nil
 }
 
 // addLeaf writes the stored hashes that leaf index n with hash h adds.

@@ -34,22 +34,7 @@ func (s *Store) PutRecords(ctx context.Context, decls []*blv1.Declaration, risks
 	if len(decls) == 0 && len(risks) == 0 {
 		return nil
 	}
-	tx, err := s.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: put records: begin: %w", err)
-	}
-	defer tx.Rollback()
-
-	if err := putDeclarations(ctx, tx, decls); err != nil {
-		return err
-	}
-	if err := putRiskAssessments(ctx, tx, risks); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: put records: commit: %w", err)
-	}
-	return nil
+	return s.PutRecordsQueued(ctx, decls, risks, nil)
 }
 
 // putDeclarations validates as it writes rather than up front: a bad record
@@ -82,6 +67,12 @@ func putDeclarations(ctx context.Context, tx *sql.Tx, decls []*blv1.Declaration)
 	}
 	defer addChapter.Close()
 
+	changed, err := prepareChange(ctx, tx)
+	if err != nil {
+		return err
+	}
+	defer changed.Close()
+
 	for i, d := range decls {
 		if d == nil {
 			return fmt.Errorf("store: put records: declaration %d is nil: %w", i, store.ErrInvalid)
@@ -99,6 +90,9 @@ func putDeclarations(ctx context.Context, tx *sql.Tx, decls []*blv1.Declaration)
 		}
 		if _, err := upsert.ExecContext(ctx, d.GetId(), at, d.GetExportCountry(), d.GetDestinationCountry(), b); err != nil {
 			return fmt.Errorf("store: put declaration %q: %w", d.GetId(), err)
+		}
+		if _, err := changed.ExecContext(ctx, "declaration", d.GetId()); err != nil {
+			return fmt.Errorf("store: put declaration %q: record change: %w", d.GetId(), err)
 		}
 		if _, err := clearChapters.ExecContext(ctx, d.GetId()); err != nil {
 			return fmt.Errorf("store: put declaration %q: clear chapters: %w", d.GetId(), err)
@@ -129,6 +123,11 @@ func putRiskAssessments(ctx context.Context, tx *sql.Tx, risks []*blv1.RiskAsses
 		return fmt.Errorf("store: put records: prepare: %w", err)
 	}
 	defer upsert.Close()
+	changed, err := prepareChange(ctx, tx)
+	if err != nil {
+		return err
+	}
+	defer changed.Close()
 	for i, r := range risks {
 		if r == nil {
 			return fmt.Errorf("store: put records: risk assessment %d is nil: %w", i, store.ErrInvalid)
@@ -143,8 +142,21 @@ func putRiskAssessments(ctx context.Context, tx *sql.Tx, risks []*blv1.RiskAsses
 		if _, err := upsert.ExecContext(ctx, r.GetId(), r.GetDeclarationId(), b); err != nil {
 			return fmt.Errorf("store: put risk assessment %q: %w", r.GetId(), err)
 		}
+		if _, err := changed.ExecContext(ctx, "risk_assessment", r.GetId()); err != nil {
+			return fmt.Errorf("store: put risk assessment %q: record change: %w", r.GetId(), err)
+		}
 	}
 	return nil
+}
+
+// prepareChange moves a record to the end of the commit order: REPLACE
+// deletes its old position and gives it a new, larger seq.
+func prepareChange(ctx context.Context, tx *sql.Tx) (*sql.Stmt, error) {
+	st, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO record_changes (record_type, record_id) VALUES (?, ?)")
+	if err != nil {
+		return nil, fmt.Errorf("store: put records: prepare: %w", err)
+	}
+	return st, nil
 }
 
 // declarationTime returns the acceptance time as unix nanoseconds.

@@ -9,6 +9,7 @@ package borderlinkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -22,6 +23,549 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type OutboxState int32
+
+const (
+	OutboxState_OUTBOX_STATE_UNSPECIFIED OutboxState = 0
+	OutboxState_OUTBOX_STATE_PENDING     OutboxState = 1
+	OutboxState_OUTBOX_STATE_DELIVERED   OutboxState = 2
+	OutboxState_OUTBOX_STATE_REFUSED     OutboxState = 3
+	OutboxState_OUTBOX_STATE_CANCELLED   OutboxState = 4
+)
+
+// Enum value maps for OutboxState.
+var (
+	OutboxState_name = map[int32]string{
+		0: "OUTBOX_STATE_UNSPECIFIED",
+		1: "OUTBOX_STATE_PENDING",
+		2: "OUTBOX_STATE_DELIVERED",
+		3: "OUTBOX_STATE_REFUSED",
+		4: "OUTBOX_STATE_CANCELLED",
+	}
+	OutboxState_value = map[string]int32{
+		"OUTBOX_STATE_UNSPECIFIED": 0,
+		"OUTBOX_STATE_PENDING":     1,
+		"OUTBOX_STATE_DELIVERED":   2,
+		"OUTBOX_STATE_REFUSED":     3,
+		"OUTBOX_STATE_CANCELLED":   4,
+	}
+)
+
+func (x OutboxState) Enum() *OutboxState {
+	p := new(OutboxState)
+	*p = x
+	return p
+}
+
+func (x OutboxState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutboxState) Descriptor() protoreflect.EnumDescriptor {
+	return file_borderlink_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (OutboxState) Type() protoreflect.EnumType {
+	return &file_borderlink_v1_admin_proto_enumTypes[0]
+}
+
+func (x OutboxState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutboxState.Descriptor instead.
+func (OutboxState) EnumDescriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type DeliveryStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this partner (trust domain); empty: all.
+	Partner string `protobuf:"bytes,1,opt,name=partner,proto3" json:"partner,omitempty"`
+	// List up to this many undelivered entries, oldest first (0: none).
+	ListLimit     uint32 `protobuf:"varint,2,opt,name=list_limit,json=listLimit,proto3" json:"list_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryStatusRequest) Reset() {
+	*x = DeliveryStatusRequest{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryStatusRequest) ProtoMessage() {}
+
+func (x *DeliveryStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryStatusRequest.ProtoReflect.Descriptor instead.
+func (*DeliveryStatusRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeliveryStatusRequest) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *DeliveryStatusRequest) GetListLimit() uint32 {
+	if x != nil {
+		return x.ListLimit
+	}
+	return 0
+}
+
+type DeliveryStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partners      []*PartnerQueue        `protobuf:"bytes,1,rep,name=partners,proto3" json:"partners,omitempty"`
+	Entries       []*OutboxEntry         `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryStatusResponse) Reset() {
+	*x = DeliveryStatusResponse{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryStatusResponse) ProtoMessage() {}
+
+func (x *DeliveryStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryStatusResponse.ProtoReflect.Descriptor instead.
+func (*DeliveryStatusResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeliveryStatusResponse) GetPartners() []*PartnerQueue {
+	if x != nil {
+		return x.Partners
+	}
+	return nil
+}
+
+func (x *DeliveryStatusResponse) GetEntries() []*OutboxEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// PartnerQueue is the push queue towards one partner gateway.
+type PartnerQueue struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Partner string                 `protobuf:"bytes,1,opt,name=partner,proto3" json:"partner,omitempty"`
+	Pending uint64                 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	// Age of the oldest pending entry (zero when none is pending).
+	OldestPendingAge *durationpb.Duration `protobuf:"bytes,3,opt,name=oldest_pending_age,json=oldestPendingAge,proto3" json:"oldest_pending_age,omitempty"`
+	Delivered        uint64               `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// Refused by the partner for good (not retried until an operator asks).
+	Refused   uint64 `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
+	Cancelled uint64 `protobuf:"varint,6,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	// Failed attempts since the gateway started.
+	Retries uint64 `protobuf:"varint,7,opt,name=retries,proto3" json:"retries,omitempty"`
+	// closed (sending), open (waiting after repeated failures) or half-open
+	// (one probe in flight).
+	Breaker       string `protobuf:"bytes,8,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	LastError     string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartnerQueue) Reset() {
+	*x = PartnerQueue{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartnerQueue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartnerQueue) ProtoMessage() {}
+
+func (x *PartnerQueue) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartnerQueue.ProtoReflect.Descriptor instead.
+func (*PartnerQueue) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PartnerQueue) GetPartner() string {
+	if x != nil {
+		return x.Partner
+	}
+	return ""
+}
+
+func (x *PartnerQueue) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *PartnerQueue) GetOldestPendingAge() *durationpb.Duration {
+	if x != nil {
+		return x.OldestPendingAge
+	}
+	return nil
+}
+
+func (x *PartnerQueue) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *PartnerQueue) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
+func (x *PartnerQueue) GetCancelled() uint64 {
+	if x != nil {
+		return x.Cancelled
+	}
+	return 0
+}
+
+func (x *PartnerQueue) GetRetries() uint64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *PartnerQueue) GetBreaker() string {
+	if x != nil {
+		return x.Breaker
+	}
+	return ""
+}
+
+func (x *PartnerQueue) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+type OutboxEntry struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	MessageId       string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Recipient       string                 `protobuf:"bytes,2,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	RecordId        string                 `protobuf:"bytes,3,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
+	State           OutboxState            `protobuf:"varint,4,opt,name=state,proto3,enum=borderlink.v1.OutboxState" json:"state,omitempty"`
+	Attempts        uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	CreatedTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_time,json=createdTime,proto3" json:"created_time,omitempty"`
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	LastError       string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	AgreementId     string                 `protobuf:"bytes,9,opt,name=agreement_id,json=agreementId,proto3" json:"agreement_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *OutboxEntry) Reset() {
+	*x = OutboxEntry{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxEntry) ProtoMessage() {}
+
+func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
+func (*OutboxEntry) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OutboxEntry) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *OutboxEntry) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
+	}
+	return ""
+}
+
+func (x *OutboxEntry) GetRecordId() string {
+	if x != nil {
+		return x.RecordId
+	}
+	return ""
+}
+
+func (x *OutboxEntry) GetState() OutboxState {
+	if x != nil {
+		return x.State
+	}
+	return OutboxState_OUTBOX_STATE_UNSPECIFIED
+}
+
+func (x *OutboxEntry) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *OutboxEntry) GetCreatedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedTime
+	}
+	return nil
+}
+
+func (x *OutboxEntry) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *OutboxEntry) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *OutboxEntry) GetAgreementId() string {
+	if x != nil {
+		return x.AgreementId
+	}
+	return ""
+}
+
+type RetryDeliveryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryDeliveryRequest) Reset() {
+	*x = RetryDeliveryRequest{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryDeliveryRequest) ProtoMessage() {}
+
+func (x *RetryDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*RetryDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RetryDeliveryRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+type RetryDeliveryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryDeliveryResponse) Reset() {
+	*x = RetryDeliveryResponse{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryDeliveryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryDeliveryResponse) ProtoMessage() {}
+
+func (x *RetryDeliveryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryDeliveryResponse.ProtoReflect.Descriptor instead.
+func (*RetryDeliveryResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+type CancelDeliveryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDeliveryRequest) Reset() {
+	*x = CancelDeliveryRequest{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDeliveryRequest) ProtoMessage() {}
+
+func (x *CancelDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*CancelDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CancelDeliveryRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+type CancelDeliveryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDeliveryResponse) Reset() {
+	*x = CancelDeliveryResponse{}
+	mi := &file_borderlink_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDeliveryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDeliveryResponse) ProtoMessage() {}
+
+func (x *CancelDeliveryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDeliveryResponse.ProtoReflect.Descriptor instead.
+func (*CancelDeliveryResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
 type PolicyStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -30,7 +574,7 @@ type PolicyStatusRequest struct {
 
 func (x *PolicyStatusRequest) Reset() {
 	*x = PolicyStatusRequest{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[0]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +586,7 @@ func (x *PolicyStatusRequest) String() string {
 func (*PolicyStatusRequest) ProtoMessage() {}
 
 func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[0]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +599,7 @@ func (x *PolicyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusRequest.ProtoReflect.Descriptor instead.
 func (*PolicyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 type PolicyStatusResponse struct {
@@ -72,7 +616,7 @@ type PolicyStatusResponse struct {
 
 func (x *PolicyStatusResponse) Reset() {
 	*x = PolicyStatusResponse{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[1]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -84,7 +628,7 @@ func (x *PolicyStatusResponse) String() string {
 func (*PolicyStatusResponse) ProtoMessage() {}
 
 func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[1]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -97,7 +641,7 @@ func (x *PolicyStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatusResponse.ProtoReflect.Descriptor instead.
 func (*PolicyStatusResponse) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PolicyStatusResponse) GetRevision() string {
@@ -155,7 +699,7 @@ type ExplainDecisionRequest struct {
 
 func (x *ExplainDecisionRequest) Reset() {
 	*x = ExplainDecisionRequest{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[2]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +711,7 @@ func (x *ExplainDecisionRequest) String() string {
 func (*ExplainDecisionRequest) ProtoMessage() {}
 
 func (x *ExplainDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[2]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +724,7 @@ func (x *ExplainDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainDecisionRequest.ProtoReflect.Descriptor instead.
 func (*ExplainDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExplainDecisionRequest) GetCaller() string {
@@ -281,7 +825,7 @@ type ExplainDecisionResponse struct {
 
 func (x *ExplainDecisionResponse) Reset() {
 	*x = ExplainDecisionResponse{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[3]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +837,7 @@ func (x *ExplainDecisionResponse) String() string {
 func (*ExplainDecisionResponse) ProtoMessage() {}
 
 func (x *ExplainDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[3]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +850,7 @@ func (x *ExplainDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainDecisionResponse.ProtoReflect.Descriptor instead.
 func (*ExplainDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExplainDecisionResponse) GetPolicyInput() string {
@@ -358,7 +902,7 @@ type PolicyDecision struct {
 
 func (x *PolicyDecision) Reset() {
 	*x = PolicyDecision{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[4]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +914,7 @@ func (x *PolicyDecision) String() string {
 func (*PolicyDecision) ProtoMessage() {}
 
 func (x *PolicyDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[4]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +927,7 @@ func (x *PolicyDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyDecision.ProtoReflect.Descriptor instead.
 func (*PolicyDecision) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PolicyDecision) GetAllow() bool {
@@ -495,7 +1039,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +1051,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[5]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +1064,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RateLimit) GetPerSecond() float64 {
@@ -550,7 +1094,7 @@ type GrantCheck struct {
 
 func (x *GrantCheck) Reset() {
 	*x = GrantCheck{}
-	mi := &file_borderlink_v1_admin_proto_msgTypes[6]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +1106,7 @@ func (x *GrantCheck) String() string {
 func (*GrantCheck) ProtoMessage() {}
 
 func (x *GrantCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_admin_proto_msgTypes[6]
+	mi := &file_borderlink_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +1119,7 @@ func (x *GrantCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantCheck.ProtoReflect.Descriptor instead.
 func (*GrantCheck) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_borderlink_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GrantCheck) GetAgreementId() string {
@@ -603,7 +1147,45 @@ var File_borderlink_v1_admin_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x19borderlink/v1/admin.proto\x12\rborderlink.v1\x1a\x1bborderlink/v1/records.proto\x1a\x1bborderlink/v1/release.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
+	"\x19borderlink/v1/admin.proto\x12\rborderlink.v1\x1a\x1bborderlink/v1/records.proto\x1a\x1bborderlink/v1/release.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n" +
+	"\x15DeliveryStatusRequest\x12\x18\n" +
+	"\apartner\x18\x01 \x01(\tR\apartner\x12\x1d\n" +
+	"\n" +
+	"list_limit\x18\x02 \x01(\rR\tlistLimit\"\x87\x01\n" +
+	"\x16DeliveryStatusResponse\x127\n" +
+	"\bpartners\x18\x01 \x03(\v2\x1b.borderlink.v1.PartnerQueueR\bpartners\x124\n" +
+	"\aentries\x18\x02 \x03(\v2\x1a.borderlink.v1.OutboxEntryR\aentries\"\xb4\x02\n" +
+	"\fPartnerQueue\x12\x18\n" +
+	"\apartner\x18\x01 \x01(\tR\apartner\x12\x18\n" +
+	"\apending\x18\x02 \x01(\x04R\apending\x12G\n" +
+	"\x12oldest_pending_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10oldestPendingAge\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\x04R\tdelivered\x12\x18\n" +
+	"\arefused\x18\x05 \x01(\x04R\arefused\x12\x1c\n" +
+	"\tcancelled\x18\x06 \x01(\x04R\tcancelled\x12\x18\n" +
+	"\aretries\x18\a \x01(\x04R\aretries\x12\x18\n" +
+	"\abreaker\x18\b \x01(\tR\abreaker\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\"\xfe\x02\n" +
+	"\vOutboxEntry\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1c\n" +
+	"\trecipient\x18\x02 \x01(\tR\trecipient\x12\x1b\n" +
+	"\trecord_id\x18\x03 \x01(\tR\brecordId\x120\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1a.borderlink.v1.OutboxStateR\x05state\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\rR\battempts\x12=\n" +
+	"\fcreated_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vcreatedTime\x12F\n" +
+	"\x11next_attempt_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12!\n" +
+	"\fagreement_id\x18\t \x01(\tR\vagreementId\"5\n" +
+	"\x14RetryDeliveryRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\"\x17\n" +
+	"\x15RetryDeliveryResponse\"6\n" +
+	"\x15CancelDeliveryRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\"\x18\n" +
+	"\x16CancelDeliveryResponse\"\x15\n" +
 	"\x13PolicyStatusRequest\"\xf2\x01\n" +
 	"\x14PolicyStatusResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\tR\brevision\x12\x1e\n" +
@@ -654,10 +1236,19 @@ const file_borderlink_v1_admin_proto_rawDesc = "" +
 	"GrantCheck\x12!\n" +
 	"\fagreement_id\x18\x01 \x01(\tR\vagreementId\x12\x19\n" +
 	"\bgrant_id\x18\x02 \x01(\tR\agrantId\x12\x16\n" +
-	"\x06failed\x18\x03 \x01(\tR\x06failed2\xc2\x01\n" +
+	"\x06failed\x18\x03 \x01(\tR\x06failed*\x97\x01\n" +
+	"\vOutboxState\x12\x1c\n" +
+	"\x18OUTBOX_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14OUTBOX_STATE_PENDING\x10\x01\x12\x1a\n" +
+	"\x16OUTBOX_STATE_DELIVERED\x10\x02\x12\x18\n" +
+	"\x14OUTBOX_STATE_REFUSED\x10\x03\x12\x1a\n" +
+	"\x16OUTBOX_STATE_CANCELLED\x10\x042\xdc\x03\n" +
 	"\x05Admin\x12W\n" +
 	"\fPolicyStatus\x12\".borderlink.v1.PolicyStatusRequest\x1a#.borderlink.v1.PolicyStatusResponse\x12`\n" +
-	"\x0fExplainDecision\x12%.borderlink.v1.ExplainDecisionRequest\x1a&.borderlink.v1.ExplainDecisionResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\x0fExplainDecision\x12%.borderlink.v1.ExplainDecisionRequest\x1a&.borderlink.v1.ExplainDecisionResponse\x12]\n" +
+	"\x0eDeliveryStatus\x12$.borderlink.v1.DeliveryStatusRequest\x1a%.borderlink.v1.DeliveryStatusResponse\x12Z\n" +
+	"\rRetryDelivery\x12#.borderlink.v1.RetryDeliveryRequest\x1a$.borderlink.v1.RetryDeliveryResponse\x12]\n" +
+	"\x0eCancelDelivery\x12$.borderlink.v1.CancelDeliveryRequest\x1a%.borderlink.v1.CancelDeliveryResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_admin_proto_rawDescOnce sync.Once
@@ -671,39 +1262,62 @@ func file_borderlink_v1_admin_proto_rawDescGZIP() []byte {
 	return file_borderlink_v1_admin_proto_rawDescData
 }
 
-var file_borderlink_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_borderlink_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_borderlink_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_borderlink_v1_admin_proto_goTypes = []any{
-	(*PolicyStatusRequest)(nil),     // 0: borderlink.v1.PolicyStatusRequest
-	(*PolicyStatusResponse)(nil),    // 1: borderlink.v1.PolicyStatusResponse
-	(*ExplainDecisionRequest)(nil),  // 2: borderlink.v1.ExplainDecisionRequest
-	(*ExplainDecisionResponse)(nil), // 3: borderlink.v1.ExplainDecisionResponse
-	(*PolicyDecision)(nil),          // 4: borderlink.v1.PolicyDecision
-	(*RateLimit)(nil),               // 5: borderlink.v1.RateLimit
-	(*GrantCheck)(nil),              // 6: borderlink.v1.GrantCheck
-	(*timestamppb.Timestamp)(nil),   // 7: google.protobuf.Timestamp
-	(*Declaration)(nil),             // 8: borderlink.v1.Declaration
-	(*RiskAssessment)(nil),          // 9: borderlink.v1.RiskAssessment
-	(*Obligations)(nil),             // 10: borderlink.v1.Obligations
+	(OutboxState)(0),                // 0: borderlink.v1.OutboxState
+	(*DeliveryStatusRequest)(nil),   // 1: borderlink.v1.DeliveryStatusRequest
+	(*DeliveryStatusResponse)(nil),  // 2: borderlink.v1.DeliveryStatusResponse
+	(*PartnerQueue)(nil),            // 3: borderlink.v1.PartnerQueue
+	(*OutboxEntry)(nil),             // 4: borderlink.v1.OutboxEntry
+	(*RetryDeliveryRequest)(nil),    // 5: borderlink.v1.RetryDeliveryRequest
+	(*RetryDeliveryResponse)(nil),   // 6: borderlink.v1.RetryDeliveryResponse
+	(*CancelDeliveryRequest)(nil),   // 7: borderlink.v1.CancelDeliveryRequest
+	(*CancelDeliveryResponse)(nil),  // 8: borderlink.v1.CancelDeliveryResponse
+	(*PolicyStatusRequest)(nil),     // 9: borderlink.v1.PolicyStatusRequest
+	(*PolicyStatusResponse)(nil),    // 10: borderlink.v1.PolicyStatusResponse
+	(*ExplainDecisionRequest)(nil),  // 11: borderlink.v1.ExplainDecisionRequest
+	(*ExplainDecisionResponse)(nil), // 12: borderlink.v1.ExplainDecisionResponse
+	(*PolicyDecision)(nil),          // 13: borderlink.v1.PolicyDecision
+	(*RateLimit)(nil),               // 14: borderlink.v1.RateLimit
+	(*GrantCheck)(nil),              // 15: borderlink.v1.GrantCheck
+	(*durationpb.Duration)(nil),     // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*Declaration)(nil),             // 18: borderlink.v1.Declaration
+	(*RiskAssessment)(nil),          // 19: borderlink.v1.RiskAssessment
+	(*Obligations)(nil),             // 20: borderlink.v1.Obligations
 }
 var file_borderlink_v1_admin_proto_depIdxs = []int32{
-	7,  // 0: borderlink.v1.PolicyStatusResponse.loaded_time:type_name -> google.protobuf.Timestamp
-	7,  // 1: borderlink.v1.PolicyStatusResponse.last_error_time:type_name -> google.protobuf.Timestamp
-	8,  // 2: borderlink.v1.ExplainDecisionRequest.declaration:type_name -> borderlink.v1.Declaration
-	9,  // 3: borderlink.v1.ExplainDecisionRequest.risk_assessment:type_name -> borderlink.v1.RiskAssessment
-	7,  // 4: borderlink.v1.ExplainDecisionRequest.time:type_name -> google.protobuf.Timestamp
-	4,  // 5: borderlink.v1.ExplainDecisionResponse.decision:type_name -> borderlink.v1.PolicyDecision
-	6,  // 6: borderlink.v1.ExplainDecisionResponse.grants:type_name -> borderlink.v1.GrantCheck
-	10, // 7: borderlink.v1.PolicyDecision.obligations:type_name -> borderlink.v1.Obligations
-	5,  // 8: borderlink.v1.PolicyDecision.rate_limit:type_name -> borderlink.v1.RateLimit
-	0,  // 9: borderlink.v1.Admin.PolicyStatus:input_type -> borderlink.v1.PolicyStatusRequest
-	2,  // 10: borderlink.v1.Admin.ExplainDecision:input_type -> borderlink.v1.ExplainDecisionRequest
-	1,  // 11: borderlink.v1.Admin.PolicyStatus:output_type -> borderlink.v1.PolicyStatusResponse
-	3,  // 12: borderlink.v1.Admin.ExplainDecision:output_type -> borderlink.v1.ExplainDecisionResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3,  // 0: borderlink.v1.DeliveryStatusResponse.partners:type_name -> borderlink.v1.PartnerQueue
+	4,  // 1: borderlink.v1.DeliveryStatusResponse.entries:type_name -> borderlink.v1.OutboxEntry
+	16, // 2: borderlink.v1.PartnerQueue.oldest_pending_age:type_name -> google.protobuf.Duration
+	0,  // 3: borderlink.v1.OutboxEntry.state:type_name -> borderlink.v1.OutboxState
+	17, // 4: borderlink.v1.OutboxEntry.created_time:type_name -> google.protobuf.Timestamp
+	17, // 5: borderlink.v1.OutboxEntry.next_attempt_time:type_name -> google.protobuf.Timestamp
+	17, // 6: borderlink.v1.PolicyStatusResponse.loaded_time:type_name -> google.protobuf.Timestamp
+	17, // 7: borderlink.v1.PolicyStatusResponse.last_error_time:type_name -> google.protobuf.Timestamp
+	18, // 8: borderlink.v1.ExplainDecisionRequest.declaration:type_name -> borderlink.v1.Declaration
+	19, // 9: borderlink.v1.ExplainDecisionRequest.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	17, // 10: borderlink.v1.ExplainDecisionRequest.time:type_name -> google.protobuf.Timestamp
+	13, // 11: borderlink.v1.ExplainDecisionResponse.decision:type_name -> borderlink.v1.PolicyDecision
+	15, // 12: borderlink.v1.ExplainDecisionResponse.grants:type_name -> borderlink.v1.GrantCheck
+	20, // 13: borderlink.v1.PolicyDecision.obligations:type_name -> borderlink.v1.Obligations
+	14, // 14: borderlink.v1.PolicyDecision.rate_limit:type_name -> borderlink.v1.RateLimit
+	9,  // 15: borderlink.v1.Admin.PolicyStatus:input_type -> borderlink.v1.PolicyStatusRequest
+	11, // 16: borderlink.v1.Admin.ExplainDecision:input_type -> borderlink.v1.ExplainDecisionRequest
+	1,  // 17: borderlink.v1.Admin.DeliveryStatus:input_type -> borderlink.v1.DeliveryStatusRequest
+	5,  // 18: borderlink.v1.Admin.RetryDelivery:input_type -> borderlink.v1.RetryDeliveryRequest
+	7,  // 19: borderlink.v1.Admin.CancelDelivery:input_type -> borderlink.v1.CancelDeliveryRequest
+	10, // 20: borderlink.v1.Admin.PolicyStatus:output_type -> borderlink.v1.PolicyStatusResponse
+	12, // 21: borderlink.v1.Admin.ExplainDecision:output_type -> borderlink.v1.ExplainDecisionResponse
+	2,  // 22: borderlink.v1.Admin.DeliveryStatus:output_type -> borderlink.v1.DeliveryStatusResponse
+	6,  // 23: borderlink.v1.Admin.RetryDelivery:output_type -> borderlink.v1.RetryDeliveryResponse
+	8,  // 24: borderlink.v1.Admin.CancelDelivery:output_type -> borderlink.v1.CancelDeliveryResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_borderlink_v1_admin_proto_init() }
@@ -713,7 +1327,7 @@ func file_borderlink_v1_admin_proto_init() {
 	}
 	file_borderlink_v1_records_proto_init()
 	file_borderlink_v1_release_proto_init()
-	file_borderlink_v1_admin_proto_msgTypes[2].OneofWrappers = []any{
+	file_borderlink_v1_admin_proto_msgTypes[10].OneofWrappers = []any{
 		(*ExplainDecisionRequest_RecordId)(nil),
 		(*ExplainDecisionRequest_Declaration)(nil),
 		(*ExplainDecisionRequest_RiskAssessment)(nil),
@@ -723,13 +1337,14 @@ func file_borderlink_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_admin_proto_rawDesc), len(file_borderlink_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   7,
+			NumEnums:      1,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_borderlink_v1_admin_proto_goTypes,
 		DependencyIndexes: file_borderlink_v1_admin_proto_depIdxs,
+		EnumInfos:         file_borderlink_v1_admin_proto_enumTypes,
 		MessageInfos:      file_borderlink_v1_admin_proto_msgTypes,
 	}.Build()
 	File_borderlink_v1_admin_proto = out.File

@@ -21,6 +21,9 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Admin_PolicyStatus_FullMethodName    = "/borderlink.v1.Admin/PolicyStatus"
 	Admin_ExplainDecision_FullMethodName = "/borderlink.v1.Admin/ExplainDecision"
+	Admin_DeliveryStatus_FullMethodName  = "/borderlink.v1.Admin/DeliveryStatus"
+	Admin_RetryDelivery_FullMethodName   = "/borderlink.v1.Admin/RetryDelivery"
+	Admin_CancelDelivery_FullMethodName  = "/borderlink.v1.Admin/CancelDelivery"
 )
 
 // AdminClient is the client API for Admin service.
@@ -38,6 +41,13 @@ type AdminClient interface {
 	// request and lists every grant considered with the first check it
 	// failed. Nothing is released and nothing is audited.
 	ExplainDecision(ctx context.Context, in *ExplainDecisionRequest, opts ...grpc.CallOption) (*ExplainDecisionResponse, error)
+	// DeliveryStatus shows the push queue per partner and, when asked, the
+	// entries that are not delivered.
+	DeliveryStatus(ctx context.Context, in *DeliveryStatusRequest, opts ...grpc.CallOption) (*DeliveryStatusResponse, error)
+	// RetryDelivery makes a pending or refused entry due now.
+	RetryDelivery(ctx context.Context, in *RetryDeliveryRequest, opts ...grpc.CallOption) (*RetryDeliveryResponse, error)
+	// CancelDelivery stops a pending or refused entry for good.
+	CancelDelivery(ctx context.Context, in *CancelDeliveryRequest, opts ...grpc.CallOption) (*CancelDeliveryResponse, error)
 }
 
 type adminClient struct {
@@ -68,6 +78,36 @@ func (c *adminClient) ExplainDecision(ctx context.Context, in *ExplainDecisionRe
 	return out, nil
 }
 
+func (c *adminClient) DeliveryStatus(ctx context.Context, in *DeliveryStatusRequest, opts ...grpc.CallOption) (*DeliveryStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeliveryStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_DeliveryStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RetryDelivery(ctx context.Context, in *RetryDeliveryRequest, opts ...grpc.CallOption) (*RetryDeliveryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryDeliveryResponse)
+	err := c.cc.Invoke(ctx, Admin_RetryDelivery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) CancelDelivery(ctx context.Context, in *CancelDeliveryRequest, opts ...grpc.CallOption) (*CancelDeliveryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelDeliveryResponse)
+	err := c.cc.Invoke(ctx, Admin_CancelDelivery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -83,6 +123,13 @@ type AdminServer interface {
 	// request and lists every grant considered with the first check it
 	// failed. Nothing is released and nothing is audited.
 	ExplainDecision(context.Context, *ExplainDecisionRequest) (*ExplainDecisionResponse, error)
+	// DeliveryStatus shows the push queue per partner and, when asked, the
+	// entries that are not delivered.
+	DeliveryStatus(context.Context, *DeliveryStatusRequest) (*DeliveryStatusResponse, error)
+	// RetryDelivery makes a pending or refused entry due now.
+	RetryDelivery(context.Context, *RetryDeliveryRequest) (*RetryDeliveryResponse, error)
+	// CancelDelivery stops a pending or refused entry for good.
+	CancelDelivery(context.Context, *CancelDeliveryRequest) (*CancelDeliveryResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -98,6 +145,15 @@ func (UnimplementedAdminServer) PolicyStatus(context.Context, *PolicyStatusReque
 }
 func (UnimplementedAdminServer) ExplainDecision(context.Context, *ExplainDecisionRequest) (*ExplainDecisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExplainDecision not implemented")
+}
+func (UnimplementedAdminServer) DeliveryStatus(context.Context, *DeliveryStatusRequest) (*DeliveryStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeliveryStatus not implemented")
+}
+func (UnimplementedAdminServer) RetryDelivery(context.Context, *RetryDeliveryRequest) (*RetryDeliveryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryDelivery not implemented")
+}
+func (UnimplementedAdminServer) CancelDelivery(context.Context, *CancelDeliveryRequest) (*CancelDeliveryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelDelivery not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -156,6 +212,60 @@ func _Admin_ExplainDecision_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_DeliveryStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeliveryStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeliveryStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeliveryStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeliveryStatus(ctx, req.(*DeliveryStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RetryDelivery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryDeliveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RetryDelivery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RetryDelivery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RetryDelivery(ctx, req.(*RetryDeliveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_CancelDelivery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelDeliveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CancelDelivery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CancelDelivery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CancelDelivery(ctx, req.(*CancelDeliveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +280,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ExplainDecision",
 			Handler:    _Admin_ExplainDecision_Handler,
+		},
+		{
+			MethodName: "DeliveryStatus",
+			Handler:    _Admin_DeliveryStatus_Handler,
+		},
+		{
+			MethodName: "RetryDelivery",
+			Handler:    _Admin_RetryDelivery_Handler,
+		},
+		{
+			MethodName: "CancelDelivery",
+			Handler:    _Admin_CancelDelivery_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -22,6 +22,361 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Alert is one risk assessment pushed to one partner gateway.
+type Alert struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifies this alert to this recipient: 32 lower-case hex digits,
+	// chosen by the sender and kept across redeliveries.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// The released risk assessment (only the fields the agreement releases).
+	RiskAssessment *RiskAssessment `protobuf:"bytes,2,opt,name=risk_assessment,json=riskAssessment,proto3" json:"risk_assessment,omitempty"`
+	// How it was released; release.sha256 covers risk_assessment.
+	Release *Release `protobuf:"bytes,3,opt,name=release,proto3" json:"release,omitempty"`
+	// The purpose of the agreement the sender pushed under.
+	Purpose string `protobuf:"bytes,4,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// When the alert was published at the sender.
+	PublishedTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=published_time,json=publishedTime,proto3" json:"published_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Alert) Reset() {
+	*x = Alert{}
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Alert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Alert) ProtoMessage() {}
+
+func (x *Alert) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Alert.ProtoReflect.Descriptor instead.
+func (*Alert) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Alert) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Alert) GetRiskAssessment() *RiskAssessment {
+	if x != nil {
+		return x.RiskAssessment
+	}
+	return nil
+}
+
+func (x *Alert) GetRelease() *Release {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+func (x *Alert) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *Alert) GetPublishedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PublishedTime
+	}
+	return nil
+}
+
+type DeliverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *Alert                 `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverRequest) Reset() {
+	*x = DeliverRequest{}
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverRequest) ProtoMessage() {}
+
+func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
+func (*DeliverRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeliverRequest) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+type DeliverResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Receipt signed by the receiving gateway over its audit leaf of this
+	// delivery (docs/audit.md); the sender verifies it before marking the
+	// alert delivered.
+	Receipt string `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// True when the alert had been received before (a redelivery).
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverResponse) Reset() {
+	*x = DeliverResponse{}
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverResponse) ProtoMessage() {}
+
+func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
+func (*DeliverResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeliverResponse) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
+func (x *DeliverResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+type SubscribeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record type to stream: "declaration" or "risk_assessment".
+	Dataset string `protobuf:"bytes,1,opt,name=dataset,proto3" json:"dataset,omitempty"`
+	// Why the caller wants the data; must be a purpose of a matching grant.
+	Purpose string `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	// The cursor of the last record received; 0 starts from the beginning.
+	Cursor        uint64 `protobuf:"varint,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SubscribeRequest) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetCursor() uint64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+type SubscribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of this record in the provider's commit order; pass the last
+	// one received as SubscribeRequest.cursor to resume.
+	Cursor uint64 `protobuf:"varint,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Types that are valid to be assigned to Record:
+	//
+	//	*SubscribeResponse_Declaration
+	//	*SubscribeResponse_RiskAssessment
+	Record  isSubscribeResponse_Record `protobuf_oneof:"record"`
+	Release *Release                   `protobuf:"bytes,4,opt,name=release,proto3" json:"release,omitempty"`
+	// Receipt over this gateway's audit leaf of this record's release.
+	Receipt       string `protobuf:"bytes,5,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeResponse) Reset() {
+	*x = SubscribeResponse{}
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeResponse) ProtoMessage() {}
+
+func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SubscribeResponse) GetCursor() uint64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+func (x *SubscribeResponse) GetRecord() isSubscribeResponse_Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetDeclaration() *Declaration {
+	if x != nil {
+		if x, ok := x.Record.(*SubscribeResponse_Declaration); ok {
+			return x.Declaration
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetRiskAssessment() *RiskAssessment {
+	if x != nil {
+		if x, ok := x.Record.(*SubscribeResponse_RiskAssessment); ok {
+			return x.RiskAssessment
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetRelease() *Release {
+	if x != nil {
+		return x.Release
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
+type isSubscribeResponse_Record interface {
+	isSubscribeResponse_Record()
+}
+
+type SubscribeResponse_Declaration struct {
+	Declaration *Declaration `protobuf:"bytes,2,opt,name=declaration,proto3,oneof"`
+}
+
+type SubscribeResponse_RiskAssessment struct {
+	RiskAssessment *RiskAssessment `protobuf:"bytes,3,opt,name=risk_assessment,json=riskAssessment,proto3,oneof"`
+}
+
+func (*SubscribeResponse_Declaration) isSubscribeResponse_Record() {}
+
+func (*SubscribeResponse_RiskAssessment) isSubscribeResponse_Record() {}
+
 type GetDeclarationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -33,7 +388,7 @@ type GetDeclarationRequest struct {
 
 func (x *GetDeclarationRequest) Reset() {
 	*x = GetDeclarationRequest{}
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[0]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +400,7 @@ func (x *GetDeclarationRequest) String() string {
 func (*GetDeclarationRequest) ProtoMessage() {}
 
 func (x *GetDeclarationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[0]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +413,7 @@ func (x *GetDeclarationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeclarationRequest.ProtoReflect.Descriptor instead.
 func (*GetDeclarationRequest) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{0}
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetDeclarationRequest) GetId() string {
@@ -88,7 +443,7 @@ type GetDeclarationResponse struct {
 
 func (x *GetDeclarationResponse) Reset() {
 	*x = GetDeclarationResponse{}
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[1]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +455,7 @@ func (x *GetDeclarationResponse) String() string {
 func (*GetDeclarationResponse) ProtoMessage() {}
 
 func (x *GetDeclarationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[1]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +468,7 @@ func (x *GetDeclarationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeclarationResponse.ProtoReflect.Descriptor instead.
 func (*GetDeclarationResponse) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{1}
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetDeclarationResponse) GetDeclaration() *Declaration {
@@ -153,7 +508,7 @@ type DeclarationFilter struct {
 
 func (x *DeclarationFilter) Reset() {
 	*x = DeclarationFilter{}
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[2]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +520,7 @@ func (x *DeclarationFilter) String() string {
 func (*DeclarationFilter) ProtoMessage() {}
 
 func (x *DeclarationFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[2]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +533,7 @@ func (x *DeclarationFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclarationFilter.ProtoReflect.Descriptor instead.
 func (*DeclarationFilter) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{2}
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeclarationFilter) GetHsChapters() []string {
@@ -229,7 +584,7 @@ type SearchDeclarationsRequest struct {
 
 func (x *SearchDeclarationsRequest) Reset() {
 	*x = SearchDeclarationsRequest{}
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[3]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +596,7 @@ func (x *SearchDeclarationsRequest) String() string {
 func (*SearchDeclarationsRequest) ProtoMessage() {}
 
 func (x *SearchDeclarationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[3]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +609,7 @@ func (x *SearchDeclarationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchDeclarationsRequest.ProtoReflect.Descriptor instead.
 func (*SearchDeclarationsRequest) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{3}
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SearchDeclarationsRequest) GetFilter() *DeclarationFilter {
@@ -288,7 +643,7 @@ type SearchDeclarationsResponse struct {
 
 func (x *SearchDeclarationsResponse) Reset() {
 	*x = SearchDeclarationsResponse{}
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[4]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +655,7 @@ func (x *SearchDeclarationsResponse) String() string {
 func (*SearchDeclarationsResponse) ProtoMessage() {}
 
 func (x *SearchDeclarationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[4]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +668,7 @@ func (x *SearchDeclarationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchDeclarationsResponse.ProtoReflect.Descriptor instead.
 func (*SearchDeclarationsResponse) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{4}
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SearchDeclarationsResponse) GetDeclaration() *Declaration {
@@ -340,7 +695,7 @@ type GetRiskAssessmentRequest struct {
 
 func (x *GetRiskAssessmentRequest) Reset() {
 	*x = GetRiskAssessmentRequest{}
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[5]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +707,7 @@ func (x *GetRiskAssessmentRequest) String() string {
 func (*GetRiskAssessmentRequest) ProtoMessage() {}
 
 func (x *GetRiskAssessmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[5]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +720,7 @@ func (x *GetRiskAssessmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRiskAssessmentRequest.ProtoReflect.Descriptor instead.
 func (*GetRiskAssessmentRequest) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{5}
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetRiskAssessmentRequest) GetId() string {
@@ -395,7 +750,7 @@ type GetRiskAssessmentResponse struct {
 
 func (x *GetRiskAssessmentResponse) Reset() {
 	*x = GetRiskAssessmentResponse{}
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[6]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +762,7 @@ func (x *GetRiskAssessmentResponse) String() string {
 func (*GetRiskAssessmentResponse) ProtoMessage() {}
 
 func (x *GetRiskAssessmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_exchange_proto_msgTypes[6]
+	mi := &file_borderlink_v1_exchange_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +775,7 @@ func (x *GetRiskAssessmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRiskAssessmentResponse.ProtoReflect.Descriptor instead.
 func (*GetRiskAssessmentResponse) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{6}
+	return file_borderlink_v1_exchange_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRiskAssessmentResponse) GetRiskAssessment() *RiskAssessment {
@@ -448,7 +803,30 @@ var File_borderlink_v1_exchange_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_exchange_proto_rawDesc = "" +
 	"\n" +
-	"\x1cborderlink/v1/exchange.proto\x12\rborderlink.v1\x1a\x1bborderlink/v1/records.proto\x1a\x1bborderlink/v1/release.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"A\n" +
+	"\x1cborderlink/v1/exchange.proto\x12\rborderlink.v1\x1a\x1bborderlink/v1/records.proto\x1a\x1bborderlink/v1/release.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n" +
+	"\x05Alert\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12F\n" +
+	"\x0frisk_assessment\x18\x02 \x01(\v2\x1d.borderlink.v1.RiskAssessmentR\x0eriskAssessment\x120\n" +
+	"\arelease\x18\x03 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\x12\x18\n" +
+	"\apurpose\x18\x04 \x01(\tR\apurpose\x12A\n" +
+	"\x0epublished_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rpublishedTime\"<\n" +
+	"\x0eDeliverRequest\x12*\n" +
+	"\x05alert\x18\x01 \x01(\v2\x14.borderlink.v1.AlertR\x05alert\"I\n" +
+	"\x0fDeliverResponse\x12\x18\n" +
+	"\areceipt\x18\x01 \x01(\tR\areceipt\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"^\n" +
+	"\x10SubscribeRequest\x12\x18\n" +
+	"\adataset\x18\x01 \x01(\tR\adataset\x12\x18\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\x04R\x06cursor\"\x8b\x02\n" +
+	"\x11SubscribeResponse\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\x12>\n" +
+	"\vdeclaration\x18\x02 \x01(\v2\x1a.borderlink.v1.DeclarationH\x00R\vdeclaration\x12H\n" +
+	"\x0frisk_assessment\x18\x03 \x01(\v2\x1d.borderlink.v1.RiskAssessmentH\x00R\x0eriskAssessment\x120\n" +
+	"\arelease\x18\x04 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\x12\x18\n" +
+	"\areceipt\x18\x05 \x01(\tR\areceiptB\b\n" +
+	"\x06record\"A\n" +
 	"\x15GetDeclarationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\apurpose\x18\x02 \x01(\tR\apurpose\"\xa2\x01\n" +
@@ -476,11 +854,13 @@ const file_borderlink_v1_exchange_proto_rawDesc = "" +
 	"\x19GetRiskAssessmentResponse\x12F\n" +
 	"\x0frisk_assessment\x18\x01 \x01(\v2\x1d.borderlink.v1.RiskAssessmentR\x0eriskAssessment\x120\n" +
 	"\arelease\x18\x02 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\x12\x18\n" +
-	"\areceipt\x18\x03 \x01(\tR\areceipt2\xbe\x02\n" +
+	"\areceipt\x18\x03 \x01(\tR\areceipt2\xda\x03\n" +
 	"\bExchange\x12]\n" +
 	"\x0eGetDeclaration\x12$.borderlink.v1.GetDeclarationRequest\x1a%.borderlink.v1.GetDeclarationResponse\x12k\n" +
 	"\x12SearchDeclarations\x12(.borderlink.v1.SearchDeclarationsRequest\x1a).borderlink.v1.SearchDeclarationsResponse0\x01\x12f\n" +
-	"\x11GetRiskAssessment\x12'.borderlink.v1.GetRiskAssessmentRequest\x1a(.borderlink.v1.GetRiskAssessmentResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\x11GetRiskAssessment\x12'.borderlink.v1.GetRiskAssessmentRequest\x1a(.borderlink.v1.GetRiskAssessmentResponse\x12H\n" +
+	"\aDeliver\x12\x1d.borderlink.v1.DeliverRequest\x1a\x1e.borderlink.v1.DeliverResponse\x12P\n" +
+	"\tSubscribe\x12\x1f.borderlink.v1.SubscribeRequest\x1a .borderlink.v1.SubscribeResponse0\x01BCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_exchange_proto_rawDescOnce sync.Once
@@ -494,41 +874,57 @@ func file_borderlink_v1_exchange_proto_rawDescGZIP() []byte {
 	return file_borderlink_v1_exchange_proto_rawDescData
 }
 
-var file_borderlink_v1_exchange_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_borderlink_v1_exchange_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_borderlink_v1_exchange_proto_goTypes = []any{
-	(*GetDeclarationRequest)(nil),      // 0: borderlink.v1.GetDeclarationRequest
-	(*GetDeclarationResponse)(nil),     // 1: borderlink.v1.GetDeclarationResponse
-	(*DeclarationFilter)(nil),          // 2: borderlink.v1.DeclarationFilter
-	(*SearchDeclarationsRequest)(nil),  // 3: borderlink.v1.SearchDeclarationsRequest
-	(*SearchDeclarationsResponse)(nil), // 4: borderlink.v1.SearchDeclarationsResponse
-	(*GetRiskAssessmentRequest)(nil),   // 5: borderlink.v1.GetRiskAssessmentRequest
-	(*GetRiskAssessmentResponse)(nil),  // 6: borderlink.v1.GetRiskAssessmentResponse
-	(*Declaration)(nil),                // 7: borderlink.v1.Declaration
-	(*Release)(nil),                    // 8: borderlink.v1.Release
-	(*timestamppb.Timestamp)(nil),      // 9: google.protobuf.Timestamp
-	(*RiskAssessment)(nil),             // 10: borderlink.v1.RiskAssessment
+	(*Alert)(nil),                      // 0: borderlink.v1.Alert
+	(*DeliverRequest)(nil),             // 1: borderlink.v1.DeliverRequest
+	(*DeliverResponse)(nil),            // 2: borderlink.v1.DeliverResponse
+	(*SubscribeRequest)(nil),           // 3: borderlink.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),          // 4: borderlink.v1.SubscribeResponse
+	(*GetDeclarationRequest)(nil),      // 5: borderlink.v1.GetDeclarationRequest
+	(*GetDeclarationResponse)(nil),     // 6: borderlink.v1.GetDeclarationResponse
+	(*DeclarationFilter)(nil),          // 7: borderlink.v1.DeclarationFilter
+	(*SearchDeclarationsRequest)(nil),  // 8: borderlink.v1.SearchDeclarationsRequest
+	(*SearchDeclarationsResponse)(nil), // 9: borderlink.v1.SearchDeclarationsResponse
+	(*GetRiskAssessmentRequest)(nil),   // 10: borderlink.v1.GetRiskAssessmentRequest
+	(*GetRiskAssessmentResponse)(nil),  // 11: borderlink.v1.GetRiskAssessmentResponse
+	(*RiskAssessment)(nil),             // 12: borderlink.v1.RiskAssessment
+	(*Release)(nil),                    // 13: borderlink.v1.Release
+	(*timestamppb.Timestamp)(nil),      // 14: google.protobuf.Timestamp
+	(*Declaration)(nil),                // 15: borderlink.v1.Declaration
 }
 var file_borderlink_v1_exchange_proto_depIdxs = []int32{
-	7,  // 0: borderlink.v1.GetDeclarationResponse.declaration:type_name -> borderlink.v1.Declaration
-	8,  // 1: borderlink.v1.GetDeclarationResponse.release:type_name -> borderlink.v1.Release
-	9,  // 2: borderlink.v1.DeclarationFilter.accepted_after:type_name -> google.protobuf.Timestamp
-	9,  // 3: borderlink.v1.DeclarationFilter.accepted_before:type_name -> google.protobuf.Timestamp
-	2,  // 4: borderlink.v1.SearchDeclarationsRequest.filter:type_name -> borderlink.v1.DeclarationFilter
-	7,  // 5: borderlink.v1.SearchDeclarationsResponse.declaration:type_name -> borderlink.v1.Declaration
-	8,  // 6: borderlink.v1.SearchDeclarationsResponse.release:type_name -> borderlink.v1.Release
-	10, // 7: borderlink.v1.GetRiskAssessmentResponse.risk_assessment:type_name -> borderlink.v1.RiskAssessment
-	8,  // 8: borderlink.v1.GetRiskAssessmentResponse.release:type_name -> borderlink.v1.Release
-	0,  // 9: borderlink.v1.Exchange.GetDeclaration:input_type -> borderlink.v1.GetDeclarationRequest
-	3,  // 10: borderlink.v1.Exchange.SearchDeclarations:input_type -> borderlink.v1.SearchDeclarationsRequest
-	5,  // 11: borderlink.v1.Exchange.GetRiskAssessment:input_type -> borderlink.v1.GetRiskAssessmentRequest
-	1,  // 12: borderlink.v1.Exchange.GetDeclaration:output_type -> borderlink.v1.GetDeclarationResponse
-	4,  // 13: borderlink.v1.Exchange.SearchDeclarations:output_type -> borderlink.v1.SearchDeclarationsResponse
-	6,  // 14: borderlink.v1.Exchange.GetRiskAssessment:output_type -> borderlink.v1.GetRiskAssessmentResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	12, // 0: borderlink.v1.Alert.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	13, // 1: borderlink.v1.Alert.release:type_name -> borderlink.v1.Release
+	14, // 2: borderlink.v1.Alert.published_time:type_name -> google.protobuf.Timestamp
+	0,  // 3: borderlink.v1.DeliverRequest.alert:type_name -> borderlink.v1.Alert
+	15, // 4: borderlink.v1.SubscribeResponse.declaration:type_name -> borderlink.v1.Declaration
+	12, // 5: borderlink.v1.SubscribeResponse.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	13, // 6: borderlink.v1.SubscribeResponse.release:type_name -> borderlink.v1.Release
+	15, // 7: borderlink.v1.GetDeclarationResponse.declaration:type_name -> borderlink.v1.Declaration
+	13, // 8: borderlink.v1.GetDeclarationResponse.release:type_name -> borderlink.v1.Release
+	14, // 9: borderlink.v1.DeclarationFilter.accepted_after:type_name -> google.protobuf.Timestamp
+	14, // 10: borderlink.v1.DeclarationFilter.accepted_before:type_name -> google.protobuf.Timestamp
+	7,  // 11: borderlink.v1.SearchDeclarationsRequest.filter:type_name -> borderlink.v1.DeclarationFilter
+	15, // 12: borderlink.v1.SearchDeclarationsResponse.declaration:type_name -> borderlink.v1.Declaration
+	13, // 13: borderlink.v1.SearchDeclarationsResponse.release:type_name -> borderlink.v1.Release
+	12, // 14: borderlink.v1.GetRiskAssessmentResponse.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	13, // 15: borderlink.v1.GetRiskAssessmentResponse.release:type_name -> borderlink.v1.Release
+	5,  // 16: borderlink.v1.Exchange.GetDeclaration:input_type -> borderlink.v1.GetDeclarationRequest
+	8,  // 17: borderlink.v1.Exchange.SearchDeclarations:input_type -> borderlink.v1.SearchDeclarationsRequest
+	10, // 18: borderlink.v1.Exchange.GetRiskAssessment:input_type -> borderlink.v1.GetRiskAssessmentRequest
+	1,  // 19: borderlink.v1.Exchange.Deliver:input_type -> borderlink.v1.DeliverRequest
+	3,  // 20: borderlink.v1.Exchange.Subscribe:input_type -> borderlink.v1.SubscribeRequest
+	6,  // 21: borderlink.v1.Exchange.GetDeclaration:output_type -> borderlink.v1.GetDeclarationResponse
+	9,  // 22: borderlink.v1.Exchange.SearchDeclarations:output_type -> borderlink.v1.SearchDeclarationsResponse
+	11, // 23: borderlink.v1.Exchange.GetRiskAssessment:output_type -> borderlink.v1.GetRiskAssessmentResponse
+	2,  // 24: borderlink.v1.Exchange.Deliver:output_type -> borderlink.v1.DeliverResponse
+	4,  // 25: borderlink.v1.Exchange.Subscribe:output_type -> borderlink.v1.SubscribeResponse
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_borderlink_v1_exchange_proto_init() }
@@ -538,13 +934,17 @@ func file_borderlink_v1_exchange_proto_init() {
 	}
 	file_borderlink_v1_records_proto_init()
 	file_borderlink_v1_release_proto_init()
+	file_borderlink_v1_exchange_proto_msgTypes[4].OneofWrappers = []any{
+		(*SubscribeResponse_Declaration)(nil),
+		(*SubscribeResponse_RiskAssessment)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_exchange_proto_rawDesc), len(file_borderlink_v1_exchange_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

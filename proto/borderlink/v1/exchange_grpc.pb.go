@@ -22,6 +22,8 @@ const (
 	Exchange_GetDeclaration_FullMethodName     = "/borderlink.v1.Exchange/GetDeclaration"
 	Exchange_SearchDeclarations_FullMethodName = "/borderlink.v1.Exchange/SearchDeclarations"
 	Exchange_GetRiskAssessment_FullMethodName  = "/borderlink.v1.Exchange/GetRiskAssessment"
+	Exchange_Deliver_FullMethodName            = "/borderlink.v1.Exchange/Deliver"
+	Exchange_Subscribe_FullMethodName          = "/borderlink.v1.Exchange/Subscribe"
 )
 
 // ExchangeClient is the client API for Exchange service.
@@ -40,6 +42,21 @@ type ExchangeClient interface {
 	// audit leaf arrives in the trailer "borderlink-receipt-bin".
 	SearchDeclarations(ctx context.Context, in *SearchDeclarationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SearchDeclarationsResponse], error)
 	GetRiskAssessment(ctx context.Context, in *GetRiskAssessmentRequest, opts ...grpc.CallOption) (*GetRiskAssessmentResponse, error)
+	// Deliver pushes one alert from the sending gateway (the caller) to this
+	// one. This gateway checks the sender against its own copy of their
+	// agreement (action alert.deliver, provider = the sender), stores the
+	// alert in its inbox keyed by (sender, message_id), audits it and answers
+	// with a receipt over its audit leaf. A redelivery of the same message is
+	// answered with the same receipt and stores nothing; the same message ID
+	// with different content is refused with ALREADY_EXISTS and audited as a
+	// conflict.
+	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
+	// Subscribe streams the records of one type the caller is entitled to
+	// (action subscribe), released field by field, in this gateway's commit
+	// order, starting after the cursor the caller last received. The stream
+	// stays open and sends new records as they are committed. Reconnecting
+	// with the last cursor received gives no gaps and no repeats.
+	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 }
 
 type exchangeClient struct {
@@ -89,6 +106,35 @@ func (c *exchangeClient) GetRiskAssessment(ctx context.Context, in *GetRiskAsses
 	return out, nil
 }
 
+func (c *exchangeClient) Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeliverResponse)
+	err := c.cc.Invoke(ctx, Exchange_Deliver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *exchangeClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Exchange_ServiceDesc.Streams[1], Exchange_Subscribe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeRequest, SubscribeResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Exchange_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
+
 // ExchangeServer is the server API for Exchange service.
 // All implementations must embed UnimplementedExchangeServer
 // for forward compatibility.
@@ -105,6 +151,21 @@ type ExchangeServer interface {
 	// audit leaf arrives in the trailer "borderlink-receipt-bin".
 	SearchDeclarations(*SearchDeclarationsRequest, grpc.ServerStreamingServer[SearchDeclarationsResponse]) error
 	GetRiskAssessment(context.Context, *GetRiskAssessmentRequest) (*GetRiskAssessmentResponse, error)
+	// Deliver pushes one alert from the sending gateway (the caller) to this
+	// one. This gateway checks the sender against its own copy of their
+	// agreement (action alert.deliver, provider = the sender), stores the
+	// alert in its inbox keyed by (sender, message_id), audits it and answers
+	// with a receipt over its audit leaf. A redelivery of the same message is
+	// answered with the same receipt and stores nothing; the same message ID
+	// with different content is refused with ALREADY_EXISTS and audited as a
+	// conflict.
+	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
+	// Subscribe streams the records of one type the caller is entitled to
+	// (action subscribe), released field by field, in this gateway's commit
+	// order, starting after the cursor the caller last received. The stream
+	// stays open and sends new records as they are committed. Reconnecting
+	// with the last cursor received gives no gaps and no repeats.
+	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	mustEmbedUnimplementedExchangeServer()
 }
 
@@ -123,6 +184,12 @@ func (UnimplementedExchangeServer) SearchDeclarations(*SearchDeclarationsRequest
 }
 func (UnimplementedExchangeServer) GetRiskAssessment(context.Context, *GetRiskAssessmentRequest) (*GetRiskAssessmentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRiskAssessment not implemented")
+}
+func (UnimplementedExchangeServer) Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedExchangeServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
 }
 func (UnimplementedExchangeServer) mustEmbedUnimplementedExchangeServer() {}
 func (UnimplementedExchangeServer) testEmbeddedByValue()                  {}
@@ -192,6 +259,35 @@ func _Exchange_GetRiskAssessment_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Exchange_Deliver_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeliverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExchangeServer).Deliver(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Exchange_Deliver_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExchangeServer).Deliver(ctx, req.(*DeliverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Exchange_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ExchangeServer).Subscribe(m, &grpc.GenericServerStream[SubscribeRequest, SubscribeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Exchange_SubscribeServer = grpc.ServerStreamingServer[SubscribeResponse]
+
 // Exchange_ServiceDesc is the grpc.ServiceDesc for Exchange service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -207,11 +303,20 @@ var Exchange_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetRiskAssessment",
 			Handler:    _Exchange_GetRiskAssessment_Handler,
 		},
+		{
+			MethodName: "Deliver",
+			Handler:    _Exchange_Deliver_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "SearchDeclarations",
 			Handler:       _Exchange_SearchDeclarations_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Subscribe",
+			Handler:       _Exchange_Subscribe_Handler,
 			ServerStreams: true,
 		},
 	},

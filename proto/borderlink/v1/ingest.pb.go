@@ -21,6 +21,174 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PublishAlertRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RiskAssessment *RiskAssessment        `protobuf:"bytes,1,opt,name=risk_assessment,json=riskAssessment,proto3" json:"risk_assessment,omitempty"`
+	// The purpose the alert is pushed for; empty means "risk-assessment".
+	Purpose       string `protobuf:"bytes,2,opt,name=purpose,proto3" json:"purpose,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishAlertRequest) Reset() {
+	*x = PublishAlertRequest{}
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishAlertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishAlertRequest) ProtoMessage() {}
+
+func (x *PublishAlertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishAlertRequest.ProtoReflect.Descriptor instead.
+func (*PublishAlertRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PublishAlertRequest) GetRiskAssessment() *RiskAssessment {
+	if x != nil {
+		return x.RiskAssessment
+	}
+	return nil
+}
+
+func (x *PublishAlertRequest) GetPurpose() string {
+	if x != nil {
+		return x.Purpose
+	}
+	return ""
+}
+
+type PublishAlertResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per partner the alert was queued for; empty when no
+	// agreement entitles any partner to it (the record is still stored).
+	Queued        []*QueuedAlert `protobuf:"bytes,1,rep,name=queued,proto3" json:"queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishAlertResponse) Reset() {
+	*x = PublishAlertResponse{}
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishAlertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishAlertResponse) ProtoMessage() {}
+
+func (x *PublishAlertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishAlertResponse.ProtoReflect.Descriptor instead.
+func (*PublishAlertResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PublishAlertResponse) GetQueued() []*QueuedAlert {
+	if x != nil {
+		return x.Queued
+	}
+	return nil
+}
+
+type QueuedAlert struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Trust domain of the receiving gateway.
+	Recipient     string `protobuf:"bytes,2,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	AgreementId   string `protobuf:"bytes,3,opt,name=agreement_id,json=agreementId,proto3" json:"agreement_id,omitempty"`
+	GrantId       string `protobuf:"bytes,4,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedAlert) Reset() {
+	*x = QueuedAlert{}
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedAlert) ProtoMessage() {}
+
+func (x *QueuedAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedAlert.ProtoReflect.Descriptor instead.
+func (*QueuedAlert) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QueuedAlert) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *QueuedAlert) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
+	}
+	return ""
+}
+
+func (x *QueuedAlert) GetAgreementId() string {
+	if x != nil {
+		return x.AgreementId
+	}
+	return ""
+}
+
+func (x *QueuedAlert) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
 // IngestRecord is one line of an import file (JSONL, protojson encoding).
 type IngestRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +203,7 @@ type IngestRecord struct {
 
 func (x *IngestRecord) Reset() {
 	*x = IngestRecord{}
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[0]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +215,7 @@ func (x *IngestRecord) String() string {
 func (*IngestRecord) ProtoMessage() {}
 
 func (x *IngestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[0]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +228,7 @@ func (x *IngestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRecord.ProtoReflect.Descriptor instead.
 func (*IngestRecord) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{0}
+	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *IngestRecord) GetKind() isIngestRecord_Kind {
@@ -117,7 +285,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[1]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -129,7 +297,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[1]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -142,7 +310,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{1}
+	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ImportRequest) GetRecord() *IngestRecord {
@@ -177,7 +345,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[2]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -189,7 +357,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[2]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -202,7 +370,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{2}
+	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ImportResponse) GetImported() uint64 {
@@ -239,7 +407,7 @@ type RecordError struct {
 
 func (x *RecordError) Reset() {
 	*x = RecordError{}
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[3]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -251,7 +419,7 @@ func (x *RecordError) String() string {
 func (*RecordError) ProtoMessage() {}
 
 func (x *RecordError) ProtoReflect() protoreflect.Message {
-	mi := &file_borderlink_v1_ingest_proto_msgTypes[3]
+	mi := &file_borderlink_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -264,7 +432,7 @@ func (x *RecordError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordError.ProtoReflect.Descriptor instead.
 func (*RecordError) Descriptor() ([]byte, []int) {
-	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{3}
+	return file_borderlink_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RecordError) GetLine() uint64 {
@@ -299,7 +467,18 @@ var File_borderlink_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_ingest_proto_rawDesc = "" +
 	"\n" +
-	"\x1aborderlink/v1/ingest.proto\x12\rborderlink.v1\x1a\x1bborderlink/v1/records.proto\"\xa0\x01\n" +
+	"\x1aborderlink/v1/ingest.proto\x12\rborderlink.v1\x1a\x1bborderlink/v1/records.proto\"w\n" +
+	"\x13PublishAlertRequest\x12F\n" +
+	"\x0frisk_assessment\x18\x01 \x01(\v2\x1d.borderlink.v1.RiskAssessmentR\x0eriskAssessment\x12\x18\n" +
+	"\apurpose\x18\x02 \x01(\tR\apurpose\"J\n" +
+	"\x14PublishAlertResponse\x122\n" +
+	"\x06queued\x18\x01 \x03(\v2\x1a.borderlink.v1.QueuedAlertR\x06queued\"\x88\x01\n" +
+	"\vQueuedAlert\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x1c\n" +
+	"\trecipient\x18\x02 \x01(\tR\trecipient\x12!\n" +
+	"\fagreement_id\x18\x03 \x01(\tR\vagreementId\x12\x19\n" +
+	"\bgrant_id\x18\x04 \x01(\tR\agrantId\"\xa0\x01\n" +
 	"\fIngestRecord\x12>\n" +
 	"\vdeclaration\x18\x01 \x01(\v2\x1a.borderlink.v1.DeclarationH\x00R\vdeclaration\x12H\n" +
 	"\x0frisk_assessment\x18\x02 \x01(\v2\x1d.borderlink.v1.RiskAssessmentH\x00R\x0eriskAssessmentB\x06\n" +
@@ -316,9 +495,10 @@ const file_borderlink_v1_ingest_proto_rawDesc = "" +
 	"\x04line\x18\x01 \x01(\x04R\x04line\x12\x1b\n" +
 	"\trecord_id\x18\x02 \x01(\tR\brecordId\x12\x14\n" +
 	"\x05field\x18\x03 \x01(\tR\x05field\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason2Q\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason2\xaa\x01\n" +
 	"\x06Ingest\x12G\n" +
-	"\x06Import\x12\x1c.borderlink.v1.ImportRequest\x1a\x1d.borderlink.v1.ImportResponse(\x01BCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\x06Import\x12\x1c.borderlink.v1.ImportRequest\x1a\x1d.borderlink.v1.ImportResponse(\x01\x12W\n" +
+	"\fPublishAlert\x12\".borderlink.v1.PublishAlertRequest\x1a#.borderlink.v1.PublishAlertResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_ingest_proto_rawDescOnce sync.Once
@@ -332,27 +512,34 @@ func file_borderlink_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_borderlink_v1_ingest_proto_rawDescData
 }
 
-var file_borderlink_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_borderlink_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_borderlink_v1_ingest_proto_goTypes = []any{
-	(*IngestRecord)(nil),   // 0: borderlink.v1.IngestRecord
-	(*ImportRequest)(nil),  // 1: borderlink.v1.ImportRequest
-	(*ImportResponse)(nil), // 2: borderlink.v1.ImportResponse
-	(*RecordError)(nil),    // 3: borderlink.v1.RecordError
-	(*Declaration)(nil),    // 4: borderlink.v1.Declaration
-	(*RiskAssessment)(nil), // 5: borderlink.v1.RiskAssessment
+	(*PublishAlertRequest)(nil),  // 0: borderlink.v1.PublishAlertRequest
+	(*PublishAlertResponse)(nil), // 1: borderlink.v1.PublishAlertResponse
+	(*QueuedAlert)(nil),          // 2: borderlink.v1.QueuedAlert
+	(*IngestRecord)(nil),         // 3: borderlink.v1.IngestRecord
+	(*ImportRequest)(nil),        // 4: borderlink.v1.ImportRequest
+	(*ImportResponse)(nil),       // 5: borderlink.v1.ImportResponse
+	(*RecordError)(nil),          // 6: borderlink.v1.RecordError
+	(*RiskAssessment)(nil),       // 7: borderlink.v1.RiskAssessment
+	(*Declaration)(nil),          // 8: borderlink.v1.Declaration
 }
 var file_borderlink_v1_ingest_proto_depIdxs = []int32{
-	4, // 0: borderlink.v1.IngestRecord.declaration:type_name -> borderlink.v1.Declaration
-	5, // 1: borderlink.v1.IngestRecord.risk_assessment:type_name -> borderlink.v1.RiskAssessment
-	0, // 2: borderlink.v1.ImportRequest.record:type_name -> borderlink.v1.IngestRecord
-	3, // 3: borderlink.v1.ImportResponse.errors:type_name -> borderlink.v1.RecordError
-	1, // 4: borderlink.v1.Ingest.Import:input_type -> borderlink.v1.ImportRequest
-	2, // 5: borderlink.v1.Ingest.Import:output_type -> borderlink.v1.ImportResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7, // 0: borderlink.v1.PublishAlertRequest.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	2, // 1: borderlink.v1.PublishAlertResponse.queued:type_name -> borderlink.v1.QueuedAlert
+	8, // 2: borderlink.v1.IngestRecord.declaration:type_name -> borderlink.v1.Declaration
+	7, // 3: borderlink.v1.IngestRecord.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	3, // 4: borderlink.v1.ImportRequest.record:type_name -> borderlink.v1.IngestRecord
+	6, // 5: borderlink.v1.ImportResponse.errors:type_name -> borderlink.v1.RecordError
+	4, // 6: borderlink.v1.Ingest.Import:input_type -> borderlink.v1.ImportRequest
+	0, // 7: borderlink.v1.Ingest.PublishAlert:input_type -> borderlink.v1.PublishAlertRequest
+	5, // 8: borderlink.v1.Ingest.Import:output_type -> borderlink.v1.ImportResponse
+	1, // 9: borderlink.v1.Ingest.PublishAlert:output_type -> borderlink.v1.PublishAlertResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_borderlink_v1_ingest_proto_init() }
@@ -361,7 +548,7 @@ func file_borderlink_v1_ingest_proto_init() {
 		return
 	}
 	file_borderlink_v1_records_proto_init()
-	file_borderlink_v1_ingest_proto_msgTypes[0].OneofWrappers = []any{
+	file_borderlink_v1_ingest_proto_msgTypes[3].OneofWrappers = []any{
 		(*IngestRecord_Declaration)(nil),
 		(*IngestRecord_RiskAssessment)(nil),
 	}
@@ -371,7 +558,7 @@ func file_borderlink_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_ingest_proto_rawDesc), len(file_borderlink_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

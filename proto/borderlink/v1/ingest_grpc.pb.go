@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Ingest_Import_FullMethodName = "/borderlink.v1.Ingest/Import"
+	Ingest_Import_FullMethodName       = "/borderlink.v1.Ingest/Import"
+	Ingest_PublishAlert_FullMethodName = "/borderlink.v1.Ingest/PublishAlert"
 )
 
 // IngestClient is the client API for Ingest service.
@@ -34,6 +35,12 @@ type IngestClient interface {
 	// record rejects the whole stream with INVALID_ARGUMENT and a BadRequest
 	// detail listing every violation, and nothing is stored.
 	Import(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportRequest, ImportResponse], error)
+	// PublishAlert stores a risk assessment and, in the same transaction,
+	// queues one delivery per partner gateway the policy entitles to it
+	// (action alert.deliver), each released under that partner's grant.
+	// The deliverer then pushes them (Exchange.Deliver) until each partner
+	// answers with a valid receipt.
+	PublishAlert(ctx context.Context, in *PublishAlertRequest, opts ...grpc.CallOption) (*PublishAlertResponse, error)
 }
 
 type ingestClient struct {
@@ -57,6 +64,16 @@ func (c *ingestClient) Import(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ingest_ImportClient = grpc.ClientStreamingClient[ImportRequest, ImportResponse]
 
+func (c *ingestClient) PublishAlert(ctx context.Context, in *PublishAlertRequest, opts ...grpc.CallOption) (*PublishAlertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishAlertResponse)
+	err := c.cc.Invoke(ctx, Ingest_PublishAlert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IngestServer is the server API for Ingest service.
 // All implementations must embed UnimplementedIngestServer
 // for forward compatibility.
@@ -69,6 +86,12 @@ type IngestServer interface {
 	// record rejects the whole stream with INVALID_ARGUMENT and a BadRequest
 	// detail listing every violation, and nothing is stored.
 	Import(grpc.ClientStreamingServer[ImportRequest, ImportResponse]) error
+	// PublishAlert stores a risk assessment and, in the same transaction,
+	// queues one delivery per partner gateway the policy entitles to it
+	// (action alert.deliver), each released under that partner's grant.
+	// The deliverer then pushes them (Exchange.Deliver) until each partner
+	// answers with a valid receipt.
+	PublishAlert(context.Context, *PublishAlertRequest) (*PublishAlertResponse, error)
 	mustEmbedUnimplementedIngestServer()
 }
 
@@ -81,6 +104,9 @@ type UnimplementedIngestServer struct{}
 
 func (UnimplementedIngestServer) Import(grpc.ClientStreamingServer[ImportRequest, ImportResponse]) error {
 	return status.Error(codes.Unimplemented, "method Import not implemented")
+}
+func (UnimplementedIngestServer) PublishAlert(context.Context, *PublishAlertRequest) (*PublishAlertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PublishAlert not implemented")
 }
 func (UnimplementedIngestServer) mustEmbedUnimplementedIngestServer() {}
 func (UnimplementedIngestServer) testEmbeddedByValue()                {}
@@ -110,13 +136,36 @@ func _Ingest_Import_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ingest_ImportServer = grpc.ClientStreamingServer[ImportRequest, ImportResponse]
 
+func _Ingest_PublishAlert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishAlertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IngestServer).PublishAlert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Ingest_PublishAlert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IngestServer).PublishAlert(ctx, req.(*PublishAlertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Ingest_ServiceDesc is the grpc.ServiceDesc for Ingest service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Ingest_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "borderlink.v1.Ingest",
 	HandlerType: (*IngestServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "PublishAlert",
+			Handler:    _Ingest_PublishAlert_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Import",

@@ -9,6 +9,7 @@ package borderlinkv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -391,11 +392,223 @@ func (x *GetPartnerRiskAssessmentResponse) GetRequestId() string {
 	return ""
 }
 
+type ListReceivedAlertsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only alerts from this partner (trust domain); empty: all.
+	Sender string `protobuf:"bytes,1,opt,name=sender,proto3" json:"sender,omitempty"`
+	// Only alerts received at or after this time.
+	Since *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// At most this many (0: 100; at most 1000).
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReceivedAlertsRequest) Reset() {
+	*x = ListReceivedAlertsRequest{}
+	mi := &file_borderlink_v1_local_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReceivedAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReceivedAlertsRequest) ProtoMessage() {}
+
+func (x *ListReceivedAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_local_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReceivedAlertsRequest.ProtoReflect.Descriptor instead.
+func (*ListReceivedAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_local_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListReceivedAlertsRequest) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *ListReceivedAlertsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListReceivedAlertsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListReceivedAlertsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alerts        []*ReceivedAlert       `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReceivedAlertsResponse) Reset() {
+	*x = ListReceivedAlertsResponse{}
+	mi := &file_borderlink_v1_local_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReceivedAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReceivedAlertsResponse) ProtoMessage() {}
+
+func (x *ListReceivedAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_local_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReceivedAlertsResponse.ProtoReflect.Descriptor instead.
+func (*ListReceivedAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_local_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListReceivedAlertsResponse) GetAlerts() []*ReceivedAlert {
+	if x != nil {
+		return x.Alerts
+	}
+	return nil
+}
+
+// ReceivedAlert is one alert in the inbox with its provenance: who sent it,
+// under which agreement and with which obligations.
+type ReceivedAlert struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Trust domain of the sending gateway.
+	Sender       string                 `protobuf:"bytes,1,opt,name=sender,proto3" json:"sender,omitempty"`
+	MessageId    string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	ReceivedTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_time,json=receivedTime,proto3" json:"received_time,omitempty"`
+	// The alert as received; absent once retention ended (expired = true).
+	Alert   *Alert `protobuf:"bytes,4,opt,name=alert,proto3" json:"alert,omitempty"`
+	Expired bool   `protobuf:"varint,5,opt,name=expired,proto3" json:"expired,omitempty"`
+	// When the payload is deleted (absent: the sender set no retention).
+	RetainUntil   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	AgreementId   string                 `protobuf:"bytes,7,opt,name=agreement_id,json=agreementId,proto3" json:"agreement_id,omitempty"`
+	Obligations   *Obligations           `protobuf:"bytes,8,opt,name=obligations,proto3" json:"obligations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceivedAlert) Reset() {
+	*x = ReceivedAlert{}
+	mi := &file_borderlink_v1_local_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceivedAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceivedAlert) ProtoMessage() {}
+
+func (x *ReceivedAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_local_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceivedAlert.ProtoReflect.Descriptor instead.
+func (*ReceivedAlert) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_local_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReceivedAlert) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *ReceivedAlert) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *ReceivedAlert) GetReceivedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReceivedTime
+	}
+	return nil
+}
+
+func (x *ReceivedAlert) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+func (x *ReceivedAlert) GetExpired() bool {
+	if x != nil {
+		return x.Expired
+	}
+	return false
+}
+
+func (x *ReceivedAlert) GetRetainUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetainUntil
+	}
+	return nil
+}
+
+func (x *ReceivedAlert) GetAgreementId() string {
+	if x != nil {
+		return x.AgreementId
+	}
+	return ""
+}
+
+func (x *ReceivedAlert) GetObligations() *Obligations {
+	if x != nil {
+		return x.Obligations
+	}
+	return nil
+}
+
 var File_borderlink_v1_local_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_local_proto_rawDesc = "" +
 	"\n" +
-	"\x19borderlink/v1/local.proto\x12\rborderlink.v1\x1a\x1cborderlink/v1/exchange.proto\x1a\x1bborderlink/v1/records.proto\x1a\x1bborderlink/v1/release.proto\"b\n" +
+	"\x19borderlink/v1/local.proto\x12\rborderlink.v1\x1a\x1cborderlink/v1/exchange.proto\x1a\x1bborderlink/v1/records.proto\x1a\x1bborderlink/v1/release.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n" +
 	"\x1cGetPartnerDeclarationRequest\x12\x18\n" +
 	"\apartner\x18\x01 \x01(\tR\apartner\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -423,11 +636,28 @@ const file_borderlink_v1_local_proto_rawDesc = "" +
 	"\x0frisk_assessment\x18\x01 \x01(\v2\x1d.borderlink.v1.RiskAssessmentR\x0eriskAssessment\x120\n" +
 	"\arelease\x18\x02 \x01(\v2\x16.borderlink.v1.ReleaseR\arelease\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId2\xfb\x02\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"{\n" +
+	"\x19ListReceivedAlertsRequest\x12\x16\n" +
+	"\x06sender\x18\x01 \x01(\tR\x06sender\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"R\n" +
+	"\x1aListReceivedAlertsResponse\x124\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x1c.borderlink.v1.ReceivedAlertR\x06alerts\"\xed\x02\n" +
+	"\rReceivedAlert\x12\x16\n" +
+	"\x06sender\x18\x01 \x01(\tR\x06sender\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12?\n" +
+	"\rreceived_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\freceivedTime\x12*\n" +
+	"\x05alert\x18\x04 \x01(\v2\x14.borderlink.v1.AlertR\x05alert\x12\x18\n" +
+	"\aexpired\x18\x05 \x01(\bR\aexpired\x12=\n" +
+	"\fretain_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12!\n" +
+	"\fagreement_id\x18\a \x01(\tR\vagreementId\x12<\n" +
+	"\vobligations\x18\b \x01(\v2\x1a.borderlink.v1.ObligationsR\vobligations2\xe6\x03\n" +
 	"\x05Local\x12r\n" +
 	"\x15GetPartnerDeclaration\x12+.borderlink.v1.GetPartnerDeclarationRequest\x1a,.borderlink.v1.GetPartnerDeclarationResponse\x12\x80\x01\n" +
 	"\x19SearchPartnerDeclarations\x12/.borderlink.v1.SearchPartnerDeclarationsRequest\x1a0.borderlink.v1.SearchPartnerDeclarationsResponse0\x01\x12{\n" +
-	"\x18GetPartnerRiskAssessment\x12..borderlink.v1.GetPartnerRiskAssessmentRequest\x1a/.borderlink.v1.GetPartnerRiskAssessmentResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\x18GetPartnerRiskAssessment\x12..borderlink.v1.GetPartnerRiskAssessmentRequest\x1a/.borderlink.v1.GetPartnerRiskAssessmentResponse\x12i\n" +
+	"\x12ListReceivedAlerts\x12(.borderlink.v1.ListReceivedAlertsRequest\x1a).borderlink.v1.ListReceivedAlertsResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_local_proto_rawDescOnce sync.Once
@@ -441,7 +671,7 @@ func file_borderlink_v1_local_proto_rawDescGZIP() []byte {
 	return file_borderlink_v1_local_proto_rawDescData
 }
 
-var file_borderlink_v1_local_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_borderlink_v1_local_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_borderlink_v1_local_proto_goTypes = []any{
 	(*GetPartnerDeclarationRequest)(nil),      // 0: borderlink.v1.GetPartnerDeclarationRequest
 	(*GetPartnerDeclarationResponse)(nil),     // 1: borderlink.v1.GetPartnerDeclarationResponse
@@ -449,30 +679,44 @@ var file_borderlink_v1_local_proto_goTypes = []any{
 	(*SearchPartnerDeclarationsResponse)(nil), // 3: borderlink.v1.SearchPartnerDeclarationsResponse
 	(*GetPartnerRiskAssessmentRequest)(nil),   // 4: borderlink.v1.GetPartnerRiskAssessmentRequest
 	(*GetPartnerRiskAssessmentResponse)(nil),  // 5: borderlink.v1.GetPartnerRiskAssessmentResponse
-	(*Declaration)(nil),                       // 6: borderlink.v1.Declaration
-	(*Release)(nil),                           // 7: borderlink.v1.Release
-	(*DeclarationFilter)(nil),                 // 8: borderlink.v1.DeclarationFilter
-	(*RiskAssessment)(nil),                    // 9: borderlink.v1.RiskAssessment
+	(*ListReceivedAlertsRequest)(nil),         // 6: borderlink.v1.ListReceivedAlertsRequest
+	(*ListReceivedAlertsResponse)(nil),        // 7: borderlink.v1.ListReceivedAlertsResponse
+	(*ReceivedAlert)(nil),                     // 8: borderlink.v1.ReceivedAlert
+	(*Declaration)(nil),                       // 9: borderlink.v1.Declaration
+	(*Release)(nil),                           // 10: borderlink.v1.Release
+	(*DeclarationFilter)(nil),                 // 11: borderlink.v1.DeclarationFilter
+	(*RiskAssessment)(nil),                    // 12: borderlink.v1.RiskAssessment
+	(*timestamppb.Timestamp)(nil),             // 13: google.protobuf.Timestamp
+	(*Alert)(nil),                             // 14: borderlink.v1.Alert
+	(*Obligations)(nil),                       // 15: borderlink.v1.Obligations
 }
 var file_borderlink_v1_local_proto_depIdxs = []int32{
-	6,  // 0: borderlink.v1.GetPartnerDeclarationResponse.declaration:type_name -> borderlink.v1.Declaration
-	7,  // 1: borderlink.v1.GetPartnerDeclarationResponse.release:type_name -> borderlink.v1.Release
-	8,  // 2: borderlink.v1.SearchPartnerDeclarationsRequest.filter:type_name -> borderlink.v1.DeclarationFilter
-	6,  // 3: borderlink.v1.SearchPartnerDeclarationsResponse.declaration:type_name -> borderlink.v1.Declaration
-	7,  // 4: borderlink.v1.SearchPartnerDeclarationsResponse.release:type_name -> borderlink.v1.Release
-	9,  // 5: borderlink.v1.GetPartnerRiskAssessmentResponse.risk_assessment:type_name -> borderlink.v1.RiskAssessment
-	7,  // 6: borderlink.v1.GetPartnerRiskAssessmentResponse.release:type_name -> borderlink.v1.Release
-	0,  // 7: borderlink.v1.Local.GetPartnerDeclaration:input_type -> borderlink.v1.GetPartnerDeclarationRequest
-	2,  // 8: borderlink.v1.Local.SearchPartnerDeclarations:input_type -> borderlink.v1.SearchPartnerDeclarationsRequest
-	4,  // 9: borderlink.v1.Local.GetPartnerRiskAssessment:input_type -> borderlink.v1.GetPartnerRiskAssessmentRequest
-	1,  // 10: borderlink.v1.Local.GetPartnerDeclaration:output_type -> borderlink.v1.GetPartnerDeclarationResponse
-	3,  // 11: borderlink.v1.Local.SearchPartnerDeclarations:output_type -> borderlink.v1.SearchPartnerDeclarationsResponse
-	5,  // 12: borderlink.v1.Local.GetPartnerRiskAssessment:output_type -> borderlink.v1.GetPartnerRiskAssessmentResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	9,  // 0: borderlink.v1.GetPartnerDeclarationResponse.declaration:type_name -> borderlink.v1.Declaration
+	10, // 1: borderlink.v1.GetPartnerDeclarationResponse.release:type_name -> borderlink.v1.Release
+	11, // 2: borderlink.v1.SearchPartnerDeclarationsRequest.filter:type_name -> borderlink.v1.DeclarationFilter
+	9,  // 3: borderlink.v1.SearchPartnerDeclarationsResponse.declaration:type_name -> borderlink.v1.Declaration
+	10, // 4: borderlink.v1.SearchPartnerDeclarationsResponse.release:type_name -> borderlink.v1.Release
+	12, // 5: borderlink.v1.GetPartnerRiskAssessmentResponse.risk_assessment:type_name -> borderlink.v1.RiskAssessment
+	10, // 6: borderlink.v1.GetPartnerRiskAssessmentResponse.release:type_name -> borderlink.v1.Release
+	13, // 7: borderlink.v1.ListReceivedAlertsRequest.since:type_name -> google.protobuf.Timestamp
+	8,  // 8: borderlink.v1.ListReceivedAlertsResponse.alerts:type_name -> borderlink.v1.ReceivedAlert
+	13, // 9: borderlink.v1.ReceivedAlert.received_time:type_name -> google.protobuf.Timestamp
+	14, // 10: borderlink.v1.ReceivedAlert.alert:type_name -> borderlink.v1.Alert
+	13, // 11: borderlink.v1.ReceivedAlert.retain_until:type_name -> google.protobuf.Timestamp
+	15, // 12: borderlink.v1.ReceivedAlert.obligations:type_name -> borderlink.v1.Obligations
+	0,  // 13: borderlink.v1.Local.GetPartnerDeclaration:input_type -> borderlink.v1.GetPartnerDeclarationRequest
+	2,  // 14: borderlink.v1.Local.SearchPartnerDeclarations:input_type -> borderlink.v1.SearchPartnerDeclarationsRequest
+	4,  // 15: borderlink.v1.Local.GetPartnerRiskAssessment:input_type -> borderlink.v1.GetPartnerRiskAssessmentRequest
+	6,  // 16: borderlink.v1.Local.ListReceivedAlerts:input_type -> borderlink.v1.ListReceivedAlertsRequest
+	1,  // 17: borderlink.v1.Local.GetPartnerDeclaration:output_type -> borderlink.v1.GetPartnerDeclarationResponse
+	3,  // 18: borderlink.v1.Local.SearchPartnerDeclarations:output_type -> borderlink.v1.SearchPartnerDeclarationsResponse
+	5,  // 19: borderlink.v1.Local.GetPartnerRiskAssessment:output_type -> borderlink.v1.GetPartnerRiskAssessmentResponse
+	7,  // 20: borderlink.v1.Local.ListReceivedAlerts:output_type -> borderlink.v1.ListReceivedAlertsResponse
+	17, // [17:21] is the sub-list for method output_type
+	13, // [13:17] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_borderlink_v1_local_proto_init() }
@@ -489,7 +733,7 @@ func file_borderlink_v1_local_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_local_proto_rawDesc), len(file_borderlink_v1_local_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

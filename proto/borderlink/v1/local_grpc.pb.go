@@ -22,6 +22,7 @@ const (
 	Local_GetPartnerDeclaration_FullMethodName     = "/borderlink.v1.Local/GetPartnerDeclaration"
 	Local_SearchPartnerDeclarations_FullMethodName = "/borderlink.v1.Local/SearchPartnerDeclarations"
 	Local_GetPartnerRiskAssessment_FullMethodName  = "/borderlink.v1.Local/GetPartnerRiskAssessment"
+	Local_ListReceivedAlerts_FullMethodName        = "/borderlink.v1.Local/ListReceivedAlerts"
 )
 
 // LocalClient is the client API for Local service.
@@ -38,6 +39,10 @@ type LocalClient interface {
 	GetPartnerDeclaration(ctx context.Context, in *GetPartnerDeclarationRequest, opts ...grpc.CallOption) (*GetPartnerDeclarationResponse, error)
 	SearchPartnerDeclarations(ctx context.Context, in *SearchPartnerDeclarationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SearchPartnerDeclarationsResponse], error)
 	GetPartnerRiskAssessment(ctx context.Context, in *GetPartnerRiskAssessmentRequest, opts ...grpc.CallOption) (*GetPartnerRiskAssessmentResponse, error)
+	// ListReceivedAlerts lists the alerts partners pushed to this gateway,
+	// oldest first, with their provenance. Alerts whose retention ended are
+	// listed without their risk assessment.
+	ListReceivedAlerts(ctx context.Context, in *ListReceivedAlertsRequest, opts ...grpc.CallOption) (*ListReceivedAlertsResponse, error)
 }
 
 type localClient struct {
@@ -87,6 +92,16 @@ func (c *localClient) GetPartnerRiskAssessment(ctx context.Context, in *GetPartn
 	return out, nil
 }
 
+func (c *localClient) ListReceivedAlerts(ctx context.Context, in *ListReceivedAlertsRequest, opts ...grpc.CallOption) (*ListReceivedAlertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReceivedAlertsResponse)
+	err := c.cc.Invoke(ctx, Local_ListReceivedAlerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LocalServer is the server API for Local service.
 // All implementations must embed UnimplementedLocalServer
 // for forward compatibility.
@@ -101,6 +116,10 @@ type LocalServer interface {
 	GetPartnerDeclaration(context.Context, *GetPartnerDeclarationRequest) (*GetPartnerDeclarationResponse, error)
 	SearchPartnerDeclarations(*SearchPartnerDeclarationsRequest, grpc.ServerStreamingServer[SearchPartnerDeclarationsResponse]) error
 	GetPartnerRiskAssessment(context.Context, *GetPartnerRiskAssessmentRequest) (*GetPartnerRiskAssessmentResponse, error)
+	// ListReceivedAlerts lists the alerts partners pushed to this gateway,
+	// oldest first, with their provenance. Alerts whose retention ended are
+	// listed without their risk assessment.
+	ListReceivedAlerts(context.Context, *ListReceivedAlertsRequest) (*ListReceivedAlertsResponse, error)
 	mustEmbedUnimplementedLocalServer()
 }
 
@@ -119,6 +138,9 @@ func (UnimplementedLocalServer) SearchPartnerDeclarations(*SearchPartnerDeclarat
 }
 func (UnimplementedLocalServer) GetPartnerRiskAssessment(context.Context, *GetPartnerRiskAssessmentRequest) (*GetPartnerRiskAssessmentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPartnerRiskAssessment not implemented")
+}
+func (UnimplementedLocalServer) ListReceivedAlerts(context.Context, *ListReceivedAlertsRequest) (*ListReceivedAlertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReceivedAlerts not implemented")
 }
 func (UnimplementedLocalServer) mustEmbedUnimplementedLocalServer() {}
 func (UnimplementedLocalServer) testEmbeddedByValue()               {}
@@ -188,6 +210,24 @@ func _Local_GetPartnerRiskAssessment_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Local_ListReceivedAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReceivedAlertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LocalServer).ListReceivedAlerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Local_ListReceivedAlerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LocalServer).ListReceivedAlerts(ctx, req.(*ListReceivedAlertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Local_ServiceDesc is the grpc.ServiceDesc for Local service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +242,10 @@ var Local_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPartnerRiskAssessment",
 			Handler:    _Local_GetPartnerRiskAssessment_Handler,
+		},
+		{
+			MethodName: "ListReceivedAlerts",
+			Handler:    _Local_ListReceivedAlerts_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/policy"
+	"github.com/borderlink/borderlink/internal/store"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
+)
+
+// ActionRetentionDelete is the audited deletion of a received alert's
+// payload when the sender's retention obligation ends.
+const ActionRetentionDelete = "retention.delete"
+
+// retentionBatch bounds the deletions of one retention round.
+const retentionBatch = 500
+
+// inboxStore is what reading and expiring the inbox needs.
+type inboxStore interface {
+	ListInbox(ctx context.Context, sender string, since time.Time, limit int) ([]store.InboxEntry, error)
+	ExpiredInbox(ctx context.Context, now time.Time, limit int) ([]store.InboxEntry, error)
+	PurgeInbox(ctx context.Context, sender, messageID string, rec *blv1.AuditRecord) (uint64, error)
+}
+
+// expireInbox deletes the payload of every received alert whose retention
+// ended, each with an audit record in the same transaction, and returns
+// how many it deleted. The provenance (sender, message, agreement) stays:
+// it is what an auditor needs to see that the obligation was honoured.
+func (g *Gateway) expireInbox(ctx context.Context, is inboxStore) (int, error) {
+	n := 0
+	for {
+		now := g.now()
+		es, err := is.ExpiredInbox(ctx, now, retentionBatch)
+		if err != nil {
+			return n, err
+		}
+		for _, e := range es {
+			sender := identity.GatewayID(e.Sender).String()
+			rec := &blv1.AuditRecord{
+				Time:        timestamppb.New(now),
+				Side:        blv1.AuditSide_AUDIT_SIDE_CONSUMER,
+				RequestId:   e.MessageID,
+				CallerId:    identity.GatewayID(g.self).String(),
+				PeerId:      sender,
+				Action:      ActionRetentionDelete,
+				ResourceIds: []string{e.RecordID},
+				Decision:    blv1.AuditDecision_AUDIT_DECISION_ALLOW,
+				AgreementId: e.Agreement,
+				Reasons:     []string{fmt.Sprintf("retention obligation of %s ended at %s", e.Agreement, e.RetainUntil.Format(time.RFC3339))},
+				Status:      audit.StatusName(codes.OK),
+			}
+			if _, err := is.PurgeInbox(ctx, e.Sender, e.MessageID, rec); err != nil && !errors.Is(err, store.ErrConflict) {
+				return n, err
+			}
+			n++
+		}
+		if len(es) < retentionBatch {
+			return n, nil
+		}
+	}
+}
+
+// runRetention expires the inbox every interval until ctx ends.
+func (g *Gateway) runRetention(ctx context.Context, is inboxStore, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if n, err := g.expireInbox(ctx, is); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			g.log.Error("retention of received alerts failed; retrying next round", "error", err)
+		} else if n > 0 {
+			g.log.Info("received alerts deleted at the end of their retention", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// maxListInbox bounds one ListReceivedAlerts answer.
+const maxListInbox = 1000
+
+// ListReceivedAlerts shows the own systems what partners pushed.
+func (s *localServer) ListReceivedAlerts(ctx context.Context, req *blv1.ListReceivedAlertsRequest) (*blv1.ListReceivedAlertsResponse, error) {
+	g := s.g
+	is, ok := g.opts.Store.(inboxStore)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this gateway's store does not keep received alerts")
+	}
+	if p := req.GetSender(); p != "" && !domainPattern.MatchString(p) {
+		return nil, status.Errorf(codes.InvalidArgument, "sender %q is not a trust domain, e.g. sg.customs.example", p)
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 100
+	}
+	limit = min(limit, maxListInbox)
+	var since time.Time
+	if req.GetSince() != nil {
+		since = req.GetSince().AsTime()
+	}
+	es, err := is.ListInbox(ctx, req.GetSender(), since, limit)
+	if err != nil {
+		g.log.Error("inbox read failed", "error", err)
+		return nil, status.Error(codes.Unavailable, "inbox unavailable")
+	}
+	resp := &blv1.ListReceivedAlertsResponse{}
+	for _, e := range es {
+		ra := &blv1.ReceivedAlert{
+			Sender:       e.Sender,
+			MessageId:    e.MessageID,
+			ReceivedTime: timestamppb.New(e.Received),
+			AgreementId:  e.Agreement,
+			Expired:      e.Alert == nil,
+		}
+		if !e.RetainUntil.IsZero() {
+			ra.RetainUntil = timestamppb.New(e.RetainUntil)
+		}
+		var o policy.Obligations
+		if err := json.Unmarshal([]byte(e.Obligations), &o); err == nil {
+			ra.Obligations = &blv1.Obligations{RetentionDays: o.RetentionDays, OnwardSharing: o.OnwardSharing, OnwardRecipients: o.OnwardRecipients, Attribution: o.Attribution}
+		}
+		if e.Alert != nil {
+			a := &blv1.Alert{}
+			if err := proto.Unmarshal(e.Alert, a); err != nil {
+				g.log.Error("stored alert unreadable", "sender", e.Sender, "message_id", e.MessageID, "error", err)
+				return nil, status.Error(codes.DataLoss, "a stored alert is unreadable")
+			}
+			ra.Alert = a
+		}
+		resp.Alerts = append(resp.Alerts, ra)
+	}
+	return resp, nil
+}
