@@ -66,7 +66,7 @@ type Config struct {
 // ScenarioNames are the scenarios in the order they run. Memory runs last:
 // filling its large audit log grows this process, which would show in the
 // RSS column of every scenario after it.
-var ScenarioNames = []string{"pull", "policy", "audit", "search", "churn", "memory"}
+var ScenarioNames = []string{"pull", "policy", "audit", "search", "churn", "delivery", "memory"}
 
 // Full is `make bench`: under 10 minutes on 2 cores.
 func Full() Config {
@@ -160,15 +160,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.logf("machine: %s, %d CPUs, GOMAXPROCS %d, CPUs allowed %s, %s", rep.Machine.CPUModel, rep.Machine.NumCPU, rep.Machine.GOMAXPROCS, rep.Machine.CPUsAllowed, rep.Machine.GoVersion)
 	runners := map[string]func(context.Context, *Config, string, *pki, *Scenario) error{
 		"pull": runPull, "policy": runPolicy, "audit": runAudit,
-		"search": runSearch, "churn": runChurn, "memory": runMemory,
+		"search": runSearch, "churn": runChurn, "delivery": runDelivery, "memory": runMemory,
 	}
 	titles := map[string]string{
-		"pull":   "1. Pull exchange end to end vs bare grpc-go mTLS echo",
-		"policy": "2. Policy decision in-process vs OPA REST server and opa bench",
-		"audit":  "3. Audit append vs bare SQLite insert loop",
-		"search": "4. Search streaming with release vs unfiltered stream",
-		"churn":  "5. Connection churn: new mTLS connections/s",
-		"memory": "6. Memory (RSS)",
+		"pull":     "1. Pull exchange end to end vs bare grpc-go mTLS echo",
+		"policy":   "2. Policy decision in-process vs OPA REST server and opa bench",
+		"audit":    "3. Audit append vs bare SQLite insert loop",
+		"search":   "4. Search streaming with release vs unfiltered stream",
+		"churn":    "5. Connection churn: new mTLS connections/s",
+		"memory":   "6. Memory (RSS)",
+		"delivery": "7. Push delivery between two gateways (durable outbox and inbox) vs bare grpc-go unary call",
 	}
 	for _, name := range ScenarioNames {
 		if !slices.Contains(cfg.Scenarios, name) {

@@ -173,7 +173,7 @@ func (b *bareExchange) SearchDeclarations(req *blv1.SearchDeclarationsRequest, s
 	return err
 }
 
-func serveBare(ctx context.Context, p *pki, impl *bareExchange) (*server, error) {
+func serveBare(ctx context.Context, p *pki, impl blv1.ExchangeServer) (*server, error) {
 	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(p.bareServerTLS())))
 	blv1.RegisterExchangeServer(s, impl)
 	healthpb.RegisterHealthServer(s, health.NewServer())

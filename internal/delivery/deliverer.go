@@ -413,19 +413,22 @@ func (p *partner) forgetSettled() {
 	}
 }
 
-// wait blocks until Notify or Rescan, the poll interval, or, if forRoom,
-// a lane having room again. It returns false once ctx is done.
+// wait blocks until Notify or Rescan, or the poll interval; if forRoom,
+// until a lane has room again or the poll interval. Waiting for room
+// ignores Notify: a newly queued entry cannot free a lane, and under load
+// every publish notifies, so re-reading the queue on each would cost more
+// than the deliveries (a pending Rescan is kept for the next pass).
 func (p *partner) wait(ctx context.Context, forRoom bool) bool {
 	t := time.NewTimer(p.d.poll)
 	defer t.Stop()
-	var room <-chan struct{}
+	wake, room := p.wake, (<-chan struct{})(nil)
 	if forRoom {
-		room = p.room
+		wake, room = nil, p.room
 	}
 	select {
 	case <-ctx.Done():
 		return false
-	case <-p.wake:
+	case <-wake:
 	case <-room:
 	case <-t.C:
 	}

@@ -45,6 +45,7 @@ const MaxAlertBytes = 64 << 10
 type deliveryStore interface {
 	delivery.Queue
 	PutRecordsQueued(ctx context.Context, decls []*blv1.Declaration, risks []*blv1.RiskAssessment, entries []store.OutboxEntry) error
+	PublishAlert(ctx context.Context, risk *blv1.RiskAssessment, entries []store.OutboxEntry) error
 	ConfirmDelivery(ctx context.Context, messageID, receipt string, rec *blv1.AuditRecord) (uint64, error)
 	RefuseDelivery(ctx context.Context, messageID, reason string, rec *blv1.AuditRecord) (uint64, error)
 	GetInbox(ctx context.Context, sender, messageID string) (store.InboxEntry, error)
@@ -178,7 +179,7 @@ func (s *ingestServer) PublishAlert(ctx context.Context, req *blv1.PublishAlertR
 		g.log.Error("alert not published", "caller", who.String(), "risk_id", req.GetRiskAssessment().GetId(), "error", err)
 		return nil, status.Error(codes.Internal, "alert could not be prepared; nothing was stored")
 	}
-	if err := ds.PutRecordsQueued(ctx, nil, []*blv1.RiskAssessment{req.GetRiskAssessment()}, entries); err != nil {
+	if err := ds.PublishAlert(ctx, req.GetRiskAssessment(), entries); err != nil {
 		g.log.Error("alert not published", "caller", who.String(), "risk_id", req.GetRiskAssessment().GetId(), "error", err)
 		return nil, status.Error(codes.Internal, "store write failed; nothing was stored")
 	}

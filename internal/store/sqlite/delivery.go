@@ -12,12 +12,23 @@ import (
 )
 
 // PublishAlert upserts a risk assessment and queues its outbox entries in
-// one transaction (PutRecordsQueued with one record).
+// one transaction, as PutRecordsQueued does for one record, but committed
+// with the group commit of the audit log (writeBatched): concurrent
+// publishes share one fsync.
 func (s *Store) PublishAlert(ctx context.Context, risk *blv1.RiskAssessment, entries []store.OutboxEntry) error {
 	if risk == nil {
 		return fmt.Errorf("store: publish alert: nil risk assessment: %w", store.ErrInvalid)
 	}
-	return s.PutRecordsQueued(ctx, nil, []*blv1.RiskAssessment{risk}, entries)
+	err := s.writeBatched(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if err := putRiskAssessments(ctx, tx, []*blv1.RiskAssessment{risk}); err != nil {
+			return err
+		}
+		return queueOutbox(ctx, tx, entries)
+	})
+	if err != nil {
+		return fmt.Errorf("store: publish alert %q: %w", risk.GetId(), err)
+	}
+	return nil
 }
 
 // PutRecordsQueued is PutRecords that also queues outbox entries, all in
