@@ -71,6 +71,33 @@ func TestReceipts(t *testing.T) {
 		}
 		check(t, reqID)
 	})
+	t.Run("refusals have receipts too", func(t *testing.T) {
+		// Denied by policy (purpose), and denied as not found: the
+		// consumer's DENY record keeps a receipt over the provider's.
+		for _, req := range []*blv1.GetPartnerDeclarationRequest{
+			{Partner: nlDomain, Id: "NL-1", Purpose: "marketing"},
+			{Partner: nlDomain, Id: "NL-NOPE", Purpose: "risk-assessment"},
+		} {
+			_, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, req)
+			if err == nil {
+				t.Fatalf("%v: allowed", req)
+			}
+			var reqID string
+			for _, r := range allAudit(t, sg) {
+				if r.GetResourceIds()[0] == req.GetId() && r.GetPurpose() == req.GetPurpose() {
+					reqID = r.GetRequestId()
+				}
+			}
+			if reqID == "" {
+				t.Fatalf("%v: no consumer record", req)
+			}
+			prov := auditOf(t, nl, reqID)
+			if len(prov) != 1 || prov[0].GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY {
+				t.Fatalf("provider records %v", prov)
+			}
+			check(t, reqID)
+		}
+	})
 }
 
 func TestForgedReceiptRejected(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -239,6 +240,27 @@ func (o *outbound) checkReceipt(receipt, release string) error {
 		return err
 	}
 	return r.Check(audit.Expect{RequestID: o.reqID, Caller: identity.GatewayID(o.g.self).String(), Release: release})
+}
+
+// keepRefusalReceipt stores the partner's receipt for its refusal (from
+// the call's trailer) in rec, our record of the refused call, when it
+// verifies: it must name this request, this gateway and no release. One
+// that does not verify is noted in the reasons, not kept as evidence.
+func (g *Gateway) keepRefusalReceipt(rec *blv1.AuditRecord, trailer metadata.MD, v note.Verifier) {
+	got := trailer.Get(ReceiptTrailer)
+	if len(got) != 1 {
+		return
+	}
+	r, err := audit.OpenReceipt(got[0], v)
+	if err == nil {
+		err = r.Check(audit.Expect{RequestID: rec.GetRequestId(), Caller: identity.GatewayID(g.self).String(), Release: ""})
+	}
+	if err != nil {
+		g.log.Warn("partner's receipt for a refusal failed verification", "partner", rec.GetPeerId(), "request_id", rec.GetRequestId(), "error", err)
+		rec.Reasons = append(rec.Reasons, fmt.Sprintf("the partner's receipt for this refusal failed verification: %v", err))
+		return
+	}
+	rec.PartnerReceipt = got[0]
 }
 
 // auditServer is the Audit service (docs/audit.md).

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -274,7 +275,8 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 	cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
 	defer cancel()
 	cctx = metadata.AppendToOutgoingContext(cctx, RequestIDHeader, e.MessageID)
-	resp, err := client.Deliver(cctx, &blv1.DeliverRequest{Alert: alert})
+	var trailer metadata.MD
+	resp, err := client.Deliver(cctx, &blv1.DeliverRequest{Alert: alert}, grpc.Trailer(&trailer))
 	if err != nil {
 		st := status.Convert(err)
 		if !permanentRefusal(st.Code()) {
@@ -284,6 +286,9 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 		rec.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
 		rec.Status = audit.StatusName(st.Code())
 		rec.Reasons = []string{st.Message()}
+		// The recipient signs its refusals too; keep the receipt as
+		// evidence when it verifies.
+		g.keepRefusalReceipt(rec, trailer, v)
 		reason := fmt.Sprintf("refused by %s: %s: %s", e.Recipient, st.Code(), st.Message())
 		if _, err := s.ds.RefuseDelivery(ctx, e.MessageID, reason, rec); err != nil && !errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("record refusal of %s by %s: %w", e.MessageID, e.Recipient, err)

@@ -8,6 +8,7 @@ import (
 	"regexp"
 
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -42,6 +43,9 @@ type outbound struct {
 	rec     *blv1.AuditRecord
 	// verifier checks the partner's receipts.
 	verifier note.Verifier
+	// trailer receives the partner's trailer metadata: the receipt of a
+	// refusal arrives there.
+	trailer metadata.MD
 }
 
 func (s *localServer) start(ctx context.Context, partner, action, purpose string, ids []string) (context.Context, context.CancelFunc, *outbound, error) {
@@ -94,6 +98,7 @@ func (o *outbound) fail(ctx context.Context, err error) error {
 	}
 	o.rec.Status = audit.StatusName(st.Code())
 	o.rec.Reasons = []string{st.Message()}
+	o.g.keepRefusalReceipt(o.rec, o.trailer, o.verifier)
 	if aerr := o.record(ctx); aerr != nil {
 		return aerr
 	}
@@ -158,8 +163,8 @@ func verifyRelease(msg proto.Message, rel *blv1.Release) error {
 
 func (s *localServer) GetPartnerDeclaration(ctx context.Context, req *blv1.GetPartnerDeclarationRequest) (*blv1.GetPartnerDeclarationResponse, error) {
 	d, rel, reqID, err := fetch(ctx, s, req.GetPartner(), ActionDeclarationGet, req.GetId(), req.GetPurpose(),
-		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.Declaration, *blv1.Release, string, error) {
-			resp, err := c.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
+		func(ctx context.Context, c blv1.ExchangeClient, opts ...grpc.CallOption) (*blv1.Declaration, *blv1.Release, string, error) {
+			resp, err := c.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: req.GetId(), Purpose: req.GetPurpose()}, opts...)
 			return resp.GetDeclaration(), resp.GetRelease(), resp.GetReceipt(), err
 		})
 	if err != nil {
@@ -170,8 +175,8 @@ func (s *localServer) GetPartnerDeclaration(ctx context.Context, req *blv1.GetPa
 
 func (s *localServer) GetPartnerRiskAssessment(ctx context.Context, req *blv1.GetPartnerRiskAssessmentRequest) (*blv1.GetPartnerRiskAssessmentResponse, error) {
 	r, rel, reqID, err := fetch(ctx, s, req.GetPartner(), ActionRiskGet, req.GetId(), req.GetPurpose(),
-		func(ctx context.Context, c blv1.ExchangeClient) (*blv1.RiskAssessment, *blv1.Release, string, error) {
-			resp, err := c.GetRiskAssessment(ctx, &blv1.GetRiskAssessmentRequest{Id: req.GetId(), Purpose: req.GetPurpose()})
+		func(ctx context.Context, c blv1.ExchangeClient, opts ...grpc.CallOption) (*blv1.RiskAssessment, *blv1.Release, string, error) {
+			resp, err := c.GetRiskAssessment(ctx, &blv1.GetRiskAssessmentRequest{Id: req.GetId(), Purpose: req.GetPurpose()}, opts...)
 			return resp.GetRiskAssessment(), resp.GetRelease(), resp.GetReceipt(), err
 		})
 	if err != nil {
@@ -184,7 +189,7 @@ func (s *localServer) GetPartnerRiskAssessment(ctx context.Context, req *blv1.Ge
 // answer against its release description and its receipt, record our side
 // (with the receipt), return it.
 func fetch[T proto.Message](ctx context.Context, s *localServer, partner, action, id, purpose string,
-	call func(context.Context, blv1.ExchangeClient) (T, *blv1.Release, string, error),
+	call func(context.Context, blv1.ExchangeClient, ...grpc.CallOption) (T, *blv1.Release, string, error),
 ) (T, *blv1.Release, string, error) {
 	var zero T
 	if err := checkRequest(id, purpose); err != nil {
@@ -195,7 +200,7 @@ func fetch[T proto.Message](ctx context.Context, s *localServer, partner, action
 		return zero, nil, "", err
 	}
 	defer cancel()
-	rec, rel, receipt, err := call(octx, o.client)
+	rec, rel, receipt, err := call(octx, o.client, grpc.Trailer(&o.trailer))
 	if err != nil {
 		return zero, nil, "", o.fail(ctx, err)
 	}
@@ -237,6 +242,7 @@ func (s *localServer) SearchPartnerDeclarations(req *blv1.SearchPartnerDeclarati
 			if errors.Is(err, io.EOF) {
 				break
 			}
+			o.trailer = rs.Trailer()
 			return o.fail(ctx, err)
 		}
 		if len(items) >= limit {
