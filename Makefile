@@ -11,7 +11,7 @@ OPA       := $(GO) tool -modfile=tools/opa/go.mod opa
 # under the 15-minute budget.
 TESTFLAGS ?= -race -timeout 12m
 
-.PHONY: all build demo test check-proto proto lint vet gotest opa-test fuzz clean vault-bin
+.PHONY: all build demo demo-vault test check-proto proto lint vet gotest opa-test fuzz clean vault-bin
 
 all: build
 
@@ -21,6 +21,11 @@ build:
 ## demo: three administrations on loopback, a scripted tour, then everything stops.
 demo: build
 	./$(BIN) demo --dir demo-data
+
+## demo-vault: the same demo with every gateway's certificate, audit signing
+## key and pseudonymisation key in one Vault dev server (docs/vault.md).
+demo-vault: build vault-bin
+	./$(BIN) demo --dir demo-data-vault --vault-bin $(VAULT_BIN)
 
 ## test: everything CI runs (.ci/run calls exactly this).
 test: check-proto vet gotest opa-test
@@ -89,4 +94,4 @@ bench-quick: build
 	$(BENCHRUN) ./$(BIN) bench --quick $(BENCHFLAGS)
 
 clean:
-	rm -rf bin demo-data
+	rm -rf bin demo-data demo-data-vault

@@ -55,6 +55,10 @@ type Options struct {
 	Out   io.Writer
 	// Logger receives progress detail (the tour itself goes to Out).
 	Logger *slog.Logger
+	// Vault, when set, is the path of a vault binary: the demo starts one
+	// Vault dev server on loopback and every gateway takes its certificate,
+	// audit signing key and pseudonymisation key from it (see vault.go).
+	Vault string
 }
 
 type node struct {
@@ -66,6 +70,8 @@ type node struct {
 	done   chan error
 	conn   *grpc.ClientConn
 	recs   []*blv1.IngestRecord
+	// verifierFile holds the gateway's audit verifier key (public).
+	verifierFile string
 }
 
 // Run performs the whole demo and stops every gateway it started, also
@@ -82,20 +88,39 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := prepareDir(dir); err != nil {
+	if err := prepareDir(dir, o.Vault != ""); err != nil {
 		return err
 	}
 
 	p.title("Setting up three administrations in " + dir)
 	certDir := filepath.Join(dir, "certs")
-	if err := devca.Generate(certDir, domains, time.Now(), o.Logger); err != nil {
+	var vds map[string]*vaultDomain
+	if o.Vault != "" {
+		v, err := startVault(ctx, o.Vault, filepath.Join(dir, "vault", "server"))
+		if err != nil {
+			return err
+		}
+		// Registered before the gateways' stop, so it runs after it.
+		defer v.stop()
+		p.line("  started a Vault dev server on %s (log %s)", v.addr, rel(dir, filepath.Join(v.dir, "vault.log")))
+		if vds, err = setupVault(ctx, v, dir); err != nil {
+			return err
+		}
+		for _, d := range domains {
+			c := vds[d].setup.Config
+			p.line("  vault init-dev %-20s mounts %s, %s, %s; AppRole role %s", d, c.PKI.Mount, c.Transit.Mount, c.KV.Mount, vds[d].setup.PolicyName)
+		}
+		if err := clientCerts(certDir, vds, time.Now()); err != nil {
+			return fmt.Errorf("make client certificates: %w", err)
+		}
+	} else if err := devca.Generate(certDir, domains, time.Now(), o.Logger); err != nil {
 		return fmt.Errorf("make certificates: %w", err)
 	}
 	policyDir := filepath.Join(dir, "policies")
 	if err := writePolicies(policyDir); err != nil {
 		return err
 	}
-	nodes, err := layout(dir, certDir, policyDir)
+	nodes, err := layout(dir, certDir, policyDir, vds)
 	if err != nil {
 		return err
 	}
@@ -147,10 +172,20 @@ func Run(ctx context.Context, o Options) (err error) {
 	for _, n := range nodes {
 		t.nodes[n.domain] = n
 	}
+	if vds != nil {
+		if t.keys, err = vaultKeySources(ctx, nodes, certDir, vds); err != nil {
+			return err
+		}
+	}
 	if err := t.run(ctx); err != nil {
 		return err
 	}
 	p.title("Done")
+	if vds != nil {
+		p.line("Every gateway and the Vault dev server are stopped. Configs, logs and databases stay in %s;", dir)
+		p.line("the gateways' keys were only in that Vault (in memory) and are gone: run the demo again.")
+		return nil
+	}
 	p.line("Every gateway is stopped. Configs, logs and databases stay in %s;", dir)
 	p.line("run a gateway yourself with: borderlink serve --config %s", nodes[0].config)
 	return nil
@@ -158,11 +193,18 @@ func Run(ctx context.Context, o Options) (err error) {
 
 // prepareDir removes the state of an earlier demo run, but only the parts
 // the demo itself creates, so a mistaken --dir cannot wipe unrelated files.
-func prepareDir(dir string) error {
+// The Vault variant also removes certs/: its client certificates are made
+// afresh (their CA key is never written), and no gateway key of an earlier
+// file-based run may stay behind.
+func prepareDir(dir string, withVault bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("demo dir: %w", err)
 	}
-	for _, sub := range append([]string{"policies"}, domains...) {
+	subs := append([]string{"policies", "vault"}, domains...)
+	if withVault {
+		subs = append(subs, "certs")
+	}
+	for _, sub := range subs {
 		if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
 			return fmt.Errorf("clean demo dir: %w", err)
 		}
@@ -192,8 +234,10 @@ func countryOf(domain string) string {
 	return strings.ToUpper(label)
 }
 
-// layout picks loopback ports and writes each gateway's config.
-func layout(dir, certDir, policyDir string) ([]*node, error) {
+// layout picks loopback ports and writes each gateway's config. With vds
+// (the Vault variant) the gateways' keys come from Vault and no key file is
+// written.
+func layout(dir, certDir, policyDir string, vds map[string]*vaultDomain) ([]*node, error) {
 	var nodes []*node
 	for _, d := range domains {
 		addr, err := freePort()
@@ -201,6 +245,9 @@ func layout(dir, certDir, policyDir string) ([]*node, error) {
 			return nil, err
 		}
 		nodes = append(nodes, &node{domain: d, dir: filepath.Join(dir, d), addr: addr})
+	}
+	if vds != nil {
+		return nodes, layoutVault(nodes, certDir, policyDir, vds)
 	}
 	// Each gateway's audit key is made here, not at its first start, so
 	// that every config can name its partners' verifier keys.
@@ -214,6 +261,7 @@ func layout(dir, certDir, policyDir string) ([]*node, error) {
 			return nil, err
 		}
 		auditKeys[n.domain] = vkey
+		n.verifierFile = filepath.Join(n.dir, "audit.key.pub")
 	}
 	for _, n := range nodes {
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
@@ -251,6 +299,34 @@ func layout(dir, certDir, policyDir string) ([]*node, error) {
 		}
 	}
 	return nodes, nil
+}
+
+func layoutVault(nodes []*node, certDir, policyDir string, vds map[string]*vaultDomain) error {
+	for _, n := range nodes {
+		if err := os.MkdirAll(n.dir, 0o700); err != nil {
+			return err
+		}
+		// The auditor of step 8 trusts only the published verifier key.
+		n.verifierFile = filepath.Join(n.dir, "audit-verifier.pub")
+		if err := os.WriteFile(n.verifierFile, []byte(vds[n.domain].setup.VerifierKey+"\n"), 0o644); err != nil {
+			return err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "# Demo gateway of %s, written by `borderlink demo --vault-bin`.\n", n.domain)
+		fmt.Fprintf(&b, "trust_domain: %s\nlisten: %s\n", n.domain, n.addr)
+		vc, err := vaultConfig(n, nodes, certDir, vds)
+		if err != nil {
+			return err
+		}
+		b.WriteString(vc)
+		fmt.Fprintf(&b, "store:\n  sqlite:\n    path: gateway.db\n")
+		fmt.Fprintf(&b, "policy:\n  dir: %s\n", policyDir)
+		n.config = filepath.Join(n.dir, "gateway.yaml")
+		if err := os.WriteFile(n.config, []byte(b.String()), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func freePort() (string, error) {

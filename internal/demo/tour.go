@@ -64,6 +64,8 @@ type tour struct {
 	nodes   map[string]*node
 	certDir string
 	exe     string
+	// keys, in the Vault variant, says where each gateway's keys come from.
+	keys map[string]keySource
 }
 
 func (t *tour) run(ctx context.Context) error {
@@ -85,6 +87,17 @@ func (t *tour) run(ctx context.Context) error {
 		return fmt.Errorf("demo data has no NL declaration of food or agricultural goods")
 	}
 	sgDecl := findDeclaration(sg.recs, func(*blv1.Declaration) bool { return true })
+
+	if t.keys != nil {
+		t.p.title("Where the gateways' keys come from: Vault")
+		for _, d := range domains {
+			k := t.keys[d]
+			t.p.line("  %-20s certificate %s issued by Vault PKI (%s), expires in %s;", d, k.serial, k.pki, roughly(time.Until(k.notAfter)))
+			t.p.line("  %-20s audit signing key Vault transit %s, verifier key %s", "", k.transit, shortKey(k.verifier))
+		}
+		t.p.line("  No gateway private key, audit signing key or pseudonymisation key is on disk; the tour's")
+		t.p.line("  client identities (system/cli, agency/health, auditor/dpa) are still files under certs/.")
+	}
 
 	// 1. A partner administration, through its own gateway.
 	t.p.title("1. Allowed: Singapore asks the Netherlands for a declaration (purpose risk-assessment)")
@@ -216,8 +229,8 @@ func (t *tour) run(ctx context.Context) error {
 		"--cert", filepath.Join(t.certDir, NL, "auditor-dpa.pem"),
 		"--key", filepath.Join(t.certDir, NL, "auditor-dpa-key.pem"),
 		"--bundle", filepath.Join(t.certDir, "bundle", NL+".pem"),
-		"--verifier", "@" + filepath.Join(nl.dir, "audit.key.pub")}
-	t.p.line("$ borderlink audit verify --sign-now --gateway %s --verifier @%s (as spiffe://%s/auditor/dpa)", nl.addr, filepath.Join(nl.dir, "audit.key.pub"), NL)
+		"--verifier", "@" + nl.verifierFile}
+	t.p.line("$ borderlink audit verify --sign-now --gateway %s --verifier @%s (as spiffe://%s/auditor/dpa)", nl.addr, nl.verifierFile, NL)
 	out, err := exec.CommandContext(ctx, t.exe, args...).CombinedOutput()
 	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		t.p.line("  %s", l)
