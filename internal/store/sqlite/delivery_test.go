@@ -18,10 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/storetest"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
@@ -132,50 +130,6 @@ func allAudit(t *testing.T, s *Store) []*blv1.AuditRecord {
 		t.Fatalf("AuditTreeSize = %d, ListAudit has %d records", n, len(out))
 	}
 	return out
-}
-
-// verifyTree rebuilds the Merkle tree from the stored leaves and compares
-// every stored hash and the root with it (as checkTree in merkle_test.go).
-func verifyTree(t *testing.T, s *Store) int64 {
-	t.Helper()
-	ctx := t.Context()
-	n := auditSize(t, s)
-	leaves, err := s.AuditLeaves(ctx, 0, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int64(len(leaves)) != n {
-		t.Fatalf("%d leaves for tree size %d", len(leaves), n)
-	}
-	var tree audit.Tree
-	for i, l := range leaves {
-		if _, err := tree.Add(int64(i), l, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	want, _ := tree.Root(n)
-	got, err := tlog.TreeHash(n, audit.HashReader(ctx, s))
-	if err != nil || got != want {
-		t.Fatalf("stored root = %v, %v; recomputed %v", got, err, want)
-	}
-	ix := make([]int64, tlog.StoredHashCount(n))
-	for i := range ix {
-		ix[i] = int64(i)
-	}
-	stored, err := s.ReadAuditHashes(ctx, ix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, _ := tree.ReadHashes(ix)
-	for i := range ix {
-		if stored[i] != mem[i] {
-			t.Fatalf("stored hash %d differs from the recomputed one", i)
-		}
-	}
-	return n
 }
 
 func auditRec(requestID string) *blv1.AuditRecord { return storetest.AuditRecord(requestID, 0) }
@@ -447,7 +401,7 @@ func TestConfirmDeliveryAtomic(t *testing.T) {
 		t.Errorf("audit_seq of m2 = %d, want 2", got)
 	}
 	allAudit(t, s)
-	verifyTree(t, s)
+	CheckTree(t, s)
 }
 
 var errBoom = errors.New("boom")
@@ -490,7 +444,7 @@ func TestAppendEffectRollsBack(t *testing.T) {
 	if err != nil || seq != 1 || seen != 1 {
 		t.Errorf("appendWith(ok effect) = %d, %v; effect saw seq %d; want 1, 1", seq, err, seen)
 	}
-	verifyTree(t, s)
+	CheckTree(t, s)
 }
 
 // request builds an append request as appendWith does, for driving one
@@ -603,12 +557,12 @@ func TestEffectIsolationInOneBatch(t *testing.T) {
 	if in, err := s.GetInbox(ctx, y.Sender, y.MessageID); err != nil || in.AuditSeq != 4 {
 		t.Errorf("GetInbox(y) = %+v, %v; want audit seq 4", in, err)
 	}
-	verifyTree(t, s)
+	CheckTree(t, s)
 	// The sequencer continues the log after the batch.
 	if seq, err := s.AppendAudit(ctx, auditRec("after")); err != nil || seq != 7 {
 		t.Errorf("AppendAudit after the batch = %d, %v; want 7", seq, err)
 	}
-	verifyTree(t, s)
+	CheckTree(t, s)
 }
 
 // TestEffectIsolationConcurrent races settlements (some of entries no
@@ -748,7 +702,7 @@ func TestEffectIsolationConcurrent(t *testing.T) {
 			t.Errorf("%s: told seq %d, stored at %d", r.GetRequestId(), seq, r.GetSeq())
 		}
 	}
-	verifyTree(t, s)
+	CheckTree(t, s)
 
 	// Each effect is bound to its own record.
 	for i := range entries {
@@ -874,7 +828,7 @@ func TestOutboxTransitions(t *testing.T) {
 				}
 			}
 			allAudit(t, s)
-			verifyTree(t, s)
+			CheckTree(t, s)
 		})
 	}
 }
@@ -1058,7 +1012,7 @@ func TestAcceptAlert(t *testing.T) {
 	if recs := allAudit(t, s); len(recs) != 3 || recs[1].GetRequestId() != "accept-1" || recs[2].GetRequestId() != "accept-jp" {
 		t.Errorf("audit trail = %v", recs)
 	}
-	verifyTree(t, s)
+	CheckTree(t, s)
 }
 
 func inboxEqual(a, b store.InboxEntry) bool {

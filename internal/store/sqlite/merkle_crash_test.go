@@ -79,7 +79,7 @@ func TestMerkleLogSurvivesKill(t *testing.T) {
 
 	s := openTemp(t, path)
 	ctx := t.Context()
-	n := checkTree(t, s)
+	n := sqlite.CheckTree(t, s)
 	leaves, err := s.AuditLeaves(ctx, 0, n)
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
@@ -19,53 +18,6 @@ import (
 )
 
 const testOrigin = "nl.customs.example/borderlink/audit"
-
-// checkTree rebuilds the tree from the stored leaves and compares every
-// stored hash and the root with the store's.
-func checkTree(t *testing.T, s *sqlite.Store) int64 {
-	t.Helper()
-	ctx := t.Context()
-	n, err := s.AuditTreeSize(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaves, err := s.AuditLeaves(ctx, 0, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if int64(len(leaves)) != n {
-		t.Fatalf("%d leaves for tree size %d", len(leaves), n)
-	}
-	var tree audit.Tree
-	for i, l := range leaves {
-		if _, err := tree.Add(int64(i), l, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	want, _ := tree.Root(n)
-	got, err := tlog.TreeHash(n, audit.HashReader(ctx, s))
-	if err != nil || got != want {
-		t.Fatalf("stored root = %v, %v; recomputed %v", got, err, want)
-	}
-	ix := make([]int64, tlog.StoredHashCount(n))
-	for i := range ix {
-		ix[i] = int64(i)
-	}
-	stored, err := s.ReadAuditHashes(ctx, ix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, _ := tree.ReadHashes(ix)
-	for i := range ix {
-		if stored[i] != mem[i] {
-			t.Fatalf("stored hash %d differs from the recomputed one", i)
-		}
-	}
-	return n
-}
 
 func TestAuditGroupCommitBuildsTheTree(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "borderlink.db")
@@ -106,7 +58,7 @@ func TestAuditGroupCommitBuildsTheTree(t *testing.T) {
 		}
 		seen[q] = true
 	}
-	if n := checkTree(t, s); n != workers*each || len(seen) != workers*each {
+	if n := sqlite.CheckTree(t, s); n != workers*each || len(seen) != workers*each {
 		t.Fatalf("tree size %d, %d seqs, want %d", n, len(seen), workers*each)
 	}
 
@@ -116,7 +68,7 @@ func TestAuditGroupCommitBuildsTheTree(t *testing.T) {
 	if _, err := s.AppendAudit(ctx, storetest.AuditRecord("after-reopen", 0)); err != nil {
 		t.Fatal(err)
 	}
-	if n := checkTree(t, s); n != workers*each+1 {
+	if n := sqlite.CheckTree(t, s); n != workers*each+1 {
 		t.Fatalf("tree size after reopen %d", n)
 	}
 }
