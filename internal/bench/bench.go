@@ -39,7 +39,10 @@ type Config struct {
 	Concurrency   int       `json:"concurrency"` // closed-loop workers (pull)
 	Conns         int       `json:"conns"`       // client connections (pull, search)
 	Rates         []float64 `json:"rates"`       // open-loop offered loads, req/s; the knee is added
-	KneeFactor    float64   `json:"knee_factor"` // knee = KneeFactor × closed-loop max of each target
+	KneeFactor    float64   `json:"knee_factor"` // delivery: knee = KneeFactor × closed-loop max (pull searches for it)
+	KneeSteps     int       `json:"knee_steps"`  // geometric steps of the knee search, from KneeLow × to 1 × the closed-loop max (pull)
+	KneeRefine    int       `json:"knee_refine"` // bisection steps between the last passing and the first failing rate
+	KneeStep      Duration  `json:"knee_step"`   // length of one knee-search step (one run, not repeated)
 	Records       int       `json:"records"`     // declarations per payload size (pull)
 	SearchRecs    int       `json:"search_records"`
 	Agreements    int       `json:"agreements"` // generated agreements for the policy scenario
@@ -66,14 +69,14 @@ type Config struct {
 // ScenarioNames are the scenarios in the order they run. Memory runs last:
 // filling its large audit log grows this process, which would show in the
 // RSS column of every scenario after it.
-var ScenarioNames = []string{"pull", "policy", "audit", "search", "churn", "delivery", "memory"}
+var ScenarioNames = []string{"pull", "policy", "reload", "audit", "search", "churn", "delivery", "memory"}
 
 // Full is `make bench`: under 10 minutes on 2 cores.
 func Full() Config {
 	return Config{
 		Runs: 3, Duration: Duration(2 * time.Second), Warmup: Duration(time.Second),
 		Scenarios: ScenarioNames, Concurrency: 32, Conns: 4,
-		Rates: []float64{100, 500, 1000}, KneeFactor: 0.7,
+		Rates: []float64{100, 500, 1000}, KneeFactor: 0.7, KneeSteps: 6, KneeRefine: 2, KneeStep: Duration(time.Second),
 		Records: 64, SearchRecs: 1000, Agreements: 1000, MemAgreements: []int{1000, 10000},
 		AuditRecs: 1_000_000, Appenders: 16, ChurnWorkers: 4,
 	}
@@ -86,6 +89,7 @@ func Quick() Config {
 	c.Duration, c.Warmup = Duration(300*time.Millisecond), Duration(150*time.Millisecond)
 	c.AuditRecs = 100_000
 	c.MemAgreements = []int{1000}
+	c.KneeSteps, c.KneeRefine, c.KneeStep = 4, 1, Duration(250*time.Millisecond)
 	return c
 }
 
@@ -101,6 +105,7 @@ func Smoke() Config {
 	c.MemAgreements = []int{20}
 	c.AuditRecs = 500
 	c.Appenders, c.ChurnWorkers = 2, 1
+	c.KneeSteps, c.KneeRefine, c.KneeStep = 2, 0, Duration(40*time.Millisecond)
 	return c
 }
 
@@ -115,6 +120,8 @@ func (c *Config) Validate() error {
 		return errors.New("bench: concurrency, conns, appenders and churn workers must be at least 1")
 	case c.Records < 1, c.SearchRecs < 1:
 		return errors.New("bench: records and search records must be at least 1")
+	case c.KneeSteps < 2, c.KneeRefine < 0, c.KneeStep <= 0:
+		return errors.New("bench: the knee search needs at least 2 steps, no negative refinement and a positive step length")
 	}
 	for _, s := range c.Scenarios {
 		if !slices.Contains(ScenarioNames, s) {
@@ -159,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Version: SchemaVersion, Date: start.UTC().Truncate(time.Second), Machine: machine(), Config: cfg, ProfileDir: cfg.ProfileDir}
 	cfg.logf("machine: %s, %d CPUs, GOMAXPROCS %d, CPUs allowed %s, %s", rep.Machine.CPUModel, rep.Machine.NumCPU, rep.Machine.GOMAXPROCS, rep.Machine.CPUsAllowed, rep.Machine.GoVersion)
 	runners := map[string]func(context.Context, *Config, string, *pki, *Scenario) error{
-		"pull": runPull, "policy": runPolicy, "audit": runAudit,
+		"pull": runPull, "policy": runPolicy, "reload": runReload, "audit": runAudit,
 		"search": runSearch, "churn": runChurn, "delivery": runDelivery, "memory": runMemory,
 	}
 	titles := map[string]string{
@@ -170,6 +177,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		"churn":    "5. Connection churn: new mTLS connections/s",
 		"memory":   "6. Memory (RSS)",
 		"delivery": "7. Push delivery between two gateways (durable outbox and inbox) vs bare grpc-go unary call",
+		"reload":   "8. Policy reload: compile with generated agreements vs the shipped set alone, and decisions during reloads",
 	}
 	for _, name := range ScenarioNames {
 		if !slices.Contains(cfg.Scenarios, name) {

@@ -87,3 +87,36 @@ func TestSummarize(t *testing.T) {
 		t.Error("30% spread not flagged")
 	}
 }
+
+// TestKneeSearch drives the knee search with a synthetic target that
+// sustains 700 req/s with flat latency.
+func TestKneeSearch(t *testing.T) {
+	cfg := Full()
+	k := newKneeSearch(&cfg, "1KB", "gateway", false, 1000, nil)
+	if got, want := k.plan[0], 100.0; got != want {
+		t.Fatalf("lowest rate = %v, want %v", got, want)
+	}
+	var rates []float64
+	for {
+		r, ok := k.next()
+		if !ok {
+			break
+		}
+		rates = append(rates, r)
+		pt := SweepPoint{Offered: r, Achieved: r, P99: 1000}
+		if r > 700 {
+			pt.Achieved, pt.P99 = 700, 50_000
+		}
+		k.record(pt)
+	}
+	sw := k.sw
+	if sw.Knee <= 630 || sw.Knee > 700 || sw.Bound <= 700 {
+		t.Fatalf("knee %v, bound %v after rates %v; want 630 < knee ≤ 700 < bound", sw.Knee, sw.Bound, rates)
+	}
+	if got, want := len(rates), len(k.plan)+cfg.KneeRefine; got != want { // the first failure is the plan's last step
+		t.Errorf("ran %d steps %v, want %d (coarse up to the first failure, then %d refinements)", got, rates, want, cfg.KneeRefine)
+	}
+	if sw.Points[len(sw.Points)-1].Why == "" && !sw.Points[len(sw.Points)-1].Pass {
+		t.Error("failed step without a reason")
+	}
+}

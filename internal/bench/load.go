@@ -23,6 +23,9 @@ type sample struct {
 	ops, errs int64
 	lats      []time.Duration
 	elapsed   time.Duration
+	// first and last are when the first and the last successful call
+	// completed, from the loop's start (open loop only).
+	first, last time.Duration
 }
 
 // clientLabels mark load-generator goroutines (and the gRPC client
@@ -155,11 +158,16 @@ func openLoop(rate float64, d time.Duration, o op) func(context.Context) sample 
 		}
 		wg.Wait()
 		elapsed := time.Since(start)
-		s := sample{elapsed: elapsed}
+		s := sample{elapsed: elapsed, first: -1}
 		for i := range n {
 			if ok[i] {
 				s.ops++
 				s.lats = append(s.lats, lats[i])
+				done := time.Duration(i)*interval + lats[i]
+				if s.first < 0 || done < s.first {
+					s.first = done
+				}
+				s.last = max(s.last, done)
 			}
 		}
 		// Failed calls and arrivals dropped at maxOutstanding alike.

@@ -23,6 +23,9 @@ var stages = []struct {
 	sut   bool     // always the system under test, even on a client-labelled goroutine (in-process scenarios)
 	match []string // substrings of function names
 }{
+	// Policy compilation (reload scenario): first, so a decision made by
+	// a freshly compiled set is not counted as its compile.
+	{"policy compile (agreements, Rego parse + compile, query prepare)", true, []string{"internal/policy.Compile", "opa/v1/ast.(*Compiler)", "opa/v1/ast.(*Parser)", "opa/v1/rego.(*Rego).PrepareForEval"}},
 	// Deep Rego evaluation stacks are truncated by the profiler before
 	// they reach Decide, hence the OPA package prefix.
 	{"policy decision (OPA eval + input/result JSON)", true, []string{"internal/policy.(*Engine).Decide", "github.com/open-policy-agent/opa/"}},

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"image/color"
 	"math"
@@ -104,11 +105,35 @@ func latencyPlot(sc *Scenario, payload, path string) (bool, error) {
 			any = true
 		}
 	}
+	for _, sw := range sc.Sweeps {
+		if sw.Payload != payload {
+			continue
+		}
+		var xys plotter.XYs
+		for _, pt := range sw.Points {
+			if pt.P99 > 0 {
+				xys = append(xys, plotter.XY{X: pt.Offered, Y: pt.P99 / 1000})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		slices.SortFunc(xys, func(a, b plotter.XY) int { return cmp.Compare(a.X, b.X) })
+		line, points, err := plotter.NewLinePoints(xys)
+		if err != nil {
+			return false, fmt.Errorf("bench: plot: %w", err)
+		}
+		line.Color, line.Width, line.Dashes = colors[sw.Target], vg.Points(0.5), []vg.Length{vg.Points(1), vg.Points(2)}
+		points.Color, points.Shape, points.Radius = colors[sw.Target], draw.CrossGlyph{}, vg.Points(3)
+		p.Add(line, points)
+		p.Legend.Add(fmt.Sprintf("%s knee search p99 (knee %.0f/s)", sw.Target, sw.Knee), line, points)
+		any = true
+	}
 	if !any {
 		return false, nil
 	}
 	p.Add(plotter.NewGrid())
-	p.Y.Max *= 4 // headroom for the legend (log scale)
+	p.Y.Max *= 8 // headroom for the legend (log scale)
 	if err := p.Save(16*vg.Centimeter, 10*vg.Centimeter, path); err != nil {
 		return false, fmt.Errorf("bench: save plot %s: %w", path, err)
 	}
@@ -196,9 +221,9 @@ func markdown(rep *Report, jsonRel, flagsDoc string) string {
 
 	w("## Method\n\n")
 	w("- The gateway is built with `gateway.New` in the benchmark process, as `borderlink serve` builds it: loopback gRPC with mutual TLS 1.3 (devca certificates, ECDSA P-256), the shipped policy and agreements (plus generated ones where stated), a real SQLite file (WAL, synchronous=FULL) in a temp dir. The partner is `spiffe://sg.customs.example/gateway`; it asks `nl.customs.example` for declarations released under the shipped nl-sg agreement.\n")
-	w("- Baselines use the same certificates, payloads and load generator in the same run: a bare grpc-go server with stdlib `RequireAndVerifyClientCert` that returns the exact response bytes the gateway released (pull), streams the same stored records unfiltered (search), or answers a health check (churn).\n")
+	w("- Baselines use the same certificates, payloads and load generator in the same run: a bare grpc-go server with stdlib `RequireAndVerifyClientCert` that returns the exact response bytes the gateway released (pull), streams the same stored records unfiltered (search), or answers a health check (churn). A policy reload with generated agreements is compared with compiling the shipped policy and agreements alone, and decisions during back-to-back reloads with the same decisions without (reload).\n")
 	w("- The load generator runs in the same process. *CPU/op* is the whole process (getrusage user+sys: load generator and target together), so compare it only as a ratio. The profiled run of each scenario reports how much of the CPU the load generator itself took (goroutines labelled `side=client`).\n")
-	w("- Closed loop: a fixed number of workers call back to back (maximum throughput). Open loop: calls start at a fixed rate whether or not earlier calls finished; latency is measured from each call's intended start (no coordinated omission). The knee is %.1f × each target's own closed-loop maximum.\n", rep.Config.KneeFactor)
+	w("- Closed loop: a fixed number of workers call back to back (maximum throughput). Open loop: calls start at a fixed rate whether or not earlier calls finished; latency is measured from each call's intended start (no coordinated omission). %s Delivery: the knee is %.1f × the gateway's closed-loop maximum.\n", kneeDefinition(rep.Config), rep.Config.KneeFactor)
 	w("- Allocations/op and B/op come from runtime.MemStats (process-wide); RSS is VmRSS at the end of the run. *Others' CPU* is how many cores other processes kept busy during the run (system-wide busy time from /proc/stat minus this process's): the noise a ratio has to survive.\n")
 	w("- One extra, unmeasured run per scenario is CPU-profiled; profiles are in `%s` (open with `go tool pprof -http=: FILE`).\n\n", rep.ProfileDir)
 
@@ -253,6 +278,9 @@ func markdown(rep *Report, jsonRel, flagsDoc string) string {
 			}
 			w("\n")
 		}
+		if len(sc.Sweeps) > 0 {
+			writeSweeps(w, sc.Sweeps)
+		}
 		for _, n := range sc.Notes {
 			w("- %s\n", n)
 		}
@@ -292,6 +320,48 @@ func markdown(rep *Report, jsonRel, flagsDoc string) string {
 	w("For steadier numbers pin the process and match GOMAXPROCS to the pinned cores, e.g. `make bench BENCHRUN=\"taskset -c 0,1 env GOMAXPROCS=2\"` or `taskset -c 0,1 env GOMAXPROCS=2 ./bin/borderlink bench`; on a shared 2-core machine, pinning cannot keep neighbours off the cores, which is why only same-run ratios count. The machine table above records GOMAXPROCS and the allowed CPUs of the run.\n\n")
 	w("Flags of `borderlink bench`:\n\n```\n%s```\n", flagsDoc)
 	return b.String()
+}
+
+// writeSweeps writes the knee searches: the knees, then every step.
+func writeSweeps(w func(string, ...any), sws []*Sweep) {
+	w("**Knee search** (see the note below for the definition):\n\n")
+	w("| payload | target | closed-loop max | knee | knee / max | first failing rate | low-load p99 | p99 at the knee |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, sw := range sws {
+		knee, frac, atKnee := "none passed", "", ""
+		if sw.Knee > 0 {
+			knee, frac = fmt.Sprintf("%.0f/s", sw.Knee), fmt.Sprintf("%.2f", sw.Knee/sw.Max)
+			for _, pt := range sw.Points {
+				if pt.Offered == sw.Knee {
+					atKnee = fmtLatency(pt.P99)
+				}
+			}
+		}
+		bound := "none (≥ knee)"
+		if sw.Bound > 0 {
+			bound = fmt.Sprintf("%.0f/s", sw.Bound)
+		}
+		w("| %s | %s | %.0f/s | %s | %s | %s | %s | %s |\n", sw.Payload, sw.Target, sw.Max, knee, frac, bound, fmtLatency(sw.BaseP99), atKnee)
+	}
+	w("\n<details><summary>Knee search steps (one open-loop run each, in the order run)</summary>\n\n")
+	w("| payload | target | offered | achieved | achieved / offered | p50 | p99 | p99 / low-load p99 | max | errors | |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, sw := range sws {
+		for _, pt := range sw.Points {
+			verdict := "pass"
+			if !pt.Pass {
+				verdict = "fail: " + pt.Why
+			}
+			if pt.Offered == sw.Knee {
+				verdict += " (knee)"
+			}
+			rel := ""
+			if pt.RefP99 > 0 {
+				rel = fmt.Sprintf("%.2f", pt.P99/pt.RefP99)
+			}
+			w("| %s | %s | %.0f/s | %.0f/s | %.2f | %s | %s | %s | %s | %d | %s |\n", sw.Payload, sw.Target, pt.Offered, pt.Achieved, pt.Achieved/pt.Offered,
+				fmtLatency(pt.P50), fmtLatency(pt.P99), rel, fmtLatency(pt.Max), pt.Errors, verdict)
+		}
+	}
+	w("\n</details>\n\n")
 }
 
 // NoisyCores is the median load from other processes, in cores, above

@@ -56,9 +56,12 @@ type Scenario struct {
 	HotFunctions []Cost `json:"hot_functions,omitempty"`
 	// LoadGenShare is the share of the profiled run's CPU samples spent in
 	// the load generator (client side) rather than the system under test.
-	LoadGenShare float64  `json:"load_gen_share,omitempty"`
-	Plots        []string `json:"plots,omitempty"`
-	Error        string   `json:"error,omitempty"`
+	LoadGenShare float64 `json:"load_gen_share,omitempty"`
+	// Sweeps are the open-loop rate sweeps that found each target's knee
+	// (pull).
+	Sweeps []*Sweep `json:"sweeps,omitempty"`
+	Plots  []string `json:"plots,omitempty"`
+	Error  string   `json:"error,omitempty"`
 }
 
 // Result is one measured configuration, repeated Runs times.
@@ -102,6 +105,46 @@ type Stats struct {
 	OtherCPU float64 `json:"other_cpu_cores"`
 	// Value carries scenario-specific single numbers (memory scenario).
 	Value float64 `json:"value,omitempty"`
+}
+
+// Sweep is the knee search of one target: single open-loop runs at
+// rising offered rates (see kneeSearch). The knee is the highest offered
+// rate that passed: achieved ≥ KneeMinAchieved × offered and p99 ≤
+// KneeP99Factor × the low-load p99 (see KneeP99Factor).
+type Sweep struct {
+	Payload  string  `json:"payload"`
+	Target   string  `json:"target"`
+	Baseline bool    `json:"baseline"`
+	Max      float64 `json:"closed_max"`  // closed-loop maximum the sweep is scaled to, req/s
+	BaseP99  float64 `json:"base_p99_us"` // low-load p99: the lowest p99 of the steps (normally the lowest rate's)
+	Knee     float64 `json:"knee"`        // highest passing offered rate; 0 if none passed
+	// Bound is the lowest failing rate above the knee (0 if none failed):
+	// the knee lies between Knee and Bound.
+	Bound  float64      `json:"bound,omitempty"`
+	Points []SweepPoint `json:"points"`
+}
+
+// SweepPoint is one step of a sweep.
+type SweepPoint struct {
+	Offered  float64 `json:"offered"`  // req/s
+	Achieved float64 `json:"achieved"` // completed calls / s between the first and the last completion
+	P50      float64 `json:"p50_us"`
+	P99      float64 `json:"p99_us"`
+	Max      float64 `json:"max_us"`
+	RefP99   float64 `json:"ref_p99_us"` // the low-load p99 this step was judged against
+	Errors   int64   `json:"errors"`
+	Seconds  float64 `json:"seconds"`
+	Pass     bool    `json:"pass"`
+	Why      string  `json:"why,omitempty"` // which criterion failed
+}
+
+// Resolution is how far above the knee the first failing rate was
+// (Bound/Knee − 1): the knee is known to within it. 0 if unbounded.
+func (s *Sweep) Resolution() float64 {
+	if s.Knee <= 0 || s.Bound <= 0 {
+		return 0
+	}
+	return s.Bound/s.Knee - 1
 }
 
 // Ratio is a comparison against a baseline, with the goal it answers.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -67,9 +66,17 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		interleave(ctx, cfg, sc,
 			measurement{mk("gateway", "closed", false, "closed", 0), closedLoop(cfg.Concurrency, cfg.dur(), gwOp)},
 			measurement{mk("echo", "closed", true, "closed", 0), closedLoop(cfg.Concurrency, cfg.dur(), echoOp)})
-		knee := func(target string) float64 {
-			return max(1, math.Round(cfg.KneeFactor*res[target+"/closed"].Median.Throughput))
+		closedMax := func(target string) float64 {
+			if r := res[target+"/closed"]; r != nil {
+				return r.Median.Throughput
+			}
+			return 1
 		}
+		ks := []*kneeSearch{
+			newKneeSearch(cfg, pl.name, "gateway", false, closedMax("gateway"), gwOp),
+			newKneeSearch(cfg, pl.name, "echo", true, closedMax("echo"), echoOp),
+		}
+		knees := sweepKnees(ctx, cfg, sc, ks...)
 		type rate struct {
 			key      string
 			gw, echo float64
@@ -78,7 +85,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		for _, r := range cfg.Rates {
 			rates = append(rates, rate{fmt.Sprintf("%.0f", r), r, r})
 		}
-		rates = append(rates, rate{"knee", knee("gateway"), knee("echo")})
+		rates = append(rates, rate{"knee", knees[0], knees[1]})
 		for _, r := range rates {
 			interleave(ctx, cfg, sc,
 				measurement{mk("gateway", "open@"+r.key, false, "open", r.gw), openLoop(r.gw, cfg.dur(), gwOp)},
@@ -89,6 +96,13 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		sc.derived(fmt.Sprintf("%s: p99 added latency at 500 req/s, ms (gateway p99 − echo p99)", pl.name), res["gateway/500"], res["echo/500"], "p99_us",
 			func(g, e float64) float64 { return (g - e) / 1000 }, "<=", 2, "≤ 2 ms")
 		sc.ratio(fmt.Sprintf("%s: CPU per request gateway / echo", pl.name), res["gateway/closed"], res["echo/closed"], "cpu_us_per_op", "", 0, "")
+		if g, e := ks[0].sw, ks[1].sw; g.Knee > 0 && e.Knee > 0 {
+			// One sweep per target, not repeated: the spread shown is the
+			// sweeps' step resolution (how far the first failing rate was
+			// above each knee).
+			sc.addRatio(fmt.Sprintf("%s: knee gateway / echo (open-loop knee search; spread = step resolution)", pl.name),
+				g.Knee/e.Knee, g.Resolution()+e.Resolution(), "", 0, "")
+		}
 		if g := res["gateway/closed"]; g != nil {
 			busy := g.Median.CPUPerOp * g.Median.Throughput / 1e6
 			procs := float64(runtime.GOMAXPROCS(0))
@@ -103,7 +117,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			sc.note("%s: at its closed-loop maximum this process (gateway + load generator) used %.2f of %.0f cores and other processes %.2f: %s.", pl.name, busy, procs, others, bound)
 		}
 	}
-	sc.note("Knee: open-loop rate = %.1f × the target's own closed-loop maximum. Latency is measured from each call's intended start (no coordinated omission); arrivals beyond %d in flight count as errors. At the echo's knee (thousands of calls/s) the open-loop generator, one goroutine per call, shares the cores with the target, so its own scheduling delay is part of the latency there.", cfg.KneeFactor, maxOutstanding)
+	sc.note("%s The spread of the knee ratio is the two sweeps' step resolution (first failing rate / knee − 1, summed), since each sweep runs once. Latency is measured from each call's intended start (no coordinated omission); arrivals beyond %d in flight count as errors. At the echo's rates (thousands of calls/s) the open-loop generator, one goroutine per call, shares the cores with the target, so its own scheduling delay is part of the latency there and the echo's knee is partly the load generator's.", kneeDefinition(*cfg), maxOutstanding)
 	return profileScenario(ctx, cfg, sc, closedLoop(cfg.Concurrency, cfg.dur(), call(gw, f.payloads[0])))
 }
 
