@@ -409,3 +409,36 @@ func TestInboxRetention(t *testing.T) {
 		t.Errorf("after retention: %v", list)
 	}
 }
+
+// TestOnwardSharingRefused: an alert SG pushed to NL is not handed on by
+// NL to CN, although NL's own policy would give CN a risk assessment: the
+// NL–SG agreement forbids onward sharing. The refusal is audited.
+func TestOnwardSharingRefused(t *testing.T) {
+	f := startFederation(t)
+	ctx := context.Background()
+	nl, sg := f.nodes[nlDomain], f.nodes[sgDomain]
+	resp, err := f.ingest(t, sgDomain).PublishAlert(ctx, &blv1.PublishAlertRequest{RiskAssessment: storetest.RiskAssessment("SG-RA-HOT", "SG-1", 0.93)})
+	if err != nil || len(resp.GetQueued()) != 1 || resp.GetQueued()[0].GetRecipient() != nlDomain {
+		t.Fatalf("PublishAlert: %v, %v", resp, err)
+	}
+	if e := waitSettled(t, sg, resp.GetQueued()[0].GetMessageId()); e.State != store.OutboxDelivered {
+		t.Fatalf("entry = %+v", e)
+	}
+	_, err = f.local(t, cnDomain).GetPartnerRiskAssessment(ctx, &blv1.GetPartnerRiskAssessmentRequest{Partner: nlDomain, Id: "SG-RA-HOT", Purpose: "transit-security"})
+	if status.Code(err) != codes.PermissionDenied || reasonCode(err) != "ONWARD_SHARING_NOT_ALLOWED" {
+		t.Fatalf("err = %v (%s), want PermissionDenied ONWARD_SHARING_NOT_ALLOWED", err, reasonCode(err))
+	}
+	var refused int
+	for _, r := range allAudit(t, nl) {
+		if r.GetAction() == "risk.get" && r.GetResourceIds()[0] == "SG-RA-HOT" && r.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_DENY {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Errorf("NL audit: %d refusals of SG-RA-HOT, want 1", refused)
+	}
+	// NL's own records are still served to CN as before.
+	if _, err := f.local(t, cnDomain).GetPartnerRiskAssessment(ctx, &blv1.GetPartnerRiskAssessmentRequest{Partner: nlDomain, Id: "NL-RA-1", Purpose: "transit-security"}); err != nil {
+		t.Errorf("own risk assessment: %v", err)
+	}
+}

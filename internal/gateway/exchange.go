@@ -50,7 +50,7 @@ type exchangeServer struct {
 
 func (s *exchangeServer) GetDeclaration(ctx context.Context, req *blv1.GetDeclarationRequest) (*blv1.GetDeclarationResponse, error) {
 	out, rel, receipt, err := provide(ctx, s.g, ActionDeclarationGet, "declaration", req.GetId(), req.GetPurpose(),
-		s.g.opts.Store.GetDeclaration, func(_ context.Context, d *blv1.Declaration) policy.Attributes { return policy.DeclarationAttributes(d) })
+		s.g.opts.Store.GetDeclaration, func(_ context.Context, d *blv1.Declaration) policy.Attributes { return policy.DeclarationAttributes(d) }, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +58,9 @@ func (s *exchangeServer) GetDeclaration(ctx context.Context, req *blv1.GetDeclar
 }
 
 func (s *exchangeServer) GetRiskAssessment(ctx context.Context, req *blv1.GetRiskAssessmentRequest) (*blv1.GetRiskAssessmentResponse, error) {
+	load, onward := s.g.receivedRiskLoader(ctx, req.GetId())
 	out, rel, receipt, err := provide(ctx, s.g, ActionRiskGet, "risk_assessment", req.GetId(), req.GetPurpose(),
-		s.g.opts.Store.GetRiskAssessment, s.g.riskAttributes)
+		load, s.g.riskAttributes, onward)
 	if err != nil {
 		return nil, err
 	}
@@ -68,9 +69,11 @@ func (s *exchangeServer) GetRiskAssessment(ctx context.Context, req *blv1.GetRis
 
 // provide is the whole provider flow for one record: load, decide, release,
 // audit, answer with a receipt. The audit record is durable before the
-// release is returned; a failed audit write fails the call.
+// release is returned; a failed audit write fails the call. received is
+// set when the record is one a partner pushed to us: its obligations must
+// then allow sharing it onward with this caller, on top of our policy.
 func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, id, purpose string,
-	load func(context.Context, string) (T, error), attrs func(context.Context, T) policy.Attributes,
+	load func(context.Context, string) (T, error), attrs func(context.Context, T) policy.Attributes, received *store.InboxEntry,
 ) (T, *blv1.Release, string, error) {
 	var zero T
 	who, err := caller(ctx)
@@ -110,6 +113,13 @@ func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, 
 			code = codes.NotFound
 		}
 		return zero, nil, "", g.deny(ctx, audit, code, dec.Code, dec.Reasons)
+	}
+	if received != nil {
+		if refusal := onwardRefusal(*received, who); refusal != "" {
+			return zero, nil, "", g.deny(ctx, audit, codes.PermissionDenied, "ONWARD_SHARING_NOT_ALLOWED", []string{refusal})
+		}
+		audit.Reasons = append(audit.Reasons, fmt.Sprintf("received from %s (message %s) under agreement %s; its obligations allow sharing it onward with %s",
+			received.Sender, received.MessageID, received.Agreement, who))
 	}
 	if !g.limits.allow(who.String(), dec, g.now()) {
 		audit.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -90,6 +91,60 @@ func (g *Gateway) runRetention(ctx context.Context, is inboxStore, every time.Du
 		case <-t.C:
 		}
 	}
+}
+
+// receivedRiskLoader is how GetRiskAssessment loads id: from our own
+// records, or, when we have none by that id, from the alerts partners
+// pushed to us (then the entry is returned too, so that its obligations
+// are checked before anything is shared onward).
+func (g *Gateway) receivedRiskLoader(ctx context.Context, id string) (func(context.Context, string) (*blv1.RiskAssessment, error), *store.InboxEntry) {
+	own := g.opts.Store.GetRiskAssessment
+	rs, ok := g.opts.Store.(interface {
+		ReceivedRecord(ctx context.Context, recordID string) (store.InboxEntry, error)
+	})
+	if !ok {
+		return own, nil
+	}
+	if _, err := own(ctx, id); !errors.Is(err, store.ErrNotFound) {
+		return own, nil
+	}
+	e, err := rs.ReceivedRecord(ctx, id)
+	if err != nil {
+		return own, nil
+	}
+	a := &blv1.Alert{}
+	if err := proto.Unmarshal(e.Alert, a); err != nil || a.GetRiskAssessment().GetId() != id {
+		g.log.Error("received alert unreadable; not shared onward", "sender", e.Sender, "message_id", e.MessageID, "error", err)
+		return own, nil
+	}
+	return func(context.Context, string) (*blv1.RiskAssessment, error) { return a.GetRiskAssessment(), nil }, &e
+}
+
+// onwardRefusal says why the obligations of a received alert forbid
+// sharing it with who ("" when they allow it): onward sharing must be
+// allowed, and when the sender named onward recipients, who (its trust
+// domain or its SPIFFE ID) must be one of them. Giving the record back to
+// the administration it came from is not onward sharing.
+func onwardRefusal(e store.InboxEntry, who identity.ID) string {
+	if who.TrustDomain == e.Sender {
+		return ""
+	}
+	var o policy.Obligations
+	if err := json.Unmarshal([]byte(e.Obligations), &o); err != nil {
+		return fmt.Sprintf("record was received from %s with obligations this gateway cannot read; it is not shared onward", e.Sender)
+	}
+	if !o.OnwardSharing {
+		return fmt.Sprintf("record was received from %s under agreement %s, which does not allow sharing it onward", e.Sender, e.Agreement)
+	}
+	if len(o.OnwardRecipients) == 0 {
+		return ""
+	}
+	for _, r := range o.OnwardRecipients {
+		if r == who.String() || (who.Kind == identity.KindGateway && r == who.TrustDomain) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("record was received from %s under agreement %s, which allows sharing it onward only with %s", e.Sender, e.Agreement, strings.Join(o.OnwardRecipients, ", "))
 }
 
 // maxListInbox bounds one ListReceivedAlerts answer.

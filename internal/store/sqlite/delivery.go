@@ -395,3 +395,17 @@ func (s *Store) PurgeInbox(ctx context.Context, sender, messageID string, rec *b
 		return nil
 	})
 }
+
+// ReceivedRecord returns the latest received alert that still holds a
+// payload for the risk assessment recordID (from any sender); none wraps
+// store.ErrNotFound.
+func (s *Store) ReceivedRecord(ctx context.Context, recordID string) (store.InboxEntry, error) {
+	es, err := s.queryInbox(ctx, "received record", "record_id = ? AND alert IS NOT NULL ORDER BY received DESC, sender, message_id LIMIT 1", recordID)
+	if err != nil {
+		return store.InboxEntry{}, err
+	}
+	if len(es) == 0 {
+		return store.InboxEntry{}, fmt.Errorf("store: no received alert for %q: %w", recordID, store.ErrNotFound)
+	}
+	return es[0], nil
+}

@@ -47,6 +47,9 @@ CREATE TABLE inbox (
 
 CREATE INDEX inbox_by_retention ON inbox (retain_until) WHERE alert IS NOT NULL;
 
+-- Onward sharing looks received alerts up by the record they carry.
+CREATE INDEX inbox_by_record ON inbox (record_id, received);
+
 -- The commit order of records, for Exchange.Subscribe: every upsert moves
 -- the record to the end (its older position is deleted), so a subscriber
 -- sees each record once per change, in commit order.
