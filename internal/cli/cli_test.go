@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +43,8 @@ func run(t *testing.T, env []string, args ...string) (int, string, string) {
 type cluster struct {
 	dir   string
 	addrs map[string]string
+	// metrics is NL's metrics address (metrics.listen).
+	metrics string
 }
 
 func (c *cluster) env(domain string) []string {
@@ -75,7 +79,7 @@ func startCluster(t *testing.T) *cluster {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{nl, sg} {
+	for _, d := range []string{nl, sg, "metrics"} {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -83,6 +87,8 @@ func startCluster(t *testing.T) *cluster {
 		c.addrs[d] = l.Addr().String()
 		l.Close()
 	}
+	c.metrics = c.addrs["metrics"]
+	delete(c.addrs, "metrics")
 	// Each gateway's audit key is made first, so that each config can name
 	// the partner's verifier key (peers.<domain>.audit_key).
 	vkeys := map[string]string{}
@@ -126,6 +132,9 @@ pseudonymization:
 audit:
   witness_interval: 100ms
 `, d, c.addrs[d], other, c.addrs[other], vkeys[other])
+		if d == nl {
+			cfg += "metrics:\n  listen: " + c.metrics + "\n"
+		}
 		path := filepath.Join(gdir, "gateway.yaml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -161,6 +170,17 @@ audit:
 func TestImportAndQuery(t *testing.T) {
 	c := startCluster(t)
 	dir := t.TempDir()
+	t.Run("metrics are served", func(t *testing.T) {
+		resp, err := http.Get("http://" + c.metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "borderlink_policy_reload_failing 0") {
+			t.Errorf("GET /metrics: %s\n%s", resp.Status, body)
+		}
+	})
 	good := filepath.Join(dir, "nl.jsonl")
 	if code, _, stderr := run(t, nil, "gen", "--domain", nl, "--count", "40", "--seed", "3", "--start", "2026-11-20T00:00:00Z", "--partners", "SG", "--out", good); code != 0 {
 		t.Fatalf("gen: %s", stderr)

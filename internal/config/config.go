@@ -64,6 +64,7 @@ type Config struct {
 	Limits           Limits           `yaml:"limits"`
 	Audit            Audit            `yaml:"audit"`
 	Delivery         Delivery         `yaml:"delivery"`
+	Metrics          Metrics          `yaml:"metrics"`
 	// Vault, when set, is where the gateway certificate, the own trust
 	// bundle, the audit signing key and the pseudonymisation key come
 	// from (docs/vault.md); tls.* and pseudonymization.key_file are then
@@ -102,6 +103,15 @@ type Audit struct {
 	// WitnessInterval is how often partners' checkpoints are fetched and
 	// checked for consistency; default 10s.
 	WitnessInterval Duration `yaml:"witness_interval"`
+}
+
+// Metrics configures the Prometheus endpoint (docs/operations.md).
+type Metrics struct {
+	// Listen is the host:port of a plain-HTTP server answering GET
+	// /metrics; empty (the default) serves no metrics. It carries no
+	// record data, but it is not authenticated: bind it to loopback or an
+	// operations network.
+	Listen string `yaml:"listen"`
 }
 
 // Delivery tunes push delivery of alerts (docs/delivery.md).
@@ -360,6 +370,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.WitnessInterval.Duration < 0 {
 		bad("audit.witness_interval", "is negative", "e.g. 10s")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", fmt.Sprintf("%q is not host:port", c.Metrics.Listen), "e.g. 127.0.0.1:9464")
+		} else if c.Metrics.Listen == c.Listen {
+			bad("metrics.listen", "is the gRPC listen address", "use another port, e.g. 127.0.0.1:9464")
+		}
 	}
 	if c.Delivery.Lanes < 0 || c.Delivery.Lanes > 256 {
 		bad("delivery.lanes", fmt.Sprintf("is %d", c.Delivery.Lanes), "between 1 and 256, e.g. 8")

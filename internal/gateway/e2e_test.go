@@ -60,6 +60,7 @@ type node struct {
 	// auditKey is the verifier key of the gateway's audit log,
 	// auditKeySigner its signer key.
 	auditKey, auditKeySigner string
+	gw                       *gateway.Gateway
 }
 
 type rejection struct {
@@ -180,6 +181,7 @@ func startFederation(t *testing.T, tweaks ...func(domain string, o *gateway.Opti
 		if err != nil {
 			t.Fatal(err)
 		}
+		n.gw = g
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

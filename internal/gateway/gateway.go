@@ -104,6 +104,7 @@ type Gateway struct {
 	// deliverer pushes queued alerts (nil when the store cannot queue).
 	deliverer *delivery.Deliverer
 	commits   *commits
+	metrics   *metrics
 }
 
 // RequestIDHeader carries the correlation ID both sides of an exchange
@@ -165,6 +166,7 @@ func New(opts Options) (*Gateway, error) {
 	if g.alog, err = newAuditLog(opts); err != nil {
 		return nil, err
 	}
+	g.metrics = newMetrics(g)
 	// A gateway without partners has nobody to push to; alerts it
 	// publishes still queue and wait for a partner to be configured.
 	if ds, ok := opts.Store.(deliveryStore); ok && len(opts.Peers) > 0 {
@@ -289,6 +291,7 @@ func (g *Gateway) logCall(ctx context.Context, method string, start time.Time, e
 	id, _ := identity.FromContext(ctx)
 	level := slog.LevelInfo
 	code := status.Code(err)
+	g.metrics.call(method, code)
 	if code == codes.Internal || code == codes.Unknown || code == codes.DataLoss {
 		level = slog.LevelError
 	}

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -187,9 +189,43 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}()
 	defer func() { stopWatch(); <-watchDone }()
 
+	if cfg.Metrics.Listen != "" {
+		stopMetrics, err := serveMetrics(ctx, cfg.Metrics.Listen, g.MetricsHandler(), logger)
+		if err != nil {
+			return fmt.Errorf("%s: metrics.listen %s: %w", cfg.File, cfg.Metrics.Listen, err)
+		}
+		defer stopMetrics()
+	}
+
 	err = g.Serve(ctx, lis)
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// serveMetrics answers GET /metrics on addr until stop is called.
+func serveMetrics(ctx context.Context, addr string, h http.Handler, logger *slog.Logger) (stop func(), err error) {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server stopped", "address", addr, "error", err)
+		}
+	}()
+	logger.Info("metrics serving", "address", lis.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-done
+	}, nil
 }

@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
+
+	"github.com/borderlink/borderlink/internal/store"
+)
+
+// metricsTimeout bounds the store reads of one scrape.
+const metricsTimeout = 5 * time.Second
+
+// metrics are the gateway's Prometheus metrics, in a registry of its own
+// (no global state). Gauges are read at scrape time from the parts that
+// own the state — the policy engine, the delivery queues, the audit log,
+// the certificate — so they can never drift from what the status calls
+// show; only the call counter is kept here.
+type metrics struct {
+	reg   *prometheus.Registry
+	calls *prometheus.CounterVec
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "borderlink_grpc_calls_total",
+			Help: "gRPC calls answered, by method and status code.",
+		}, []string{"method", "code"}),
+	}
+	m.reg.MustRegister(m.calls, gatewayCollector{g},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) call(method string, code codes.Code) {
+	m.calls.WithLabelValues(method, code.String()).Inc()
+}
+
+// MetricsHandler serves the gateway's metrics in the Prometheus text
+// format (docs/operations.md lists them).
+func (g *Gateway) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{ErrorLog: nil})
+}
+
+var (
+	descPolicyInfo = prometheus.NewDesc("borderlink_policy_info",
+		"The policy revision in force (always 1).", []string{"revision"}, nil)
+	descPolicyAgreements = prometheus.NewDesc("borderlink_policy_agreements",
+		"Agreements in the policy set in force.", nil, nil)
+	descPolicyReloadFailing = prometheus.NewDesc("borderlink_policy_reload_failing",
+		"1 when the last policy reload failed (the previous set stays in force), else 0.", nil, nil)
+	descPolicyLoaded = prometheus.NewDesc("borderlink_policy_loaded_timestamp_seconds",
+		"When the policy set in force was loaded.", nil, nil)
+	descPending = prometheus.NewDesc("borderlink_delivery_pending",
+		"Alerts queued for a partner and not yet delivered.", []string{"partner"}, nil)
+	descOldest = prometheus.NewDesc("borderlink_delivery_oldest_pending_seconds",
+		"Age of the oldest pending alert for a partner (0 when none is pending).", []string{"partner"}, nil)
+	descSettled = prometheus.NewDesc("borderlink_delivery_entries",
+		"Outbox entries by partner and final state (delivered, refused, cancelled).", []string{"partner", "state"}, nil)
+	descRetries = prometheus.NewDesc("borderlink_delivery_retries_total",
+		"Failed delivery attempts since the gateway started.", []string{"partner"}, nil)
+	descBreaker = prometheus.NewDesc("borderlink_delivery_breaker_open",
+		"1 while a partner's circuit breaker is open or half-open, else 0.", []string{"partner"}, nil)
+	descTreeSize = prometheus.NewDesc("borderlink_audit_records",
+		"Records in the audit log (its tree size).", nil, nil)
+	descCertExpiry = prometheus.NewDesc("borderlink_certificate_expiry_timestamp_seconds",
+		"When the gateway's own certificate expires.", nil, nil)
+	descScrapeErrors = prometheus.NewDesc("borderlink_metrics_read_errors",
+		"Sources that could not be read for this scrape (their metrics are missing).", []string{"source"}, nil)
+)
+
+// gatewayCollector reads the gateway's state at scrape time.
+type gatewayCollector struct{ g *Gateway }
+
+func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descCertExpiry, descScrapeErrors} {
+		ch <- d
+	}
+}
+
+func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.g
+	ctx, cancel := context.WithTimeout(context.Background(), metricsTimeout)
+	defer cancel()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	failed := func(source string) { gauge(descScrapeErrors, 1, source) }
+
+	st := g.opts.Policy.Status()
+	gauge(descPolicyInfo, 1, st.Revision)
+	gauge(descPolicyAgreements, float64(st.Agreements))
+	failing := 0.0
+	if st.LastError != "" {
+		failing = 1
+	}
+	gauge(descPolicyReloadFailing, failing)
+	if !st.LoadedAt.IsZero() {
+		gauge(descPolicyLoaded, float64(st.LoadedAt.UnixNano())/1e9)
+	}
+
+	if ds, ok := g.opts.Store.(deliveryStore); ok {
+		partners := map[string]bool{}
+		if stats, err := ds.OutboxStats(ctx); err != nil {
+			g.log.Warn("metrics: outbox unreadable", "error", err)
+			failed("outbox")
+		} else {
+			now := g.now()
+			for _, s := range stats {
+				partners[s.Recipient] = true
+				gauge(descPending, float64(s.Count[store.OutboxPending]), s.Recipient)
+				age := 0.0
+				if !s.OldestPending.IsZero() {
+					age = now.Sub(s.OldestPending).Seconds()
+				}
+				gauge(descOldest, age, s.Recipient)
+				for _, state := range []store.OutboxState{store.OutboxDelivered, store.OutboxRefused, store.OutboxCancelled} {
+					gauge(descSettled, float64(s.Count[state]), s.Recipient, state.String())
+				}
+			}
+		}
+		if g.deliverer != nil {
+			for _, p := range g.deliverer.Stats() {
+				if !partners[p.Partner] {
+					gauge(descPending, 0, p.Partner)
+					gauge(descOldest, 0, p.Partner)
+				}
+				ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(p.Retries), p.Partner)
+				open := 0.0
+				if p.Breaker != "closed" {
+					open = 1
+				}
+				gauge(descBreaker, open, p.Partner)
+			}
+		}
+	}
+
+	if g.alog.store != nil {
+		if n, err := g.alog.store.AuditTreeSize(ctx); err != nil {
+			g.log.Warn("metrics: audit log unreadable", "error", err)
+			failed("audit")
+		} else {
+			gauge(descTreeSize, float64(n))
+		}
+	}
+
+	if cert := g.opts.KeyPair.Certificate(); cert != nil && len(cert.Certificate) > 0 {
+		leaf := cert.Leaf
+		if leaf == nil {
+			var err error
+			if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+				failed("certificate")
+				return
+			}
+		}
+		gauge(descCertExpiry, float64(leaf.NotAfter.Unix()))
+	}
+}
