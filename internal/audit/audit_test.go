@@ -591,3 +591,82 @@ func BenchmarkVerifyLog(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Minutes(), "records/min")
 }
+
+// TestKeyRing: after a key rotation, receipts and checkpoints signed with
+// the retired key still open with the ring, new ones open with its current
+// key, and neither opens with a ring that lacks its key.
+func TestKeyRing(t *testing.T) {
+	gen := func() (audit.Signer, string) {
+		t.Helper()
+		sk, vk, err := audit.GenerateKey(origin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := note.NewSigner(sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, vk
+	}
+	oldS, oldV := gen()
+	newS, newV := gen()
+	r := audit.Receipt{Origin: origin, Index: 1, LeafHash: tlog.RecordHash([]byte("l")), Time: time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC),
+		RequestID: "req", Caller: "spiffe://sg.customs.example/gateway"}
+	oldMsg, err := audit.SignReceipt(oldS, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newMsg, err := audit.SignReceipt(newS, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := audit.NewKeyRing(origin, []string{oldV, newV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ring.Len() != 2 || ring.Name() != origin {
+		t.Fatalf("ring: %d keys named %q", ring.Len(), ring.Name())
+	}
+	for name, msg := range map[string]string{"retired key": oldMsg, "current key": newMsg} {
+		if _, err := audit.OpenReceipt(msg, ring); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	onlyNew, err := audit.NewKeyRing(origin, []string{newV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.OpenReceipt(oldMsg, onlyNew); !errors.Is(err, audit.ErrVerify) {
+		t.Errorf("receipt by a key not in the ring: %v, want ErrVerify", err)
+	}
+	cp, err := audit.SignCheckpoint(oldS, audit.Checkpoint{Origin: origin, Size: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.OpenCheckpoint(cp, ring); err != nil {
+		t.Errorf("checkpoint by the retired key: %v", err)
+	}
+	// The ring signs nothing; as a single verifier it is the current key.
+	if ring.KeyHash() != mustVerifier(t, newV).KeyHash() {
+		t.Error("ring's own key is not the last (current) one")
+	}
+	_, otherV, _ := audit.GenerateKey("cn.customs.example/borderlink/audit")
+	if _, err := audit.NewKeyRing(origin, []string{oldV, otherV}); err == nil {
+		t.Error("ring accepted a key of another log")
+	}
+	if _, err := audit.NewKeyRing("", []string{oldV, otherV}); err == nil {
+		t.Error("ring without origin accepted keys of two logs")
+	}
+	if _, err := audit.NewKeyRing(origin, nil); err == nil {
+		t.Error("empty ring accepted")
+	}
+}
+
+func mustVerifier(t *testing.T, vk string) note.Verifier {
+	t.Helper()
+	v, err := audit.NewVerifier(vk, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}

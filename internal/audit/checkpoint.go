@@ -89,7 +89,7 @@ func SignCheckpoint(s Signer, c Checkpoint) ([]byte, error) {
 // OpenCheckpoint verifies a signed checkpoint with v and parses it. The
 // origin must be v's name. Errors wrap ErrVerify.
 func OpenCheckpoint(msg []byte, v note.Verifier) (Checkpoint, error) {
-	n, err := note.Open(msg, note.VerifierList(v))
+	n, err := note.Open(msg, openers(v))
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("checkpoint signature: %v: %w", err, ErrVerify)
 	}

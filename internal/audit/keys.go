@@ -99,6 +99,59 @@ func NewVerifier(vkey, origin string) (note.Verifier, error) {
 	return v, nil
 }
 
+// KeyRing is a log's verifier keys across key rotations: the key it signs
+// with now and the ones it signed with before, all named for the log's
+// origin. As a note.Verifier it is the current key; for opening signed
+// notes (OpenReceipt, OpenCheckpoint) it is also a note.Verifiers that
+// picks the key each signature names by its hash, so that receipts and
+// checkpoints signed before a rotation still verify.
+type KeyRing struct {
+	current note.Verifier
+	byHash  map[uint32]note.Verifier
+}
+
+// NewKeyRing parses verifier keys, oldest first, the current one last
+// (the order VerifierKeys of a Vault transit signer prints them in). All
+// must be named origin (origin "" requires only that they share a name).
+func NewKeyRing(origin string, vkeys []string) (*KeyRing, error) {
+	if len(vkeys) == 0 {
+		return nil, fmt.Errorf("no verifier key")
+	}
+	k := &KeyRing{byHash: map[uint32]note.Verifier{}}
+	for _, vkey := range vkeys {
+		v, err := NewVerifier(vkey, origin)
+		if err != nil {
+			return nil, err
+		}
+		origin = v.Name()
+		k.byHash[v.KeyHash()] = v
+		k.current = v
+	}
+	return k, nil
+}
+
+func (k *KeyRing) Name() string                { return k.current.Name() }
+func (k *KeyRing) KeyHash() uint32             { return k.current.KeyHash() }
+func (k *KeyRing) Verify(msg, sig []byte) bool { return k.current.Verify(msg, sig) }
+func (k *KeyRing) Len() int                    { return len(k.byHash) }
+
+// Verifier implements note.Verifiers.
+func (k *KeyRing) Verifier(name string, hash uint32) (note.Verifier, error) {
+	if v, ok := k.byHash[hash]; ok && name == k.Name() {
+		return v, nil
+	}
+	return nil, &note.UnknownVerifierError{Name: name, KeyHash: hash}
+}
+
+// openers is the note.Verifiers that opens notes signed for v: all of a
+// KeyRing's keys, or v alone.
+func openers(v note.Verifier) note.Verifiers {
+	if vs, ok := v.(note.Verifiers); ok {
+		return vs
+	}
+	return note.VerifierList(v)
+}
+
 // LoadCosigner reads the signer key in path (see LoadOrCreateKey) as a
 // cosignature/v1 signer named name (WitnessName).
 func LoadCosigner(path, name string) (note.Signer, error) {

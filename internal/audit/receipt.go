@@ -108,7 +108,7 @@ func SignReceipt(s Signer, r Receipt) (string, error) {
 // OpenReceipt verifies a signed receipt with the partner's verifier and
 // parses it. The origin must be the verifier's name. Errors wrap ErrVerify.
 func OpenReceipt(msg string, v note.Verifier) (Receipt, error) {
-	n, err := note.Open([]byte(msg), note.VerifierList(v))
+	n, err := note.Open([]byte(msg), openers(v))
 	if err != nil {
 		return Receipt{}, fmt.Errorf("receipt signature: %v: %w", err, ErrVerify)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -266,7 +267,7 @@ requires the latest checkpoint to carry that partner's cosignature. Offline from
 export (audit export), or online from a gateway as one of its auditors.
 Exit codes: 0 verified, 1 could not read or connect, 2 usage, 5 the log
 does not verify (the message names the first bad index or checkpoint).`)
-	vkey := fs.String("verifier", "", "the gateway's audit verifier key (name+hash+key), or @FILE (its audit.key.pub)")
+	vkey := fs.String("verifier", "", "the gateway's audit verifier key (name+hash+key), or @FILE (its audit.key.pub); after a key rotation all its keys, oldest first, comma-separated or one per line in FILE")
 	exportPath := fs.String("export", "", "a JSONL export to verify (- for stdin)")
 	state := fs.String("state", "", "directory that keeps the last verified checkpoint per log")
 	co := clientFlags(fs)
@@ -290,7 +291,10 @@ does not verify (the message names the first bad index or checkpoint).`)
 		}
 		*vkey = strings.TrimSpace(string(b))
 	}
-	v, err := audit.NewVerifier(*vkey, "")
+	// After a key rotation the log's checkpoints are signed by several
+	// keys: give them all, oldest first (one per line in @FILE, or
+	// separated by commas), as `audit key` prints them.
+	v, err := audit.NewKeyRing("", strings.FieldsFunc(*vkey, func(r rune) bool { return r == ',' || r == '\n' || r == ' ' }))
 	if err != nil {
 		return usagef("audit verify: --verifier: %v", err)
 	}
@@ -506,9 +510,11 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 	if !ok || peer.AuditKey == "" {
 		return fmt.Errorf("audit reconcile: %s: peers.%s with address and audit_key is required", cfg.File, *partner)
 	}
-	v, err := audit.NewVerifier(peer.AuditKey, audit.Origin(*partner))
+	// Receipts kept before the partner rotated its key verify with its
+	// retired keys.
+	v, err := audit.NewKeyRing(audit.Origin(*partner), append(slices.Clone(peer.RetiredAuditKeys), peer.AuditKey))
 	if err != nil {
-		return fmt.Errorf("audit reconcile: peers.%s.audit_key: %w", *partner, err)
+		return fmt.Errorf("audit reconcile: peers.%s audit keys: %w", *partner, err)
 	}
 	var ours []*blv1.AuditRecord
 	for after := uint64(0); ; {
@@ -570,7 +576,12 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 			continue
 		}
 		if t, ok := bySeq[uint64(r.Index)+1]; ok {
-			if h, err := audit.LeafHash(t); err != nil || h != r.LeafHash || t.GetRequestId() != o.GetRequestId() {
+			// A refused record reaches partners without its policy input
+			// (redacted), so its leaf cannot be recomputed here; the
+			// inclusion proof below still proves the leaf the receipt names.
+			full := t.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ALLOW
+			h, err := audit.LeafHash(t)
+			if t.GetRequestId() != o.GetRequestId() || full && (err != nil || h != r.LeafHash) {
 				bad("the partner's record at index %d is not the one its receipt names", r.Index)
 				continue
 			}

@@ -98,9 +98,10 @@ func TestAuditOnlineAndExport(t *testing.T) {
 	if code != cli.ExitOK || !strings.HasPrefix(out, "seq,time,side,") || !strings.Contains(out, "PERMISSION_DENIED") {
 		t.Errorf("csv export: exit %d\n%s", code, out)
 	}
-	// sg's records match nl's, and nl's receipt is in nl's signed log.
+	// sg's records match nl's, and nl's receipts (for the release and for
+	// the refusal) are in nl's signed log.
 	code, out, stderr = run(t, nil, "audit", "reconcile", "--config", filepath.Join(c.dir, sg, "gateway.yaml"), "--partner", nl)
-	if code != cli.ExitOK || !strings.Contains(out, "2 exchanges matched, 1 receipts proved") {
+	if code != cli.ExitOK || !strings.Contains(out, "2 exchanges matched, 2 receipts proved") {
 		t.Errorf("reconcile: exit %d\n%s\n%s", code, out, stderr)
 	}
 	code, out, _ = run(t, nil, "audit", "key", "--config", cfg)

@@ -89,6 +89,10 @@ type Peer struct {
 	// "<domain>/borderlink/audit+<hash>+<key>"); receipts from the partner
 	// are checked with it. Without it, calls to the partner are refused.
 	AuditKey string `yaml:"audit_key"`
+	// RetiredAuditKeys are the partner's earlier audit verifier keys,
+	// from before it rotated its key: what it signed with them still
+	// verifies.
+	RetiredAuditKeys []string `yaml:"retired_audit_keys"`
 }
 
 // Audit configures the verifiable audit log (docs/audit.md).
@@ -326,12 +330,21 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Peers[d].Address); err != nil {
 			bad(key+".address", fmt.Sprintf("%q is not host:port", c.Peers[d].Address), "the partner gateway's address, e.g. gw.sg.customs.example:7443")
 		}
-		if k := c.Peers[d].AuditKey; k != "" {
+		checkKey := func(at, k string) {
 			if v, err := note.NewVerifier(k); err != nil {
-				bad(key+".audit_key", "is not a note verifier key", "paste the partner's audit verifier key (the .pub file next to its audit key)")
+				bad(at, "is not a note verifier key", "paste the partner's audit verifier key (the .pub file next to its audit key)")
 			} else if want := d + "/borderlink/audit"; v.Name() != want {
-				bad(key+".audit_key", fmt.Sprintf("is the key of %q", v.Name()), fmt.Sprintf("use the key named %s", want))
+				bad(at, fmt.Sprintf("is the key of %q", v.Name()), fmt.Sprintf("use the key named %s", want))
 			}
+		}
+		if k := c.Peers[d].AuditKey; k != "" {
+			checkKey(key+".audit_key", k)
+		}
+		if len(c.Peers[d].RetiredAuditKeys) > 0 && c.Peers[d].AuditKey == "" {
+			bad(key+".retired_audit_keys", "is set without audit_key", "put the partner's current key in audit_key; retired keys only verify what was signed before")
+		}
+		for i, k := range c.Peers[d].RetiredAuditKeys {
+			checkKey(fmt.Sprintf("%s.retired_audit_keys[%d]", key, i), k)
 		}
 	}
 	if c.Store.SQLite.Path == "" {

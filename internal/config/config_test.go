@@ -82,6 +82,7 @@ func TestParseErrors(t *testing.T) {
 		{"peer audit key of another log", "address: 127.0.0.1:7444", "address: 127.0.0.1:7444\n    audit_key: " + cnAuditKey, []string{"peers.sg.customs.example.audit_key", "cn.customs.example/borderlink/audit", "sg.customs.example/borderlink/audit"}},
 		{"negative checkpoint interval", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\naudit:\n  checkpoint_interval: -1s\n", []string{"audit.checkpoint_interval", "negative"}},
 		{"search limits", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\nlimits:\n  search_default: 5000\n", []string{"limits.search_default", "5000"}},
+		{"retired audit key of another log", "address: 127.0.0.1:7444", "address: 127.0.0.1:7444\n    retired_audit_keys: [\"" + cnAuditKey + "\"]", []string{"peers.sg.customs.example.retired_audit_keys[0]", "cn.customs.example/borderlink/audit"}},
 		{"metrics address", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\nmetrics:\n  listen: nine\n", []string{"metrics.listen", `"nine"`, "127.0.0.1:9464"}},
 		{"delivery lanes", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  lanes: 1000\n", []string{"delivery.lanes", "1000", "between 1 and 256"}},
 		{"retention interval", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  retention_interval: -1m\n", []string{"delivery.retention_interval", "negative"}},

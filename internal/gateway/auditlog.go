@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +38,10 @@ type AuditOptions struct {
 	// Calls to a partner without a key are refused (fail closed): its
 	// receipts could not be verified.
 	PeerKeys map[string]string
+	// PeerRetiredKeys are partners' earlier audit verifier keys, from
+	// before a key rotation: receipts and checkpoints they signed with
+	// them still verify. New signatures must use PeerKeys.
+	PeerRetiredKeys map[string][]string
 	// CheckpointInterval is how often a checkpoint is signed when the log
 	// has grown; 0 means audit.DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
@@ -114,9 +119,9 @@ func newAuditLog(opts Options) (*auditLog, error) {
 		return nil, fmt.Errorf("gateway: audit key is named %q, want %q", a.signer.Name(), a.origin)
 	}
 	for d, k := range opts.Audit.PeerKeys {
-		v, err := audit.NewVerifier(k, audit.Origin(d))
+		v, err := audit.NewKeyRing(audit.Origin(d), append(slices.Clone(opts.Audit.PeerRetiredKeys[d]), k))
 		if err != nil {
-			return nil, fmt.Errorf("gateway: audit key of partner %s: %w", d, err)
+			return nil, fmt.Errorf("gateway: audit keys of partner %s: %w", d, err)
 		}
 		a.verifiers[d] = v
 		if a.cosigVerifiers[d], err = audit.NewCosignatureVerifier(k, audit.WitnessName(d)); err != nil {

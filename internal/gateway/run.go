@@ -104,10 +104,12 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 
 	peerAddrs := map[string]string{}
 	peerKeys := map[string]string{}
+	retiredKeys := map[string][]string{}
 	for d, p := range cfg.Peers {
 		peerAddrs[d] = p.Address
 		if p.AuditKey != "" {
 			peerKeys[d] = p.AuditKey
+			retiredKeys[d] = p.RetiredAuditKeys
 		}
 	}
 	var signer audit.Signer
@@ -157,7 +159,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			Lanes:             cfg.Delivery.Lanes,
 			RetentionInterval: cfg.Delivery.RetentionInterval.Duration,
 		},
-		Audit: AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
+		Audit: AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys, PeerRetiredKeys: retiredKeys, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
 			WitnessInterval: cfg.Audit.WitnessInterval.Duration},
 	})
 	if err != nil {
