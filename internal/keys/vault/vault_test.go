@@ -533,3 +533,141 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load(uncovered key) error = %v; want DeniedError for transit/keys/not-ours", err)
 	}
 }
+
+// TestSealedLater: Vault sealed while a gateway runs. Signing fails with
+// ErrUnavailable saying "sealed" and naming the address; certificate
+// renewal fails and the current certificate keeps being served (a Warn
+// with not_after per attempt); after unseal the same Signer signs again
+// (same key version, verifiable with the published key) and the
+// certificate is renewed.
+func TestSealedLater(t *testing.T) {
+	t.Parallel()
+	// 24 s TTL + 1 s backdating: renewal due about 15.7 s after issue.
+	// A call to a sealed Vault takes about 4 s (the API retries a 503
+	// twice with backoff), so the first failed renewal is logged with
+	// about 5 s of validity left.
+	f := newFixture(t, vault.InitDevOptions{CertTTL: 24 * time.Second, CertNotBefore: time.Second})
+	c := f.client(t)
+	ctx := context.Background()
+	s, err := c.NewSigner(ctx, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(f.setup.VerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	renewed := make(chan *x509.Certificate, 10)
+	kp, stop, err := keys.RenewingKeyPair(ctx, c.CertIssuer(identity.GatewayID(domain)), keys.RenewOptions{
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+		OnRenew: func(l *x509.Certificate) { renewed <- l },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	first := kp.Certificate().Leaf
+	body := origin + "\n7\nqUzHvS1WZEcSPxG0aZqA8ZC8eLq6H2mF4yq0fVq9vX0=\n"
+	if _, err := note.Sign(&note.Note{Text: body}, s); err != nil {
+		t.Fatalf("sign before sealing: %v", err)
+	}
+
+	f.srv.Seal(t)
+	_, err = note.Sign(&note.Note{Text: body}, s)
+	t.Logf("sign while sealed: %v", err)
+	if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), "sealed") || !strings.Contains(err.Error(), f.srv.Addr) {
+		t.Errorf("Sign(sealed) error = %v; want ErrUnavailable saying sealed and naming %s", err, f.srv.Addr)
+	}
+	t.Logf("first certificate: not_before %v not_after %v renew_at %v", first.NotBefore, first.NotAfter, keys.RenewAt(first))
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "certificate renewal failed; serving with the current certificate until it expires"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed renewal logged within 30s of sealing; log:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := kp.Certificate().Leaf; got.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatalf("serving serial %x while sealed; want the first certificate %x", got.SerialNumber, first.SerialNumber)
+	}
+	if l := logs.String(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "not_after=") || !strings.Contains(l, "sealed") {
+		t.Errorf("renewal failure not logged at Warn with not_after and the cause; log:\n%s", l)
+	}
+	select {
+	case l := <-renewed:
+		t.Fatalf("certificate %x renewed while Vault was sealed", l.SerialNumber)
+	default:
+	}
+
+	f.srv.Unseal(t)
+	select {
+	case l := <-renewed:
+		if l.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			t.Error("renewal after unseal returned the same certificate")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no renewal within 30s of unsealing; log:\n%s", logs.String())
+	}
+	msg, err := note.Sign(&note.Note{Text: body}, s)
+	if err != nil {
+		t.Fatalf("sign after unseal: %v", err)
+	}
+	if _, err := note.Open(msg, note.VerifierList(v)); err != nil {
+		t.Errorf("note signed after unseal does not verify with the published key: %v", err)
+	}
+}
+
+// TestDeniedLater: the policy loses a path while the gateway runs (an
+// operator edits it): signing and certificate issue fail with a
+// DeniedError naming the path and the capability the policy now lacks.
+func TestDeniedLater(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	c := f.client(t)
+	ctx := context.Background()
+	s, err := c.NewSigner(ctx, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sign([]byte("checkpoint\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Keep only the KV path.
+	kvOnly := `path "kv/data/borderlink/` + domain + `/*" { capabilities = ["read"] }`
+	if !strings.Contains(f.setup.Policy, `path "kv/data/borderlink/`+domain+`/*"`) {
+		t.Fatalf("policy does not cover the KV path:\n%s", f.setup.Policy)
+	}
+	if err := f.root.Sys().PutPolicy(f.setup.PolicyName, kvOnly); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		call func() error
+		path string
+	}{
+		{func() error { _, err := s.Sign([]byte("checkpoint\n")); return err }, "transit/sign/" + keys.DefaultVaultTransitKey},
+		{func() error { _, err := c.IssueCertificate(ctx, identity.GatewayID(domain)); return err }, "pki/issue/" + keys.DefaultVaultPKIRole},
+	} {
+		err := tc.call()
+		t.Logf("denied: %v", err)
+		var d *vault.DeniedError
+		if !errors.As(err, &d) || !errors.Is(err, keys.ErrDenied) {
+			t.Errorf("error = %v; want a DeniedError for %s", err, tc.path)
+			continue
+		}
+		if d.Path != tc.path || d.Capability != "update" || len(d.Have) != 1 || d.Have[0] != "deny" {
+			t.Errorf("DeniedError = %+v; want path %s, capability update, have [deny]", d, tc.path)
+		}
+		for _, want := range []string{`"update" capability on path "` + tc.path + `" is missing`, f.srv.Addr} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not contain %s", err, want)
+			}
+		}
+	}
+	// The token itself is still good: what the policy kept still works,
+	// and no re-login was triggered by the denials.
+	if _, err := c.PseudonymKey(ctx); err != nil {
+		t.Errorf("PseudonymKey after the policy change: %v", err)
+	}
+	if n := c.Logins(); n != 1 {
+		t.Errorf("Logins = %d after denials; want 1 (a denied path is not a rejected token)", n)
+	}
+}

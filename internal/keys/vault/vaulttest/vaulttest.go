@@ -11,12 +11,15 @@ package vaulttest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +44,10 @@ type Server struct {
 	Addr string
 	// Token is the root token.
 	Token string
+	// UnsealKey is the dev server's single unseal key (printed by
+	// `vault server -dev` as "Unseal Key: ..."), for tests that seal the
+	// server with Seal and unseal it again with Unseal.
+	UnsealKey string
 
 	cmd  *exec.Cmd
 	log  *syncBuffer
@@ -114,7 +121,77 @@ func start(bin, dir string) (*Server, error) {
 		s.Stop()
 		return nil, fmt.Errorf("%w\nvault log:\n%s", err, log.String())
 	}
+	if err := s.readUnsealKey(); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%w\nvault log:\n%s", err, log.String())
+	}
 	return s, nil
+}
+
+// readUnsealKey takes the unseal key from the dev server's banner, which
+// may follow the first healthy answer by a moment.
+func (s *Server) readUnsealKey() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, l := range strings.Split(s.log.String(), "\n") {
+			if k, ok := strings.CutPrefix(strings.TrimSpace(l), "Unseal Key: "); ok && k != "" {
+				s.UnsealKey = k
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("vault dev server printed no \"Unseal Key:\" line")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Seal seals the server (sys/seal with the root token): every call but
+// sys/health and sys/seal-status fails with 503 "Vault is sealed" until
+// Unseal. The server keeps its in-memory data.
+func (s *Server) Seal(t testing.TB) {
+	t.Helper()
+	if err := s.put("sys/seal", nil); err != nil {
+		t.Fatalf("seal vault: %v", err)
+	}
+}
+
+// Unseal unseals the server with its unseal key and waits until it is
+// healthy (unsealed and active) again.
+func (s *Server) Unseal(t testing.TB) {
+	t.Helper()
+	if err := s.put("sys/unseal", map[string]string{"key": s.UnsealKey}); err != nil {
+		t.Fatalf("unseal vault: %v", err)
+	}
+	if err := s.waitHealthy(); err != nil {
+		t.Fatalf("after unseal: %v", err)
+	}
+}
+
+func (s *Server) put(path string, body any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(http.MethodPut, s.Addr+"/v1/"+path, r)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Vault-Token", s.Token)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("PUT %s: HTTP %d: %s", path, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 func (s *Server) waitHealthy() error {
