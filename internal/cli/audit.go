@@ -576,12 +576,11 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 			continue
 		}
 		if t, ok := bySeq[uint64(r.Index)+1]; ok {
-			// A refused record reaches partners without its policy input
-			// (redacted), so its leaf cannot be recomputed here; the
-			// inclusion proof below still proves the leaf the receipt names.
-			full := t.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ALLOW
-			h, err := audit.LeafHash(t)
-			if t.GetRequestId() != o.GetRequestId() || full && (err != nil || h != r.LeafHash) {
+			// Records reach partners without their policy input (redacted),
+			// so the leaf cannot be recomputed here: the record must carry
+			// the receipt's request and release digest, and the inclusion
+			// proof below proves the leaf the receipt names.
+			if t.GetRequestId() != o.GetRequestId() || t.GetReleaseSha256() != r.Release {
 				bad("the partner's record at index %d is not the one its receipt names", r.Index)
 				continue
 			}

@@ -331,15 +331,15 @@ func (s *auditServer) ListRecords(ctx context.Context, req *blv1.ListRecordsRequ
 	return &blv1.ListRecordsResponse{Records: recs}, nil
 }
 
-// redactForPartner removes what a refused partner must not learn from its
-// own records: the policy input holds our record's attributes (countries,
-// HS codes, whether it exists at all), which the refusal withheld. Allowed
-// records stay whole, because reconciliation recomputes their leaf hash
-// against our receipt; their attributes describe data the partner was
-// given. (Residual: attributes the grant did not release, such as the
-// acceptance time, stay visible in allowed records — docs/audit.md.)
+// redactForPartner removes what a partner must not learn from its own
+// records: the policy input holds our record's attributes (countries, HS
+// codes, acceptance time, whether it exists at all), also those its grant
+// did not release or a refusal withheld. Partners match and prove their
+// records by request ID, release digest and the leaf hash their receipt
+// names (an inclusion proof), so they need neither the input nor the leaf
+// bytes it is part of.
 func redactForPartner(r *blv1.AuditRecord) *blv1.AuditRecord {
-	if r.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ALLOW {
+	if r.GetPolicyInput() == "" {
 		return r
 	}
 	c := proto.Clone(r).(*blv1.AuditRecord)
@@ -388,7 +388,7 @@ func (s *auditServer) GetRecord(ctx context.Context, req *blv1.GetRecordRequest)
 	if err != nil {
 		return nil, err
 	}
-	if !full && rec.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW {
+	if !full {
 		// No leaf bytes either: they would reveal the policy input.
 		return &blv1.GetRecordResponse{Record: redactForPartner(rec)}, nil
 	}
