@@ -1,7 +1,9 @@
 package sqlite
 
 import (
+	"context"
 	"database/sql"
+	"errors"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -9,7 +11,10 @@ import (
 	"testing/fstest"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/borderlink/borderlink/internal/store"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
 func openInternal(t *testing.T) (*Store, string) {
@@ -163,5 +168,50 @@ func TestLoadMigrations(t *testing.T) {
 				t.Errorf("loadMigrations(%q) succeeded, want an error", tc.files)
 			}
 		})
+	}
+}
+
+// TestSequencerPanicFailsClosed: a panic inside a group commit must not
+// hang its callers or let later appends write on top of a transaction in
+// an unknown state. Every waiter of the batch gets an error, every later
+// append is refused, and after a restart the log holds exactly what was
+// committed before and still verifies.
+func TestSequencerPanicFailsClosed(t *testing.T) {
+	s, path := openInternal(t)
+	ctx := t.Context()
+	rec := func(id string) *blv1.AuditRecord {
+		return &blv1.AuditRecord{Time: timestamppb.Now(), Side: blv1.AuditSide_AUDIT_SIDE_PROVIDER, RequestId: id,
+			CallerId: "spiffe://sg.customs.example/gateway", Action: "declaration.get", Decision: blv1.AuditDecision_AUDIT_DECISION_ALLOW}
+	}
+	if _, err := s.AppendAudit(ctx, rec("before")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.appendWith(ctx, rec("boom"), func(context.Context, *sql.Tx, uint64) error { panic("injected") })
+	if !errors.Is(err, errSequencerPanic) {
+		t.Fatalf("append whose commit panicked: %v, want errSequencerPanic", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.AppendAudit(ctx, rec("after")); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errSequencerPanic) {
+			t.Fatalf("append after the panic: %v, want errSequencerPanic (fail closed)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("append after the panic hangs")
+	}
+	if err := s.Close(); err != nil {
+		t.Logf("close after panic: %v", err)
+	}
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n := CheckTree(t, s2); n != 1 {
+		t.Errorf("after restart the log holds %d records, want the 1 committed before the panic", n)
+	}
+	if _, err := s2.AppendAudit(ctx, rec("restarted")); err != nil {
+		t.Errorf("append after restart: %v", err)
 	}
 }
