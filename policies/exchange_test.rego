@@ -228,3 +228,29 @@ test_search_max_results if {
 	d.entitled
 	d.max_results == 25
 }
+
+test_conditions_false_or_unknown_do_not_restrict if {
+	g := object.union(object.remove(grant_sg, ["conditions"]), {"conditions": {
+		"destination_countries": false,
+		"not_a_condition": ["XX"],
+	}})
+	inp := json.patch(base_input, [{"op": "replace", "path": "/resource/attributes/destination_country", "value": "US"}])
+	d := exchange.decision with input as inp with data.borderlink.grants as {"nl.customs.example": {"sg.customs.example": [g]}}
+	d.allow
+	e := exchange.explanation with input as inp with data.borderlink.grants as {"nl.customs.example": {"sg.customs.example": [g]}}
+	e[0].failed == ""
+}
+
+test_accepted_until_alone if {
+	g := object.union(object.remove(grant_sg, ["conditions"]), {"conditions": {"accepted_until_ns": 1798761600000000000}})
+	grants := {"nl.customs.example": {"sg.customs.example": [g]}}
+	early := json.patch(base_input, [{"op": "add", "path": "/resource/attributes/accepted_ns", "value": 1780000000000000000}])
+	exchange.decision.allow with input as early with data.borderlink.grants as grants
+
+	# No acceptance time: the record does not match a date condition.
+	d := exchange.decision with input as base_input with data.borderlink.grants as grants
+	not d.allow
+	d.code == "CONDITIONS_NOT_MET"
+	e := exchange.explanation with input as base_input with data.borderlink.grants as grants
+	e[0].failed == "acceptance date is outside the agreed date range"
+}

@@ -22,14 +22,18 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/borderlink/borderlink/internal/identity"
 )
@@ -460,6 +464,9 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	if in.Caller.IsZero() {
 		return c.denyOnError(), fmt.Errorf("%w: no caller identity", ErrEvaluation)
 	}
+	if v := e.inputValue(in); v != nil {
+		return c.decide(ctx, rego.EvalParsedInput(v))
+	}
 	return c.Decide(ctx, e.InputDocument(in))
 }
 
@@ -471,21 +478,38 @@ func (s *Set) denyOnError() Decision {
 // docs/policies.md (what InputDocument builds, or what an audit record's
 // policy_input holds). Same fail-closed rules as Engine.Decide.
 func (s *Set) Decide(ctx context.Context, doc map[string]any) (Decision, error) {
+	return s.decide(ctx, rego.EvalInput(doc))
+}
+
+func (s *Set) decide(ctx context.Context, input rego.EvalOption) (Decision, error) {
 	deny := s.denyOnError()
-	rs, err := s.query.Eval(ctx, rego.EvalInput(doc))
+	rs, err := evalTerm(ctx, s.query, input)
 	if err != nil {
 		return deny, fmt.Errorf("%w: %w", ErrEvaluation, err)
 	}
 	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
 		return deny, fmt.Errorf("%w: %s returned %d results, want exactly 1", ErrEvaluation, Query, len(rs))
 	}
-	raw, err := json.Marshal(rs[0].Expressions[0].Value)
-	if err != nil {
-		return deny, fmt.Errorf("%w: encode result: %w", ErrEvaluation, err)
-	}
 	var d Decision
-	if err := decodeStrict(raw, &d); err != nil {
-		return deny, fmt.Errorf("%w: result is not a decision: %w", ErrEvaluation, err)
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok || !decodeDecision(t.Value, &d) {
+		// Anything decodeDecision does not take (an unknown or
+		// differently cased key, a null, a wrong type) goes through JSON
+		// as before, which accepts or rejects it.
+		d = Decision{}
+		v := rs[0].Expressions[0].Value
+		if ok {
+			if v, err = ast.JSONWithOpt(t.Value, ast.JSONOpt{}); err != nil {
+				return deny, fmt.Errorf("%w: %w", ErrEvaluation, err)
+			}
+		}
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return deny, fmt.Errorf("%w: encode result: %w", ErrEvaluation, err)
+		}
+		if err := decodeStrict(raw, &d); err != nil {
+			return deny, fmt.Errorf("%w: result is not a decision: %w", ErrEvaluation, err)
+		}
 	}
 	d.Revision = s.revision
 	if d.Allow && (d.Agreement == "" || d.Grant == "") {
@@ -497,6 +521,24 @@ func (s *Set) Decide(ctx context.Context, doc map[string]any) (Decision, error) 
 	sort.Strings(d.Fields)
 	return d, nil
 }
+
+// evalTerm evaluates a prepared query, leaving the results as AST terms
+// (decodeDecision reads them without a JSON round trip). Cancelling ctx
+// cancels the evaluation, as rego does by default, without a goroutine per
+// evaluation; metrics are not collected.
+func evalTerm(ctx context.Context, pq rego.PreparedEvalQuery, opts ...rego.EvalOption) (rego.ResultSet, error) {
+	c := topdown.NewCancel()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, c.Cancel)
+		defer stop()
+	}
+	opts = append(opts, rego.EvalExternalCancel(c), rego.EvalMetrics(noMetrics), rego.EvalGenerateJSON(keepTerm))
+	return pq.Eval(ctx, opts...)
+}
+
+var noMetrics = metrics.NoOp()
+
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
 
 // GrantCheck is one grant offered to the caller and the first check it
 // failed; Failed is empty for a grant that allows the request.
@@ -555,4 +597,244 @@ func decodeStrict(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
+}
+
+// inputValue is InputDocument(in) as the AST value rego.EvalInput makes of
+// it (the same value, built without the intermediate map and its JSON
+// round trip of numbers), or nil for an input only that path can convert.
+func (e *Engine) inputValue(in Input) ast.Value {
+	a := in.Resource.Attributes
+	attrs := make([][2]*ast.Term, 0, 7)
+	attrs = append(attrs, ast.Item(ast.InternedTerm("hs_chapters"), stringsTerm(a.HSChapters)))
+	if len(a.HSHeadings) > 0 {
+		attrs = append(attrs, ast.Item(ast.InternedTerm("hs_headings"), stringsTerm(a.HSHeadings)))
+	}
+	if !a.Accepted.IsZero() {
+		attrs = append(attrs, ast.Item(ast.InternedTerm("accepted_ns"), numberTerm(strconv.FormatInt(a.Accepted.UnixNano(), 10))))
+	}
+	if a.ExportCountry != "" {
+		attrs = append(attrs, ast.Item(ast.InternedTerm("export_country"), ast.StringTerm(a.ExportCountry)))
+	}
+	if a.DestinationCountry != "" {
+		attrs = append(attrs, ast.Item(ast.InternedTerm("destination_country"), ast.StringTerm(a.DestinationCountry)))
+	}
+	if len(a.OriginCountries) > 0 {
+		attrs = append(attrs, ast.Item(ast.InternedTerm("origin_countries"), stringsTerm(a.OriginCountries)))
+	}
+	if a.RiskScore != nil {
+		// encoding/json's spelling, as the round trip gives it.
+		raw, err := json.Marshal(*a.RiskScore)
+		if err != nil {
+			return nil
+		}
+		attrs = append(attrs, ast.Item(ast.InternedTerm("risk_score"), numberTerm(string(raw))))
+	}
+	self := e.self
+	if in.Provider != "" {
+		self = in.Provider
+	}
+	return ast.NewObject(
+		ast.Item(ast.InternedTerm("self"), ast.StringTerm(self)),
+		ast.Item(ast.InternedTerm("caller"), ast.ObjectTerm(
+			ast.Item(ast.InternedTerm("id"), ast.StringTerm(in.Caller.String())),
+			ast.Item(ast.InternedTerm("domain"), ast.StringTerm(in.Caller.TrustDomain)),
+			ast.Item(ast.InternedTerm("kind"), ast.StringTerm(in.Caller.Kind)),
+			ast.Item(ast.InternedTerm("name"), ast.StringTerm(in.Caller.Name)),
+		)),
+		ast.Item(ast.InternedTerm("action"), ast.StringTerm(in.Action)),
+		ast.Item(ast.InternedTerm("purpose"), ast.StringTerm(in.Purpose)),
+		ast.Item(ast.InternedTerm("resource"), ast.ObjectTerm(
+			ast.Item(ast.InternedTerm("type"), ast.StringTerm(in.Resource.Type)),
+			ast.Item(ast.InternedTerm("id"), ast.StringTerm(in.Resource.ID)),
+			ast.Item(ast.InternedTerm("exists"), ast.InternedTerm(in.Resource.Exists)),
+			ast.Item(ast.InternedTerm("attributes"), ast.ObjectTerm(attrs...)),
+		)),
+		ast.Item(ast.InternedTerm("time"), ast.StringTerm(in.Time.UTC().Format(time.RFC3339Nano))),
+	)
+}
+
+func stringsTerm(s []string) *ast.Term {
+	terms := make([]*ast.Term, len(s))
+	for i, v := range s {
+		terms[i] = ast.StringTerm(v)
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+// numberTerm converts a JSON number as rego.EvalInput does.
+func numberTerm(s string) *ast.Term {
+	v, err := ast.InterfaceToValue(json.Number(s))
+	if err != nil {
+		return ast.NullTerm() // not reached: s comes from strconv or encoding/json
+	}
+	return ast.NewTerm(v)
+}
+
+// decodeDecision fills d from a decision object exactly as decodeStrict
+// would from its JSON, for objects whose keys are all Decision's own
+// (spelled as its JSON tags) with values of the right types. It returns
+// false for anything else, leaving the verdict to decodeStrict.
+func decodeDecision(v ast.Value, d *Decision) bool {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return false
+	}
+	good := true
+	obj.Foreach(func(k, v *ast.Term) {
+		if !good {
+			return
+		}
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			good = false
+			return
+		}
+		switch key {
+		case "allow":
+			good = decodeBool(v.Value, &d.Allow)
+		case "entitled":
+			good = decodeBool(v.Value, &d.Entitled)
+		case "agreement":
+			good = decodeString(v.Value, &d.Agreement)
+		case "grant":
+			good = decodeString(v.Value, &d.Grant)
+		case "fields":
+			good = decodeStrings(v.Value, &d.Fields)
+		case "mask":
+			good = decodeStrings(v.Value, &d.Mask)
+		case "pseudonymize":
+			good = decodeStrings(v.Value, &d.Pseudonymize)
+		case "withhold":
+			good = decodeStrings(v.Value, &d.Withhold)
+		case "code":
+			good = decodeString(v.Value, &d.Code)
+		case "reasons":
+			good = decodeStrings(v.Value, &d.Reasons)
+		case "obligations":
+			good = decodeObligations(v.Value, &d.Obligations)
+		case "max_results":
+			good = decodeInt(v.Value, &d.MaxResults)
+		case "rate_limit":
+			good = decodeRate(v.Value, &d.RateLimit)
+		default:
+			good = false
+		}
+	})
+	return good
+}
+
+func decodeObligations(v ast.Value, o *Obligations) bool {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return false
+	}
+	good := true
+	obj.Foreach(func(k, v *ast.Term) {
+		if !good {
+			return
+		}
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			good = false
+			return
+		}
+		switch key {
+		case "retention_days":
+			n, ok := v.Value.(ast.Number)
+			if !ok {
+				good = false
+				return
+			}
+			u, err := strconv.ParseUint(string(n), 10, 32)
+			if err != nil {
+				good = false
+				return
+			}
+			o.RetentionDays = uint32(u)
+		case "onward_sharing":
+			good = decodeBool(v.Value, &o.OnwardSharing)
+		case "onward_recipients":
+			good = decodeStrings(v.Value, &o.OnwardRecipients)
+		case "attribution":
+			good = decodeString(v.Value, &o.Attribution)
+		default:
+			good = false
+		}
+	})
+	return good
+}
+
+func decodeRate(v ast.Value, r *Rate) bool {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return false
+	}
+	good := true
+	obj.Foreach(func(k, v *ast.Term) {
+		if !good {
+			return
+		}
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			good = false
+			return
+		}
+		switch key {
+		case "per_second":
+			n, ok := v.Value.(ast.Number)
+			if !ok || !json.Valid([]byte(n)) {
+				good = false
+				return
+			}
+			f, err := strconv.ParseFloat(string(n), 64)
+			if err != nil {
+				good = false
+				return
+			}
+			r.PerSecond = f
+		case "burst":
+			good = decodeInt(v.Value, &r.Burst)
+		default:
+			good = false
+		}
+	})
+	return good
+}
+
+func decodeBool(v ast.Value, out *bool) bool {
+	b, ok := v.(ast.Boolean)
+	*out = bool(b)
+	return ok
+}
+
+// decodeString takes valid UTF-8 only: JSON would replace invalid bytes.
+func decodeString(v ast.Value, out *string) bool {
+	s, ok := v.(ast.String)
+	*out = string(s)
+	return ok && utf8.ValidString(*out)
+}
+
+func decodeInt(v ast.Value, out *int) bool {
+	n, ok := v.(ast.Number)
+	if !ok {
+		return false
+	}
+	i, err := strconv.ParseInt(string(n), 10, 64)
+	*out = int(i)
+	return err == nil
+}
+
+func decodeStrings(v ast.Value, out *[]string) bool {
+	a, ok := v.(*ast.Array)
+	if !ok {
+		return false
+	}
+	s := make([]string, a.Len())
+	for i := range s {
+		if !decodeString(a.Elem(i).Value, &s[i]) {
+			return false
+		}
+	}
+	*out = s
+	return true
 }
