@@ -132,6 +132,7 @@ condition_ok(key, _, _) if not key in condition_keys
 condition_keys := {
 	"hs_chapters", "hs_headings", "export_countries", "destination_countries",
 	"origin_countries", "accepted_from_ns", "accepted_until_ns", "min_risk_score",
+	"invoice_amount",
 }
 
 condition_ok("hs_chapters", want, _) if {
@@ -158,6 +159,15 @@ condition_ok("accepted_from_ns", _, c) if accepted_in_range(c)
 condition_ok("accepted_until_ns", _, c) if accepted_in_range(c)
 
 condition_ok("min_risk_score", want, _) if attrs.risk_score >= want
+
+# Amounts compare only within one currency: no conversion (docs/policies.md).
+condition_ok("invoice_amount", want, _) if {
+	attrs.invoice_amount.currency == want.currency
+	object.get(want, "min", 0) <= attrs.invoice_amount.value
+	not amount_at_or_above_max(want)
+}
+
+amount_at_or_above_max(want) if attrs.invoice_amount.value >= want.max
 
 accepted_in_range(c) if {
 	object.get(c, "accepted_from_ns", 0) <= attrs.accepted_ns
@@ -209,6 +219,10 @@ risk_ok(g) if not g.conditions.min_risk_score
 
 risk_ok(g) if attrs.risk_score >= g.conditions.min_risk_score
 
+invoice_ok(g) if not g.conditions.invoice_amount
+
+invoice_ok(g) if condition_ok("invoice_amount", g.conditions.invoice_amount, g.conditions)
+
 # first_failure names the first check a grant fails for this request, or
 # "" when it allows it; `policy explain` prints it.
 first_failure(g) := sprintf("agreement %s is %s", [g.agreement, g.status]) if {
@@ -244,6 +258,8 @@ condition_failure(g) := sprintf("HS chapters %v are outside %v", [object.get(att
 	not accepted_ok(g)
 } else := sprintf("risk score is below %v", [g.conditions.min_risk_score]) if {
 	not risk_ok(g)
+} else := sprintf("invoice amount %v is outside the agreed range %v", [object.get(attrs, "invoice_amount", "unknown"), g.conditions.invoice_amount]) if {
+	not invoice_ok(g)
 } else := ""
 
 # explanation lists every grant offered to the caller with the first check

@@ -254,3 +254,29 @@ test_accepted_until_alone if {
 	e := exchange.explanation with input as base_input with data.borderlink.grants as grants
 	e[0].failed == "acceptance date is outside the agreed date range"
 }
+
+amount(currency, value) := json.patch(base_input, [{"op": "add", "path": "/resource/attributes/invoice_amount", "value": {"currency": currency, "value": value}}])
+
+test_invoice_amount_range if {
+	g := object.union(object.remove(grant_sg, ["conditions"]), {"conditions": {"invoice_amount": {"currency": "EUR", "min": 10000, "max": 50000}}})
+	grants := {"nl.customs.example": {"sg.customs.example": [g]}}
+	exchange.decision.allow with input as amount("EUR", 10000) with data.borderlink.grants as grants
+	exchange.decision.allow with input as amount("EUR", 49999.99) with data.borderlink.grants as grants
+	not exchange.decision.allow with input as amount("EUR", 50000) with data.borderlink.grants as grants
+	not exchange.decision.allow with input as amount("EUR", 9999.5) with data.borderlink.grants as grants
+
+	# No conversion: the same figure in another currency does not match.
+	not exchange.decision.allow with input as amount("USD", 20000) with data.borderlink.grants as grants
+
+	# No invoice amount at all does not match either.
+	not exchange.decision.allow with input as base_input with data.borderlink.grants as grants
+	e := exchange.explanation with input as amount("USD", 20000) with data.borderlink.grants as grants
+	startswith(e[0].failed, "invoice amount")
+}
+
+test_invoice_amount_min_only if {
+	g := object.union(object.remove(grant_sg, ["conditions"]), {"conditions": {"invoice_amount": {"currency": "EUR", "min": 10000}}})
+	grants := {"nl.customs.example": {"sg.customs.example": [g]}}
+	exchange.decision.allow with input as amount("EUR", 1e9) with data.borderlink.grants as grants
+	not exchange.decision.allow with input as amount("EUR", 0) with data.borderlink.grants as grants
+}

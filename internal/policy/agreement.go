@@ -91,6 +91,19 @@ type Conditions struct {
 	AcceptedUntil string `yaml:"accepted_until"`
 	// MinRiskScore releases only risk assessments scoring at least this.
 	MinRiskScore *float64 `yaml:"min_risk_score"`
+	// InvoiceAmount restricts the declaration's invoice amount.
+	InvoiceAmount *AmountRange `yaml:"invoice_amount"`
+}
+
+// AmountRange matches amounts in one currency from Min (inclusive) to Max
+// (exclusive); either bound may be absent. There is no currency
+// conversion: an amount in any other currency does not match, because an
+// exchange rate chosen by the gateway would decide what the agreement
+// releases.
+type AmountRange struct {
+	Currency string   `yaml:"currency"`
+	Min      *float64 `yaml:"min"`
+	Max      *float64 `yaml:"max"`
 }
 
 // Obligations bind the recipient of a release.
@@ -447,6 +460,20 @@ func (v *validator) grant(g *Grant, parties map[string]bool, i int) {
 	}
 	if s := g.Conditions.MinRiskScore; s != nil && (*s < 0 || *s > 1) {
 		v.fail(fmt.Sprintf("min_risk_score %v is outside 0..1", *s), "risk scores run from 0 (no risk) to 1", "grants", i, "conditions", "min_risk_score")
+	}
+	if r := g.Conditions.InvoiceAmount; r != nil {
+		at := []any{"grants", i, "conditions", "invoice_amount"}
+		if !validate.Currency(r.Currency) {
+			v.fail(fmt.Sprintf("currency %q is not an ISO 4217 code", r.Currency), "e.g. currency: EUR; amounts in other currencies never match (no conversion)", append(at, "currency")...)
+		}
+		switch {
+		case r.Min == nil && r.Max == nil:
+			v.fail("invoice_amount needs min, max or both", "e.g. min: 10000 (inclusive), max: 1000000 (exclusive)", at...)
+		case r.Min != nil && *r.Min < 0, r.Max != nil && *r.Max <= 0:
+			v.fail("invoice_amount bounds must be positive (min may be 0)", "", at...)
+		case r.Min != nil && r.Max != nil && *r.Min >= *r.Max:
+			v.fail(fmt.Sprintf("min %v must be below max %v", *r.Min, *r.Max), "max is exclusive", at...)
+		}
 	}
 	if rl := g.RateLimit; rl != nil {
 		if rl.Requests < 1 {

@@ -30,7 +30,14 @@ func DeclarationAttributes(d *blv1.Declaration) Attributes {
 	if d.GetAcceptanceTime() != nil {
 		accepted = d.GetAcceptanceTime().AsTime()
 	}
+	var amount *float64
+	if m := d.GetInvoiceAmount(); m != nil && m.GetCurrency() != "" {
+		v := float64(m.GetUnits()) + float64(m.GetNanos())/1e9
+		amount = &v
+	}
 	return Attributes{
+		InvoiceCurrency:    d.GetInvoiceAmount().GetCurrency(),
+		InvoiceAmount:      amount,
 		HSChapters:         sortedSet(chapters),
 		HSHeadings:         sortedSet(headings),
 		ExportCountry:      d.GetExportCountry(),

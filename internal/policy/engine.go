@@ -74,6 +74,10 @@ type Attributes struct {
 	DestinationCountry string   `json:"destination_country,omitempty"`
 	OriginCountries    []string `json:"origin_countries,omitempty"`
 	RiskScore          *float64 `json:"risk_score,omitempty"`
+	// InvoiceAmount is the declaration's invoice amount in InvoiceCurrency
+	// (ISO 4217); nil when the declaration states none.
+	InvoiceAmount   *float64 `json:"-"`
+	InvoiceCurrency string   `json:"-"`
 	// Accepted is the declaration's acceptance time (zero: unknown).
 	Accepted time.Time `json:"-"`
 }
@@ -335,6 +339,16 @@ func Data(agreements []Agreement) map[string]any {
 			if g.Conditions.MinRiskScore != nil {
 				conditions["min_risk_score"] = json.Number(fmt.Sprint(*g.Conditions.MinRiskScore))
 			}
+			if r := g.Conditions.InvoiceAmount; r != nil {
+				amount := map[string]any{"currency": r.Currency}
+				if r.Min != nil {
+					amount["min"] = json.Number(fmt.Sprint(*r.Min))
+				}
+				if r.Max != nil {
+					amount["max"] = json.Number(fmt.Sprint(*r.Max))
+				}
+				conditions["invoice_amount"] = amount
+			}
 			entry := map[string]any{
 				"agreement":      a.ID,
 				"id":             g.ID,
@@ -423,6 +437,9 @@ func (e *Engine) InputDocument(in Input) map[string]any {
 	}
 	if in.Resource.Attributes.RiskScore != nil {
 		attrs["risk_score"] = *in.Resource.Attributes.RiskScore
+	}
+	if a := in.Resource.Attributes; a.InvoiceAmount != nil {
+		attrs["invoice_amount"] = map[string]any{"currency": a.InvoiceCurrency, "value": *a.InvoiceAmount}
 	}
 	self := e.self
 	if in.Provider != "" {
@@ -628,6 +645,16 @@ func (e *Engine) inputValue(in Input) ast.Value {
 			return nil
 		}
 		attrs = append(attrs, ast.Item(ast.InternedTerm("risk_score"), numberTerm(string(raw))))
+	}
+	if a.InvoiceAmount != nil {
+		raw, err := json.Marshal(*a.InvoiceAmount)
+		if err != nil {
+			return nil
+		}
+		attrs = append(attrs, ast.Item(ast.InternedTerm("invoice_amount"), ast.ObjectTerm(
+			ast.Item(ast.InternedTerm("currency"), ast.StringTerm(a.InvoiceCurrency)),
+			ast.Item(ast.InternedTerm("value"), numberTerm(string(raw))),
+		)))
 	}
 	self := e.self
 	if in.Provider != "" {

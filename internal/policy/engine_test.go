@@ -18,6 +18,7 @@ import (
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/policy"
 	"github.com/borderlink/borderlink/policies"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
 var update = flag.Bool("update", false, "rewrite the want sections of policies/testdata/decisions/*.yaml")
@@ -262,5 +263,61 @@ func TestBreadthCountsLeaves(t *testing.T) {
 	}
 	if d.Agreement != "b-a" {
 		t.Errorf("agreement %s won; want b-a, which releases 4 leaves where a-b's \"importer\" releases 7", d.Agreement)
+	}
+}
+
+// TestInvoiceAmountCondition: a grant limited to invoices of EUR 10,000 up
+// to 50,000 decides on the declaration's invoice amount as the gateway
+// derives it, through Engine.Decide and through a replay of the stored
+// input document alike; another currency never matches.
+func TestInvoiceAmountCondition(t *testing.T) {
+	ctx := context.Background()
+	rego, err := policies.FS.ReadFile("exchange.rego")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agreement, err := policies.FS.ReadFile("agreements/nl-sg-risk-2026.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := strings.Replace(string(agreement), "      destination_countries: [SG]\n", "      destination_countries: [SG]\n      invoice_amount: {currency: EUR, min: 10000, max: 50000}\n", 1)
+	e, err := policy.NewEngine(ctx, "nl.customs.example", fstest.MapFS{"exchange.rego": {Data: rego}, "agreements/a.yaml": {Data: []byte(limited)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		currency string
+		units    int64
+		nanos    int32
+		allow    bool
+	}{
+		{"inside", "EUR", 20000, 0, true},
+		{"at min", "EUR", 10000, 0, true},
+		{"just below max", "EUR", 49999, 990000000, true},
+		{"at max", "EUR", 50000, 0, false},
+		{"below min", "EUR", 9999, 500000000, false},
+		{"other currency", "USD", 20000, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &blv1.Declaration{Id: "X", DestinationCountry: "SG", GoodsItems: []*blv1.GoodsItem{{HsCode: "850440"}},
+				InvoiceAmount: &blv1.Money{Currency: tc.currency, Units: tc.units, Nanos: tc.nanos}}
+			in := policy.Input{
+				Caller: identity.GatewayID("sg.customs.example"), Action: "declaration.get", Purpose: "risk-assessment",
+				Resource: policy.Resource{Type: "declaration", ID: "X", Exists: true, Attributes: policy.DeclarationAttributes(d)},
+				Time:     time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC),
+			}
+			got, err := e.Decide(ctx, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			replayed, err := e.Set().Decide(ctx, e.InputDocument(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Allow != tc.allow || replayed.Allow != tc.allow {
+				t.Errorf("allow = %v (replayed %v), want %v; %v", got.Allow, replayed.Allow, tc.allow, got.Reasons)
+			}
+		})
 	}
 }
