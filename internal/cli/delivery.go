@@ -155,7 +155,7 @@ func stateName(s blv1.OutboxState) string {
 func deliveryMove(ctx context.Context, e *env, what string, args []string) error {
 	help := map[string]string{
 		"retry":  "delivery retry [client flags] MESSAGE_ID\n\nMakes a pending or refused outbox entry due now (see delivery status --list).",
-		"cancel": "delivery cancel [client flags] MESSAGE_ID\n\nStops a pending or refused outbox entry for good; it is never sent.",
+		"cancel": "delivery cancel [client flags] MESSAGE_ID\n\nStops a pending or refused outbox entry for good: it is not sent again (an attempt already under way may still complete, and is audited).",
 	}
 	fs := newFlagSet(e, "delivery "+what, help[what])
 	co := clientFlags(fs)

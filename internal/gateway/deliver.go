@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -272,6 +273,25 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 		AgreementId:    alert.GetRelease().GetAgreementId(),
 		PolicyRevision: alert.GetRelease().GetPolicyRevision(),
 	}
+	// The lane may have held this entry while an operator cancelled it.
+	if cur, err := s.ds.GetOutbox(ctx, e.MessageID); err == nil && cur.State != store.OutboxPending {
+		return nil
+	}
+	// The release was decided when the alert was published; the agreement
+	// may have been suspended or may have expired since (a partner down for
+	// days). Ask again, and refuse locally what is no longer allowed.
+	if refusal := s.stillAllowed(ctx, e, alert, peer); refusal != "" {
+		rec.Time = timestamppb.New(g.now())
+		rec.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
+		rec.Status = audit.StatusName(codes.PermissionDenied)
+		rec.PolicyRevision = g.opts.Policy.Revision()
+		rec.Reasons = []string{refusal}
+		if _, err := s.ds.RefuseDelivery(ctx, e.MessageID, refusal, rec); err != nil && !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("record local refusal of %s: %w", e.MessageID, err)
+		}
+		g.log.Warn("queued alert no longer allowed; not sent", "message_id", e.MessageID, "recipient", e.Recipient, "reason", refusal)
+		return nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
 	defer cancel()
 	cctx = metadata.AppendToOutgoingContext(cctx, RequestIDHeader, e.MessageID)
@@ -290,7 +310,8 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 		// evidence when it verifies.
 		g.keepRefusalReceipt(rec, trailer, v)
 		reason := fmt.Sprintf("refused by %s: %s: %s", e.Recipient, st.Code(), st.Message())
-		if _, err := s.ds.RefuseDelivery(ctx, e.MessageID, reason, rec); err != nil && !errors.Is(err, store.ErrConflict) {
+		_, err := s.ds.RefuseDelivery(ctx, e.MessageID, reason, rec)
+		if err := s.settle(ctx, e, rec, err); err != nil {
 			return fmt.Errorf("record refusal of %s by %s: %w", e.MessageID, e.Recipient, err)
 		}
 		g.log.Warn("alert refused by partner", "message_id", e.MessageID, "recipient", e.Recipient, "code", st.Code().String(), "reason", st.Message())
@@ -312,10 +333,51 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 	rec.ReleasedFields = alert.GetRelease().GetFields()
 	rec.ReleaseSha256 = alert.GetRelease().GetSha256()
 	rec.PartnerReceipt = resp.GetReceipt()
-	if _, err := s.ds.ConfirmDelivery(ctx, e.MessageID, resp.GetReceipt(), rec); err != nil && !errors.Is(err, store.ErrConflict) {
+	_, err = s.ds.ConfirmDelivery(ctx, e.MessageID, resp.GetReceipt(), rec)
+	if err := s.settle(ctx, e, rec, err); err != nil {
 		return fmt.Errorf("record delivery of %s to %s: %w", e.MessageID, e.Recipient, err)
 	}
 	return nil
+}
+
+// settle handles the outcome of recording a delivery or refusal together
+// with its entry's new state. If the entry had left pending meanwhile (an
+// operator cancelled it while this attempt was on the wire), the exchange
+// still happened and is recorded on its own: nothing goes unaudited.
+func (s alertSender) settle(ctx context.Context, e store.OutboxEntry, rec *blv1.AuditRecord, err error) error {
+	if !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	rec.Reasons = append(rec.Reasons, "the outbox entry had left pending (cancelled) while this attempt was under way")
+	if _, err := s.g.opts.Store.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
+		return err
+	}
+	s.g.log.Warn("alert attempt completed after its entry was cancelled; recorded", "message_id", e.MessageID, "recipient", e.Recipient, "decision", rec.GetDecision().String())
+	return nil
+}
+
+// stillAllowed decides the alert again for its recipient, on the record as
+// stored now; it returns why it is no longer allowed ("" when it is).
+func (s alertSender) stillAllowed(ctx context.Context, e store.OutboxEntry, alert *blv1.Alert, peer identity.ID) string {
+	g := s.g
+	risk, err := g.opts.Store.GetRiskAssessment(ctx, e.RecordID)
+	if err != nil {
+		return fmt.Sprintf("record %s is no longer readable: %v", e.RecordID, err)
+	}
+	dec, err := g.opts.Policy.Decide(ctx, policy.Input{
+		Caller:   peer,
+		Action:   ActionAlertDeliver,
+		Purpose:  alert.GetPurpose(),
+		Resource: policy.Resource{Type: "risk_assessment", ID: e.RecordID, Exists: true, Attributes: g.riskAttributes(ctx, risk)},
+		Time:     g.now(),
+	})
+	switch {
+	case err != nil:
+		return "policy evaluation failed"
+	case !dec.Allow:
+		return fmt.Sprintf("no longer allowed under policy revision %s: %s", dec.Revision, strings.Join(dec.Reasons, "; "))
+	}
+	return ""
 }
 
 var messageIDPattern = requestIDPattern

@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -17,6 +19,7 @@ import (
 	"github.com/borderlink/borderlink/internal/release"
 	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/storetest"
+	"github.com/borderlink/borderlink/policies"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
@@ -440,5 +443,73 @@ func TestOnwardSharingRefused(t *testing.T) {
 	// NL's own records are still served to CN as before.
 	if _, err := f.local(t, cnDomain).GetPartnerRiskAssessment(ctx, &blv1.GetPartnerRiskAssessmentRequest{Partner: nlDomain, Id: "NL-RA-1", Purpose: "transit-security"}); err != nil {
 		t.Errorf("own risk assessment: %v", err)
+	}
+}
+
+// TestQueuedAlertRecheckedAndCancelled: while SG is unreachable, NL's
+// queued alerts wait. One is cancelled by an operator: it is never sent
+// and leaves no record. The agreement is then suspended: the other is
+// decided again before its next attempt and refused locally, audited,
+// instead of being sent under terms no longer in force.
+func TestQueuedAlertRecheckedAndCancelled(t *testing.T) {
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d == nlDomain {
+			o.Peers[sgDomain] = "127.0.0.1:1" // nothing listens there
+		}
+	})
+	ctx := context.Background()
+	nl := f.nodes[nlDomain]
+	publish := func(id string) string {
+		t.Helper()
+		resp, err := f.ingest(t, nlDomain).PublishAlert(ctx, &blv1.PublishAlertRequest{RiskAssessment: storetest.RiskAssessment(id, "NL-1", 0.9)})
+		if err != nil || len(resp.GetQueued()) != 1 {
+			t.Fatalf("PublishAlert %s: %v, %v", id, resp, err)
+		}
+		return resp.GetQueued()[0].GetMessageId()
+	}
+	cancelled, rechecked := publish("NL-RA-C1"), publish("NL-RA-C2")
+	// Both are attempted and fail (SG unreachable) before anything else.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		a, _ := nl.store.GetOutbox(ctx, cancelled)
+		b, _ := nl.store.GetOutbox(ctx, rechecked)
+		if a.Attempts > 0 && b.Attempts > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed attempts recorded: %+v %+v", a, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := f.admin(t, nlDomain).CancelDelivery(ctx, &blv1.CancelDeliveryRequest{MessageId: cancelled}); err != nil {
+		t.Fatal(err)
+	}
+	// Suspend every agreement: the queued alert is no longer allowed.
+	suspended := fstest.MapFS{}
+	if err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(policies.FS, p)
+		suspended[p] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), "status: active", "status: suspended"))}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.engine.Reload(ctx, suspended); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitSettled(t, nl, rechecked); e.State != store.OutboxRefused || !strings.Contains(e.LastError, "no longer allowed") {
+		t.Fatalf("rechecked entry = %+v, want refused locally", e)
+	}
+	recs := auditOf(t, nl, rechecked)
+	if len(recs) != 1 || recs[0].GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY || recs[0].GetPolicyRevision() != nl.engine.Revision() {
+		t.Errorf("audit of the refused alert = %v", recs)
+	}
+	if e, _ := nl.store.GetOutbox(ctx, cancelled); e.State != store.OutboxCancelled {
+		t.Errorf("cancelled entry is %v", e.State)
+	}
+	if recs := auditOf(t, nl, cancelled); len(recs) != 0 {
+		t.Errorf("cancelled alert has audit records: %v", recs)
 	}
 }

@@ -61,6 +61,7 @@ type node struct {
 	// auditKeySigner its signer key.
 	auditKey, auditKeySigner string
 	gw                       *gateway.Gateway
+	engine                   *policy.Engine
 }
 
 type rejection struct {
@@ -181,7 +182,7 @@ func startFederation(t *testing.T, tweaks ...func(domain string, o *gateway.Opti
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.gw = g
+		n.gw, n.engine = g, engine
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -58,9 +58,9 @@ func (s *exchangeServer) GetDeclaration(ctx context.Context, req *blv1.GetDeclar
 }
 
 func (s *exchangeServer) GetRiskAssessment(ctx context.Context, req *blv1.GetRiskAssessmentRequest) (*blv1.GetRiskAssessmentResponse, error) {
-	load, onward := s.g.receivedRiskLoader(ctx, req.GetId())
+	load, attrs, onward := s.g.receivedRiskLoader(ctx, req.GetId())
 	out, rel, receipt, err := provide(ctx, s.g, ActionRiskGet, "risk_assessment", req.GetId(), req.GetPurpose(),
-		load, s.g.riskAttributes, onward)
+		load, attrs, onward)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +116,11 @@ func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, 
 	}
 	if received != nil {
 		if refusal := onwardRefusal(*received, who); refusal != "" {
-			return zero, nil, "", g.deny(ctx, audit, codes.PermissionDenied, "ONWARD_SHARING_NOT_ALLOWED", []string{refusal})
+			// The caller learns that it may not have it, not from whom we
+			// have it or under which terms: that is the sender's business.
+			g.log.Info("onward sharing refused", "caller", who.String(), "id", id, "reason", refusal)
+			return zero, nil, "", g.deny(ctx, audit, codes.PermissionDenied, "ONWARD_SHARING_NOT_ALLOWED",
+				[]string{"this record was received from a partner whose terms do not allow sharing it with you"})
 		}
 		audit.Reasons = append(audit.Reasons, fmt.Sprintf("received from %s (message %s) under agreement %s; its obligations allow sharing it onward with %s",
 			received.Sender, received.MessageID, received.Agreement, who))

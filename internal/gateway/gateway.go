@@ -105,6 +105,9 @@ type Gateway struct {
 	deliverer *delivery.Deliverer
 	commits   *commits
 	metrics   *metrics
+	// stopping is closed when a graceful stop begins, so that long-lived
+	// streams (subscriptions) end instead of holding it up.
+	stopping chan struct{}
 }
 
 // RequestIDHeader carries the correlation ID both sides of an exchange
@@ -154,14 +157,15 @@ func New(opts Options) (*Gateway, error) {
 		opts.Now = time.Now
 	}
 	g := &Gateway{
-		self:    opts.Self,
-		opts:    opts,
-		log:     opts.Logger,
-		now:     opts.Now,
-		peers:   newPeers(opts.KeyPair, opts.Bundles, opts.Peers),
-		limits:  newLimiters(),
-		health:  health.NewServer(),
-		commits: newCommits(),
+		self:     opts.Self,
+		opts:     opts,
+		log:      opts.Logger,
+		now:      opts.Now,
+		peers:    newPeers(opts.KeyPair, opts.Bundles, opts.Peers),
+		limits:   newLimiters(),
+		health:   health.NewServer(),
+		commits:  newCommits(),
+		stopping: make(chan struct{}),
 	}
 	if g.alog, err = newAuditLog(opts); err != nil {
 		return nil, err
@@ -222,6 +226,7 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	g.log.Info("gateway shutting down", "grace", g.opts.Limits.ShutdownGrace)
 	g.health.Shutdown()
+	close(g.stopping)
 	done := make(chan struct{})
 	go func() { g.server.GracefulStop(); close(done) }()
 	select {
@@ -269,6 +274,7 @@ func (g *Gateway) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 	start := time.Now()
 	ctx, err := g.authorize(ctx, info.FullMethod)
 	if err != nil {
+		g.metrics.call(info.FullMethod, status.Code(err))
 		return nil, err
 	}
 	resp, err := handler(ctx, req)
@@ -280,6 +286,7 @@ func (g *Gateway) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 	start := time.Now()
 	ctx, err := g.authorize(ss.Context(), info.FullMethod)
 	if err != nil {
+		g.metrics.call(info.FullMethod, status.Code(err))
 		return err
 	}
 	err = handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})

@@ -96,28 +96,42 @@ func (g *Gateway) runRetention(ctx context.Context, is inboxStore, every time.Du
 // receivedRiskLoader is how GetRiskAssessment loads id: from our own
 // records, or, when we have none by that id, from the alerts partners
 // pushed to us (then the entry is returned too, so that its obligations
-// are checked before anything is shared onward).
-func (g *Gateway) receivedRiskLoader(ctx context.Context, id string) (func(context.Context, string) (*blv1.RiskAssessment, error), *store.InboxEntry) {
+// are checked before anything is shared onward). A received record is
+// described by its own attributes only: its declaration id is the
+// sender's, and looking it up among our declarations could match an
+// unrelated one of ours.
+func (g *Gateway) receivedRiskLoader(ctx context.Context, id string) (
+	load func(context.Context, string) (*blv1.RiskAssessment, error),
+	attrs func(context.Context, *blv1.RiskAssessment) policy.Attributes,
+	received *store.InboxEntry,
+) {
 	own := g.opts.Store.GetRiskAssessment
 	rs, ok := g.opts.Store.(interface {
-		ReceivedRecord(ctx context.Context, recordID string) (store.InboxEntry, error)
+		ReceivedRecord(ctx context.Context, recordID string, now time.Time) (store.InboxEntry, error)
 	})
 	if !ok {
-		return own, nil
+		return own, g.riskAttributes, nil
 	}
 	if _, err := own(ctx, id); !errors.Is(err, store.ErrNotFound) {
-		return own, nil
+		return own, g.riskAttributes, nil
 	}
-	e, err := rs.ReceivedRecord(ctx, id)
+	e, err := rs.ReceivedRecord(ctx, id, g.now())
 	if err != nil {
-		return own, nil
+		if errors.Is(err, store.ErrConflict) {
+			g.log.Warn("received record is ambiguous; not shared onward", "id", id, "error", err)
+		}
+		return own, g.riskAttributes, nil
 	}
 	a := &blv1.Alert{}
 	if err := proto.Unmarshal(e.Alert, a); err != nil || a.GetRiskAssessment().GetId() != id {
 		g.log.Error("received alert unreadable; not shared onward", "sender", e.Sender, "message_id", e.MessageID, "error", err)
-		return own, nil
+		return own, g.riskAttributes, nil
 	}
-	return func(context.Context, string) (*blv1.RiskAssessment, error) { return a.GetRiskAssessment(), nil }, &e
+	return func(context.Context, string) (*blv1.RiskAssessment, error) { return a.GetRiskAssessment(), nil },
+		func(_ context.Context, r *blv1.RiskAssessment) policy.Attributes {
+			return policy.RiskAttributes(r, nil)
+		},
+		&e
 }
 
 // onwardRefusal says why the obligations of a received alert forbid
@@ -175,7 +189,13 @@ func (s *localServer) ListReceivedAlerts(ctx context.Context, req *blv1.ListRece
 		return nil, status.Error(codes.Unavailable, "inbox unavailable")
 	}
 	resp := &blv1.ListReceivedAlertsResponse{}
+	now := g.now()
 	for _, e := range es {
+		// Past its retention an alert is not shown, even before the
+		// retention job has deleted it.
+		if !e.RetainUntil.IsZero() && !now.Before(e.RetainUntil) {
+			e.Alert = nil
+		}
 		ra := &blv1.ReceivedAlert{
 			Sender:       e.Sender,
 			MessageId:    e.MessageID,

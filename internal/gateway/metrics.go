@@ -110,7 +110,8 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 
 	if ds, ok := g.opts.Store.(deliveryStore); ok {
 		partners := map[string]bool{}
-		if stats, err := ds.OutboxStats(ctx); err != nil {
+		stats, err := ds.OutboxStats(ctx)
+		if err != nil {
 			g.log.Warn("metrics: outbox unreadable", "error", err)
 			failed("outbox")
 		} else {
@@ -130,7 +131,9 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if g.deliverer != nil {
 			for _, p := range g.deliverer.Stats() {
-				if !partners[p.Partner] {
+				// A partner with no entry has an empty queue; when the
+				// outbox was unreadable its queue is unknown, not empty.
+				if !partners[p.Partner] && err == nil {
 					gauge(descPending, 0, p.Partner)
 					gauge(descOldest, 0, p.Partner)
 				}

@@ -107,6 +107,9 @@ func (s *exchangeServer) Subscribe(req *blv1.SubscribeRequest, stream blv1.Excha
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		case <-g.stopping:
+			// Open streams would hold a graceful stop for its whole grace.
+			return status.Error(codes.Unavailable, "gateway shutting down; resume from the last cursor")
 		case <-woken:
 		case <-time.After(subscribePoll):
 		}
@@ -150,11 +153,17 @@ func (s *exchangeServer) sendChange(ctx context.Context, stream blv1.Exchange_Su
 	in.Resource = policy.Resource{Type: c.RecordType, ID: c.RecordID, Exists: true, Attributes: attrs}
 	dec, err := g.opts.Policy.Decide(ctx, in)
 	if err != nil {
-		g.log.Error("policy evaluation failed; skipping record", "action", ActionSubscribe, "caller", in.Caller.String(), "id", c.RecordID, "error", err)
-		return nil
+		// Skipping would move the cursor past a record the caller may be
+		// entitled to: a gap. End the stream instead; it resumes here.
+		g.log.Error("policy evaluation failed; ending subscription", "action", ActionSubscribe, "caller", in.Caller.String(), "id", c.RecordID, "error", err)
+		return status.Error(codes.Unavailable, "policy evaluation failed; resume from the last cursor")
 	}
 	if !dec.Allow {
 		return nil
+	}
+	if !g.limits.allow(in.Caller.String(), dec, g.now()) {
+		return g.deny(ctx, g.providerRecord(ctx, in, []string{c.RecordID}, dec), codes.ResourceExhausted, "RATE_LIMITED",
+			[]string{fmt.Sprintf("rate limit of grant %s/%s exceeded; resume from the last cursor later", dec.Agreement, dec.Grant)})
 	}
 	out, rel, err := g.release(rec, dec, in.Caller)
 	if err != nil {

@@ -396,16 +396,26 @@ func (s *Store) PurgeInbox(ctx context.Context, sender, messageID string, rec *b
 	})
 }
 
-// ReceivedRecord returns the latest received alert that still holds a
-// payload for the risk assessment recordID (from any sender); none wraps
-// store.ErrNotFound.
-func (s *Store) ReceivedRecord(ctx context.Context, recordID string) (store.InboxEntry, error) {
-	es, err := s.queryInbox(ctx, "received record", "record_id = ? AND alert IS NOT NULL ORDER BY received DESC, sender, message_id LIMIT 1", recordID)
+// ReceivedRecord returns the latest received alert for the risk
+// assessment recordID whose payload is still stored and whose retention
+// has not ended at now; none wraps store.ErrNotFound. When alerts for that
+// id came from more than one sender, which one is meant is ambiguous (one
+// partner could shadow another's record): the error wraps
+// store.ErrConflict.
+func (s *Store) ReceivedRecord(ctx context.Context, recordID string, now time.Time) (store.InboxEntry, error) {
+	es, err := s.queryInbox(ctx, "received record",
+		"record_id = ? AND alert IS NOT NULL AND (retain_until = 0 OR retain_until > ?) ORDER BY received DESC, sender, message_id",
+		recordID, boundNanos(now))
 	if err != nil {
 		return store.InboxEntry{}, err
 	}
 	if len(es) == 0 {
 		return store.InboxEntry{}, fmt.Errorf("store: no received alert for %q: %w", recordID, store.ErrNotFound)
+	}
+	for _, e := range es[1:] {
+		if e.Sender != es[0].Sender {
+			return store.InboxEntry{}, fmt.Errorf("store: alerts for %q came from %s and %s: %w", recordID, es[0].Sender, e.Sender, store.ErrConflict)
+		}
 	}
 	return es[0], nil
 }
