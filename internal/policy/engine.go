@@ -702,130 +702,102 @@ func numberTerm(s string) *ast.Term {
 // (spelled as its JSON tags) with values of the right types. It returns
 // false for anything else, leaving the verdict to decodeStrict.
 func decodeDecision(v ast.Value, d *Decision) bool {
+	return decodeObject(v, func(key string, v ast.Value) bool {
+		switch key {
+		case "allow":
+			return decodeBool(v, &d.Allow)
+		case "entitled":
+			return decodeBool(v, &d.Entitled)
+		case "agreement":
+			return decodeString(v, &d.Agreement)
+		case "grant":
+			return decodeString(v, &d.Grant)
+		case "fields":
+			return decodeStrings(v, &d.Fields)
+		case "mask":
+			return decodeStrings(v, &d.Mask)
+		case "pseudonymize":
+			return decodeStrings(v, &d.Pseudonymize)
+		case "withhold":
+			return decodeStrings(v, &d.Withhold)
+		case "code":
+			return decodeString(v, &d.Code)
+		case "reasons":
+			return decodeStrings(v, &d.Reasons)
+		case "obligations":
+			return decodeObligations(v, &d.Obligations)
+		case "max_results":
+			return decodeInt(v, &d.MaxResults)
+		case "rate_limit":
+			return decodeRate(v, &d.RateLimit)
+		}
+		return false
+	})
+}
+
+// decodeObject calls field for each key of the object v, stopping at the
+// first failure; it fails when v is not an object or a key is not a
+// string.
+func decodeObject(v ast.Value, field func(key string, v ast.Value) bool) bool {
 	obj, ok := v.(ast.Object)
 	if !ok {
 		return false
 	}
 	good := true
-	obj.Foreach(func(k, v *ast.Term) {
+	obj.Foreach(func(k, t *ast.Term) {
 		if !good {
 			return
 		}
 		key, ok := k.Value.(ast.String)
-		if !ok {
-			good = false
-			return
-		}
-		switch key {
-		case "allow":
-			good = decodeBool(v.Value, &d.Allow)
-		case "entitled":
-			good = decodeBool(v.Value, &d.Entitled)
-		case "agreement":
-			good = decodeString(v.Value, &d.Agreement)
-		case "grant":
-			good = decodeString(v.Value, &d.Grant)
-		case "fields":
-			good = decodeStrings(v.Value, &d.Fields)
-		case "mask":
-			good = decodeStrings(v.Value, &d.Mask)
-		case "pseudonymize":
-			good = decodeStrings(v.Value, &d.Pseudonymize)
-		case "withhold":
-			good = decodeStrings(v.Value, &d.Withhold)
-		case "code":
-			good = decodeString(v.Value, &d.Code)
-		case "reasons":
-			good = decodeStrings(v.Value, &d.Reasons)
-		case "obligations":
-			good = decodeObligations(v.Value, &d.Obligations)
-		case "max_results":
-			good = decodeInt(v.Value, &d.MaxResults)
-		case "rate_limit":
-			good = decodeRate(v.Value, &d.RateLimit)
-		default:
-			good = false
-		}
+		good = ok && field(string(key), t.Value)
 	})
 	return good
 }
 
 func decodeObligations(v ast.Value, o *Obligations) bool {
-	obj, ok := v.(ast.Object)
-	if !ok {
-		return false
-	}
-	good := true
-	obj.Foreach(func(k, v *ast.Term) {
-		if !good {
-			return
-		}
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			good = false
-			return
-		}
+	return decodeObject(v, func(key string, v ast.Value) bool {
 		switch key {
 		case "retention_days":
-			n, ok := v.Value.(ast.Number)
+			n, ok := v.(ast.Number)
 			if !ok {
-				good = false
-				return
+				return false
 			}
 			u, err := strconv.ParseUint(string(n), 10, 32)
 			if err != nil {
-				good = false
-				return
+				return false
 			}
 			o.RetentionDays = uint32(u)
+			return true
 		case "onward_sharing":
-			good = decodeBool(v.Value, &o.OnwardSharing)
+			return decodeBool(v, &o.OnwardSharing)
 		case "onward_recipients":
-			good = decodeStrings(v.Value, &o.OnwardRecipients)
+			return decodeStrings(v, &o.OnwardRecipients)
 		case "attribution":
-			good = decodeString(v.Value, &o.Attribution)
-		default:
-			good = false
+			return decodeString(v, &o.Attribution)
 		}
+		return false
 	})
-	return good
 }
 
 func decodeRate(v ast.Value, r *Rate) bool {
-	obj, ok := v.(ast.Object)
-	if !ok {
-		return false
-	}
-	good := true
-	obj.Foreach(func(k, v *ast.Term) {
-		if !good {
-			return
-		}
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			good = false
-			return
-		}
+	return decodeObject(v, func(key string, v ast.Value) bool {
 		switch key {
 		case "per_second":
-			n, ok := v.Value.(ast.Number)
+			n, ok := v.(ast.Number)
 			if !ok || !json.Valid([]byte(n)) {
-				good = false
-				return
+				return false
 			}
 			f, err := strconv.ParseFloat(string(n), 64)
 			if err != nil {
-				good = false
-				return
+				return false
 			}
 			r.PerSecond = f
+			return true
 		case "burst":
-			good = decodeInt(v.Value, &r.Burst)
-		default:
-			good = false
+			return decodeInt(v, &r.Burst)
 		}
+		return false
 	})
-	return good
 }
 
 func decodeBool(v ast.Value, out *bool) bool {
