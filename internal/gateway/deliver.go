@@ -444,7 +444,11 @@ func (s *exchangeServer) Deliver(ctx context.Context, req *blv1.DeliverRequest) 
 		Resource: policy.Resource{Type: "risk_assessment", ID: risk.GetId(), Exists: true, Attributes: policy.RiskAttributes(risk, nil)},
 		Time:     now,
 	}
-	dec, err := g.opts.Policy.Decide(ctx, in)
+	// Decided to the end even if the sender hangs up: a sender killed
+	// mid-call would otherwise leave a POLICY_ERROR record here for an
+	// alert its retry then delivers, two records for one message. The
+	// retry finds the stored alert and gets the receipt.
+	dec, err := g.opts.Policy.Decide(context.WithoutCancel(ctx), in)
 	if err != nil {
 		g.log.Error("policy evaluation failed; refusing alert", "sender", sender, "error", err)
 	}
