@@ -280,7 +280,13 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 	// The release was decided when the alert was published; the agreement
 	// may have been suspended or may have expired since (a partner down for
 	// days). Ask again, and refuse locally what is no longer allowed.
-	if refusal := s.stillAllowed(ctx, e, alert, peer); refusal != "" {
+	refusal, err := s.stillAllowed(ctx, e, alert, peer)
+	if err != nil {
+		// Not decided (store or policy unavailable, or shutting down):
+		// not sent, tried again later.
+		return err
+	}
+	if refusal != "" {
 		rec.Time = timestamppb.New(g.now())
 		rec.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
 		rec.Status = audit.StatusName(codes.PermissionDenied)
@@ -357,12 +363,14 @@ func (s alertSender) settle(ctx context.Context, e store.OutboxEntry, rec *blv1.
 }
 
 // stillAllowed decides the alert again for its recipient, on the record as
-// stored now; it returns why it is no longer allowed ("" when it is).
-func (s alertSender) stillAllowed(ctx context.Context, e store.OutboxEntry, alert *blv1.Alert, peer identity.ID) string {
+// stored now; it returns why it is no longer allowed ("" when it is). An
+// error means it could not be decided: the entry must wait, neither sent
+// nor refused.
+func (s alertSender) stillAllowed(ctx context.Context, e store.OutboxEntry, alert *blv1.Alert, peer identity.ID) (string, error) {
 	g := s.g
 	risk, err := g.opts.Store.GetRiskAssessment(ctx, e.RecordID)
 	if err != nil {
-		return fmt.Sprintf("record %s is no longer readable: %v", e.RecordID, err)
+		return "", fmt.Errorf("recheck %s: read record %s: %w", e.MessageID, e.RecordID, err)
 	}
 	dec, err := g.opts.Policy.Decide(ctx, policy.Input{
 		Caller:   peer,
@@ -371,13 +379,18 @@ func (s alertSender) stillAllowed(ctx context.Context, e store.OutboxEntry, aler
 		Resource: policy.Resource{Type: "risk_assessment", ID: e.RecordID, Exists: true, Attributes: g.riskAttributes(ctx, risk)},
 		Time:     g.now(),
 	})
-	switch {
-	case err != nil:
-		return "policy evaluation failed"
-	case !dec.Allow:
-		return fmt.Sprintf("no longer allowed under policy revision %s: %s", dec.Revision, strings.Join(dec.Reasons, "; "))
+	if err == nil {
+		// The record's attributes read with a cancelled context would be
+		// incomplete, and the decision a false refusal.
+		err = ctx.Err()
 	}
-	return ""
+	if err != nil {
+		return "", fmt.Errorf("recheck %s: %w", e.MessageID, err)
+	}
+	if !dec.Allow {
+		return fmt.Sprintf("no longer allowed under policy revision %s: %s", dec.Revision, strings.Join(dec.Reasons, "; ")), nil
+	}
+	return "", nil
 }
 
 var messageIDPattern = requestIDPattern
