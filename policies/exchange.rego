@@ -4,7 +4,8 @@
 # Contract (docs/policies.md): data.borderlink.exchange.decision is always
 # exactly one object
 #   {allow, entitled, agreement, grant, fields, mask, pseudonymize,
-#    withhold, code, reasons, obligations, max_results, rate_limit}
+#    withhold, code, reasons, obligations, max_results, rate_limit,
+#    goods_items}
 # The Go engine denies on anything else (undefined, error, several results).
 #
 # National rules (package borderlink.national, any other *.rego file) can
@@ -315,6 +316,7 @@ decision := {
 	"obligations": {},
 	"max_results": 0,
 	"rate_limit": {},
+	"goods_items": no_item_filter,
 } if {
 	count(offered) == 0
 } else := {
@@ -331,6 +333,7 @@ decision := {
 	"obligations": object.get(g, "obligations", {}),
 	"max_results": object.get(g, "max_results", 0),
 	"rate_limit": object.get(g, "rate_limit", {}),
+	"goods_items": item_filter(g),
 } if {
 	count(allowed) > 0
 	count(national_denies) == 0
@@ -352,6 +355,7 @@ decision := {
 	"obligations": {},
 	"max_results": 0,
 	"rate_limit": {},
+	"goods_items": no_item_filter,
 } if {
 	count(allowed) > 0
 	count(national_denies) > 0
@@ -369,9 +373,26 @@ decision := {
 	"obligations": {},
 	"max_results": max_results,
 	"rate_limit": {},
+	"goods_items": no_item_filter,
 } if {
 	count(allowed) == 0
 }
+
+# A grant limited to HS chapters or headings releases only the goods items
+# within them: a food grant must not hand over the electronics lines of a
+# mixed consignment. An item is kept when its HS code is in every list the
+# grant sets (release.Rules.GoodsItems applies it).
+item_filter(g) := {
+	"hs_chapters": condition_list(g.conditions, "hs_chapters"),
+	"hs_headings": condition_list(g.conditions, "hs_headings"),
+}
+
+no_item_filter := {"hs_chapters": [], "hs_headings": []}
+
+# A condition set to false (or to anything but a list) is no condition.
+condition_list(c, key) := c[key] if is_array(c[key])
+
+else := []
 
 # Stable reason codes, for programs; the reasons are for people.
 deny_code := "NO_AGREEMENT" if {

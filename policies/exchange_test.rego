@@ -280,3 +280,18 @@ test_invoice_amount_min_only if {
 	exchange.decision.allow with input as amount("EUR", 1e9) with data.borderlink.grants as grants
 	not exchange.decision.allow with input as amount("EUR", 0) with data.borderlink.grants as grants
 }
+
+test_hs_conditions_narrow_goods_items if {
+	d := exchange.decision with input as health_input with data.borderlink.grants as fixture
+	d.allow
+	d.goods_items == {"hs_chapters": ["02", "03"], "hs_headings": []}
+
+	# A grant without HS conditions releases every item.
+	sg := exchange.decision with input as base_input with data.borderlink.grants as fixture
+	sg.goods_items == {"hs_chapters": [], "hs_headings": []}
+
+	# A condition set to false is no condition, and no filter either.
+	g := object.union(object.remove(grant_sg, ["conditions"]), {"conditions": {"hs_chapters": false}})
+	f := exchange.decision with input as base_input with data.borderlink.grants as {"nl.customs.example": {"sg.customs.example": [g]}}
+	f.goods_items == {"hs_chapters": [], "hs_headings": []}
+}

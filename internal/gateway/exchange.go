@@ -146,7 +146,8 @@ func provide[T proto.Message](ctx context.Context, g *Gateway, action, dataset, 
 
 // release applies a decision to one record and describes the result.
 func (g *Gateway) release(rec proto.Message, dec policy.Decision, who identity.ID) (proto.Message, *blv1.Release, error) {
-	out, res, err := release.Apply(rec, release.Rules{Fields: dec.Fields, Mask: dec.Mask, Pseudonymize: dec.Pseudonymize, Withhold: dec.Withhold}, who.String(), g.opts.Pseudonymizer)
+	out, res, err := release.Apply(rec, release.Rules{Fields: dec.Fields, Mask: dec.Mask, Pseudonymize: dec.Pseudonymize, Withhold: dec.Withhold,
+		GoodsItems: release.ItemFilter{HSChapters: dec.GoodsItems.HSChapters, HSHeadings: dec.GoodsItems.HSHeadings}}, who.String(), g.opts.Pseudonymizer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("apply decision: %w", err)
 	}

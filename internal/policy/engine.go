@@ -103,9 +103,19 @@ type Decision struct {
 	MaxResults int `json:"max_results"`
 	// RateLimit of the grant that allowed the request (zero: none).
 	RateLimit Rate `json:"rate_limit"`
+	// GoodsItems narrows a released declaration to the goods items within
+	// the grant's HS conditions (empty lists: all items).
+	GoodsItems ItemFilter `json:"goods_items"`
 
 	// Revision of the policy set that made the decision.
 	Revision string `json:"-"`
+}
+
+// ItemFilter keeps the goods items whose HS code is in every list that is
+// set: HSChapters (two digits) and HSHeadings (four digits).
+type ItemFilter struct {
+	HSChapters []string `json:"hs_chapters"`
+	HSHeadings []string `json:"hs_headings"`
 }
 
 // Rate is a token bucket: PerSecond tokens per second, Burst at most.
@@ -730,6 +740,16 @@ func decodeDecision(v ast.Value, d *Decision) bool {
 			return decodeInt(v, &d.MaxResults)
 		case "rate_limit":
 			return decodeRate(v, &d.RateLimit)
+		case "goods_items":
+			return decodeObject(v, func(key string, v ast.Value) bool {
+				switch key {
+				case "hs_chapters":
+					return decodeStrings(v, &d.GoodsItems.HSChapters)
+				case "hs_headings":
+					return decodeStrings(v, &d.GoodsItems.HSHeadings)
+				}
+				return false
+			})
 		}
 		return false
 	})

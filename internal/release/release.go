@@ -70,6 +70,62 @@ type Rules struct {
 	// covers them (national rules): "importer.tax_id" withheld under a
 	// released "importer" releases the rest of the importer.
 	Withhold []string
+	// GoodsItems keeps, in a declaration, only the goods items whose
+	// hs_code starts with one of HSChapters (if set) and with one of
+	// HSHeadings (if set); a grant limited to food does not release the
+	// electronics lines of a mixed consignment. Other messages ignore it.
+	GoodsItems ItemFilter
+}
+
+// ItemFilter selects goods items by HS code prefix; empty lists select all.
+type ItemFilter struct {
+	HSChapters []string
+	HSHeadings []string
+}
+
+func (f ItemFilter) keeps(hs string) bool {
+	return matchesPrefix(f.HSChapters, hs, 2) && matchesPrefix(f.HSHeadings, hs, 4)
+}
+
+func matchesPrefix(list []string, hs string, n int) bool {
+	if len(list) == 0 {
+		return true
+	}
+	return len(hs) >= n && slices.Contains(list, hs[:n])
+}
+
+// narrowGoodsItems returns msg, or a copy of it without the goods items
+// the filter drops (messages without a goods_items list of items with an
+// hs_code are returned as they are).
+func narrowGoodsItems(msg proto.Message, f ItemFilter) proto.Message {
+	if len(f.HSChapters) == 0 && len(f.HSHeadings) == 0 {
+		return msg
+	}
+	fd := msg.ProtoReflect().Descriptor().Fields().ByName("goods_items")
+	if fd == nil || !fd.IsList() || fd.Message() == nil {
+		return msg
+	}
+	hs := fd.Message().Fields().ByName("hs_code")
+	if hs == nil || hs.Kind() != protoreflect.StringKind {
+		return msg
+	}
+	c := proto.Clone(msg).ProtoReflect()
+	if !c.Has(fd) {
+		return c.Interface()
+	}
+	l := c.Mutable(fd).List()
+	kept := 0
+	for i := range l.Len() {
+		if it := l.Get(i); f.keeps(it.Message().Get(hs).String()) {
+			l.Set(kept, it)
+			kept++
+		}
+	}
+	l.Truncate(kept)
+	if kept == 0 {
+		c.Clear(fd)
+	}
+	return c.Interface()
 }
 
 // Result lists the populated leaf paths of the released message: sorted,
@@ -93,11 +149,11 @@ func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (
 	if msg == nil {
 		return nil, Result{}, errors.New("release: apply: nil message")
 	}
-	src := msg.ProtoReflect()
-	name := src.Descriptor().FullName()
-	if !src.IsValid() {
-		return nil, Result{}, fmt.Errorf("release: apply %s: nil message", name)
+	if !msg.ProtoReflect().IsValid() {
+		return nil, Result{}, fmt.Errorf("release: apply %s: nil message", msg.ProtoReflect().Descriptor().FullName())
 	}
+	src := narrowGoodsItems(msg, rules.GoodsItems).ProtoReflect()
+	name := src.Descriptor().FullName()
 	w := walker{
 		fields: map[string]struct{}{},
 		masked: map[string]struct{}{},

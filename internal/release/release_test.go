@@ -603,3 +603,52 @@ func TestWithholdBeneathReleasedSubtree(t *testing.T) {
 		t.Errorf("fields = %v, want %v", res.Fields, want)
 	}
 }
+
+// TestGoodsItemsNarrowed: an item filter keeps only the goods items whose
+// HS code is in every list that is set, leaves the input alone, and does
+// nothing to messages without goods items.
+func TestGoodsItemsNarrowed(t *testing.T) {
+	decl := &blv1.Declaration{Id: "D", GoodsItems: []*blv1.GoodsItem{
+		{Sequence: 1, HsCode: "03024200", Description: "fish"},
+		{Sequence: 2, HsCode: "85044000", Description: "converters"},
+		{Sequence: 3, HsCode: "0303", Description: "frozen fish"},
+		{Sequence: 4, HsCode: "0", Description: "too short"},
+	}}
+	fields := []string{"id", "goods_items.sequence", "goods_items.hs_code"}
+	for _, tc := range []struct {
+		name   string
+		filter release.ItemFilter
+		want   []uint32
+	}{
+		{"no filter", release.ItemFilter{}, []uint32{1, 2, 3, 4}},
+		{"chapter", release.ItemFilter{HSChapters: []string{"03"}}, []uint32{1, 3}},
+		{"heading", release.ItemFilter{HSHeadings: []string{"0302", "8504"}}, []uint32{1, 2}},
+		{"chapter and heading", release.ItemFilter{HSChapters: []string{"03"}, HSHeadings: []string{"0303"}}, []uint32{3}},
+		{"nothing matches", release.ItemFilter{HSChapters: []string{"99"}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, res, err := release.Apply(decl, release.Rules{Fields: fields, GoodsItems: tc.filter}, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []uint32
+			for _, it := range out.(*blv1.Declaration).GetGoodsItems() {
+				got = append(got, it.GetSequence())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("items %v, want %v", got, tc.want)
+			}
+			if tc.want == nil && slices.Contains(res.Fields, "goods_items.hs_code") {
+				t.Errorf("fields %v name goods items that were not released", res.Fields)
+			}
+		})
+	}
+	if len(decl.GetGoodsItems()) != 4 {
+		t.Errorf("input modified: %d items left", len(decl.GetGoodsItems()))
+	}
+	risk := &blv1.RiskAssessment{Id: "R", Score: 0.5}
+	out, _, err := release.Apply(risk, release.Rules{Fields: []string{"id", "score"}, GoodsItems: release.ItemFilter{HSChapters: []string{"03"}}}, "", nil)
+	if err != nil || !proto.Equal(out, risk) {
+		t.Errorf("risk assessment with an item filter: %v, %v", out, err)
+	}
+}
