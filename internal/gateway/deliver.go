@@ -274,7 +274,11 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 		PolicyRevision: alert.GetRelease().GetPolicyRevision(),
 	}
 	// The lane may have held this entry while an operator cancelled it.
-	if cur, err := s.ds.GetOutbox(ctx, e.MessageID); err == nil && cur.State != store.OutboxPending {
+	cur, err := s.ds.GetOutbox(ctx, e.MessageID)
+	if err != nil {
+		return fmt.Errorf("outbox entry %s: %w", e.MessageID, err)
+	}
+	if cur.State != store.OutboxPending {
 		return nil
 	}
 	// The release was decided when the alert was published; the agreement
@@ -291,7 +295,9 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 		rec.Decision = blv1.AuditDecision_AUDIT_DECISION_DENY
 		rec.Status = audit.StatusName(codes.PermissionDenied)
 		rec.PolicyRevision = g.opts.Policy.Revision()
-		rec.Reasons = []string{refusal}
+		// An earlier attempt that timed out or was cut by a crash may have
+		// reached the partner; only its log can tell.
+		rec.Reasons = []string{refusal, "not sent now; an earlier attempt cut short by a timeout or crash may have reached the partner (its audit log shows it)"}
 		if _, err := s.ds.RefuseDelivery(ctx, e.MessageID, refusal, rec); err != nil && !errors.Is(err, store.ErrConflict) {
 			return fmt.Errorf("record local refusal of %s: %w", e.MessageID, err)
 		}
@@ -355,8 +361,19 @@ func (s alertSender) settle(ctx context.Context, e store.OutboxEntry, rec *blv1.
 		return err
 	}
 	rec.Reasons = append(rec.Reasons, "the outbox entry had left pending (cancelled) while this attempt was under way")
-	if _, err := s.g.opts.Store.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
-		return err
+	// The entry is no longer pending, so a retry of this Send would skip
+	// it: the record must be written now, however long it takes.
+	for try := 1; ; try++ {
+		_, err := s.g.opts.Store.AppendAudit(context.WithoutCancel(ctx), rec)
+		if err == nil {
+			break
+		}
+		s.g.log.Error("audit record of a completed alert attempt not written; retrying", "message_id", e.MessageID, "try", try, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("audit record of %s not written before shutdown: %w", e.MessageID, err)
+		case <-time.After(time.Second):
+		}
 	}
 	s.g.log.Warn("alert attempt completed after its entry was cancelled; recorded", "message_id", e.MessageID, "recipient", e.Recipient, "decision", rec.GetDecision().String())
 	return nil
@@ -389,6 +406,18 @@ func (s alertSender) stillAllowed(ctx context.Context, e store.OutboxEntry, aler
 	}
 	if !dec.Allow {
 		return fmt.Sprintf("no longer allowed under policy revision %s: %s", dec.Revision, strings.Join(dec.Reasons, "; ")), nil
+	}
+	// Allowed is not enough: what was released at publication must be what
+	// would be released now (fields, masking, goods items, obligations),
+	// or the old payload would go out under terms no longer in force.
+	_, rel, err := g.release(risk, dec, peer)
+	if err != nil {
+		return "", fmt.Errorf("recheck %s: release: %w", e.MessageID, err)
+	}
+	if rel.GetSha256() != alert.GetRelease().GetSha256() || !proto.Equal(rel.GetObligations(), alert.GetRelease().GetObligations()) ||
+		dec.Agreement != alert.GetRelease().GetAgreementId() {
+		return fmt.Sprintf("the record or its release terms changed since publication (now %s/%s under policy revision %s); publish it again",
+			dec.Agreement, dec.Grant, dec.Revision), nil
 	}
 	return "", nil
 }

@@ -245,38 +245,52 @@ func TestPushDelivery(t *testing.T) {
 	})
 }
 
-// TestPushRefused: an alert the receiver refuses is settled at once as
-// refused (not retried for ever), audited by the sender, and an operator
-// can cancel it.
+// suspendedPolicies is the shipped policy set with every agreement
+// suspended.
+func suspendedPolicies(t *testing.T) fstest.MapFS {
+	t.Helper()
+	fsys := fstest.MapFS{}
+	if err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(policies.FS, p)
+		fsys[p] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), "status: active", "status: suspended"))}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return fsys
+}
+
+// TestPushRefused: SG's own copy of the agreement is suspended, so SG
+// refuses NL's alert. NL settles it at once as refused (not retried for
+// ever), audits the refusal with SG's signed receipt for it, and an
+// operator can cancel it.
 func TestPushRefused(t *testing.T) {
 	f := startFederation(t)
 	ctx := context.Background()
-	nl := f.nodes[nlDomain]
-	// Queued by hand: an alert whose release does not describe it.
-	bad := &blv1.Alert{MessageId: strings.Repeat("ef", 16), RiskAssessment: storetest.RiskAssessment("NL-RA-BAD", "NL-1", 0.9),
-		Release: &blv1.Release{Fields: []string{"id"}, Sha256: "00"}, Purpose: "risk-assessment"}
-	b, err := proto.Marshal(bad)
-	if err != nil {
+	nl, sg := f.nodes[nlDomain], f.nodes[sgDomain]
+	if err := sg.engine.Reload(ctx, suspendedPolicies(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := nl.store.PublishAlert(ctx, storetest.RiskAssessment("NL-RA-BAD", "NL-1", 0.9), []store.OutboxEntry{{
-		MessageID: bad.GetMessageId(), Recipient: sgDomain, RecordID: "NL-RA-BAD", Agreement: "nl-sg-risk-2026", Grant: "nl-to-sg-alerts", Alert: b, Created: time.Now(),
-	}}); err != nil {
-		t.Fatal(err)
+	resp, err := f.ingest(t, nlDomain).PublishAlert(ctx, &blv1.PublishAlertRequest{RiskAssessment: storetest.RiskAssessment("NL-RA-BAD", "NL-1", 0.9)})
+	if err != nil || len(resp.GetQueued()) != 1 {
+		t.Fatalf("PublishAlert: %v, %v", resp, err)
 	}
-	// Queued behind the deliverer's back: its idle poll finds it.
-	e := waitSettled(t, nl, bad.GetMessageId())
-	if e.State != store.OutboxRefused || !strings.Contains(e.LastError, "InvalidArgument") {
+	id := resp.GetQueued()[0].GetMessageId()
+	e := waitSettled(t, nl, id)
+	if e.State != store.OutboxRefused || !strings.Contains(e.LastError, "PermissionDenied") {
 		t.Fatalf("entry = %+v, want refused with the receiver's reason", e)
 	}
-	recs := auditOf(t, nl, bad.GetMessageId())
-	if len(recs) != 1 || recs[0].GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY || recs[0].GetStatus() != "INVALID_ARGUMENT" {
-		t.Errorf("sender audit = %v", recs)
+	recs := auditOf(t, nl, id)
+	if len(recs) != 1 || recs[0].GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY || recs[0].GetStatus() != "PERMISSION_DENIED" || recs[0].GetPartnerReceipt() == "" {
+		t.Errorf("sender audit = %v, want one DENY with the receiver's receipt", recs)
 	}
-	if _, err := f.admin(t, nlDomain).CancelDelivery(ctx, &blv1.CancelDeliveryRequest{MessageId: bad.GetMessageId()}); err != nil {
+	if _, err := f.admin(t, nlDomain).CancelDelivery(ctx, &blv1.CancelDeliveryRequest{MessageId: id}); err != nil {
 		t.Errorf("cancel refused entry: %v", err)
 	}
-	if e, _ := nl.store.GetOutbox(ctx, bad.GetMessageId()); e.State != store.OutboxCancelled {
+	if e, _ := nl.store.GetOutbox(ctx, id); e.State != store.OutboxCancelled {
 		t.Errorf("state after cancel = %v", e.State)
 	}
 }
@@ -485,17 +499,7 @@ func TestQueuedAlertRecheckedAndCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Suspend every agreement: the queued alert is no longer allowed.
-	suspended := fstest.MapFS{}
-	if err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		suspended[p] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), "status: active", "status: suspended"))}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	suspended := suspendedPolicies(t)
 	if err := nl.engine.Reload(ctx, suspended); err != nil {
 		t.Fatal(err)
 	}
@@ -511,5 +515,41 @@ func TestQueuedAlertRecheckedAndCancelled(t *testing.T) {
 	}
 	if recs := auditOf(t, nl, cancelled); len(recs) != 0 {
 		t.Errorf("cancelled alert has audit records: %v", recs)
+	}
+}
+
+// TestQueuedAlertTermsChanged: an alert queued while SG is unreachable is
+// not sent after the agreement narrowed what it releases: the old payload
+// would go out under terms no longer in force.
+func TestQueuedAlertTermsChanged(t *testing.T) {
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d == nlDomain {
+			o.Peers[sgDomain] = "127.0.0.1:1" // nothing listens there
+		}
+	})
+	ctx := context.Background()
+	nl := f.nodes[nlDomain]
+	resp, err := f.ingest(t, nlDomain).PublishAlert(ctx, &blv1.PublishAlertRequest{RiskAssessment: storetest.RiskAssessment("NL-RA-T1", "NL-1", 0.9)})
+	if err != nil || len(resp.GetQueued()) != 1 {
+		t.Fatalf("PublishAlert: %v, %v", resp, err)
+	}
+	id := resp.GetQueued()[0].GetMessageId()
+	narrowed := fstest.MapFS{}
+	if err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(policies.FS, p)
+		narrowed[p] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), "fields: [id, declaration_id, score, level, indicators.code,", "fields: [id, declaration_id, score, level,"))}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.engine.Reload(ctx, narrowed); err != nil {
+		t.Fatal(err)
+	}
+	e := waitSettled(t, nl, id)
+	if e.State != store.OutboxRefused || !strings.Contains(e.LastError, "changed since publication") {
+		t.Fatalf("entry = %+v, want refused locally: terms changed", e)
 	}
 }

@@ -214,24 +214,32 @@ func TestDecisionDecoding(t *testing.T) {
 	full := `{"allow": true, "entitled": true, "agreement": "a", "grant": "g", "fields": ["z", "b"], "mask": ["m"],
 		"pseudonymize": [], "withhold": ["w"], "code": "", "reasons": [],
 		"obligations": {"retention_days": 30, "onward_sharing": true, "onward_recipients": ["x.example"], "attribution": "é <&>"},
-		"max_results": 25, "rate_limit": {"per_second": 0.05, "burst": 3}}`
+		"max_results": 25, "rate_limit": {"per_second": 0.05, "burst": 3},
+		"goods_items": {"hs_chapters": ["03"], "hs_headings": []}}`
 	want := policy.Decision{Allow: true, Entitled: true, Agreement: "a", Grant: "g", Fields: []string{"b", "z"}, Mask: []string{"m"},
 		Pseudonymize: []string{}, Withhold: []string{"w"}, Reasons: []string{},
 		Obligations: policy.Obligations{RetentionDays: 30, OnwardSharing: true, OnwardRecipients: []string{"x.example"}, Attribution: "é <&>"},
-		MaxResults:  25, RateLimit: policy.Rate{PerSecond: 0.05, Burst: 3}}
+		MaxResults:  25, RateLimit: policy.Rate{PerSecond: 0.05, Burst: 3},
+		GoodsItems: policy.ItemFilter{HSChapters: []string{"03"}, HSHeadings: []string{}}}
 	cases := map[string]struct {
 		rego string
 		want policy.Decision
 		err  bool
 	}{
-		"full":               {full, want, false},
-		"other case":         {`{"Allow": true, "agreement": "a", "GRANT": "g"}`, policy.Decision{Allow: true, Agreement: "a", Grant: "g"}, false},
-		"null":               {`{"allow": false, "code": "X", "reasons": null, "obligations": null}`, policy.Decision{Code: "X"}, false},
-		"set":                {`{"allow": false, "code": "X", "reasons": {"r"}}`, policy.Decision{Code: "X", Reasons: []string{"r"}}, false},
-		"fraction":           {`{"allow": false, "code": "X", "max_results": 1.5}`, policy.Decision{}, true},
-		"negative retention": {`{"allow": false, "code": "X", "obligations": {"retention_days": -1}}`, policy.Decision{}, true},
-		"unknown obligation": {`{"allow": false, "code": "X", "obligations": {"forever": true}}`, policy.Decision{}, true},
-		"wrong type":         {`{"allow": "yes", "code": "X"}`, policy.Decision{}, true},
+		"full": {full, want, false},
+		"other case": {`{"Allow": true, "agreement": "a", "GRANT": "g", "goods_items": {"hs_chapters": [], "hs_headings": []}}`,
+			policy.Decision{Allow: true, Agreement: "a", Grant: "g", GoodsItems: policy.ItemFilter{HSChapters: []string{}, HSHeadings: []string{}}}, false},
+		// An allow must say which goods items it releases: a policy without
+		// the key would release them all.
+		"allow without goods_items": {`{"allow": true, "agreement": "a", "grant": "g"}`, policy.Decision{}, true},
+		"goods_items null":          {`{"allow": true, "agreement": "a", "grant": "g", "goods_items": null}`, policy.Decision{}, true},
+		"goods_items list null":     {`{"allow": true, "agreement": "a", "grant": "g", "goods_items": {"hs_chapters": null, "hs_headings": []}}`, policy.Decision{}, true},
+		"null":                      {`{"allow": false, "code": "X", "reasons": null, "obligations": null}`, policy.Decision{Code: "X"}, false},
+		"set":                       {`{"allow": false, "code": "X", "reasons": {"r"}}`, policy.Decision{Code: "X", Reasons: []string{"r"}}, false},
+		"fraction":                  {`{"allow": false, "code": "X", "max_results": 1.5}`, policy.Decision{}, true},
+		"negative retention":        {`{"allow": false, "code": "X", "obligations": {"retention_days": -1}}`, policy.Decision{}, true},
+		"unknown obligation":        {`{"allow": false, "code": "X", "obligations": {"forever": true}}`, policy.Decision{}, true},
+		"wrong type":                {`{"allow": "yes", "code": "X"}`, policy.Decision{}, true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

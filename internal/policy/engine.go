@@ -542,6 +542,11 @@ func (s *Set) decide(ctx context.Context, input rego.EvalOption) (Decision, erro
 	if d.Allow && (d.Agreement == "" || d.Grant == "") {
 		return deny, fmt.Errorf("%w: allow without agreement and grant", ErrEvaluation)
 	}
+	// A policy written before goods_items existed (or one that drops it)
+	// would otherwise release every goods item: fail closed.
+	if d.Allow && !hasItemFilter(rs[0].Expressions[0].Value) {
+		return deny, fmt.Errorf("%w: allow without goods_items {hs_chapters: [...], hs_headings: [...]}", ErrEvaluation)
+	}
 	if !d.Allow && d.Code == "" {
 		return deny, fmt.Errorf("%w: deny without a reason code", ErrEvaluation)
 	}
@@ -753,6 +758,37 @@ func decodeDecision(v ast.Value, d *Decision) bool {
 		}
 		return false
 	})
+}
+
+// hasItemFilter reports whether the decision object v carries the key
+// goods_items, spelled exactly, with both HS lists as arrays.
+func hasItemFilter(v any) bool {
+	t, ok := v.(*ast.Term)
+	if !ok {
+		return false
+	}
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return false
+	}
+	gi := obj.Get(ast.InternedTerm("goods_items"))
+	if gi == nil {
+		return false
+	}
+	f, ok := gi.Value.(ast.Object)
+	if !ok {
+		return false
+	}
+	for _, key := range []string{"hs_chapters", "hs_headings"} {
+		l := f.Get(ast.InternedTerm(key))
+		if l == nil {
+			return false
+		}
+		if _, ok := l.Value.(*ast.Array); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeObject calls field for each key of the object v, stopping at the
