@@ -105,7 +105,10 @@ func (g *Gateway) queueAlert(ctx context.Context, risk *blv1.RiskAssessment, dec
 	if decl == nil {
 		attrs = g.riskAttributes(ctx, risk)
 	}
-	var entries []store.OutboxEntry
+	var (
+		entries   []store.OutboxEntry
+		published []byte // the record as published, kept with each entry
+	)
 	for _, recipient := range g.alertRecipients() {
 		who := identity.GatewayID(recipient)
 		in := policy.Input{
@@ -140,6 +143,11 @@ func (g *Gateway) queueAlert(ctx context.Context, risk *blv1.RiskAssessment, dec
 		if err != nil {
 			return nil, fmt.Errorf("encode alert %s for %s: %w", risk.GetId(), recipient, err)
 		}
+		if published == nil {
+			if published, err = (proto.MarshalOptions{Deterministic: true}).Marshal(risk); err != nil {
+				return nil, fmt.Errorf("encode record %s: %w", risk.GetId(), err)
+			}
+		}
 		entries = append(entries, store.OutboxEntry{
 			MessageID: alert.GetMessageId(),
 			Recipient: recipient,
@@ -147,6 +155,7 @@ func (g *Gateway) queueAlert(ctx context.Context, risk *blv1.RiskAssessment, dec
 			Agreement: dec.Agreement,
 			Grant:     dec.Grant,
 			Alert:     b,
+			Record:    published,
 			Created:   now,
 		})
 	}
@@ -380,14 +389,14 @@ func (s alertSender) settle(ctx context.Context, e store.OutboxEntry, rec *blv1.
 }
 
 // stillAllowed decides the alert again for its recipient, on the record as
-// stored now; it returns why it is no longer allowed ("" when it is). An
-// error means it could not be decided: the entry must wait, neither sent
-// nor refused.
+// it was published (a later version of the record has its own alert); it
+// returns why it is no longer allowed ("" when it is). An error means it
+// could not be decided: the entry must wait, neither sent nor refused.
 func (s alertSender) stillAllowed(ctx context.Context, e store.OutboxEntry, alert *blv1.Alert, peer identity.ID) (string, error) {
 	g := s.g
-	risk, err := g.opts.Store.GetRiskAssessment(ctx, e.RecordID)
-	if err != nil {
-		return "", fmt.Errorf("recheck %s: read record %s: %w", e.MessageID, e.RecordID, err)
+	risk := &blv1.RiskAssessment{}
+	if err := proto.Unmarshal(e.Record, risk); err != nil || risk.GetId() != e.RecordID {
+		return "", fmt.Errorf("recheck %s: the record as published is not in the outbox entry (%v)", e.MessageID, err)
 	}
 	dec, err := g.opts.Policy.Decide(ctx, policy.Input{
 		Caller:   peer,
@@ -416,7 +425,7 @@ func (s alertSender) stillAllowed(ctx context.Context, e store.OutboxEntry, aler
 	}
 	if rel.GetSha256() != alert.GetRelease().GetSha256() || !proto.Equal(rel.GetObligations(), alert.GetRelease().GetObligations()) ||
 		dec.Agreement != alert.GetRelease().GetAgreementId() {
-		return fmt.Sprintf("the record or its release terms changed since publication (now %s/%s under policy revision %s); publish it again",
+		return fmt.Sprintf("its release terms changed since publication (now %s/%s under policy revision %s); publish it again",
 			dec.Agreement, dec.Grant, dec.Revision), nil
 	}
 	return "", nil

@@ -50,7 +50,10 @@ type OutboxEntry struct {
 	RecordID         string
 	Agreement, Grant string
 	// Alert is the deterministic encoding of the borderlink.v1.Alert sent.
-	Alert       []byte
+	Alert []byte
+	// Record is the deterministic encoding of the whole record as it was
+	// published (empty when not kept).
+	Record      []byte
 	State       OutboxState
 	Attempts    int
 	Created     time.Time

@@ -61,8 +61,8 @@ func queueOutbox(ctx context.Context, tx *sql.Tx, entries []store.OutboxEntry) e
 		return nil
 	}
 	ins, err := tx.PrepareContext(ctx, `
-		INSERT INTO outbox (message_id, recipient, record_id, agreement_id, grant_id, alert, state, created, next_attempt)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		INSERT INTO outbox (message_id, recipient, record_id, agreement_id, grant_id, alert, record, state, created, next_attempt)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("store: queue alerts: prepare: %w", err)
 	}
@@ -75,7 +75,11 @@ func queueOutbox(ctx context.Context, tx *sql.Tx, entries []store.OutboxEntry) e
 		if err != nil {
 			return fmt.Errorf("store: queue alert %q: created: %w", e.MessageID, err)
 		}
-		if _, err := ins.ExecContext(ctx, e.MessageID, e.Recipient, e.RecordID, e.Agreement, e.Grant, e.Alert,
+		record := e.Record
+		if record == nil {
+			record = []byte{}
+		}
+		if _, err := ins.ExecContext(ctx, e.MessageID, e.Recipient, e.RecordID, e.Agreement, e.Grant, e.Alert, record,
 			int64(store.OutboxPending), at, at); err != nil {
 			return fmt.Errorf("store: queue alert %q for %s: %w", e.MessageID, e.Recipient, err)
 		}
@@ -83,7 +87,7 @@ func queueOutbox(ctx context.Context, tx *sql.Tx, entries []store.OutboxEntry) e
 	return nil
 }
 
-const outboxColumns = `seq, message_id, recipient, record_id, agreement_id, grant_id, alert, state, attempts, created, next_attempt, last_error, receipt`
+const outboxColumns = `seq, message_id, recipient, record_id, agreement_id, grant_id, alert, record, state, attempts, created, next_attempt, last_error, receipt`
 
 func scanOutbox(rows *sql.Rows) (store.OutboxEntry, error) {
 	var (
@@ -91,7 +95,7 @@ func scanOutbox(rows *sql.Rows) (store.OutboxEntry, error) {
 		state               int64
 		created, nextAttemp int64
 	)
-	if err := rows.Scan(&e.Seq, &e.MessageID, &e.Recipient, &e.RecordID, &e.Agreement, &e.Grant, &e.Alert,
+	if err := rows.Scan(&e.Seq, &e.MessageID, &e.Recipient, &e.RecordID, &e.Agreement, &e.Grant, &e.Alert, &e.Record,
 		&state, &e.Attempts, &created, &nextAttemp, &e.LastError, &e.Receipt); err != nil {
 		return e, err
 	}

@@ -14,6 +14,9 @@ CREATE TABLE outbox (
     agreement_id TEXT    NOT NULL,
     grant_id     TEXT    NOT NULL,
     alert        BLOB    NOT NULL,
+    -- The whole record as published (deterministic encoding), so that each
+    -- attempt can decide and release exactly that version again.
+    record       BLOB    NOT NULL DEFAULT x'',
     -- 1 pending, 2 delivered, 3 refused, 4 cancelled (OutboxState).
     state        INTEGER NOT NULL CHECK (state BETWEEN 1 AND 4),
     attempts     INTEGER NOT NULL DEFAULT 0,
