@@ -245,9 +245,9 @@ func TestPushDelivery(t *testing.T) {
 	})
 }
 
-// suspendedPolicies is the shipped policy set with every agreement
-// suspended.
-func suspendedPolicies(t *testing.T) fstest.MapFS {
+// rewrittenPolicies is the shipped policy set with old replaced by new in
+// every file.
+func rewrittenPolicies(t *testing.T, old, new string) fstest.MapFS {
 	t.Helper()
 	fsys := fstest.MapFS{}
 	if err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
@@ -255,12 +255,18 @@ func suspendedPolicies(t *testing.T) fstest.MapFS {
 			return err
 		}
 		b, err := fs.ReadFile(policies.FS, p)
-		fsys[p] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), "status: active", "status: suspended"))}
+		fsys[p] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), old, new))}
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	return fsys
+}
+
+// suspendedPolicies is the shipped policy set with every agreement
+// suspended.
+func suspendedPolicies(t *testing.T) fstest.MapFS {
+	return rewrittenPolicies(t, "status: active", "status: suspended")
 }
 
 // TestPushRefused: SG's own copy of the agreement is suspended, so SG
@@ -534,17 +540,7 @@ func TestQueuedAlertTermsChanged(t *testing.T) {
 		t.Fatalf("PublishAlert: %v, %v", resp, err)
 	}
 	id := resp.GetQueued()[0].GetMessageId()
-	narrowed := fstest.MapFS{}
-	if err := fs.WalkDir(policies.FS, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(policies.FS, p)
-		narrowed[p] = &fstest.MapFile{Data: []byte(strings.ReplaceAll(string(b), "fields: [id, declaration_id, score, level, indicators.code,", "fields: [id, declaration_id, score, level,"))}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	narrowed := rewrittenPolicies(t, "fields: [id, declaration_id, score, level, indicators.code,", "fields: [id, declaration_id, score, level,")
 	if err := nl.engine.Reload(ctx, narrowed); err != nil {
 		t.Fatal(err)
 	}
