@@ -240,11 +240,19 @@ func (o *outbound) checkReceipt(receipt, release string) error {
 	if receipt == "" {
 		return errors.New("no receipt")
 	}
-	r, err := audit.OpenReceipt(receipt, o.verifier)
+	return o.g.checkPartnerReceipt(o.verifier, receipt, o.reqID, release)
+}
+
+// checkPartnerReceipt verifies a receipt a partner signed for a call this
+// gateway made: its signature with the partner's key, and that it names
+// the request, this gateway as the caller and the release digest (""
+// for a refusal). Errors wrap audit.ErrVerify.
+func (g *Gateway) checkPartnerReceipt(v note.Verifier, receipt, requestID, release string) error {
+	r, err := audit.OpenReceipt(receipt, v)
 	if err != nil {
 		return err
 	}
-	return r.Check(audit.Expect{RequestID: o.reqID, Caller: identity.GatewayID(o.g.self).String(), Release: release})
+	return r.Check(audit.Expect{RequestID: requestID, Caller: identity.GatewayID(g.self).String(), Release: release})
 }
 
 // keepRefusalReceipt stores the partner's receipt for its refusal (from
@@ -256,11 +264,7 @@ func (g *Gateway) keepRefusalReceipt(rec *blv1.AuditRecord, trailer metadata.MD,
 	if len(got) != 1 {
 		return
 	}
-	r, err := audit.OpenReceipt(got[0], v)
-	if err == nil {
-		err = r.Check(audit.Expect{RequestID: rec.GetRequestId(), Caller: identity.GatewayID(g.self).String(), Release: ""})
-	}
-	if err != nil {
+	if err := g.checkPartnerReceipt(v, got[0], rec.GetRequestId(), ""); err != nil {
 		g.log.Warn("partner's receipt for a refusal failed verification", "partner", rec.GetPeerId(), "request_id", rec.GetRequestId(), "error", err)
 		rec.Reasons = append(rec.Reasons, fmt.Sprintf("the partner's receipt for this refusal failed verification: %v", err))
 		return

@@ -100,7 +100,10 @@ func (g *Gateway) alertRecipients() []string {
 // decl, when not nil, is the declaration the risk assessment is about,
 // from the same import (it is not in the store yet); otherwise the store's
 // is used.
-func (g *Gateway) queueAlert(ctx context.Context, risk *blv1.RiskAssessment, decl *blv1.Declaration, purpose string, now time.Time) ([]store.OutboxEntry, error) {
+//
+// recipients are alertRecipients(), computed once per call of the caller:
+// an import queues thousands of records against the same agreements.
+func (g *Gateway) queueAlert(ctx context.Context, recipients []string, risk *blv1.RiskAssessment, decl *blv1.Declaration, purpose string, now time.Time) ([]store.OutboxEntry, error) {
 	attrs := policy.RiskAttributes(risk, decl)
 	if decl == nil {
 		attrs = g.riskAttributes(ctx, risk)
@@ -109,7 +112,7 @@ func (g *Gateway) queueAlert(ctx context.Context, risk *blv1.RiskAssessment, dec
 		entries   []store.OutboxEntry
 		published []byte // the record as published, kept with each entry
 	)
-	for _, recipient := range g.alertRecipients() {
+	for _, recipient := range recipients {
 		who := identity.GatewayID(recipient)
 		in := policy.Input{
 			Caller:   who,
@@ -185,7 +188,7 @@ func (s *ingestServer) PublishAlert(ctx context.Context, req *blv1.PublishAlertR
 	if err := validateOne(rec); err != nil {
 		return nil, err
 	}
-	entries, err := g.queueAlert(ctx, req.GetRiskAssessment(), nil, purpose, g.now())
+	entries, err := g.queueAlert(ctx, g.alertRecipients(), req.GetRiskAssessment(), nil, purpose, g.now())
 	if err != nil {
 		g.log.Error("alert not published", "caller", who.String(), "risk_id", req.GetRiskAssessment().GetId(), "error", err)
 		return nil, status.Error(codes.Internal, "alert could not be prepared; nothing was stored")
@@ -338,11 +341,7 @@ func (s alertSender) Send(ctx context.Context, e store.OutboxEntry) error {
 		g.log.Warn("alert refused by partner", "message_id", e.MessageID, "recipient", e.Recipient, "code", st.Code().String(), "reason", st.Message())
 		return nil
 	}
-	r, err := audit.OpenReceipt(resp.GetReceipt(), v)
-	if err == nil {
-		err = r.Check(audit.Expect{RequestID: e.MessageID, Caller: identity.GatewayID(g.self).String(), Release: alert.GetRelease().GetSha256()})
-	}
-	if err != nil {
+	if err := g.checkPartnerReceipt(v, resp.GetReceipt(), e.MessageID, alert.GetRelease().GetSha256()); err != nil {
 		// Not delivered as far as we can prove: keep it pending, so that an
 		// operator sees it and the partner is asked again.
 		return fmt.Errorf("receipt from %s for %s failed verification: %w", e.Recipient, e.MessageID, err)

@@ -112,20 +112,24 @@ func (g *Gateway) receivedRiskLoader(ctx context.Context, id string) (
 	if !ok {
 		return own, g.riskAttributes, nil
 	}
-	if _, err := own(ctx, id); !errors.Is(err, store.ErrNotFound) {
-		return own, g.riskAttributes, nil
+	// Read once: provide loads through the returned function, which hands
+	// back this read instead of repeating it.
+	rec, ownErr := own(ctx, id)
+	read := func(context.Context, string) (*blv1.RiskAssessment, error) { return rec, ownErr }
+	if !errors.Is(ownErr, store.ErrNotFound) {
+		return read, g.riskAttributes, nil
 	}
 	e, err := rs.ReceivedRecord(ctx, id, g.now())
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			g.log.Warn("received record is ambiguous; not shared onward", "id", id, "error", err)
 		}
-		return own, g.riskAttributes, nil
+		return read, g.riskAttributes, nil
 	}
 	a := &blv1.Alert{}
 	if err := proto.Unmarshal(e.Alert, a); err != nil || a.GetRiskAssessment().GetId() != id {
 		g.log.Error("received alert unreadable; not shared onward", "sender", e.Sender, "message_id", e.MessageID, "error", err)
-		return own, g.riskAttributes, nil
+		return read, g.riskAttributes, nil
 	}
 	return func(context.Context, string) (*blv1.RiskAssessment, error) { return a.GetRiskAssessment(), nil },
 		func(_ context.Context, r *blv1.RiskAssessment) policy.Attributes {

@@ -111,9 +111,10 @@ func (s *ingestServer) put(ctx context.Context, decls []*blv1.Declaration, risks
 	for _, d := range decls {
 		batch[d.GetId()] = d
 	}
+	recipients := g.alertRecipients()
 	var entries []store.OutboxEntry
 	for _, r := range risks {
-		es, err := g.queueAlert(ctx, r, batch[r.GetDeclarationId()], DefaultAlertPurpose, now)
+		es, err := g.queueAlert(ctx, recipients, r, batch[r.GetDeclarationId()], DefaultAlertPurpose, now)
 		if err != nil {
 			return 0, err
 		}
