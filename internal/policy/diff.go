@@ -30,6 +30,12 @@ type Change struct {
 	After     Decision `json:"after"`
 	Added     []string `json:"fields_added,omitempty"`
 	Removed   []string `json:"fields_removed,omitempty"`
+	// ItemsAdded and ItemsRemoved name the goods items, by HS heading (or
+	// chapter, for items coded to two digits only), whose release the
+	// proposed set adds or removes: a narrower HS condition changes which
+	// lines of a declaration leave, not which fields.
+	ItemsAdded   []string `json:"goods_items_added,omitempty"`
+	ItemsRemoved []string `json:"goods_items_removed,omitempty"`
 	// Drifted is set when the set in force no longer decides as recorded
 	// (the policy changed since): Before is then today's decision.
 	Drifted bool `json:"drifted,omitempty"`
@@ -51,6 +57,12 @@ func (c Change) Summary() string {
 	}
 	if len(c.Removed) > 0 {
 		parts = append(parts, "fields removed: "+strings.Join(c.Removed, ", "))
+	}
+	if len(c.ItemsAdded) > 0 {
+		parts = append(parts, "goods items added: HS "+strings.Join(c.ItemsAdded, ", "))
+	}
+	if len(c.ItemsRemoved) > 0 {
+		parts = append(parts, "goods items removed: HS "+strings.Join(c.ItemsRemoved, ", "))
 	}
 	if !slices.Equal(c.Before.Mask, c.After.Mask) || !slices.Equal(c.Before.Pseudonymize, c.After.Pseudonymize) {
 		parts = append(parts, "masking/pseudonymisation changed")
@@ -93,9 +105,12 @@ func Diff(ctx context.Context, current, proposed *Set, each func(func(Recorded) 
 		if before.Allow || after.Allow {
 			c.Added = minus(after.Fields, before.Fields)
 			c.Removed = minus(before.Fields, after.Fields)
+			items := itemGroups(doc)
+			was, is := releasedItems(items, before), releasedItems(items, after)
+			c.ItemsAdded, c.ItemsRemoved = minus(is, was), minus(was, is)
 		}
 		if before.Allow != after.Allow || r.Allowed != after.Allow || before.Agreement != after.Agreement || before.Grant != after.Grant ||
-			len(c.Added) > 0 || len(c.Removed) > 0 ||
+			len(c.Added) > 0 || len(c.Removed) > 0 || len(c.ItemsAdded) > 0 || len(c.ItemsRemoved) > 0 ||
 			!slices.Equal(before.Mask, after.Mask) || !slices.Equal(before.Pseudonymize, after.Pseudonymize) ||
 			(before.Allow && after.Allow && !termsEqual(before, after)) {
 			out = append(out, c)
@@ -110,6 +125,55 @@ func termsEqual(a, b Decision) bool {
 	return a.Obligations.RetentionDays == b.Obligations.RetentionDays && a.Obligations.OnwardSharing == b.Obligations.OnwardSharing &&
 		a.Obligations.Attribution == b.Obligations.Attribution && slices.Equal(a.Obligations.OnwardRecipients, b.Obligations.OnwardRecipients) &&
 		a.MaxResults == b.MaxResults && a.RateLimit == b.RateLimit && slices.Equal(a.Withhold, b.Withhold)
+}
+
+// itemGroups are the goods items of the recorded resource as far as its
+// policy input tells them apart: each HS heading, and each chapter no
+// heading falls under (items coded to two or three digits). The input
+// holds sets, so two items of one heading are one group; that is also the
+// finest distinction an HS condition can make.
+func itemGroups(doc map[string]any) []string {
+	attrs, _ := lookup(doc, "resource", "attributes").(map[string]any)
+	headings := stringList(attrs["hs_headings"])
+	groups := slices.Clone(headings)
+	for _, c := range stringList(attrs["hs_chapters"]) {
+		if !slices.ContainsFunc(headings, func(h string) bool { return strings.HasPrefix(h, c) }) {
+			groups = append(groups, c)
+		}
+	}
+	slices.Sort(groups)
+	return groups
+}
+
+// releasedItems are the groups a decision releases, by the rule of
+// release.ItemFilter: an item is kept when its code is in every list the
+// filter sets; a deny releases none.
+func releasedItems(groups []string, d Decision) []string {
+	if !d.Allow {
+		return nil
+	}
+	var out []string
+	for _, g := range groups {
+		if inList(d.GoodsItems.HSChapters, g, 2) && inList(d.GoodsItems.HSHeadings, g, 4) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func inList(list []string, hs string, n int) bool {
+	return len(list) == 0 || len(hs) >= n && slices.Contains(list, hs[:n])
+}
+
+func stringList(v any) []string {
+	l, _ := v.([]any)
+	out := make([]string, 0, len(l))
+	for _, x := range l {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func lookup(doc map[string]any, keys ...string) any {

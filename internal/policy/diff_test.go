@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io/fs"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -100,5 +101,76 @@ func TestDiff(t *testing.T) {
 	}
 	if c := changes[2]; c.Seq != 4 || !c.Drifted || c.Before.Allow || c.After.Allow {
 		t.Errorf("change 3 = %+v, want a drifted record (allowed then, denied by both sets now)", c)
+	}
+}
+
+// TestDiffGoodsItems: narrowing an HS condition changes which goods items
+// of a mixed consignment are released, with the same fields; diff must say
+// which lines stop (or start) leaving.
+func TestDiffGoodsItems(t *testing.T) {
+	ctx := context.Background()
+	narrow := func(s string) string {
+		i := strings.Index(s, "hs_chapters: [")
+		j := strings.Index(s[i:], "]")
+		return s[:i] + `hs_chapters: ["01", "02", "03"]` + s[i+j+1:]
+	}
+	current, err := policy.Compile(ctx, copyFS(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proposed, err := policy.Compile(ctx, copyFS(t, map[string]func(string) string{"agreements/nl-health-2026.yaml": narrow}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := policy.NewEngine(ctx, "nl.customs.example", policies.FS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	input := func(attrs policy.Attributes) string {
+		attrs.ExportCountry, attrs.DestinationCountry = "NL", "NL"
+		b, _ := json.Marshal(e.InputDocument(policy.Input{
+			Caller: identity.MustParse("spiffe://nl.customs.example/agency/health"), Action: "declaration.get", Purpose: "sanitary-control", Time: at,
+			Resource: policy.Resource{Type: "declaration", ID: "NL-1", Exists: true, Attributes: attrs},
+		}))
+		return string(b)
+	}
+	tests := []struct {
+		name           string
+		attrs          policy.Attributes
+		added, removed []string
+		changed        bool
+	}{
+		{"fish and sausages: sausages stop", policy.Attributes{HSChapters: []string{"03", "16"}, HSHeadings: []string{"0302", "1601"}}, nil, []string{"1601"}, true},
+		{"short code counts as its chapter", policy.Attributes{HSChapters: []string{"03", "16"}, HSHeadings: []string{"0302"}}, nil, []string{"16"}, true},
+		{"fish only: nothing changes", policy.Attributes{HSChapters: []string{"03"}, HSHeadings: []string{"0302"}}, nil, nil, false},
+		{"sausages only: now denied", policy.Attributes{HSChapters: []string{"16", "85"}, HSHeadings: []string{"1601", "8517"}}, nil, []string{"1601"}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			changes, _, err := policy.Diff(ctx, current, proposed, func(yield func(policy.Recorded) error) error {
+				return yield(policy.Recorded{Seq: 1, Input: input(tc.attrs), Allowed: true})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.changed {
+				if len(changes) != 0 {
+					t.Fatalf("changes %+v, want none", changes)
+				}
+				return
+			}
+			if len(changes) != 1 {
+				t.Fatalf("changes %+v, want one", changes)
+			}
+			c := changes[0]
+			// A deny also removes every field; otherwise only items change.
+			if !slices.Equal(c.ItemsAdded, tc.added) || !slices.Equal(c.ItemsRemoved, tc.removed) || (len(c.Removed) > 0) != !c.After.Allow || len(c.Added) > 0 {
+				t.Errorf("items added %v removed %v (fields +%v -%v, allowed after: %v), want added %v removed %v", c.ItemsAdded, c.ItemsRemoved, c.Added, c.Removed, c.After.Allow, tc.added, tc.removed)
+			}
+			if !strings.Contains(c.Summary(), "goods items removed: HS "+strings.Join(tc.removed, ", ")) {
+				t.Errorf("summary %q does not name the removed items", c.Summary())
+			}
+		})
 	}
 }
