@@ -44,6 +44,9 @@ const (
 	// DefaultRetentionInterval is how often received alerts whose
 	// retention ended are deleted.
 	DefaultRetentionInterval = time.Minute
+	// DefaultKeepSettled is how long delivered, refused and cancelled
+	// outbox entries stay listed before they are pruned.
+	DefaultKeepSettled = 7 * 24 * time.Hour
 )
 
 // Config is one gateway's configuration.
@@ -127,6 +130,11 @@ type Delivery struct {
 	// RetentionInterval is how often received alerts whose retention (the
 	// sender's obligations) ended are deleted; default 1m.
 	RetentionInterval Duration `yaml:"retention_interval"`
+	// KeepSettled is how long a delivered, refused or cancelled outbox
+	// entry stays (for `delivery status` and retries of refusals) before
+	// the retention job deletes it; its evidence stays in the audit log.
+	// Default 168h.
+	KeepSettled Duration `yaml:"keep_settled"`
 }
 
 // Store selects the storage backend.
@@ -238,6 +246,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Delivery.RetentionInterval.Duration == 0 {
 		c.Delivery.RetentionInterval.Duration = DefaultRetentionInterval
+	}
+	if c.Delivery.KeepSettled.Duration == 0 {
+		c.Delivery.KeepSettled.Duration = DefaultKeepSettled
 	}
 }
 
@@ -396,6 +407,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Delivery.RetentionInterval.Duration < 0 {
 		bad("delivery.retention_interval", "is negative", "e.g. 1m")
+	}
+	if c.Delivery.KeepSettled.Duration < 0 {
+		bad("delivery.keep_settled", "is negative", "e.g. 168h")
 	}
 	return errors.Join(errs...)
 }

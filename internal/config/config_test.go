@@ -86,6 +86,7 @@ func TestParseErrors(t *testing.T) {
 		{"metrics address", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\nmetrics:\n  listen: nine\n", []string{"metrics.listen", `"nine"`, "127.0.0.1:9464"}},
 		{"delivery lanes", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  lanes: 1000\n", []string{"delivery.lanes", "1000", "between 1 and 256"}},
 		{"retention interval", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  retention_interval: -1m\n", []string{"delivery.retention_interval", "negative"}},
+		{"keep settled", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  keep_settled: -1h\n", []string{"delivery.keep_settled", "negative"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -549,3 +549,58 @@ func TestQueuedAlertTermsChanged(t *testing.T) {
 		t.Fatalf("entry = %+v, want refused locally: terms changed", e)
 	}
 }
+
+// TestOutboxPruned: a delivered entry stays listed for delivery.keep_settled
+// and is then deleted by the retention job; the audit record of the
+// delivery, with the partner's receipt, stays.
+func TestOutboxPruned(t *testing.T) {
+	var nlClock atomic.Int64
+	nlClock.Store(decisionTime.UnixNano())
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d == nlDomain {
+			o.Now = func() time.Time { return time.Unix(0, nlClock.Load()).UTC() }
+			o.Delivery.RetentionInterval = 20 * time.Millisecond
+			o.Delivery.KeepSettled = time.Hour
+		}
+	})
+	ctx := context.Background()
+	nl := f.nodes[nlDomain]
+	resp, err := f.ingest(t, nlDomain).PublishAlert(ctx, &blv1.PublishAlertRequest{RiskAssessment: storetest.RiskAssessment("NL-RA-PRUNE", "NL-1", 0.9)})
+	if err != nil || len(resp.GetQueued()) != 1 {
+		t.Fatalf("PublishAlert: %v, %v", resp, err)
+	}
+	id := resp.GetQueued()[0].GetMessageId()
+	if e := waitSettled(t, nl, id); e.State != store.OutboxDelivered {
+		t.Fatalf("entry = %+v", e)
+	}
+	// Just before keep_settled ends the entry is still there.
+	nlClock.Store(decisionTime.Add(59 * time.Minute).UnixNano())
+	time.Sleep(100 * time.Millisecond)
+	if _, err := nl.store.GetOutbox(ctx, id); err != nil {
+		t.Fatalf("entry pruned before keep_settled ended: %v", err)
+	}
+	nlClock.Store(decisionTime.Add(61 * time.Minute).UnixNano())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := nl.store.GetOutbox(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("delivered entry still in the outbox 10s after keep_settled ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var receipts int
+	for _, r := range auditOf(t, nl, id) {
+		if r.GetAction() == "alert.deliver" && r.GetPartnerReceipt() != "" {
+			receipts++
+		}
+	}
+	if receipts != 1 {
+		t.Errorf("delivery records with the partner's receipt for %s: %d, want 1", id, receipts)
+	}
+}

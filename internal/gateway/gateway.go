@@ -88,6 +88,10 @@ type DeliveryOptions struct {
 	// RetentionInterval is how often received alerts whose retention
 	// ended are deleted; default one minute.
 	RetentionInterval time.Duration
+	// KeepSettled is how long delivered, refused and cancelled outbox
+	// entries are kept before the retention job prunes them; default
+	// seven days.
+	KeepSettled time.Duration
 }
 
 // Gateway is one administration's gateway.

@@ -72,10 +72,37 @@ func (g *Gateway) expireInbox(ctx context.Context, is inboxStore) (int, error) {
 	}
 }
 
-// runRetention expires the inbox every interval until ctx ends.
+// outboxPruner deletes settled outbox entries.
+type outboxPruner interface {
+	PruneOutbox(ctx context.Context, cutoff time.Time, limit int) (int, error)
+}
+
+// pruneOutbox deletes the outbox entries settled more than keep ago, in
+// rounds of retentionBatch so that no transaction holds the writer long.
+// Nothing is audited: the delivery or refusal already is, with the
+// partner's receipt, and the row only repeated it.
+func (g *Gateway) pruneOutbox(ctx context.Context, p outboxPruner, keep time.Duration) (int, error) {
+	cutoff := g.now().Add(-keep)
+	n := 0
+	for {
+		k, err := p.PruneOutbox(ctx, cutoff, retentionBatch)
+		n += k
+		if err != nil || k < retentionBatch {
+			return n, err
+		}
+	}
+}
+
+// runRetention expires the inbox, and prunes settled outbox entries,
+// every interval until ctx ends.
 func (g *Gateway) runRetention(ctx context.Context, is inboxStore, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	keep := g.opts.Delivery.KeepSettled
+	if keep <= 0 {
+		keep = 7 * 24 * time.Hour
+	}
+	p, _ := is.(outboxPruner)
 	for {
 		if n, err := g.expireInbox(ctx, is); err != nil {
 			if ctx.Err() != nil {
@@ -84,6 +111,16 @@ func (g *Gateway) runRetention(ctx context.Context, is inboxStore, every time.Du
 			g.log.Error("retention of received alerts failed; retrying next round", "error", err)
 		} else if n > 0 {
 			g.log.Info("received alerts deleted at the end of their retention", "count", n)
+		}
+		if p != nil {
+			if n, err := g.pruneOutbox(ctx, p, keep); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				g.log.Error("pruning settled outbox entries failed; retrying next round", "error", err)
+			} else if n > 0 {
+				g.log.Info("settled outbox entries pruned", "count", n, "settled_before", g.now().Add(-keep).Format(time.RFC3339))
+			}
 		}
 		select {
 		case <-ctx.Done():

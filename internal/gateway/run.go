@@ -158,6 +158,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Delivery: DeliveryOptions{
 			Lanes:             cfg.Delivery.Lanes,
 			RetentionInterval: cfg.Delivery.RetentionInterval.Duration,
+			KeepSettled:       cfg.Delivery.KeepSettled.Duration,
 		},
 		Audit: AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys, PeerRetiredKeys: retiredKeys, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
 			WitnessInterval: cfg.Audit.WitnessInterval.Duration},

@@ -191,12 +191,16 @@ func (s *Store) OutboxStats(ctx context.Context) ([]store.OutboxStats, error) {
 
 // settleOutbox is the effect that moves a pending entry to a final state
 // in the transaction of the audit record that documents it.
-func settleOutbox(messageID string, state store.OutboxState, receipt, lastError string) func(context.Context, *sql.Tx, uint64) error {
+func settleOutbox(messageID string, state store.OutboxState, receipt, lastError string, at time.Time) func(context.Context, *sql.Tx, uint64) error {
 	return func(ctx context.Context, tx *sql.Tx, seq uint64) error {
+		settled, err := nanos(at)
+		if err != nil {
+			return fmt.Errorf("settle outbox entry %q: %w", messageID, err)
+		}
 		res, err := tx.ExecContext(ctx, `
-			UPDATE outbox SET state = ?, receipt = ?, last_error = ?, audit_seq = ?
+			UPDATE outbox SET state = ?, receipt = ?, last_error = ?, audit_seq = ?, settled = ?
 			WHERE message_id = ? AND state = ?`,
-			int64(state), receipt, lastError, seq, messageID, int64(store.OutboxPending))
+			int64(state), receipt, lastError, seq, settled, messageID, int64(store.OutboxPending))
 		if err != nil {
 			return fmt.Errorf("settle outbox entry %q: %w", messageID, err)
 		}
@@ -207,19 +211,28 @@ func settleOutbox(messageID string, state store.OutboxState, receipt, lastError 
 	}
 }
 
+// settledAt is when an entry settled by rec did: the time of its audit
+// record, or now for a record without one (its append would stamp it).
+func settledAt(rec *blv1.AuditRecord) time.Time {
+	if rec.GetTime() != nil {
+		return rec.GetTime().AsTime()
+	}
+	return time.Now()
+}
+
 // ConfirmDelivery marks a pending entry delivered with the recipient's
 // receipt and appends rec, the audit record of the delivery, in the same
 // transaction: an entry is delivered if and only if its record is in the
 // log. An entry that is no longer pending wraps store.ErrConflict and
 // nothing is written.
 func (s *Store) ConfirmDelivery(ctx context.Context, messageID, receipt string, rec *blv1.AuditRecord) (uint64, error) {
-	return s.appendWith(ctx, rec, settleOutbox(messageID, store.OutboxDelivered, receipt, ""))
+	return s.appendWith(ctx, rec, settleOutbox(messageID, store.OutboxDelivered, receipt, "", settledAt(rec)))
 }
 
 // RefuseDelivery marks a pending entry refused by the recipient and
 // appends rec, the audit record of the refusal, in the same transaction.
 func (s *Store) RefuseDelivery(ctx context.Context, messageID, reason string, rec *blv1.AuditRecord) (uint64, error) {
-	return s.appendWith(ctx, rec, settleOutbox(messageID, store.OutboxRefused, "", reason))
+	return s.appendWith(ctx, rec, settleOutbox(messageID, store.OutboxRefused, "", reason, settledAt(rec)))
 }
 
 // NoteAttempt records a failed attempt on a pending entry.
@@ -251,9 +264,13 @@ func (s *Store) moveOutbox(ctx context.Context, what, messageID string, to store
 	if err != nil {
 		return fmt.Errorf("store: %s %q: %w", what, messageID, err)
 	}
+	settled := at // a cancelled entry is settled from now on
+	if to == store.OutboxPending {
+		settled = 0
+	}
 	res, err := s.writer.ExecContext(ctx, `
-		UPDATE outbox SET state = ?, next_attempt = ? WHERE message_id = ? AND state IN (?, ?)`,
-		int64(to), at, messageID, int64(store.OutboxPending), int64(store.OutboxRefused))
+		UPDATE outbox SET state = ?, next_attempt = ?, settled = ? WHERE message_id = ? AND state IN (?, ?)`,
+		int64(to), at, settled, messageID, int64(store.OutboxPending), int64(store.OutboxRefused))
 	if err != nil {
 		return fmt.Errorf("store: %s %q: %w", what, messageID, err)
 	}
@@ -265,6 +282,34 @@ func (s *Store) moveOutbox(ctx context.Context, what, messageID string, to store
 		return err
 	}
 	return fmt.Errorf("store: %s %q: entry is %s: %w", what, messageID, e.State, store.ErrConflict)
+}
+
+// PruneOutbox deletes up to limit settled entries (delivered, refused or
+// cancelled) that were settled before cutoff, oldest first, and returns how
+// many it deleted. Pending entries are never touched. What a settled entry
+// proves stays in the audit log (the partner's receipt, the refusal); the
+// row only serves `delivery status` and would otherwise keep a copy of
+// every alert and record ever sent. Entries settled before the settled
+// column existed count from their creation.
+func (s *Store) PruneOutbox(ctx context.Context, cutoff time.Time, limit int) (int, error) {
+	at, err := nanos(cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("store: prune outbox: %w", err)
+	}
+	res, err := s.writer.ExecContext(ctx, `
+		DELETE FROM outbox WHERE seq IN (
+			SELECT seq FROM outbox
+			WHERE state <> ? AND CASE WHEN settled > 0 THEN settled ELSE created END < ?
+			ORDER BY seq LIMIT ?)`,
+		int64(store.OutboxPending), at, limit)
+	if err != nil {
+		return 0, fmt.Errorf("store: prune outbox: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("store: prune outbox: %w", err)
+	}
+	return int(n), nil
 }
 
 const inboxColumns = `sender, message_id, content_sha256, record_id, agreement_id, obligations, received, retain_until, audit_seq, alert`

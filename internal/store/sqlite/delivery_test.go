@@ -495,9 +495,9 @@ func TestEffectIsolationInOneBatch(t *testing.T) {
 	}
 	steps := []step{
 		{request(t, "a0", nil), 2, nil},
-		{request(t, "confirm-m1", settleOutbox("m1", store.OutboxDelivered, "r1", "")), 3, nil},
-		{request(t, "confirm-m1-again", settleOutbox("m1", store.OutboxDelivered, "r1-again", "")), 0, store.ErrConflict},
-		{request(t, "confirm-m4-delivered", settleOutbox("m4", store.OutboxDelivered, "r4-again", "")), 0, store.ErrConflict},
+		{request(t, "confirm-m1", settleOutbox("m1", store.OutboxDelivered, "r1", "", time.Unix(1700000000, 0))), 3, nil},
+		{request(t, "confirm-m1-again", settleOutbox("m1", store.OutboxDelivered, "r1-again", "", time.Unix(1700000000, 0))), 0, store.ErrConflict},
+		{request(t, "confirm-m4-delivered", settleOutbox("m4", store.OutboxDelivered, "r4-again", "", time.Unix(1700000000, 0))), 0, store.ErrConflict},
 		{request(t, "write-then-fail", func(ctx context.Context, tx *sql.Tx, seq uint64) error {
 			if _, err := tx.ExecContext(ctx, "UPDATE outbox SET state = ?, receipt = 'forged' WHERE message_id IN ('m1', 'm3')", int64(store.OutboxCancelled)); err != nil {
 				return err
@@ -506,8 +506,8 @@ func TestEffectIsolationInOneBatch(t *testing.T) {
 		}), 0, errBoom},
 		{request(t, "accept-y", inboxInsert(y)), 4, nil},
 		{request(t, "accept-y-again", inboxInsert(y)), 0, store.ErrConflict},
-		{request(t, "refuse-m2", settleOutbox("m2", store.OutboxRefused, "", "policy")), 5, nil},
-		{request(t, "confirm-m2-refused", settleOutbox("m2", store.OutboxDelivered, "r2", "")), 0, store.ErrConflict},
+		{request(t, "refuse-m2", settleOutbox("m2", store.OutboxRefused, "", "policy", time.Unix(1700000000, 0))), 5, nil},
+		{request(t, "confirm-m2-refused", settleOutbox("m2", store.OutboxDelivered, "r2", "", time.Unix(1700000000, 0))), 0, store.ErrConflict},
 		{request(t, "a9", nil), 6, nil},
 	}
 	batch := make([]*appendReq, len(steps))
@@ -1204,8 +1204,8 @@ func TestMigration0003Backfill(t *testing.T) {
 		t.Errorf("declaration changes after reopen = %v, want [D-b D-c D-a]", ids)
 	}
 	var n int
-	if err := s.reader.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != 3 {
-		t.Errorf("schema_migrations has %d rows, %v; want 3", n, err)
+	if err := s.reader.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != 4 {
+		t.Errorf("schema_migrations has %d rows, %v; want 4", n, err)
 	}
 }
 
@@ -1217,4 +1217,83 @@ func reopen(t *testing.T, path string) (*Store, string) {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, path
+}
+
+// TestPruneOutbox: settled entries go once settled before the cutoff,
+// oldest first and at most limit per call; pending ones never, however old.
+func TestPruneOutbox(t *testing.T) {
+	ctx := t.Context()
+	s, _ := openInternal(t)
+	mustPublish(t, s, risk("RA-1"),
+		outEntry("delivered-old", "sg", 0), outEntry("refused-old", "sg", time.Second),
+		outEntry("cancelled-old", "sg", 2*time.Second), outEntry("pending-old", "sg", 3*time.Second),
+		outEntry("delivered-new", "sg", 4*time.Second))
+	// Settlement times come from the audit records (and the clock passed to
+	// cancel), not from creation.
+	if _, err := s.ConfirmDelivery(ctx, "delivered-old", "rcpt", storetest.AuditRecord("d-old", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RefuseDelivery(ctx, "refused-old", "refused", storetest.AuditRecord("r-old", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CancelOutbox(ctx, "cancelled-old", t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConfirmDelivery(ctx, "delivered-new", "rcpt", storetest.AuditRecord("d-new", 3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() []string {
+		rows, err := s.writer.QueryContext(ctx, "SELECT message_id FROM outbox ORDER BY message_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, id)
+		}
+		return out
+	}
+	steps := []struct {
+		cutoff time.Duration
+		limit  int
+		n      int
+		left   []string
+	}{
+		// Created long before the cutoff, but settled after it: kept.
+		{time.Hour, 100, 0, []string{"cancelled-old", "delivered-new", "delivered-old", "pending-old", "refused-old"}},
+		{2 * time.Hour, 2, 2, []string{"cancelled-old", "delivered-new", "pending-old"}},
+		{2 * time.Hour, 100, 1, []string{"delivered-new", "pending-old"}},
+		{100 * time.Hour, 100, 1, []string{"pending-old"}},
+	}
+	for i, st := range steps {
+		n, err := s.PruneOutbox(ctx, t0.Add(st.cutoff), st.limit)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := ids(); n != st.n || !slices.Equal(got, st.left) {
+			t.Fatalf("step %d: pruned %d, left %v; want %d, %v", i, n, got, st.n, st.left)
+		}
+	}
+	// An entry settled before migration 0004 (settled = 0) counts from
+	// its creation.
+	mustPublish(t, s, risk("RA-2"), outEntry("legacy", "sg", 5*time.Second))
+	if _, err := s.ConfirmDelivery(ctx, "legacy", "rcpt", storetest.AuditRecord("legacy", 10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.writer.ExecContext(ctx, "UPDATE outbox SET settled = 0 WHERE message_id = 'legacy'"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneOutbox(ctx, t0.Add(time.Minute), 100); err != nil || n != 1 || !slices.Equal(ids(), []string{"pending-old"}) {
+		t.Fatalf("prune of a pre-0004 entry: %d, %v, left %v; want 1 pruned, [pending-old] left", n, err, ids())
+	}
+	// The audit log keeps what the pruned entries proved.
+	CheckTree(t, s)
+	if got := auditSize(t, s); got != 4 {
+		t.Errorf("audit records = %d, want 4 (three deliveries, one refusal)", got)
+	}
 }
