@@ -132,6 +132,7 @@ var ErrEvaluation = errors.New("policy evaluation failed")
 // input.self). It is safe for concurrent use.
 type Engine struct {
 	self   string
+	keys   inputKeys
 	logger *slog.Logger
 	cur    atomic.Pointer[Set]
 
@@ -170,7 +171,7 @@ func NewEngine(ctx context.Context, self string, fsys fs.FS, logger *slog.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{self: self, logger: logger}
+	e := &Engine{self: self, keys: newInputKeys(), logger: logger}
 	if err := e.Reload(ctx, fsys); err != nil {
 		return nil, err
 	}
@@ -634,24 +635,82 @@ func decodeStrict(raw []byte, v any) error {
 // inputValue is InputDocument(in) as the AST value rego.EvalInput makes of
 // it (the same value, built without the intermediate map and its JSON
 // round trip of numbers), or nil for an input only that path can convert.
+// inputKeys are the keys of the input document as terms, made once per
+// engine: a term built per decision for each key was a sixth of the
+// allocations of a whole decision. Terms are never modified by evaluation.
+type inputKeys struct {
+	AcceptedNs         *ast.Term
+	Action             *ast.Term
+	Attributes         *ast.Term
+	Caller             *ast.Term
+	Currency           *ast.Term
+	DestinationCountry *ast.Term
+	Domain             *ast.Term
+	Exists             *ast.Term
+	ExportCountry      *ast.Term
+	HsChapters         *ast.Term
+	HsHeadings         *ast.Term
+	Id                 *ast.Term
+	InvoiceAmount      *ast.Term
+	Kind               *ast.Term
+	Name               *ast.Term
+	OriginCountries    *ast.Term
+	Purpose            *ast.Term
+	Resource           *ast.Term
+	RiskScore          *ast.Term
+	Self               *ast.Term
+	Time               *ast.Term
+	Type               *ast.Term
+	Value              *ast.Term
+}
+
+func newInputKeys() inputKeys {
+	return inputKeys{
+		AcceptedNs:         ast.StringTerm("accepted_ns"),
+		Action:             ast.StringTerm("action"),
+		Attributes:         ast.StringTerm("attributes"),
+		Caller:             ast.StringTerm("caller"),
+		Currency:           ast.StringTerm("currency"),
+		DestinationCountry: ast.StringTerm("destination_country"),
+		Domain:             ast.StringTerm("domain"),
+		Exists:             ast.StringTerm("exists"),
+		ExportCountry:      ast.StringTerm("export_country"),
+		HsChapters:         ast.StringTerm("hs_chapters"),
+		HsHeadings:         ast.StringTerm("hs_headings"),
+		Id:                 ast.StringTerm("id"),
+		InvoiceAmount:      ast.StringTerm("invoice_amount"),
+		Kind:               ast.StringTerm("kind"),
+		Name:               ast.StringTerm("name"),
+		OriginCountries:    ast.StringTerm("origin_countries"),
+		Purpose:            ast.StringTerm("purpose"),
+		Resource:           ast.StringTerm("resource"),
+		RiskScore:          ast.StringTerm("risk_score"),
+		Self:               ast.StringTerm("self"),
+		Time:               ast.StringTerm("time"),
+		Type:               ast.StringTerm("type"),
+		Value:              ast.StringTerm("value"),
+	}
+}
+
 func (e *Engine) inputValue(in Input) ast.Value {
+	k := &e.keys
 	a := in.Resource.Attributes
 	attrs := make([][2]*ast.Term, 0, 7)
-	attrs = append(attrs, ast.Item(ast.InternedTerm("hs_chapters"), stringsTerm(a.HSChapters)))
+	attrs = append(attrs, ast.Item(k.HsChapters, stringsTerm(a.HSChapters)))
 	if len(a.HSHeadings) > 0 {
-		attrs = append(attrs, ast.Item(ast.InternedTerm("hs_headings"), stringsTerm(a.HSHeadings)))
+		attrs = append(attrs, ast.Item(k.HsHeadings, stringsTerm(a.HSHeadings)))
 	}
 	if !a.Accepted.IsZero() {
-		attrs = append(attrs, ast.Item(ast.InternedTerm("accepted_ns"), numberTerm(strconv.FormatInt(a.Accepted.UnixNano(), 10))))
+		attrs = append(attrs, ast.Item(k.AcceptedNs, numberTerm(strconv.FormatInt(a.Accepted.UnixNano(), 10))))
 	}
 	if a.ExportCountry != "" {
-		attrs = append(attrs, ast.Item(ast.InternedTerm("export_country"), ast.StringTerm(a.ExportCountry)))
+		attrs = append(attrs, ast.Item(k.ExportCountry, ast.StringTerm(a.ExportCountry)))
 	}
 	if a.DestinationCountry != "" {
-		attrs = append(attrs, ast.Item(ast.InternedTerm("destination_country"), ast.StringTerm(a.DestinationCountry)))
+		attrs = append(attrs, ast.Item(k.DestinationCountry, ast.StringTerm(a.DestinationCountry)))
 	}
 	if len(a.OriginCountries) > 0 {
-		attrs = append(attrs, ast.Item(ast.InternedTerm("origin_countries"), stringsTerm(a.OriginCountries)))
+		attrs = append(attrs, ast.Item(k.OriginCountries, stringsTerm(a.OriginCountries)))
 	}
 	if a.RiskScore != nil {
 		// encoding/json's spelling, as the round trip gives it.
@@ -659,16 +718,16 @@ func (e *Engine) inputValue(in Input) ast.Value {
 		if err != nil {
 			return nil
 		}
-		attrs = append(attrs, ast.Item(ast.InternedTerm("risk_score"), numberTerm(string(raw))))
+		attrs = append(attrs, ast.Item(k.RiskScore, numberTerm(string(raw))))
 	}
 	if a.InvoiceAmount != nil {
 		raw, err := json.Marshal(*a.InvoiceAmount)
 		if err != nil {
 			return nil
 		}
-		attrs = append(attrs, ast.Item(ast.InternedTerm("invoice_amount"), ast.ObjectTerm(
-			ast.Item(ast.InternedTerm("currency"), ast.StringTerm(a.InvoiceCurrency)),
-			ast.Item(ast.InternedTerm("value"), numberTerm(string(raw))),
+		attrs = append(attrs, ast.Item(k.InvoiceAmount, ast.ObjectTerm(
+			ast.Item(k.Currency, ast.StringTerm(a.InvoiceCurrency)),
+			ast.Item(k.Value, numberTerm(string(raw))),
 		)))
 	}
 	self := e.self
@@ -676,22 +735,22 @@ func (e *Engine) inputValue(in Input) ast.Value {
 		self = in.Provider
 	}
 	return ast.NewObject(
-		ast.Item(ast.InternedTerm("self"), ast.StringTerm(self)),
-		ast.Item(ast.InternedTerm("caller"), ast.ObjectTerm(
-			ast.Item(ast.InternedTerm("id"), ast.StringTerm(in.Caller.String())),
-			ast.Item(ast.InternedTerm("domain"), ast.StringTerm(in.Caller.TrustDomain)),
-			ast.Item(ast.InternedTerm("kind"), ast.StringTerm(in.Caller.Kind)),
-			ast.Item(ast.InternedTerm("name"), ast.StringTerm(in.Caller.Name)),
+		ast.Item(k.Self, ast.StringTerm(self)),
+		ast.Item(k.Caller, ast.ObjectTerm(
+			ast.Item(k.Id, ast.StringTerm(in.Caller.String())),
+			ast.Item(k.Domain, ast.StringTerm(in.Caller.TrustDomain)),
+			ast.Item(k.Kind, ast.StringTerm(in.Caller.Kind)),
+			ast.Item(k.Name, ast.StringTerm(in.Caller.Name)),
 		)),
-		ast.Item(ast.InternedTerm("action"), ast.StringTerm(in.Action)),
-		ast.Item(ast.InternedTerm("purpose"), ast.StringTerm(in.Purpose)),
-		ast.Item(ast.InternedTerm("resource"), ast.ObjectTerm(
-			ast.Item(ast.InternedTerm("type"), ast.StringTerm(in.Resource.Type)),
-			ast.Item(ast.InternedTerm("id"), ast.StringTerm(in.Resource.ID)),
-			ast.Item(ast.InternedTerm("exists"), ast.InternedTerm(in.Resource.Exists)),
-			ast.Item(ast.InternedTerm("attributes"), ast.ObjectTerm(attrs...)),
+		ast.Item(k.Action, ast.StringTerm(in.Action)),
+		ast.Item(k.Purpose, ast.StringTerm(in.Purpose)),
+		ast.Item(k.Resource, ast.ObjectTerm(
+			ast.Item(k.Type, ast.StringTerm(in.Resource.Type)),
+			ast.Item(k.Id, ast.StringTerm(in.Resource.ID)),
+			ast.Item(k.Exists, ast.InternedTerm(in.Resource.Exists)),
+			ast.Item(k.Attributes, ast.ObjectTerm(attrs...)),
 		)),
-		ast.Item(ast.InternedTerm("time"), ast.StringTerm(in.Time.UTC().Format(time.RFC3339Nano))),
+		ast.Item(k.Time, ast.StringTerm(in.Time.UTC().Format(time.RFC3339Nano))),
 	)
 }
 
