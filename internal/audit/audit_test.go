@@ -217,7 +217,7 @@ func TestParseLeafRejects(t *testing.T) {
 	}
 }
 
-func key(t *testing.T, origin string) (audit.Signer, note.Verifier) {
+func key(t testing.TB, origin string) (audit.Signer, note.Verifier) {
 	t.Helper()
 	sk, vk, err := audit.GenerateKey(origin)
 	if err != nil {
@@ -551,7 +551,51 @@ func TestReconcile(t *testing.T) {
 		rec("g", 14, allow, "OK", "d7"),
 		rec("h", 15, allow, "OK", "d8"), // only theirs
 	}
+	// An alert the partner refused before sending it to us: not compared.
+	unsent := rec("i", 16, deny, "PERMISSION_DENIED", "")
+	unsent.Action, unsent.Side = "alert.deliver", blv1.AuditSide_AUDIT_SIDE_PROVIDER
+	// One it did deliver (with our receipt) that we have no record of.
+	sent := rec("j", 17, allow, "OK", "d9")
+	sent.Action, sent.Side, sent.PartnerReceipt = "alert.deliver", blv1.AuditSide_AUDIT_SIDE_PROVIDER, "r"
+	theirs = append(theirs, unsent, sent)
 	r := audit.Reconcile(ours, theirs)
+	if r.Matched != 2 || r.NotCompared != 2 {
+		t.Errorf("matched %d, not compared %d; want 2, 2", r.Matched, r.NotCompared)
+	}
+	var got []string
+	for _, d := range r.Discrepancies {
+		got = append(got, d.RequestID)
+	}
+	if strings.Join(got, ",") != "c,d,f,g,h,j" {
+		t.Errorf("discrepancies %v, want c,d,f,g,h,j: %+v", got, r.Discrepancies)
+	}
+}
+
+// TestReconcilePushes: alerts we pushed are matched against the partner's
+// consumer-side records; a refusal without the partner's receipt that the
+// partner never logged is not compared, one with a receipt must be there.
+func TestReconcilePushes(t *testing.T) {
+	rec := func(id string, seq uint64, d blv1.AuditDecision, receipt, digest string) *blv1.AuditRecord {
+		return &blv1.AuditRecord{RequestId: id, Seq: seq, Decision: d, PartnerReceipt: receipt, ReleaseSha256: digest}
+	}
+	allow, deny := blv1.AuditDecision_AUDIT_DECISION_ALLOW, blv1.AuditDecision_AUDIT_DECISION_DENY
+	ours := []*blv1.AuditRecord{
+		rec("a", 1, allow, "r", "d1"), // matched
+		rec("b", 2, deny, "", ""),     // refused before sending: not compared
+		rec("c", 3, deny, "r", ""),    // refused by the partner, with a receipt: matched
+		rec("d", 4, deny, "r", ""),    // a receipted refusal the partner did not log
+		rec("e", 5, allow, "r", "d5"), // delivered, not in the partner's log
+		rec("f", 6, allow, "r", "d6"), // digest differs
+		rec("g", 7, deny, "", ""),     // we refused locally, the partner has it anyway
+	}
+	theirs := []*blv1.AuditRecord{
+		rec("a", 10, allow, "", "d1"),
+		rec("c", 11, deny, "", ""),
+		rec("f", 12, allow, "", "other"),
+		rec("g", 13, allow, "", "d7"),
+		rec("h", 14, allow, "", "d8"), // never pushed by us
+	}
+	r := audit.ReconcilePushes(ours, theirs)
 	if r.Matched != 2 || r.NotCompared != 1 {
 		t.Errorf("matched %d, not compared %d; want 2, 1", r.Matched, r.NotCompared)
 	}
@@ -559,8 +603,8 @@ func TestReconcile(t *testing.T) {
 	for _, d := range r.Discrepancies {
 		got = append(got, d.RequestID)
 	}
-	if strings.Join(got, ",") != "c,d,f,g,h" {
-		t.Errorf("discrepancies %v, want c,d,f,g,h: %+v", got, r.Discrepancies)
+	if strings.Join(got, ",") != "d,e,f,g,h" {
+		t.Errorf("discrepancies %v, want d,e,f,g,h: %+v", got, r.Discrepancies)
 	}
 }
 

@@ -139,16 +139,40 @@ func Cosign(s note.Signer, body string) (string, error) {
 	return string(msg[len(body)+1:]), nil
 }
 
+// NewCosignatureKeyRing returns the cosignature/v1 verifier named name
+// (WitnessName) for a witness's audit verifier keys across key rotations,
+// oldest first, the current one last (as NewKeyRing): a cosignature made
+// with a retired key still verifies. As a note.Verifier it is the current
+// key.
+func NewCosignatureKeyRing(name string, vkeys []string) (*KeyRing, error) {
+	if len(vkeys) == 0 {
+		return nil, errors.New("no verifier key")
+	}
+	k := &KeyRing{byHash: map[uint32]note.Verifier{}}
+	for _, vkey := range vkeys {
+		v, err := NewCosignatureVerifier(vkey, name)
+		if err != nil {
+			return nil, err
+		}
+		k.byHash[v.KeyHash()] = v
+		k.current = v
+	}
+	return k, nil
+}
+
 // OpenCosigned checks the cosignature of witness w on a signed checkpoint
 // (the log's note with the witness's line appended) and returns the
-// checkpoint body and the witness's signature line. Errors wrap ErrVerify.
+// checkpoint body and the witness's signature line. w may be a KeyRing
+// (NewCosignatureKeyRing): a cosignature by any of its keys counts. Errors
+// wrap ErrVerify.
 func OpenCosigned(msg []byte, w note.Verifier) (body, line string, err error) {
-	n, err := note.Open(msg, note.VerifierList(w))
+	n, err := note.Open(msg, openers(w))
 	if err != nil {
 		return "", "", fmt.Errorf("cosignature of %s: %v: %w", w.Name(), err, ErrVerify)
 	}
+	// n.Sigs holds only the signatures w's keys verified.
 	for _, s := range n.Sigs {
-		if s.Name == w.Name() && s.Hash == w.KeyHash() {
+		if s.Name == w.Name() {
 			return n.Text, "— " + s.Name + " " + s.Base64 + "\n", nil
 		}
 	}

@@ -13,7 +13,11 @@
 //   - Leaf parses exactly one byte string per record (the canonical
 //     encoding); any other encoding of the same record is rejected, so a
 //     leaf hash names one record.
-//   - Verifier checks a whole log from its leaves and signed checkpoints and
-//     reports the first bad index or the failing checkpoint; every failure
-//     wraps ErrVerify.
+//   - LogVerifier (and VerifyLog, VerifyExport, VerifyTiles over it) checks
+//     a whole log from its leaves and signed checkpoints as the leaves
+//     stream past, in memory logarithmic in the log's size, and reports
+//     the first bad index or the failing checkpoint; every failure wraps
+//     ErrVerify.
+//   - Tiles are C2SP tlog-tiles: tlog's tiles of height 8 under C2SP paths
+//     (TilePath, ParseTilePath), entries in uint16-framed bundles.
 package audit

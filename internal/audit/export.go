@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -100,63 +101,132 @@ func (e *Exporter) Flush() error { return e.w.Flush() }
 // maxExportLine bounds one JSONL line (a leaf with its policy input).
 const maxExportLine = 16 << 20
 
-// ReadExport reads an export into a LogInput (Verifier and Saved unset).
-// Malformed lines are input errors; a record or leaf hash that disagrees
-// with its leaf wraps ErrVerify and names the index.
-func ReadExport(r io.Reader) (LogInput, error) {
-	var in LogInput
-	in.LeafHashes = []tlog.Hash{}
+// ExportVisitor receives the lines of an export (ScanExport). A nil
+// function skips its lines without decoding them.
+type ExportVisitor struct {
+	// Leaf gets each leaf line, in index order, after its "record" and
+	// index were checked against the leaf data; stored is its "leaf_hash".
+	Leaf func(index int64, leaf []byte, stored tlog.Hash) error
+	// Checkpoint gets the signed note of each checkpoint line.
+	Checkpoint func(msg []byte) error
+}
+
+// leafLine is how the exporter starts every leaf line; a scan that skips
+// leaves recognises them by it without decoding the line.
+var leafLine = []byte(`{"type":"leaf",`)
+
+// ScanExport reads an export line by line, holding one line at a time.
+// Malformed lines are input errors; a record that disagrees with its leaf,
+// or a leaf out of index order, wraps ErrVerify and names the index.
+func ScanExport(r io.Reader, vis ExportVisitor) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 1<<16), maxExportLine)
 	line := 0
+	next := int64(0)
 	for sc.Scan() {
 		line++
 		b := sc.Bytes()
-		if len(strings.TrimSpace(string(b))) == 0 {
+		if len(bytes.TrimSpace(b)) == 0 {
+			continue
+		}
+		if vis.Leaf == nil && bytes.HasPrefix(b, leafLine) {
 			continue
 		}
 		var head struct {
 			Type string `json:"type"`
 		}
 		if err := json.Unmarshal(b, &head); err != nil {
-			return in, fmt.Errorf("export line %d: %w", line, err)
+			return fmt.Errorf("export line %d: %w", line, err)
 		}
 		switch head.Type {
 		case "leaf":
+			if vis.Leaf == nil {
+				continue
+			}
 			var l ExportLeaf
 			if err := json.Unmarshal(b, &l); err != nil {
-				return in, fmt.Errorf("export line %d: %w", line, err)
+				return fmt.Errorf("export line %d: %w", line, err)
 			}
 			leaf, err := base64.StdEncoding.DecodeString(l.Leaf)
 			if err != nil {
-				return in, fmt.Errorf("export line %d (index %d): leaf: %w", line, l.Index, err)
+				return fmt.Errorf("export line %d (index %d): leaf: %w", line, l.Index, err)
 			}
 			hb, err := base64.StdEncoding.DecodeString(l.LeafHash)
 			if err != nil || len(hb) != tlog.HashSize {
-				return in, fmt.Errorf("export line %d (index %d): leaf_hash is not a base64 SHA-256", line, l.Index)
+				return fmt.Errorf("export line %d (index %d): leaf_hash is not a base64 SHA-256", line, l.Index)
 			}
-			if l.Index != int64(len(in.Leaves)) {
-				return in, fmt.Errorf("export line %d: index %d, expected index %d (leaves missing or out of order): %w", line, l.Index, len(in.Leaves), ErrVerify)
+			if l.Index != next {
+				return fmt.Errorf("export line %d: index %d, expected index %d (leaves missing or out of order): %w", line, l.Index, next, ErrVerify)
 			}
 			if err := checkRecordJSON(l.Index, leaf, l.Record); err != nil {
-				return in, err
+				return err
 			}
-			in.Leaves = append(in.Leaves, leaf)
-			in.LeafHashes = append(in.LeafHashes, tlog.Hash(hb))
+			if err := vis.Leaf(l.Index, leaf, tlog.Hash(hb)); err != nil {
+				return err
+			}
+			next++
 		case "checkpoint":
+			if vis.Checkpoint == nil {
+				continue
+			}
 			var c ExportCheckpoint
 			if err := json.Unmarshal(b, &c); err != nil {
-				return in, fmt.Errorf("export line %d: %w", line, err)
+				return fmt.Errorf("export line %d: %w", line, err)
 			}
-			in.Checkpoints = append(in.Checkpoints, []byte(c.Note))
+			if err := vis.Checkpoint([]byte(c.Note)); err != nil {
+				return err
+			}
 		default:
-			return in, fmt.Errorf("export line %d: unknown type %q", line, head.Type)
+			return fmt.Errorf("export line %d: unknown type %q", line, head.Type)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return in, fmt.Errorf("export line %d: %w", line+1, err)
+		return fmt.Errorf("export line %d: %w", line+1, err)
 	}
-	return in, nil
+	return nil
+}
+
+// ReadExport reads a whole export into a LogInput (Verifier and Saved
+// unset). It holds every leaf in memory: VerifyExport does not.
+func ReadExport(r io.Reader) (LogInput, error) {
+	var in LogInput
+	in.LeafHashes = []tlog.Hash{}
+	err := ScanExport(r, ExportVisitor{
+		Leaf: func(_ int64, leaf []byte, stored tlog.Hash) error {
+			in.Leaves = append(in.Leaves, leaf)
+			in.LeafHashes = append(in.LeafHashes, stored)
+			return nil
+		},
+		Checkpoint: func(msg []byte) error {
+			in.Checkpoints = append(in.Checkpoints, msg)
+			return nil
+		},
+	})
+	return in, err
+}
+
+// VerifyExport verifies an export in two passes over r, holding one line
+// and the right edge of the tree at a time (LogVerifier): the first pass
+// reads the checkpoints (they follow the leaves in an export), the second
+// streams the leaves past them. saved is as for NewLogVerifier.
+func VerifyExport(r io.ReadSeeker, v note.Verifier, saved []byte) (LogResult, error) {
+	lv, err := NewLogVerifier(v, saved)
+	if err != nil {
+		return LogResult{}, err
+	}
+	if err := ScanExport(r, ExportVisitor{Checkpoint: lv.Checkpoint}); err != nil {
+		return LogResult{}, err
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return LogResult{}, fmt.Errorf("export: rewind for the second pass: %w", err)
+	}
+	err = ScanExport(r, ExportVisitor{Leaf: func(index int64, leaf []byte, stored tlog.Hash) error {
+		return lv.Add(index, leaf, &stored)
+	}})
+	if err != nil {
+		return LogResult{}, err
+	}
+	return lv.Finish()
 }
 
 // checkRecordJSON checks that the human-readable record says what the leaf

@@ -18,7 +18,7 @@ type Discrepancy struct {
 // same exchanges.
 type Reconciliation struct {
 	Matched       int           // exchanges both logs agree on
-	NotCompared   int           // our ERROR records of calls the partner may never have seen
+	NotCompared   int           // our records of calls the partner may never have seen (failed calls, refusals before sending)
 	Discrepancies []Discrepancy // sorted by request id
 }
 
@@ -27,7 +27,47 @@ type Reconciliation struct {
 // by request id. It reports exchanges logged on one side only and
 // exchanges whose decision or release digest differ. Receipts are checked
 // separately (CheckReceiptInLog), as they need the partner's proofs.
+//
+// Alerts the partner pushed to us are among both: our consumer-side
+// records of receiving them, its provider-side alert.deliver records.
 func Reconcile(ours, theirs []*blv1.AuditRecord) Reconciliation {
+	return reconcile(ours, theirs, func(o *blv1.AuditRecord) bool {
+		// The partner may never have seen the call (unreachable, timed
+		// out before it answered).
+		return o.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ERROR && o.GetStatus() != "DATA_LOSS"
+	}, unsentAlert)
+}
+
+// unsentAlert holds for a sender's record of an alert that was refused
+// without the recipient's receipt: refused by the sender before sending,
+// or turned away by the recipient before it stored anything. The
+// recipient has no record of it.
+func unsentAlert(r *blv1.AuditRecord) bool {
+	return r.GetAction() == actionAlertDeliver && r.GetSide() == blv1.AuditSide_AUDIT_SIDE_PROVIDER &&
+		r.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW && r.GetPartnerReceipt() == ""
+}
+
+// actionAlertDeliver is gateway.ActionAlertDeliver (audit cannot import
+// the gateway).
+const actionAlertDeliver = "alert.deliver"
+
+// ReconcilePushes is Reconcile for the other direction: ours are our
+// provider-side alert.deliver records for the partner (the alerts we
+// pushed), theirs the partner's consumer-side records of the alerts we
+// pushed to it, matched by message ID (each side's request ID). A refusal
+// that carries no receipt from the partner is not compared when the
+// partner has no record of it: we refused it before sending (the agreement
+// had changed since publication), or the partner turned it away before
+// storing anything (a malformed alert).
+func ReconcilePushes(ours, theirs []*blv1.AuditRecord) Reconciliation {
+	return reconcile(ours, theirs, func(o *blv1.AuditRecord) bool {
+		return o.GetDecision() != blv1.AuditDecision_AUDIT_DECISION_ALLOW && o.GetPartnerReceipt() == ""
+	}, func(*blv1.AuditRecord) bool { return false })
+}
+
+// reconcile matches by request id; unseenOurs and unseenTheirs say which
+// records of each side the other may legitimately never have logged.
+func reconcile(ours, theirs []*blv1.AuditRecord, unseenOurs, unseenTheirs func(*blv1.AuditRecord) bool) Reconciliation {
 	var r Reconciliation
 	byID := map[string]*blv1.AuditRecord{}
 	for _, t := range theirs {
@@ -38,13 +78,9 @@ func Reconcile(ours, theirs []*blv1.AuditRecord) Reconciliation {
 		id := o.GetRequestId()
 		seen[id] = true
 		t, ok := byID[id]
-		if o.GetDecision() == blv1.AuditDecision_AUDIT_DECISION_ERROR && o.GetStatus() != "DATA_LOSS" {
-			// The partner may never have seen the call (unreachable,
-			// timed out before it answered).
-			if !ok {
-				r.NotCompared++
-				continue
-			}
+		if !ok && unseenOurs(o) {
+			r.NotCompared++
+			continue
 		}
 		switch {
 		case !ok:
@@ -63,6 +99,10 @@ func Reconcile(ours, theirs []*blv1.AuditRecord) Reconciliation {
 		}
 	}
 	for _, t := range theirs {
+		if !seen[t.GetRequestId()] && unseenTheirs(t) {
+			r.NotCompared++
+			continue
+		}
 		if !seen[t.GetRequestId()] {
 			r.Discrepancies = append(r.Discrepancies, Discrepancy{t.GetRequestId(), fmt.Sprintf("recorded by the partner (seq %d) but not by us", t.GetSeq())})
 		}

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"golang.org/x/mod/sumdb/note"
@@ -10,8 +11,11 @@ import (
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
-// Tree rebuilds a log's Merkle tree from its leaves, in memory, checking
-// each leaf as it is added. The zero Tree is an empty log.
+// Tree rebuilds a log's whole Merkle tree from its leaves, in memory
+// (about 64 bytes per leaf), checking each leaf as it is added, for those
+// who need every stored hash: proofs in tests, a log served from memory.
+// Verification needs only the right edge (LogVerifier). The zero Tree is
+// an empty log.
 type Tree struct {
 	hashes []tlog.Hash // stored hashes, by tlog stored-hash index
 	size   int64
@@ -36,16 +40,9 @@ func (t *Tree) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 // want is not nil it is the leaf hash the log claims for it, and a leaf
 // that hashes differently is an altered record. Errors wrap ErrVerify.
 func (t *Tree) Add(index int64, leaf []byte, want *tlog.Hash) (*blv1.AuditRecord, error) {
-	if index != t.size {
-		return nil, fmt.Errorf("index %d: expected index %d next (leaves missing or out of order): %w", index, t.size, ErrVerify)
-	}
-	rec, err := ParseLeaf(index, leaf)
+	rec, h, err := checkLeaf(t.size, index, leaf, want)
 	if err != nil {
 		return nil, err
-	}
-	h := tlog.RecordHash(leaf)
-	if want != nil && *want != h {
-		return nil, fmt.Errorf("index %d: record hashes to %s, the log stored %s (record altered): %w", index, h, want, ErrVerify)
 	}
 	hs, err := tlog.StoredHashesForRecordHash(t.size, h, t)
 	if err != nil {
@@ -56,12 +53,206 @@ func (t *Tree) Add(index int64, leaf []byte, want *tlog.Hash) (*blv1.AuditRecord
 	return rec, nil
 }
 
+// checkLeaf checks the leaf at index, which must be next, and returns its
+// record and leaf hash. If want is not nil it is the leaf hash the log
+// claims for it, and a leaf that hashes differently is an altered record.
+// Errors wrap ErrVerify.
+func checkLeaf(next, index int64, leaf []byte, want *tlog.Hash) (*blv1.AuditRecord, tlog.Hash, error) {
+	if index != next {
+		return nil, tlog.Hash{}, fmt.Errorf("index %d: expected index %d next (leaves missing or out of order): %w", index, next, ErrVerify)
+	}
+	rec, err := ParseLeaf(index, leaf)
+	if err != nil {
+		return nil, tlog.Hash{}, err
+	}
+	h := tlog.RecordHash(leaf)
+	if want != nil && *want != h {
+		return nil, tlog.Hash{}, fmt.Errorf("index %d: record hashes to %s, the log stored %s (record altered): %w", index, h, want, ErrVerify)
+	}
+	return rec, h, nil
+}
+
 // Root is the tree hash of the first n leaves.
 func (t *Tree) Root(n int64) (tlog.Hash, error) {
 	if n < 0 || n > t.size {
 		return tlog.Hash{}, fmt.Errorf("tree of %d leaves has no root at size %d", t.size, n)
 	}
 	return tlog.TreeHash(n, t)
+}
+
+// rightEdge is the right edge of a log's Merkle tree: the stored hashes
+// of the complete subtrees a tree of size leaves splits into, one per set
+// bit of size (the compact range [0, size)). They are exactly the hashes
+// tlog reads to append a leaf (StoredHashesForRecordHash) and to compute
+// the root (TreeHash), so a verifier that keeps only them streams a log of
+// any length in O(log n) memory.
+type rightEdge struct {
+	size   int64
+	hashes [64]tlog.Hash // by level; level L is set iff bit L of size is
+}
+
+// ReadHashes implements tlog.HashReader over the edge: any other stored
+// hash is gone.
+func (e *rightEdge) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		level, n := tlog.SplitStoredHashIndex(x)
+		if level >= len(e.hashes) || e.size>>level&1 == 0 || n != e.size>>level-1 {
+			return nil, fmt.Errorf("hash %d (level %d, node %d) is not on the right edge of a tree of %d leaves", x, level, n, e.size)
+		}
+		out[i] = e.hashes[level]
+	}
+	return out, nil
+}
+
+// add appends a leaf hash. The hashes tlog returns are those of the
+// subtrees the leaf completes, bottom up; the last one replaces the edge
+// hashes below it.
+func (e *rightEdge) add(h tlog.Hash) error {
+	hs, err := tlog.StoredHashesForRecordHash(e.size, h, e)
+	if err != nil {
+		return err
+	}
+	e.hashes[len(hs)-1] = hs[len(hs)-1]
+	e.size++
+	return nil
+}
+
+func (e *rightEdge) root() (tlog.Hash, error) { return tlog.TreeHash(e.size, e) }
+
+// LogVerifier checks a log as its leaves stream past, in memory that grows
+// with the logarithm of the log's size (plus 48 bytes per checkpoint not
+// reached yet),
+// never with the number of records: it keeps only the right edge of the
+// tree and compares the root with each checkpoint when the stream reaches
+// the checkpoint's size. Give it the checkpoints (Checkpoint) before the
+// leaves they cover, then every leaf in index order (Add), then call
+// Finish. Every verification failure wraps ErrVerify and names the first
+// bad index or the failing checkpoint.
+type LogVerifier struct {
+	v       note.Verifier
+	edge    rightEdge
+	pending []pendingCheckpoint // sorted by size, not yet compared
+	given   int                 // checkpoints given
+	good    int64               // size of the last checkpoint that matched
+	latest  Checkpoint          // largest checkpoint given
+	note    []byte              // its signed note
+	saved   *Checkpoint
+}
+
+// pendingCheckpoint is what is kept of a checkpoint until the stream
+// reaches its size: 48 bytes.
+type pendingCheckpoint struct {
+	Size  int64
+	Hash  tlog.Hash
+	saved bool // the checkpoint saved by an earlier run (--state)
+}
+
+// NewLogVerifier returns a verifier for the log whose checkpoints v
+// checks. saved, if not nil, is a checkpoint seen earlier (audit verify
+// --state): the log must extend it.
+func NewLogVerifier(v note.Verifier, saved []byte) (*LogVerifier, error) {
+	lv := &LogVerifier{v: v}
+	if saved != nil {
+		c, err := OpenCheckpoint(saved, v)
+		if err != nil {
+			return nil, fmt.Errorf("saved checkpoint: %w", err)
+		}
+		lv.saved = &c
+		lv.insert(pendingCheckpoint{Size: c.Size, Hash: c.Hash, saved: true})
+	}
+	return lv, nil
+}
+
+// Checkpoint verifies a signed checkpoint's signature and queues it for
+// comparison with the root at its size. A checkpoint smaller than the
+// leaves already added can no longer be compared and is refused (not a
+// verification failure: the caller fed the log in the wrong order).
+func (lv *LogVerifier) Checkpoint(msg []byte) error {
+	lv.given++
+	c, err := OpenCheckpoint(msg, lv.v)
+	if err != nil {
+		return fmt.Errorf("checkpoint #%d: %w", lv.given, err)
+	}
+	if c.Size < lv.edge.size {
+		return fmt.Errorf("checkpoint #%d at size %d given after %d leaves: give checkpoints before the leaves they cover", lv.given, c.Size, lv.edge.size)
+	}
+	if lv.note == nil || c.Size > lv.latest.Size {
+		lv.latest, lv.note = c, msg
+	}
+	lv.insert(pendingCheckpoint{Size: c.Size, Hash: c.Hash})
+	return lv.check()
+}
+
+func (lv *LogVerifier) insert(p pendingCheckpoint) {
+	i := sort.Search(len(lv.pending), func(i int) bool { return lv.pending[i].Size > p.Size })
+	lv.pending = slices.Insert(lv.pending, i, p)
+}
+
+// Size is the number of leaves added.
+func (lv *LogVerifier) Size() int64 { return lv.edge.size }
+
+// Latest is the largest checkpoint given so far (zero if none).
+func (lv *LogVerifier) Latest() Checkpoint { return lv.latest }
+
+// Root is the tree hash of the leaves added so far.
+func (lv *LogVerifier) Root() (tlog.Hash, error) { return lv.edge.root() }
+
+// Add checks the leaf at index (which must be Size()) and appends it. If
+// want is not nil it is the leaf hash the log claims for it, and a leaf
+// that hashes differently is an altered record. Errors wrap ErrVerify.
+func (lv *LogVerifier) Add(index int64, leaf []byte, want *tlog.Hash) error {
+	_, h, err := checkLeaf(lv.edge.size, index, leaf, want)
+	if err != nil {
+		return err
+	}
+	if err := lv.edge.add(h); err != nil {
+		return fmt.Errorf("index %d: %w", index, err)
+	}
+	return lv.check()
+}
+
+// check compares the root with every pending checkpoint of the current
+// size.
+func (lv *LogVerifier) check() error {
+	for len(lv.pending) > 0 && lv.pending[0].Size == lv.edge.size {
+		c := lv.pending[0]
+		root, err := lv.edge.root()
+		if err != nil {
+			return err
+		}
+		switch {
+		case root == c.Hash:
+		case c.saved:
+			return fmt.Errorf("log is not consistent with the saved checkpoint at size %d: history was rewritten before index %d: %w", c.Size, c.Size, ErrVerify)
+		default:
+			return fmt.Errorf("checkpoint at size %d does not match the log: a record between index %d and %d was changed, removed or reordered: %w",
+				c.Size, lv.good, c.Size-1, ErrVerify)
+		}
+		if !c.saved {
+			lv.good = c.Size
+		}
+		lv.pending = lv.pending[1:]
+	}
+	return nil
+}
+
+// Finish checks that every checkpoint was reached, that at least one was
+// given, and that the log extends the saved one.
+func (lv *LogVerifier) Finish() (LogResult, error) {
+	for _, p := range lv.pending {
+		if !p.saved {
+			return LogResult{}, fmt.Errorf("checkpoint at size %d but the log has only %d records (log truncated): %w", p.Size, lv.edge.size, ErrVerify)
+		}
+	}
+	if lv.note == nil {
+		return LogResult{}, fmt.Errorf("no signed checkpoint: the log cannot be verified: %w", ErrVerify)
+	}
+	res := LogResult{Size: lv.edge.size, Checkpoints: lv.given, Latest: lv.latest, LatestNote: lv.note, Uncovered: lv.edge.size - lv.latest.Size}
+	if lv.saved != nil && lv.saved.Size > lv.latest.Size {
+		return res, fmt.Errorf("saved checkpoint at size %d is larger than the latest checkpoint at size %d (log truncated): %w", lv.saved.Size, lv.latest.Size, ErrVerify)
+	}
+	return res, nil
 }
 
 // LogInput is a whole log to verify.
@@ -92,86 +283,32 @@ type LogResult struct {
 // VerifyLog recomputes every leaf hash and the tree, checks every
 // checkpoint's signature and root, and checks that the log extends the
 // saved checkpoint. At least one checkpoint must verify. The error names
-// the first bad index or the failing checkpoint and wraps ErrVerify.
+// the first bad index or the failing checkpoint and wraps ErrVerify. It
+// streams the leaves through a LogVerifier: logs too large to hold in
+// memory are verified the same way leaf by leaf (VerifyExport, or Add).
 func VerifyLog(in LogInput) (LogResult, error) {
-	type cp struct {
-		c   Checkpoint
-		msg []byte
+	lv, err := NewLogVerifier(in.Verifier, in.Saved)
+	if err != nil {
+		return LogResult{}, err
 	}
-	var cps []cp
-	for i, msg := range in.Checkpoints {
-		c, err := OpenCheckpoint(msg, in.Verifier)
-		if err != nil {
-			return LogResult{}, fmt.Errorf("checkpoint #%d: %w", i+1, err)
+	for _, msg := range in.Checkpoints {
+		if err := lv.Checkpoint(msg); err != nil {
+			return LogResult{}, err
 		}
-		cps = append(cps, cp{c, msg})
 	}
-	sort.SliceStable(cps, func(i, j int) bool { return cps[i].c.Size < cps[j].c.Size })
 	if in.LeafHashes != nil && len(in.LeafHashes) != len(in.Leaves) {
 		return LogResult{}, fmt.Errorf("%d leaf hashes for %d leaves: %w", len(in.LeafHashes), len(in.Leaves), ErrVerify)
-	}
-
-	var t Tree
-	good := int64(0) // size of the last checkpoint that matched
-	next := 0
-	check := func() error {
-		for next < len(cps) && cps[next].c.Size <= t.Size() {
-			c := cps[next].c
-			root, err := t.Root(c.Size)
-			if err != nil {
-				return err
-			}
-			if root != c.Hash {
-				return fmt.Errorf("checkpoint at size %d does not match the log: a record between index %d and %d was changed, removed or reordered: %w",
-					c.Size, good, c.Size-1, ErrVerify)
-			}
-			good = c.Size
-			next++
-		}
-		return nil
-	}
-	if err := check(); err != nil {
-		return LogResult{}, err
 	}
 	for i, leaf := range in.Leaves {
 		var want *tlog.Hash
 		if in.LeafHashes != nil {
 			want = &in.LeafHashes[i]
 		}
-		if _, err := t.Add(int64(i), leaf, want); err != nil {
-			return LogResult{}, err
-		}
-		if err := check(); err != nil {
+		if err := lv.Add(int64(i), leaf, want); err != nil {
 			return LogResult{}, err
 		}
 	}
-	if next < len(cps) {
-		c := cps[next].c
-		return LogResult{}, fmt.Errorf("checkpoint at size %d but the log has only %d records (log truncated): %w", c.Size, t.Size(), ErrVerify)
-	}
-	if len(cps) == 0 {
-		return LogResult{}, fmt.Errorf("no signed checkpoint: the log cannot be verified: %w", ErrVerify)
-	}
-	latest := cps[len(cps)-1]
-	res := LogResult{Size: t.Size(), Checkpoints: len(cps), Latest: latest.c, LatestNote: latest.msg, Uncovered: t.Size() - latest.c.Size}
-
-	if in.Saved != nil {
-		saved, err := OpenCheckpoint(in.Saved, in.Verifier)
-		if err != nil {
-			return res, fmt.Errorf("saved checkpoint: %w", err)
-		}
-		if saved.Size > latest.c.Size {
-			return res, fmt.Errorf("saved checkpoint at size %d is larger than the latest checkpoint at size %d (log truncated): %w", saved.Size, latest.c.Size, ErrVerify)
-		}
-		root, err := t.Root(saved.Size)
-		if err != nil {
-			return res, err
-		}
-		if root != saved.Hash {
-			return res, fmt.Errorf("log is not consistent with the saved checkpoint at size %d: history was rewritten before index %d: %w", saved.Size, saved.Size, ErrVerify)
-		}
-	}
-	return res, nil
+	return lv.Finish()
 }
 
 // CheckConsistency verifies that newer extends older, given a consistency

@@ -94,3 +94,55 @@ func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st Witness
 	w.New = true
 	return w, nil
 }
+
+// CheckGossip checks a checkpoint of a log that another witness accepted
+// (gossip, served with that witness's own checkpoint) against the last
+// checkpoint this witness accepted from the same log itself: a log that
+// shows two witnesses two trees is caught by either, even one that was
+// never shown the other tree. Same size: the roots must be equal.
+// Different sizes: src, the log itself (nil if unreachable: then only
+// equal sizes are compared), must prove that the larger extends the
+// smaller. A conflict is an error wrapping ErrSplitView and ErrVerify
+// whose message carries both sizes and roots; both checkpoints are signed
+// by the log, so together they are the evidence. Gossip not signed by the
+// log is an error wrapping ErrVerify only: it says nothing about the log.
+// Nothing is recorded.
+func CheckGossip(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, gossip []byte) error {
+	c, err := OpenCheckpoint(gossip, v)
+	if err != nil {
+		return fmt.Errorf("gossip about %s: %w", v.Name(), err)
+	}
+	last, err := st.LastWitnessed(ctx, c.Origin)
+	if errors.Is(err, ErrNoCheckpoint) {
+		return nil // nothing of our own to compare with yet
+	}
+	if err != nil {
+		return fmt.Errorf("gossip about %s: %w", v.Name(), err)
+	}
+	own, err := OpenCheckpoint(last, v)
+	if err != nil {
+		return fmt.Errorf("gossip about %s: stored checkpoint: %w", v.Name(), err)
+	}
+	split := func(why string) error {
+		return fmt.Errorf("gossip about %s: %s (we accepted size %d root %s, another witness accepted size %d root %s): %w (%w)",
+			v.Name(), why, own.Size, own.Hash, c.Size, c.Hash, ErrSplitView, ErrVerify)
+	}
+	switch {
+	case c.Size == own.Size && c.Hash != own.Hash:
+		return split("two different roots for one size")
+	case c.Size == own.Size || min(c.Size, own.Size) == 0 || src == nil:
+		return nil
+	}
+	older, newer := own, c
+	if c.Size < own.Size {
+		older, newer = c, own
+	}
+	proof, err := src.ConsistencyProof(ctx, older.Size, newer.Size)
+	if err != nil {
+		return fmt.Errorf("gossip about %s: consistency proof %d->%d: %w", v.Name(), older.Size, newer.Size, err)
+	}
+	if err := CheckConsistency(older, newer, proof); err != nil {
+		return split("the two checkpoints are not consistent")
+	}
+	return nil
+}

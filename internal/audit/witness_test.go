@@ -154,3 +154,140 @@ func TestCosignature(t *testing.T) {
 		t.Errorf("checkpoint without cosignature: %v", err)
 	}
 }
+
+// TestCosignatureKeyRing: after a witness rotates its key, cosignatures it
+// made with the retired key still verify with a ring holding both keys,
+// and a ring lacking the key that made a cosignature rejects it.
+func TestCosignatureKeyRing(t *testing.T) {
+	const witness = "sg.customs.example"
+	name := audit.WitnessName(witness)
+	gen := func() (string, string) {
+		t.Helper()
+		sk, vk, err := audit.GenerateKey(audit.Origin(witness))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sk, vk
+	}
+	oldSK, oldVK := gen()
+	newSK, newVK := gen()
+	_, strangerVK := gen()
+	logSigner, _ := key(t, origin)
+	cp, _ := audit.SignCheckpoint(logSigner, audit.Checkpoint{Origin: origin, Size: 3, Hash: tlog.RecordHash([]byte("r"))})
+	body, _ := audit.CheckpointText(cp)
+	cosigned := func(sk string) ([]byte, string) {
+		t.Helper()
+		cs, err := audit.NewCosigner(sk, name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := audit.Cosign(cs, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(append([]byte{}, cp...), line...), line
+	}
+	byOld, oldLine := cosigned(oldSK)
+	byNew, newLine := cosigned(newSK)
+
+	tests := []struct {
+		name     string
+		ring     []string
+		msg      []byte
+		wantLine string // "" means rejected
+	}{
+		{"retired key, ring with both", []string{oldVK, newVK}, byOld, oldLine},
+		{"current key, ring with both", []string{oldVK, newVK}, byNew, newLine},
+		{"retired key, current key only", []string{newVK}, byOld, ""},
+		{"current key, retired key only", []string{oldVK}, byNew, ""},
+		{"retired key, unrelated keys", []string{strangerVK, newVK}, byOld, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ring, err := audit.NewCosignatureKeyRing(name, tt.ring)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ring.Name() != name {
+				t.Fatalf("ring named %q, want %q", ring.Name(), name)
+			}
+			gotBody, gotLine, err := audit.OpenCosigned(tt.msg, ring)
+			if tt.wantLine == "" {
+				if !errors.Is(err, audit.ErrVerify) {
+					t.Errorf("OpenCosigned = %v, want ErrVerify", err)
+				}
+				return
+			}
+			if err != nil || gotBody != body || gotLine != tt.wantLine {
+				t.Errorf("OpenCosigned = %q %q %v, want the body and line %q", gotBody, gotLine, err, tt.wantLine)
+			}
+		})
+	}
+	// A cosignature is bound to its witness name: a ring of the same keys
+	// under another witness's name rejects it.
+	other, _ := audit.NewCosignatureKeyRing(audit.WitnessName("cn.customs.example"), []string{oldVK, newVK})
+	if _, _, err := audit.OpenCosigned(byOld, other); !errors.Is(err, audit.ErrVerify) {
+		t.Errorf("cosignature under another witness name: %v, want ErrVerify", err)
+	}
+	if _, err := audit.NewCosignatureKeyRing(name, nil); err == nil {
+		t.Error("empty ring accepted")
+	}
+}
+
+// TestCheckGossip: this witness accepted size 12 of a history that forks
+// at index 8; another witness gossips what the same log showed it.
+func TestCheckGossip(t *testing.T) {
+	ctx := context.Background()
+	s, v := key(t, origin)
+	honest := history(t, 20, 20, "")
+	forked := history(t, 20, 8, "fork-")
+	sign := func(tree *audit.Tree, size int64) []byte {
+		t.Helper()
+		msg, err := (&fakeLog{signer: s, tree: tree, size: size}).Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	st := memWitness{origin: {sign(forked, 12)}}
+	ours := &fakeLog{signer: s, tree: forked, size: 12} // the log as it shows itself to us
+	other, _ := key(t, origin)
+	foreign, _ := audit.SignCheckpoint(other, audit.Checkpoint{Origin: origin, Size: 12, Hash: tlog.RecordHash([]byte("x"))})
+
+	tests := []struct {
+		name   string
+		gossip []byte
+		src    audit.WitnessSource
+		st     memWitness
+		want   string // "" no error; else ErrSplitView containing it
+	}{
+		{"same checkpoint", sign(forked, 12), ours, st, ""},
+		{"other root at the same size", sign(honest, 12), ours, st, "two different roots"},
+		{"other root at the same size, log unreachable", sign(honest, 12), nil, st, "two different roots"},
+		{"larger, from the other history", sign(honest, 15), ours, st, "not consistent"},
+		{"smaller, after the fork", sign(honest, 10), ours, st, "not consistent"},
+		{"smaller, before the fork", sign(honest, 6), ours, st, ""},
+		{"larger, same history", sign(forked, 18), ours, st, ""},
+		{"larger, log unreachable", sign(honest, 15), nil, st, ""},
+		{"nothing of our own yet", sign(honest, 12), ours, memWitness{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := audit.CheckGossip(ctx, tt.src, v, tt.st, tt.gossip)
+			if tt.want == "" {
+				if err != nil {
+					t.Errorf("CheckGossip = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, audit.ErrSplitView) || !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("CheckGossip = %v, want ErrSplitView containing %q", err, tt.want)
+			}
+		})
+	}
+	// Gossip the log did not sign is no evidence against it.
+	err := audit.CheckGossip(ctx, ours, v, st, foreign)
+	if !errors.Is(err, audit.ErrVerify) || errors.Is(err, audit.ErrSplitView) {
+		t.Errorf("gossip signed by another key: %v, want ErrVerify without ErrSplitView", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -43,7 +44,7 @@ func (v verifyFailed) ExitCode() int { return ExitVerifyFailed }
 const auditUsage = `audit list|export|verify|key|reconcile ...
   audit list   --config FILE [--request-id ID] [--after-seq N] [--since T] [--until T] [--limit N] [--json]
   audit export --config FILE [--format jsonl|csv] [--since T] [--until T] [--out FILE]
-  audit verify --verifier KEY (--export FILE | --gateway ADDR --cert F --key F --bundle F) [--state DIR] [--witness KEY]...
+  audit verify --verifier KEY (--export FILE | --gateway ADDR --cert F --key F --bundle F [--tiles]) [--state DIR] [--witness KEY]...
   audit key    --config FILE
   audit reconcile --config FILE --partner DOMAIN`
 
@@ -258,13 +259,15 @@ func exportLog(ctx context.Context, st *sqlite.Store, w io.Writer, format string
 }
 
 func runAuditVerify(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "audit verify", `audit verify --verifier KEY (--export FILE | --gateway ADDR --cert FILE --key FILE --bundle FILE) [--state DIR] [--witness KEY]...
+	fs := newFlagSet(e, "audit verify", `audit verify --verifier KEY (--export FILE | --gateway ADDR --cert FILE --key FILE --bundle FILE [--tiles]) [--state DIR] [--witness KEY]...
 
 Recomputes every leaf hash and the Merkle tree of an audit log, checks every
 signed checkpoint with the verifier key, and with --state checks that the log
 extends the checkpoint seen last time (then saves the newest); each --witness
 requires the latest checkpoint to carry that partner's cosignature. Offline from an
-export (audit export), or online from a gateway as one of its auditors.
+export (audit export), or online from a gateway as one of its auditors (with
+--tiles from its C2SP tlog-tiles). Leaves stream past: memory does not grow
+with the log (a piped export is spooled to a temporary file, read twice).
 Exit codes: 0 verified, 1 could not read or connect, 2 usage, 5 the log
 does not verify (the message names the first bad index or checkpoint).`)
 	vkey := fs.String("verifier", "", "the gateway's audit verifier key (name+hash+key), or @FILE (its audit.key.pub); after a key rotation all its keys, oldest first, comma-separated or one per line in FILE")
@@ -273,8 +276,9 @@ does not verify (the message names the first bad index or checkpoint).`)
 	co := clientFlags(fs)
 	fs.Lookup("cert").Usage = "your auditor certificate, spiffe://<domain>/auditor/<name> (env BORDERLINK_CERT)"
 	signNow := fs.Bool("sign-now", false, "online: ask the gateway to sign a checkpoint covering every record first")
+	tiles := fs.Bool("tiles", false, "online: read the log as C2SP tlog-tiles (entry bundles and level-0 tiles, up to the latest checkpoint) instead of GetLeaves pages")
 	var witnesses []string
-	fs.Func("witness", "require the latest checkpoint to be cosigned by this partner (its audit verifier key, or @FILE); repeatable", func(v string) error {
+	fs.Func("witness", "require the latest checkpoint to be cosigned by this partner (its audit verifier key, or @FILE; after a key rotation all its keys, oldest first, as for --verifier); repeatable", func(v string) error {
 		witnesses = append(witnesses, v)
 		return nil
 	})
@@ -294,7 +298,7 @@ does not verify (the message names the first bad index or checkpoint).`)
 	// After a key rotation the log's checkpoints are signed by several
 	// keys: give them all, oldest first (one per line in @FILE, or
 	// separated by commas), as `audit key` prints them.
-	v, err := audit.NewKeyRing("", strings.FieldsFunc(*vkey, func(r rune) bool { return r == ',' || r == '\n' || r == ' ' }))
+	v, err := audit.NewKeyRing("", splitKeys(*vkey))
 	if err != nil {
 		return usagef("audit verify: --verifier: %v", err)
 	}
@@ -305,43 +309,16 @@ does not verify (the message names the first bad index or checkpoint).`)
 	if (*exportPath == "") == !online {
 		return usagef("audit verify: give exactly one of --export FILE or --gateway ADDR")
 	}
+	if *tiles && !online {
+		return usagef("audit verify: --tiles reads tiles from a gateway: give --gateway ADDR")
+	}
 	if *signNow && len(witnesses) > 0 {
 		// A checkpoint signed on demand has not been seen by any witness yet.
 		return usagef("audit verify: --sign-now and --witness exclude each other: a checkpoint signed now carries no cosignatures; verify with --witness against the latest periodic checkpoint")
 	}
 
-	var in audit.LogInput
-	if *exportPath != "" {
-		r := io.Reader(os.Stdin)
-		if *exportPath != "-" {
-			f, err := os.Open(*exportPath)
-			if err != nil {
-				return fmt.Errorf("audit verify: %w", err)
-			}
-			defer f.Close()
-			r = f
-		}
-		in, err = audit.ReadExport(r)
-		if errors.Is(err, audit.ErrVerify) {
-			return verifyFailed{"audit verify", err}
-		}
-		if err != nil {
-			return fmt.Errorf("audit verify: %w", err)
-		}
-	} else {
-		cc, err := dial(ctx, e, co)
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		in, err = fetchLog(ctx, blv1.NewAuditClient(cc), *signNow)
-		if err != nil {
-			return fmt.Errorf("audit verify: %w", err)
-		}
-	}
-	in.Verifier = v
-
 	var statePath string
+	var saved []byte
 	if *state != "" {
 		if err := os.MkdirAll(*state, 0o700); err != nil {
 			return fmt.Errorf("audit verify: --state: %w", err)
@@ -350,17 +327,36 @@ does not verify (the message names the first bad index or checkpoint).`)
 		b, err := os.ReadFile(statePath)
 		switch {
 		case err == nil:
-			in.Saved = b
+			saved = b
 		case !errors.Is(err, os.ErrNotExist):
 			return fmt.Errorf("audit verify: --state: %w", err)
 		}
 	}
-	res, err := audit.VerifyLog(in)
-	if errors.Is(err, audit.ErrVerify) {
-		return verifyFailed{"audit verify", err}
+
+	// Both ways stream the leaves through a LogVerifier: memory stays
+	// O(log n) however long the log.
+	var res audit.LogResult
+	var verr error
+	if *exportPath != "" {
+		r, done, err := seekableInput(*exportPath)
+		if err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+		defer done()
+		res, verr = audit.VerifyExport(r, v, saved)
+	} else {
+		cc, err := dial(ctx, e, co)
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		res, verr = verifyOnline(ctx, blv1.NewAuditClient(cc), v, saved, *signNow, *tiles)
 	}
-	if err != nil {
-		return fmt.Errorf("audit verify: %w", err)
+	if errors.Is(verr, audit.ErrVerify) {
+		return verifyFailed{"audit verify", verr}
+	}
+	if verr != nil {
+		return fmt.Errorf("audit verify: %w", verr)
 	}
 	for _, w := range witnesses {
 		if rest, ok := strings.CutPrefix(w, "@"); ok {
@@ -370,7 +366,10 @@ does not verify (the message names the first bad index or checkpoint).`)
 			}
 			w = string(b)
 		}
-		wv, err := audit.NewVerifier(w, "")
+		// A witness that rotated its key: all its keys, oldest first, as
+		// for --verifier; a cosignature by any of them counts.
+		wkeys := splitKeys(w)
+		wv, err := audit.NewKeyRing("", wkeys)
 		if err != nil {
 			return usagef("audit verify: --witness: %v", err)
 		}
@@ -378,7 +377,7 @@ does not verify (the message names the first bad index or checkpoint).`)
 		if !ok {
 			return usagef("audit verify: --witness: want a partner's audit verifier key (<domain>/borderlink/audit+hash+key)")
 		}
-		cv, err := audit.NewCosignatureVerifier(w, audit.WitnessName(domain))
+		cv, err := audit.NewCosignatureKeyRing(audit.WitnessName(domain), wkeys)
 		if err != nil {
 			return usagef("audit verify: --witness: %v", err)
 		}
@@ -397,29 +396,90 @@ does not verify (the message names the first bad index or checkpoint).`)
 	if res.Uncovered > 0 {
 		fmt.Fprintf(e.stdout, "note: %d records after the latest checkpoint are not covered by a signature yet\n", res.Uncovered)
 	}
-	if in.Saved != nil {
+	if saved != nil {
 		fmt.Fprintf(e.stdout, "consistent with the checkpoint saved in %s\n", statePath)
 	}
 	return nil
 }
 
-// fetchLog reads every leaf and the latest checkpoint from a gateway.
-func fetchLog(ctx context.Context, c blv1.AuditClient, signNow bool) (audit.LogInput, error) {
-	var in audit.LogInput
+// splitKeys splits a list of verifier keys: comma-, space- or
+// newline-separated.
+func splitKeys(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' || r == ' ' })
+}
+
+// seekableInput opens an export for VerifyExport, which reads it twice. A
+// pipe on stdin is first copied to a temporary file: disk, not memory,
+// grows with the log.
+func seekableInput(path string) (io.ReadSeeker, func(), error) {
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, func() { f.Close() }, nil
+	}
+	if _, err := os.Stdin.Seek(0, io.SeekStart); err == nil {
+		return os.Stdin, func() {}, nil
+	}
+	f, err := os.CreateTemp("", "borderlink-export-*.jsonl")
+	if err != nil {
+		return nil, nil, fmt.Errorf("spool stdin: %w", err)
+	}
+	done := func() { f.Close(); os.Remove(f.Name()) }
+	if _, err := io.Copy(f, os.Stdin); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("spool stdin: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("spool stdin: %w", err)
+	}
+	return f, done, nil
+}
+
+// leavesPage is how many leaves online verification asks for at a time
+// (the Audit service's cap).
+const leavesPage = 10000
+
+// verifyOnline verifies a gateway's log against its latest checkpoint,
+// streaming its leaves page by page, or bundle by bundle from its tiles.
+func verifyOnline(ctx context.Context, c blv1.AuditClient, v note.Verifier, saved []byte, signNow, tiles bool) (audit.LogResult, error) {
+	lv, err := audit.NewLogVerifier(v, saved)
+	if err != nil {
+		return audit.LogResult{}, err
+	}
 	cp, err := c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: signNow})
 	if err != nil {
-		return in, err
+		return audit.LogResult{}, err
 	}
-	in.Checkpoints = [][]byte{[]byte(cp.GetCheckpoint())}
+	if err := lv.Checkpoint([]byte(cp.GetCheckpoint())); err != nil {
+		return audit.LogResult{}, err
+	}
+	if tiles {
+		// Tiles describe the tree of the checkpoint: nothing after it.
+		fetch := func(ctx context.Context, path string) ([]byte, error) {
+			resp, err := c.GetTile(ctx, &blv1.GetTileRequest{Path: path})
+			return resp.GetData(), err
+		}
+		if err := audit.VerifyTiles(ctx, fetch, lv, lv.Latest().Size); err != nil {
+			return audit.LogResult{}, err
+		}
+		return lv.Finish()
+	}
 	for {
-		resp, err := c.GetLeaves(ctx, &blv1.GetLeavesRequest{Start: uint64(len(in.Leaves)), Count: 10000})
+		resp, err := c.GetLeaves(ctx, &blv1.GetLeavesRequest{Start: uint64(lv.Size()), Count: leavesPage})
 		if err != nil {
-			return in, err
+			return audit.LogResult{}, err
 		}
 		if len(resp.GetLeaves()) == 0 {
-			return in, nil
+			return lv.Finish()
 		}
-		in.Leaves = append(in.Leaves, resp.GetLeaves()...)
+		for _, leaf := range resp.GetLeaves() {
+			if err := lv.Add(lv.Size(), leaf, nil); err != nil {
+				return audit.LogResult{}, err
+			}
+		}
 	}
 }
 
@@ -516,17 +576,15 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 	if err != nil {
 		return fmt.Errorf("audit reconcile: peers.%s audit keys: %w", *partner, err)
 	}
-	var ours []*blv1.AuditRecord
-	for after := uint64(0); ; {
-		page, err := st.ListAudit(ctx, store.AuditQuery{Partner: *partner, Side: int32(blv1.AuditSide_AUDIT_SIDE_CONSUMER), AfterSeq: after})
-		if err != nil {
-			return fmt.Errorf("audit reconcile: %w", err)
-		}
-		if len(page) == 0 {
-			break
-		}
-		ours = append(ours, page...)
-		after = page[len(page)-1].GetSeq()
+	// Our pulls from the partner (consumer side) and the alerts we pushed
+	// to it (provider side, alert.deliver).
+	ours, err := listOwnAudit(ctx, st, store.AuditQuery{Partner: *partner, Side: int32(blv1.AuditSide_AUDIT_SIDE_CONSUMER)})
+	if err != nil {
+		return fmt.Errorf("audit reconcile: %w", err)
+	}
+	oursPushed, err := listOwnAudit(ctx, st, store.AuditQuery{Partner: *partner, Side: int32(blv1.AuditSide_AUDIT_SIDE_PROVIDER), Action: gateway.ActionAlertDeliver})
+	if err != nil {
+		return fmt.Errorf("audit reconcile: %w", err)
 	}
 
 	cc, closeKeys, err := dialPartner(ctx, cfg, *partner, peer.Address)
@@ -557,13 +615,25 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 		after = resp.GetRecords()[len(resp.GetRecords())-1].GetSeq()
 	}
 
-	rep := audit.Reconcile(ours, theirs)
+	// The partner shows us its records of the calls we made: provider
+	// side for our pulls, consumer side for our pushes.
+	var theirsPulled, theirsPushed []*blv1.AuditRecord
 	bySeq := map[uint64]*blv1.AuditRecord{}
 	for _, t := range theirs {
 		bySeq[t.GetSeq()] = t
+		if t.GetSide() == blv1.AuditSide_AUDIT_SIDE_CONSUMER {
+			theirsPushed = append(theirsPushed, t)
+		} else {
+			theirsPulled = append(theirsPulled, t)
+		}
 	}
+	rep := audit.Reconcile(ours, theirsPulled)
+	push := audit.ReconcilePushes(oursPushed, theirsPushed)
+	rep.Matched += push.Matched
+	rep.NotCompared += push.NotCompared
+	rep.Discrepancies = append(rep.Discrepancies, push.Discrepancies...)
 	proved, pending := 0, 0
-	for _, o := range ours {
+	for _, o := range append(ours, oursPushed...) {
 		if o.GetPartnerReceipt() == "" || o.GetStatus() == "DATA_LOSS" {
 			continue
 		}
@@ -600,8 +670,8 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 		}
 		proved++
 	}
-	fmt.Fprintf(e.stdout, "%s: %d exchanges matched, %d receipts proved in the partner's checkpoint of size %d, %d receipts newer than it, %d failed calls not compared\n",
-		*partner, rep.Matched, proved, cp.Size, pending, rep.NotCompared)
+	fmt.Fprintf(e.stdout, "%s: %d exchanges matched (%d of them alerts we pushed), %d receipts proved in the partner's checkpoint of size %d, %d receipts newer than it, %d failed calls or unsent alerts not compared\n",
+		*partner, rep.Matched, push.Matched, proved, cp.Size, pending, rep.NotCompared)
 	for _, d := range rep.Discrepancies {
 		fmt.Fprintf(e.stdout, "DISCREPANCY request %s: %s\n", d.RequestID, d.Problem)
 	}
@@ -609,6 +679,22 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 		return verifyFailed{"audit reconcile", fmt.Errorf("%d discrepancies with %s", len(rep.Discrepancies), *partner)}
 	}
 	return nil
+}
+
+// listOwnAudit reads every record of this gateway's log matching q.
+func listOwnAudit(ctx context.Context, st *sqlite.Store, q store.AuditQuery) ([]*blv1.AuditRecord, error) {
+	var out []*blv1.AuditRecord
+	for {
+		page, err := st.ListAudit(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		if len(page) == 0 {
+			return out, nil
+		}
+		out = append(out, page...)
+		q.AfterSeq = page[len(page)-1].GetSeq()
+	}
 }
 
 // dialPartner connects to a partner gateway with this gateway's identity.

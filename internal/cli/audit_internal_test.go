@@ -183,12 +183,38 @@ func TestAuditVerifyTampering(t *testing.T) {
 		}
 	})
 
+	t.Run("piped export", func(t *testing.T) {
+		// A pipe cannot be read twice: it is spooled to a temporary file.
+		data, err := os.ReadFile(good.export(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			w.Write(data)
+			w.Close()
+		}()
+		stdin := os.Stdin
+		os.Stdin = r
+		defer func() { os.Stdin = stdin; r.Close() }()
+		code, out, stderr := verifyCLI(t, "--verifier", good.vkey, "--export", "-")
+		if code != ExitOK || !strings.Contains(out, "20 records, 2 checkpoints verified") {
+			t.Errorf("piped export: exit %d, %q %q", code, out, stderr)
+		}
+	})
+
 	t.Run("usage", func(t *testing.T) {
 		if code, _, _ := verifyCLI(t, "--export", "x"); code != ExitUsage {
 			t.Errorf("no --verifier: exit %d, want %d", code, ExitUsage)
 		}
 		if code, _, _ := verifyCLI(t, "--verifier", good.vkey); code != ExitUsage {
 			t.Errorf("neither --export nor --gateway: exit %d, want %d", code, ExitUsage)
+		}
+		if code, _, _ := verifyCLI(t, "--verifier", good.vkey, "--export", "x", "--tiles"); code != ExitUsage {
+			t.Errorf("--tiles offline: exit %d, want %d", code, ExitUsage)
 		}
 		if code, _, _ := verifyCLI(t, "--verifier", good.vkey, "--export", filepath.Join(t.TempDir(), "missing")); code != ExitError {
 			t.Errorf("missing export: exit %d, want %d", code, ExitError)

@@ -52,6 +52,10 @@ func TestAuditOnlineAndExport(t *testing.T) {
 	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--state", state); code != cli.ExitOK || !strings.Contains(out, "consistent with the checkpoint saved") {
 		t.Fatalf("second online verify: exit %d\n%s\n%s", code, out, stderr)
 	}
+	// The same log read as C2SP tiles, up to the latest checkpoint.
+	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--tiles", "--state", state); code != cli.ExitOK || !strings.Contains(out, "OK nl.customs.example/borderlink/audit: 2 records") {
+		t.Fatalf("online verify from tiles: exit %d\n%s\n%s", code, out, stderr)
+	}
 	// sg witnesses nl's log and cosigns its checkpoints.
 	sgPub := "@" + filepath.Join(c.dir, sg, "audit.key.pub")
 	deadline := time.Now().Add(10 * time.Second)
@@ -101,8 +105,35 @@ func TestAuditOnlineAndExport(t *testing.T) {
 	// sg's records match nl's, and nl's receipts (for the release and for
 	// the refusal) are in nl's signed log.
 	code, out, stderr = run(t, nil, "audit", "reconcile", "--config", filepath.Join(c.dir, sg, "gateway.yaml"), "--partner", nl)
-	if code != cli.ExitOK || !strings.Contains(out, "2 exchanges matched, 2 receipts proved") {
+	if code != cli.ExitOK || !strings.Contains(out, "2 exchanges matched (0 of them alerts we pushed), 2 receipts proved") {
 		t.Errorf("reconcile: exit %d\n%s\n%s", code, out, stderr)
+	}
+	// Pushes: nl sends sg a risk alert. nl's delivery record with sg's
+	// receipt matches sg's record of receiving it, and the receipt is
+	// proved in sg's log; sg sees the alert among its exchanges with nl.
+	// nl pushes a risk alert about that declaration to sg.
+	alert := filepath.Join(t.TempDir(), "alert.json")
+	if err := os.WriteFile(alert, []byte(`{"id":"NL-RA-REC","declaration_id":"`+toSG+`","score":0.93,"level":"RISK_LEVEL_HIGH","model_name":"test"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := run(t, c.env(nl), "publish", alert); code != 0 || !strings.Contains(out, sg) {
+		t.Fatalf("publish: %d %s %s", code, out, stderr)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		code, out, stderr = run(t, nil, "audit", "reconcile", "--config", cfg, "--partner", sg)
+		// Delivered, and sg has signed a checkpoint covering its record.
+		if code == cli.ExitOK && strings.Contains(out, "1 exchanges matched (1 of them alerts we pushed), 1 receipts proved") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reconcile of pushed alerts: exit %d\n%s\n%s", code, out, stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, out, stderr = run(t, nil, "audit", "reconcile", "--config", filepath.Join(c.dir, sg, "gateway.yaml"), "--partner", nl)
+	if code != cli.ExitOK || !strings.Contains(out, "3 exchanges matched (0 of them alerts we pushed), 2 receipts proved") {
+		t.Errorf("reconcile after the push, from sg: exit %d\n%s\n%s", code, out, stderr)
 	}
 	code, out, _ = run(t, nil, "audit", "key", "--config", cfg)
 	want, _ := os.ReadFile(filepath.Join(c.dir, nl, "audit.key.pub"))

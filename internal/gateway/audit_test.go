@@ -207,6 +207,74 @@ func TestAuditService(t *testing.T) {
 			}
 		}
 	})
+	t.Run("tiles", func(t *testing.T) {
+		fetch := func(c blv1.AuditClient) audit.TileFetcher {
+			return func(ctx context.Context, path string) ([]byte, error) {
+				resp, err := c.GetTile(ctx, &blv1.GetTileRequest{Path: path})
+				return resp.GetData(), err
+			}
+		}
+		// The auditor verifies every entry from the entry bundles.
+		lv, err := audit.NewLogVerifier(v, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lv.Checkpoint([]byte(cpResp.GetCheckpoint())); err != nil {
+			t.Fatal(err)
+		}
+		if err := audit.VerifyTiles(ctx, fetch(auditor), lv, cp.Size); err != nil {
+			t.Fatalf("VerifyTiles: %v", err)
+		}
+		if res, err := lv.Finish(); err != nil || res.Size != 3 {
+			t.Fatalf("Finish = %+v, %v", res, err)
+		}
+		// A partner rebuilds the root from hash tiles alone and proves its
+		// own record's inclusion with them.
+		partner := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
+		thr := tlog.TileHashReader(tlog.Tree{N: cp.Size, Hash: cp.Hash}, audit.TileReader{Ctx: ctx, Fetch: fetch(partner)})
+		if root, err := tlog.TreeHash(cp.Size, thr); err != nil || root != cp.Hash {
+			t.Fatalf("partner's root from tiles = %s, %v; want %s", root, err, cp.Hash)
+		}
+		own, err := partner.ListRecords(ctx, &blv1.ListRecordsRequest{})
+		if err != nil || len(own.GetRecords()) == 0 {
+			t.Fatalf("partner's records: %v", err)
+		}
+		index := int64(own.GetRecords()[0].GetSeq()) - 1
+		ip, err := partner.GetInclusionProof(ctx, &blv1.GetInclusionProofRequest{Index: uint64(index)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		proof, err := tlog.ProveRecord(cp.Size, index, thr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := audit.CheckInclusion(cp, index, tlog.Hash(ip.GetLeafHash()), proof); err != nil {
+			t.Errorf("partner's inclusion proof from tiles: %v", err)
+		}
+		for _, tt := range []struct {
+			c    blv1.AuditClient
+			path string
+			want codes.Code
+		}{
+			{auditor, "tile/0/000.p/3", codes.OK},
+			{partner, "tile/0/000.p/2", codes.OK},
+			{auditor, "tile/entries/000.p/3", codes.OK},
+			{partner, "tile/entries/000.p/3", codes.PermissionDenied},
+			{auditor, "tile/0/000.p/4", codes.NotFound}, // past the checkpoint
+			{auditor, "tile/0/000", codes.NotFound},
+			{auditor, "tile/1/000.p/1", codes.NotFound},
+			{auditor, "tile/8/0/000.p/3", codes.InvalidArgument}, // tlog's spelling
+			{auditor, "checkpoint", codes.InvalidArgument},
+		} {
+			resp, err := tt.c.GetTile(ctx, &blv1.GetTileRequest{Path: tt.path})
+			if status.Code(err) != tt.want {
+				t.Errorf("GetTile(%q) = %v, want %v", tt.path, err, tt.want)
+			}
+			if err == nil && tt.path == "tile/0/000.p/3" && len(resp.GetData()) != 3*tlog.HashSize {
+				t.Errorf("GetTile(%q): %d bytes, want %d", tt.path, len(resp.GetData()), 3*tlog.HashSize)
+			}
+		}
+	})
 	t.Run("filters", func(t *testing.T) {
 		resp, err := auditor.ListRecords(ctx, &blv1.ListRecordsRequest{Filter: &blv1.AuditFilter{Partner: sgDomain, Decision: blv1.AuditDecision_AUDIT_DECISION_DENY}})
 		if err != nil {
@@ -351,5 +419,102 @@ func TestCosigning(t *testing.T) {
 	}
 	if _, err := auditor.AddCosignature(ctx, &blv1.AddCosignatureRequest{Checkpoint: resp.GetCheckpoint()}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("auditor adding a cosignature: %v, want PERMISSION_DENIED", err)
+	}
+}
+
+// TestCosignatureWithRetiredKey: nl knows sg's retired audit key
+// (peers.sg.retired_audit_keys); a cosignature sg made with it before its
+// rotation is still accepted and served, one by a key nl never knew is
+// not.
+func TestCosignatureWithRetiredKey(t *testing.T) {
+	retiredSK, retiredVK, err := audit.GenerateKey(audit.Origin(sgDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerSK, _, err := audit.GenerateKey(audit.Origin(sgDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		switch d {
+		case nlDomain:
+			o.Audit.PeerRetiredKeys = map[string][]string{sgDomain: {retiredVK}}
+		case sgDomain:
+			// nl keeps one cosignature per witness and checkpoint: sg's
+			// own rounds (with its current key) must not get there first.
+			o.Audit.WitnessInterval = -1
+		}
+	})
+	ctx := context.Background()
+	nl := f.nodes[nlDomain]
+	if _, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"}); err != nil {
+		t.Fatal(err)
+	}
+	auditor := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/auditor/dpa", nil))
+	resp, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := resp.GetCheckpoint() // as signed, without cosignatures
+	body, err := audit.CheckpointText([]byte(plain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sgc := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
+	for _, tt := range []struct {
+		name string
+		skey string
+		want codes.Code
+	}{
+		// A retired key no longer vouches for anything new.
+		{"retired key", retiredSK, codes.InvalidArgument},
+		{"unknown key", strangerSK, codes.InvalidArgument},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cs, err := audit.NewCosigner(tt.skey, audit.WitnessName(sgDomain), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			line, err := audit.Cosign(cs, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = sgc.AddCosignature(ctx, &blv1.AddCosignatureRequest{Checkpoint: plain + line})
+			if status.Code(err) != tt.want {
+				t.Fatalf("AddCosignature = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// A cosignature sg made with that key before it retired it, stored
+	// then, is still served; it verifies with a ring of sg's keys, not
+	// with sg's current key alone.
+	old, err := audit.NewCosigner(retiredSK, audit.WitnessName(sgDomain), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := audit.Cosign(old, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := audit.ParseCheckpoint(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.store.PutCosignature(ctx, c.Size, audit.WitnessName(sgDomain), line, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	served, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.OpenCheckpoint([]byte(served.GetCheckpoint()), verifierOf(t, nl)); err != nil {
+		t.Fatalf("served checkpoint: %v", err)
+	}
+	ring, err := audit.NewCosignatureKeyRing(audit.WitnessName(sgDomain), []string{retiredVK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := audit.OpenCosigned([]byte(served.GetCheckpoint()), ring); err != nil {
+		t.Errorf("retired key's cosignature not served: %v\n%s", err, served.GetCheckpoint())
 	}
 }

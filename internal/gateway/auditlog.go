@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,6 +85,13 @@ type auditLog struct {
 	cosigner        note.Signer
 	// cosigVerifiers check partners' cosignatures of our checkpoints.
 	cosigVerifiers map[string]note.Verifier
+
+	// cosigned keeps, per partner, the last checkpoint this gateway
+	// accepted and cosigned, with its cosignature appended, for gossip
+	// (GetCheckpointResponse.witnessed). In memory: after a restart the
+	// stored checkpoint is gossiped without the line until the next round.
+	mu       sync.Mutex
+	cosigned map[string][]byte
 }
 
 // cosigStore is what serving cosignatures needs from the store.
@@ -94,7 +104,7 @@ type cosigStore interface {
 func newAuditLog(opts Options) (*auditLog, error) {
 	a := &auditLog{origin: audit.Origin(opts.Self), signer: opts.Audit.Signer, verifiers: map[string]note.Verifier{},
 		interval: opts.Audit.CheckpointInterval, log: opts.Logger, witnessInterval: opts.Audit.WitnessInterval,
-		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}}
+		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}}
 	if a.witnessInterval == 0 {
 		a.witnessInterval = DefaultWitnessInterval
 	}
@@ -119,11 +129,17 @@ func newAuditLog(opts Options) (*auditLog, error) {
 		return nil, fmt.Errorf("gateway: audit key is named %q, want %q", a.signer.Name(), a.origin)
 	}
 	for d, k := range opts.Audit.PeerKeys {
-		v, err := audit.NewKeyRing(audit.Origin(d), append(slices.Clone(opts.Audit.PeerRetiredKeys[d]), k))
+		ring := append(slices.Clone(opts.Audit.PeerRetiredKeys[d]), k)
+		v, err := audit.NewKeyRing(audit.Origin(d), ring)
 		if err != nil {
 			return nil, fmt.Errorf("gateway: audit keys of partner %s: %w", d, err)
 		}
 		a.verifiers[d] = v
+		// New cosignatures only with the partner's current key: keys are
+		// retired because they may be compromised, and a retired key must
+		// not vouch for checkpoints from now on. Cosignatures it made
+		// before stay stored and served; auditors check them with the
+		// partner's key ring (audit verify --witness OLD,NEW).
 		if a.cosigVerifiers[d], err = audit.NewCosignatureVerifier(k, audit.WitnessName(d)); err != nil {
 			return nil, fmt.Errorf("gateway: audit key of partner %s: %w", d, err)
 		}
@@ -320,8 +336,10 @@ func (s *auditServer) ListRecords(ctx context.Context, req *blv1.ListRecordsRequ
 		q.Until = f.GetUntil().AsTime()
 	}
 	if !full {
+		// A partner's own records are those of the calls it made to us:
+		// its pulls (provider side) and the alerts it pushed to us
+		// (consumer side). Our calls to it carry our callers' IDs.
 		q.CallerID = who.String()
-		q.Side = int32(blv1.AuditSide_AUDIT_SIDE_PROVIDER)
 	}
 	recs, err := ls.ListAudit(ctx, q)
 	if err != nil {
@@ -372,7 +390,7 @@ func (s *auditServer) leaf(ctx context.Context, full bool, who identity.ID, ls l
 	if err != nil {
 		return nil, nil, s.internal("leaf", err)
 	}
-	if !full && (rec.GetSide() != blv1.AuditSide_AUDIT_SIDE_PROVIDER || rec.GetCallerId() != who.String()) {
+	if !full && rec.GetCallerId() != who.String() {
 		// Same answer as a missing record: partners learn nothing of
 		// others' exchanges.
 		return nil, nil, status.Errorf(codes.NotFound, "no record at index %d", index)
@@ -415,7 +433,7 @@ func (s *auditServer) GetCheckpoint(ctx context.Context, req *blv1.GetCheckpoint
 		if err != nil {
 			return nil, s.internal("sign checkpoint", err)
 		}
-		return &blv1.GetCheckpointResponse{Checkpoint: string(msg)}, nil
+		return &blv1.GetCheckpointResponse{Checkpoint: string(msg), Witnessed: s.gossip(ctx)}, nil
 	}
 	_, msg, err := ls.LatestAuditCheckpoint(ctx)
 	if errors.Is(err, audit.ErrNoCheckpoint) {
@@ -424,7 +442,39 @@ func (s *auditServer) GetCheckpoint(ctx context.Context, req *blv1.GetCheckpoint
 	if err != nil {
 		return nil, s.internal("checkpoint", err)
 	}
-	return &blv1.GetCheckpointResponse{Checkpoint: string(s.withCosignatures(ctx, msg))}, nil
+	return &blv1.GetCheckpointResponse{Checkpoint: string(s.withCosignatures(ctx, msg)), Witnessed: s.gossip(ctx)}, nil
+}
+
+// gossip is the latest checkpoint this gateway accepted from each partner
+// it witnesses, with its cosignature when it made one: any gateway that
+// witnesses the same partner can compare them with what it was shown
+// (audit.CheckGossip). Like the public witness network, it tells every
+// caller of GetCheckpoint the partners' log sizes and roots; never
+// records.
+func (s *auditServer) gossip(ctx context.Context) []string {
+	a := s.g.alog
+	if a.witnessed == nil {
+		return nil
+	}
+	var out []string
+	for _, d := range slices.Sorted(maps.Keys(a.verifiers)) {
+		msg, err := a.witnessed.LastWitnessed(ctx, audit.Origin(d))
+		if errors.Is(err, audit.ErrNoCheckpoint) {
+			continue
+		}
+		if err != nil {
+			s.g.log.Warn("witnessed checkpoint unreadable; not gossiped", "partner", d, "error", err)
+			continue
+		}
+		a.mu.Lock()
+		cosigned := a.cosigned[d]
+		a.mu.Unlock()
+		if cosigned != nil && bytes.HasPrefix(cosigned, msg) {
+			msg = cosigned
+		}
+		out = append(out, string(msg))
+	}
+	return out
 }
 
 // treeSize resolves a requested size: 0 is the latest checkpoint's.
@@ -521,6 +571,53 @@ func (s *auditServer) GetLeaves(ctx context.Context, req *blv1.GetLeavesRequest)
 	return &blv1.GetLeavesResponse{Start: req.GetStart(), Leaves: leaves}, nil
 }
 
+// GetTile serves the log as C2SP tlog-tiles, for the tree of the latest
+// checkpoint. Partners get Merkle tree tiles only: hashes, no more than
+// the consistency and inclusion proofs they may already ask for. Entry
+// bundles are the leaves themselves — every partner's records and our
+// policy inputs — and go to auditors only, like GetLeaves.
+func (s *auditServer) GetTile(ctx context.Context, req *blv1.GetTileRequest) (*blv1.GetTileResponse, error) {
+	full, _, ls, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tile, err := audit.ParseTilePath(req.GetPath())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "path %q: %v", req.GetPath(), err)
+	}
+	if tile.L == -1 && !full {
+		return nil, status.Error(codes.PermissionDenied, "entry bundles hold every partner's records: only auditors of this administration may read them; partners may read Merkle tree tiles")
+	}
+	size, err := s.treeSize(ctx, ls, 0)
+	if err != nil {
+		return nil, err
+	}
+	if !audit.TileInTree(tile, size) {
+		return nil, status.Errorf(codes.NotFound, "%s is not in the tree of the latest checkpoint (size %d)", req.GetPath(), size)
+	}
+	if tile.L >= 0 {
+		data, err := tlog.ReadTileData(tile, audit.HashReader(ctx, ls))
+		if err != nil {
+			return nil, s.internal("tile", err)
+		}
+		return &blv1.GetTileResponse{Data: data}, nil
+	}
+	start := tile.N << audit.TileHeight
+	leaves, err := ls.AuditLeaves(ctx, start, int64(tile.W))
+	if err != nil {
+		return nil, s.internal("entry bundle", err)
+	}
+	if len(leaves) != tile.W {
+		return nil, s.internal("entry bundle", fmt.Errorf("%d leaves from index %d, want %d", len(leaves), start, tile.W))
+	}
+	data, err := audit.EntryBundle(leaves)
+	if err != nil {
+		// C2SP frames entries with 16-bit lengths; GetLeaves has no limit.
+		return nil, status.Errorf(codes.FailedPrecondition, "%s: %v; read these leaves with GetLeaves", req.GetPath(), err)
+	}
+	return &blv1.GetTileResponse{Data: data}, nil
+}
+
 func proveRecord(size, index int64, r tlog.HashReader) (tlog.RecordProof, error) {
 	return tlog.ProveRecord(size, index, r)
 }
@@ -553,10 +650,12 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
-		w, err := audit.Witness(cctx, auditSource{client}, v, g.alog.witnessed, time.Now())
+		src := &auditSource{c: client}
+		w, err := audit.Witness(cctx, src, v, g.alog.witnessed, time.Now())
 		if err == nil && w.New && g.alog.cosigner != nil {
-			err = g.cosign(cctx, client, w.Note)
+			err = g.cosign(cctx, d, client, w.Note)
 		}
+		g.checkGossip(cctx, d, src.gossip)
 		cancel()
 		switch {
 		case errors.Is(err, audit.ErrSplitView):
@@ -571,18 +670,59 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 	}
 }
 
-// auditSource is a partner's Audit service as a witness source.
-type auditSource struct{ c blv1.AuditClient }
+// checkGossip compares the partner checkpoints a witness gossiped with
+// its own (audit.CheckGossip) with those this gateway accepted itself: a
+// partner that showed the gossiping witness another tree is caught here,
+// though this gateway never saw that tree. Gossip about this gateway's own
+// log, about the witness itself, or about logs it has no key for is
+// skipped.
+func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []string) {
+	for _, msg := range gossip {
+		body, err := audit.CheckpointText([]byte(msg))
+		if err != nil {
+			continue
+		}
+		c, err := audit.ParseCheckpoint(body)
+		if err != nil {
+			continue
+		}
+		d, ok := strings.CutSuffix(c.Origin, "/borderlink/audit")
+		v, known := g.alog.verifiers[d]
+		if !ok || !known || d == witness || d == g.self {
+			continue
+		}
+		// The partner itself must prove sizes that differ consistent.
+		var src audit.WitnessSource
+		if client, err := g.peers.audit(d); err == nil {
+			src = &auditSource{c: client}
+		}
+		err = audit.CheckGossip(ctx, src, v, g.alog.witnessed, []byte(msg))
+		switch {
+		case errors.Is(err, audit.ErrSplitView):
+			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what another witness was shown", "partner", d, "witness", witness, "error", err)
+		case err != nil && ctx.Err() == nil:
+			g.log.Warn("checking witness gossip failed", "partner", d, "witness", witness, "error", err)
+		}
+	}
+}
 
-func (s auditSource) Checkpoint(ctx context.Context) ([]byte, error) {
+// auditSource is a partner's Audit service as a witness source. It keeps
+// the gossip served with the last checkpoint it fetched.
+type auditSource struct {
+	c      blv1.AuditClient
+	gossip []string
+}
+
+func (s *auditSource) Checkpoint(ctx context.Context) ([]byte, error) {
 	resp, err := s.c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
 	if err != nil {
 		return nil, err
 	}
+	s.gossip = resp.GetWitnessed()
 	return []byte(resp.GetCheckpoint()), nil
 }
 
-func (s auditSource) ConsistencyProof(ctx context.Context, old, n int64) (tlog.TreeProof, error) {
+func (s *auditSource) ConsistencyProof(ctx context.Context, old, n int64) (tlog.TreeProof, error) {
 	resp, err := s.c.GetConsistencyProof(ctx, &blv1.GetConsistencyProofRequest{OldSize: uint64(old), NewSize: uint64(n)})
 	if err != nil {
 		return nil, err
@@ -597,9 +737,9 @@ func (s auditSource) ConsistencyProof(ctx context.Context, old, n int64) (tlog.T
 	return proof, nil
 }
 
-// cosign cosigns a witnessed partner checkpoint and hands the cosignature
-// to the partner.
-func (g *Gateway) cosign(ctx context.Context, c blv1.AuditClient, msg []byte) error {
+// cosign cosigns a witnessed partner checkpoint, hands the cosignature
+// to the partner and keeps it for gossip.
+func (g *Gateway) cosign(ctx context.Context, partner string, c blv1.AuditClient, msg []byte) error {
 	body, err := audit.CheckpointText(msg)
 	if err != nil {
 		return err
@@ -609,6 +749,9 @@ func (g *Gateway) cosign(ctx context.Context, c blv1.AuditClient, msg []byte) er
 		return err
 	}
 	cosigned := append(append([]byte{}, msg...), line...)
+	g.alog.mu.Lock()
+	g.alog.cosigned[partner] = cosigned
+	g.alog.mu.Unlock()
 	if _, err := c.AddCosignature(ctx, &blv1.AddCosignatureRequest{Checkpoint: string(cosigned)}); err != nil {
 		return fmt.Errorf("hand over cosignature: %w", err)
 	}

@@ -690,7 +690,12 @@ func (x *GetCheckpointRequest) GetSignNow() bool {
 type GetCheckpointResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// C2SP tlog-checkpoint signed note.
-	Checkpoint    string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Checkpoint string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Witness gossip: the latest checkpoint of each partner log this gateway
+	// witnessed and accepted, as the partner signed it, with this gateway's
+	// cosignature appended when it made one. A third gateway that witnesses
+	// the same partner compares them with what it was shown itself.
+	Witnessed     []string `protobuf:"bytes,2,rep,name=witnessed,proto3" json:"witnessed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -730,6 +735,13 @@ func (x *GetCheckpointResponse) GetCheckpoint() string {
 		return x.Checkpoint
 	}
 	return ""
+}
+
+func (x *GetCheckpointResponse) GetWitnessed() []string {
+	if x != nil {
+		return x.Witnessed
+	}
+	return nil
 }
 
 type GetInclusionProofRequest struct {
@@ -1148,6 +1160,101 @@ func (*AddCosignatureResponse) Descriptor() ([]byte, []int) {
 	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{15}
 }
 
+type GetTileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tile path without a prefix: "tile/<L>/<N>[.p/<W>]" for a Merkle
+	// tree tile, "tile/entries/<N>[.p/<W>]" for an entry bundle, with <N>
+	// in 3-digit path elements as C2SP tlog-tiles specifies, e.g.
+	// "tile/0/x001/234" or "tile/entries/000.p/17".
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTileRequest) Reset() {
+	*x = GetTileRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTileRequest) ProtoMessage() {}
+
+func (x *GetTileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTileRequest.ProtoReflect.Descriptor instead.
+func (*GetTileRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetTileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type GetTileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Merkle tree tile: <W> (256 if full) concatenated 32-byte hashes. An
+	// entry bundle: <W> leaves, each a big-endian uint16 length and the
+	// leaf data.
+	Data          []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTileResponse) Reset() {
+	*x = GetTileResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTileResponse) ProtoMessage() {}
+
+func (x *GetTileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTileResponse.ProtoReflect.Descriptor instead.
+func (*GetTileResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetTileResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 var File_borderlink_v1_audit_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_audit_proto_rawDesc = "" +
@@ -1197,11 +1304,12 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x06record\x18\x01 \x01(\v2\x1a.borderlink.v1.AuditRecordR\x06record\x12\x12\n" +
 	"\x04leaf\x18\x02 \x01(\fR\x04leaf\"1\n" +
 	"\x14GetCheckpointRequest\x12\x19\n" +
-	"\bsign_now\x18\x01 \x01(\bR\asignNow\"7\n" +
+	"\bsign_now\x18\x01 \x01(\bR\asignNow\"U\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\tR\n" +
-	"checkpoint\"M\n" +
+	"checkpoint\x12\x1c\n" +
+	"\twitnessed\x18\x02 \x03(\tR\twitnessed\"M\n" +
 	"\x18GetInclusionProofRequest\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
 	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\"m\n" +
@@ -1226,7 +1334,11 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\tR\n" +
 	"checkpoint\"\x18\n" +
-	"\x16AddCosignatureResponse*Y\n" +
+	"\x16AddCosignatureResponse\"$\n" +
+	"\x0eGetTileRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"%\n" +
+	"\x0fGetTileResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data*Y\n" +
 	"\tAuditSide\x12\x1a\n" +
 	"\x16AUDIT_SIDE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AUDIT_SIDE_PROVIDER\x10\x01\x12\x17\n" +
@@ -1235,7 +1347,7 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x1aAUDIT_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14AUDIT_DECISION_ALLOW\x10\x01\x12\x17\n" +
 	"\x13AUDIT_DECISION_DENY\x10\x02\x12\x18\n" +
-	"\x14AUDIT_DECISION_ERROR\x10\x032\x8e\x05\n" +
+	"\x14AUDIT_DECISION_ERROR\x10\x032\xd8\x05\n" +
 	"\x05Audit\x12T\n" +
 	"\vListRecords\x12!.borderlink.v1.ListRecordsRequest\x1a\".borderlink.v1.ListRecordsResponse\x12N\n" +
 	"\tGetRecord\x12\x1f.borderlink.v1.GetRecordRequest\x1a .borderlink.v1.GetRecordResponse\x12Z\n" +
@@ -1243,7 +1355,8 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x11GetInclusionProof\x12'.borderlink.v1.GetInclusionProofRequest\x1a(.borderlink.v1.GetInclusionProofResponse\x12l\n" +
 	"\x13GetConsistencyProof\x12).borderlink.v1.GetConsistencyProofRequest\x1a*.borderlink.v1.GetConsistencyProofResponse\x12N\n" +
 	"\tGetLeaves\x12\x1f.borderlink.v1.GetLeavesRequest\x1a .borderlink.v1.GetLeavesResponse\x12]\n" +
-	"\x0eAddCosignature\x12$.borderlink.v1.AddCosignatureRequest\x1a%.borderlink.v1.AddCosignatureResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\x0eAddCosignature\x12$.borderlink.v1.AddCosignatureRequest\x1a%.borderlink.v1.AddCosignatureResponse\x12H\n" +
+	"\aGetTile\x12\x1d.borderlink.v1.GetTileRequest\x1a\x1e.borderlink.v1.GetTileResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_audit_proto_rawDescOnce sync.Once
@@ -1258,7 +1371,7 @@ func file_borderlink_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_borderlink_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_borderlink_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_borderlink_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_borderlink_v1_audit_proto_goTypes = []any{
 	(AuditSide)(0),                      // 0: borderlink.v1.AuditSide
 	(AuditDecision)(0),                  // 1: borderlink.v1.AuditDecision
@@ -1278,16 +1391,18 @@ var file_borderlink_v1_audit_proto_goTypes = []any{
 	(*GetLeavesResponse)(nil),           // 15: borderlink.v1.GetLeavesResponse
 	(*AddCosignatureRequest)(nil),       // 16: borderlink.v1.AddCosignatureRequest
 	(*AddCosignatureResponse)(nil),      // 17: borderlink.v1.AddCosignatureResponse
-	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
+	(*GetTileRequest)(nil),              // 18: borderlink.v1.GetTileRequest
+	(*GetTileResponse)(nil),             // 19: borderlink.v1.GetTileResponse
+	(*timestamppb.Timestamp)(nil),       // 20: google.protobuf.Timestamp
 }
 var file_borderlink_v1_audit_proto_depIdxs = []int32{
-	18, // 0: borderlink.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	20, // 0: borderlink.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: borderlink.v1.AuditRecord.side:type_name -> borderlink.v1.AuditSide
 	1,  // 2: borderlink.v1.AuditRecord.decision:type_name -> borderlink.v1.AuditDecision
 	1,  // 3: borderlink.v1.AuditFilter.decision:type_name -> borderlink.v1.AuditDecision
 	0,  // 4: borderlink.v1.AuditFilter.side:type_name -> borderlink.v1.AuditSide
-	18, // 5: borderlink.v1.AuditFilter.since:type_name -> google.protobuf.Timestamp
-	18, // 6: borderlink.v1.AuditFilter.until:type_name -> google.protobuf.Timestamp
+	20, // 5: borderlink.v1.AuditFilter.since:type_name -> google.protobuf.Timestamp
+	20, // 6: borderlink.v1.AuditFilter.until:type_name -> google.protobuf.Timestamp
 	3,  // 7: borderlink.v1.ListRecordsRequest.filter:type_name -> borderlink.v1.AuditFilter
 	2,  // 8: borderlink.v1.ListRecordsResponse.records:type_name -> borderlink.v1.AuditRecord
 	2,  // 9: borderlink.v1.GetRecordResponse.record:type_name -> borderlink.v1.AuditRecord
@@ -1298,15 +1413,17 @@ var file_borderlink_v1_audit_proto_depIdxs = []int32{
 	12, // 14: borderlink.v1.Audit.GetConsistencyProof:input_type -> borderlink.v1.GetConsistencyProofRequest
 	14, // 15: borderlink.v1.Audit.GetLeaves:input_type -> borderlink.v1.GetLeavesRequest
 	16, // 16: borderlink.v1.Audit.AddCosignature:input_type -> borderlink.v1.AddCosignatureRequest
-	5,  // 17: borderlink.v1.Audit.ListRecords:output_type -> borderlink.v1.ListRecordsResponse
-	7,  // 18: borderlink.v1.Audit.GetRecord:output_type -> borderlink.v1.GetRecordResponse
-	9,  // 19: borderlink.v1.Audit.GetCheckpoint:output_type -> borderlink.v1.GetCheckpointResponse
-	11, // 20: borderlink.v1.Audit.GetInclusionProof:output_type -> borderlink.v1.GetInclusionProofResponse
-	13, // 21: borderlink.v1.Audit.GetConsistencyProof:output_type -> borderlink.v1.GetConsistencyProofResponse
-	15, // 22: borderlink.v1.Audit.GetLeaves:output_type -> borderlink.v1.GetLeavesResponse
-	17, // 23: borderlink.v1.Audit.AddCosignature:output_type -> borderlink.v1.AddCosignatureResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
+	18, // 17: borderlink.v1.Audit.GetTile:input_type -> borderlink.v1.GetTileRequest
+	5,  // 18: borderlink.v1.Audit.ListRecords:output_type -> borderlink.v1.ListRecordsResponse
+	7,  // 19: borderlink.v1.Audit.GetRecord:output_type -> borderlink.v1.GetRecordResponse
+	9,  // 20: borderlink.v1.Audit.GetCheckpoint:output_type -> borderlink.v1.GetCheckpointResponse
+	11, // 21: borderlink.v1.Audit.GetInclusionProof:output_type -> borderlink.v1.GetInclusionProofResponse
+	13, // 22: borderlink.v1.Audit.GetConsistencyProof:output_type -> borderlink.v1.GetConsistencyProofResponse
+	15, // 23: borderlink.v1.Audit.GetLeaves:output_type -> borderlink.v1.GetLeavesResponse
+	17, // 24: borderlink.v1.Audit.AddCosignature:output_type -> borderlink.v1.AddCosignatureResponse
+	19, // 25: borderlink.v1.Audit.GetTile:output_type -> borderlink.v1.GetTileResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1323,7 +1440,7 @@ func file_borderlink_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_audit_proto_rawDesc), len(file_borderlink_v1_audit_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Audit_GetConsistencyProof_FullMethodName = "/borderlink.v1.Audit/GetConsistencyProof"
 	Audit_GetLeaves_FullMethodName           = "/borderlink.v1.Audit/GetLeaves"
 	Audit_AddCosignature_FullMethodName      = "/borderlink.v1.Audit/AddCosignature"
+	Audit_GetTile_FullMethodName             = "/borderlink.v1.Audit/GetTile"
 )
 
 // AuditClient is the client API for Audit service.
@@ -34,9 +35,9 @@ const (
 //
 // Audit lets auditors verify a gateway's audit log without trusting it
 // (docs/audit.md). Auditors of the gateway's own trust domain may call
-// everything; partner gateways and agencies may read the checkpoint and
-// consistency proofs, and records (and their inclusion proofs) of
-// exchanges in which they were the caller. Leaf index = record seq - 1.
+// everything; partner gateways and agencies may read the checkpoint,
+// consistency proofs and Merkle tree tiles, and records (and their
+// inclusion proofs) of exchanges in which they were the caller. Leaf index = record seq - 1.
 type AuditClient interface {
 	// ListRecords returns records matching a filter, in seq order.
 	ListRecords(ctx context.Context, in *ListRecordsRequest, opts ...grpc.CallOption) (*ListRecordsResponse, error)
@@ -55,6 +56,11 @@ type AuditClient interface {
 	// cosignature (C2SP tlog-cosignature) of one of its checkpoints; the
 	// checkpoint returned by GetCheckpoint then carries it.
 	AddCosignature(ctx context.Context, in *AddCosignatureRequest, opts ...grpc.CallOption) (*AddCosignatureResponse, error)
+	// GetTile returns one resource of the log as C2SP tlog-tiles lays it out
+	// (docs/audit.md), for the tree of the latest checkpoint: a Merkle tree
+	// tile (auditors and partners) or an entry bundle (auditors only: it
+	// holds every partner's records).
+	GetTile(ctx context.Context, in *GetTileRequest, opts ...grpc.CallOption) (*GetTileResponse, error)
 }
 
 type auditClient struct {
@@ -135,15 +141,25 @@ func (c *auditClient) AddCosignature(ctx context.Context, in *AddCosignatureRequ
 	return out, nil
 }
 
+func (c *auditClient) GetTile(ctx context.Context, in *GetTileRequest, opts ...grpc.CallOption) (*GetTileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTileResponse)
+	err := c.cc.Invoke(ctx, Audit_GetTile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServer is the server API for Audit service.
 // All implementations must embed UnimplementedAuditServer
 // for forward compatibility.
 //
 // Audit lets auditors verify a gateway's audit log without trusting it
 // (docs/audit.md). Auditors of the gateway's own trust domain may call
-// everything; partner gateways and agencies may read the checkpoint and
-// consistency proofs, and records (and their inclusion proofs) of
-// exchanges in which they were the caller. Leaf index = record seq - 1.
+// everything; partner gateways and agencies may read the checkpoint,
+// consistency proofs and Merkle tree tiles, and records (and their
+// inclusion proofs) of exchanges in which they were the caller. Leaf index = record seq - 1.
 type AuditServer interface {
 	// ListRecords returns records matching a filter, in seq order.
 	ListRecords(context.Context, *ListRecordsRequest) (*ListRecordsResponse, error)
@@ -162,6 +178,11 @@ type AuditServer interface {
 	// cosignature (C2SP tlog-cosignature) of one of its checkpoints; the
 	// checkpoint returned by GetCheckpoint then carries it.
 	AddCosignature(context.Context, *AddCosignatureRequest) (*AddCosignatureResponse, error)
+	// GetTile returns one resource of the log as C2SP tlog-tiles lays it out
+	// (docs/audit.md), for the tree of the latest checkpoint: a Merkle tree
+	// tile (auditors and partners) or an entry bundle (auditors only: it
+	// holds every partner's records).
+	GetTile(context.Context, *GetTileRequest) (*GetTileResponse, error)
 	mustEmbedUnimplementedAuditServer()
 }
 
@@ -192,6 +213,9 @@ func (UnimplementedAuditServer) GetLeaves(context.Context, *GetLeavesRequest) (*
 }
 func (UnimplementedAuditServer) AddCosignature(context.Context, *AddCosignatureRequest) (*AddCosignatureResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddCosignature not implemented")
+}
+func (UnimplementedAuditServer) GetTile(context.Context, *GetTileRequest) (*GetTileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTile not implemented")
 }
 func (UnimplementedAuditServer) mustEmbedUnimplementedAuditServer() {}
 func (UnimplementedAuditServer) testEmbeddedByValue()               {}
@@ -340,6 +364,24 @@ func _Audit_AddCosignature_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Audit_GetTile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).GetTile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_GetTile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).GetTile(ctx, req.(*GetTileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Audit_ServiceDesc is the grpc.ServiceDesc for Audit service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -374,6 +416,10 @@ var Audit_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AddCosignature",
 			Handler:    _Audit_AddCosignature_Handler,
+		},
+		{
+			MethodName: "GetTile",
+			Handler:    _Audit_GetTile_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
