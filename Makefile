@@ -83,15 +83,16 @@ fuzz:
 ## bench: measure the gateway against its baselines (< 10 minutes on 2 cores);
 ## rewrites docs/benchmarks.md, docs/benchmarks/*.svg and results.json.
 ## bench-quick: the one-minute version, written to a temp dir.
+## Both run a real Vault dev server (bin/vault) for the vault scenario.
 ## Pin for steadier numbers: make bench BENCHRUN="taskset -c 0,1"
 .PHONY: bench bench-quick
 BENCHRUN  ?=
 BENCHFLAGS ?=
-bench: build
-	$(BENCHRUN) ./$(BIN) bench $(BENCHFLAGS)
+bench: build vault-bin
+	$(BENCHRUN) ./$(BIN) bench --vault-bin $(CURDIR)/$(VAULT_BIN) $(BENCHFLAGS)
 
-bench-quick: build
-	$(BENCHRUN) ./$(BIN) bench --quick $(BENCHFLAGS)
+bench-quick: build vault-bin
+	$(BENCHRUN) ./$(BIN) bench --quick --vault-bin $(CURDIR)/$(VAULT_BIN) $(BENCHFLAGS)
 
 clean:
 	rm -rf bin demo-data demo-data-vault

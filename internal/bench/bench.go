@@ -54,6 +54,10 @@ type Config struct {
 	// OPA is the upstream opa binary; empty resolves it with
 	// `go tool -modfile=tools/opa/go.mod -n opa` from the repository root.
 	OPA string `json:"opa,omitempty"`
+	// VaultBin is the Vault binary the vault scenario runs as a dev
+	// server; empty uses $BORDERLINK_VAULT_BIN. Without either, that
+	// scenario fails.
+	VaultBin string `json:"vault_bin,omitempty"`
 	// Exe, if set, is this binary: memory cases then run in child
 	// processes (`Exe bench mem-child ...`) for a clean RSS.
 	Exe string `json:"-"`
@@ -69,7 +73,7 @@ type Config struct {
 // ScenarioNames are the scenarios in the order they run. Memory runs last:
 // filling its large audit log grows this process, which would show in the
 // RSS column of every scenario after it.
-var ScenarioNames = []string{"pull", "policy", "reload", "audit", "search", "churn", "delivery", "memory"}
+var ScenarioNames = []string{"pull", "policy", "reload", "audit", "search", "churn", "delivery", "vault", "memory"}
 
 // Full is `make bench`: under 10 minutes on 2 cores.
 func Full() Config {
@@ -167,7 +171,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg.logf("machine: %s, %d CPUs, GOMAXPROCS %d, CPUs allowed %s, %s", rep.Machine.CPUModel, rep.Machine.NumCPU, rep.Machine.GOMAXPROCS, rep.Machine.CPUsAllowed, rep.Machine.GoVersion)
 	runners := map[string]func(context.Context, *Config, string, *pki, *Scenario) error{
 		"pull": runPull, "policy": runPolicy, "reload": runReload, "audit": runAudit,
-		"search": runSearch, "churn": runChurn, "delivery": runDelivery, "memory": runMemory,
+		"search": runSearch, "churn": runChurn, "delivery": runDelivery, "vault": runVault, "memory": runMemory,
 	}
 	titles := map[string]string{
 		"pull":     "1. Pull exchange end to end vs bare grpc-go mTLS echo",
@@ -178,6 +182,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		"memory":   "6. Memory (RSS)",
 		"delivery": "7. Push delivery between two gateways (durable outbox and inbox) vs bare grpc-go unary call",
 		"reload":   "8. Policy reload: compile with generated agreements vs the shipped set alone, and decisions during reloads",
+		"vault":    "9. Audit signatures in Vault transit (one request each, batched) vs a local Ed25519 key, and their cost to the pull exchange",
 	}
 	for _, name := range ScenarioNames {
 		if !slices.Contains(cfg.Scenarios, name) {

@@ -29,6 +29,9 @@ var stages = []struct {
 	// Deep Rego evaluation stacks are truncated by the profiler before
 	// they reach Decide, hence the OPA package prefix.
 	{"policy decision (OPA eval + input/result JSON)", true, []string{"internal/policy.(*Engine).Decide", "github.com/open-policy-agent/opa/"}},
+	// Vault transit requests are made by BatchSigner's sending goroutine
+	// and the API client, not on the exchange's stack.
+	{"Vault transit signing (client: request, JSON, signature check)", true, []string{"internal/keys/vault.", "github.com/hashicorp/vault/api."}},
 	{"receipt signing", true, []string{"internal/gateway.(*Gateway).signedAnswer", "internal/gateway.(*auditLog).receipt"}},
 	{"audit append (group commit, Merkle hashes, SQLite write + fsync)", true, []string{"store/sqlite.(*Store).AppendAudit", "store/sqlite.(*Store).commitAudit", "store/sqlite.(*Store).runSequencer"}},
 	{"store read (SQLite)", true, []string{"store/sqlite.(*Store).GetDeclaration", "store/sqlite.(*Store).SearchDeclarations", "store/sqlite.(*Store).GetRiskAssessment"}},

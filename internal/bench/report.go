@@ -225,12 +225,16 @@ func markdown(rep *Report, jsonRel, flagsDoc string) string {
 	w("- The load generator runs in the same process. *CPU/op* is the whole process (getrusage user+sys: load generator and target together), so compare it only as a ratio. The profiled run of each scenario reports how much of the CPU the load generator itself took (goroutines labelled `side=client`).\n")
 	w("- Closed loop: a fixed number of workers call back to back (maximum throughput). Open loop: calls start at a fixed rate whether or not earlier calls finished; latency is measured from each call's intended start (no coordinated omission). %s Delivery: the knee is %.1f × the gateway's closed-loop maximum.\n", kneeDefinition(rep.Config), rep.Config.KneeFactor)
 	w("- Allocations/op and B/op come from runtime.MemStats (process-wide); RSS is VmRSS at the end of the run. *Others' CPU* is how many cores other processes kept busy during the run (system-wide busy time from /proc/stat minus this process's): the noise a ratio has to survive.\n")
+	w("- Vault (scenario 9): a real Vault dev server (the binary `make vault-bin` builds, passed with `--vault-bin`) on loopback, another process sharing the cores; its CPU is reported per op on its own and left out of *others' CPU*.\n")
 	w("- One extra, unmeasured run per scenario is CPU-profiled; profiles are in `%s` (open with `go tool pprof -http=: FILE`).\n\n", rep.ProfileDir)
 
 	for _, sc := range rep.Scenarios {
 		w("## %s\n\n", sc.Title)
 		if sc.Error != "" {
 			w("**Failed:** %s\n\n", sc.Error)
+		}
+		if sc.Name == "vault" {
+			writeVaultSummary(w, sc)
 		}
 		if len(sc.Results) > 0 {
 			if sc.Name == "memory" {
@@ -320,6 +324,62 @@ func markdown(rep *Report, jsonRel, flagsDoc string) string {
 	w("For steadier numbers pin the process and match GOMAXPROCS to the pinned cores, e.g. `make bench BENCHRUN=\"taskset -c 0,1 env GOMAXPROCS=2\"` or `taskset -c 0,1 env GOMAXPROCS=2 ./bin/borderlink bench`; on a shared 2-core machine, pinning cannot keep neighbours off the cores, which is why only same-run ratios count. The machine table above records GOMAXPROCS and the allowed CPUs of the run.\n\n")
 	w("Flags of `borderlink bench`:\n\n```\n%s```\n", flagsDoc)
 	return b.String()
+}
+
+// writeVaultSummary writes the vault scenario's results side by side: one
+// row per signer, signature rates and what the signer does to the pull
+// exchange. The full rows follow in the scenario's usual table.
+func writeVaultSummary(w func(string, ...any), sc *Scenario) {
+	targets := []struct{ id, name string }{
+		{"local", "local Ed25519 key (baseline)"},
+		{"transit", "transit, one request per signature"},
+		{"batched", "transit, batched (`vault.BatchSigner`, used by `serve`)"},
+	}
+	open := fmt.Sprintf("open@%d", vaultRate)
+	w("| signer |")
+	for _, c := range vaultSignConcurrency {
+		w(" signatures/s, %d signer(s) |", c)
+	}
+	last := vaultSignConcurrency[len(vaultSignConcurrency)-1]
+	w(" pull at %d req/s: p50 | p99 | p99 added | pull, closed loop | Vault CPU per signature (%d signers) | Vault CPU per exchange at %d req/s |\n|---|", vaultRate, last, vaultRate)
+	for range vaultSignConcurrency {
+		w("---:|")
+	}
+	w("---:|---:|---:|---:|---:|---:|\n")
+	base := sc.find("vault/pull/local/" + open)
+	for _, t := range targets {
+		w("| %s |", t.name)
+		for _, c := range vaultSignConcurrency {
+			if r := sc.find(fmt.Sprintf("vault/sign/%s/c%d", t.id, c)); r != nil {
+				w(" %s |", fmtNum(r.Median.Throughput))
+			} else {
+				w(" – |")
+			}
+		}
+		if r := sc.find("vault/pull/" + t.id + "/" + open); r != nil {
+			added := "–"
+			if base != nil && t.id != "local" {
+				added = fmt.Sprintf("%+.2f ms", (r.Median.P99-base.Median.P99)/1000)
+			}
+			w(" %s | %s | %s |", fmtLatency(r.Median.P50), fmtLatency(r.Median.P99), added)
+		} else {
+			w(" – | – | – |")
+		}
+		if r := sc.find("vault/pull/" + t.id + "/closed"); r != nil {
+			w(" %s req/s |", fmtNum(r.Median.Throughput))
+		} else {
+			w(" – |")
+		}
+		for _, id := range []string{fmt.Sprintf("vault/sign/%s/c%d", t.id, last), "vault/pull/" + t.id + "/" + open} {
+			if r := sc.find(id); r != nil && t.id != "local" {
+				w(" %s |", fmtLatency(r.Median.Value))
+			} else {
+				w(" – |")
+			}
+		}
+		w("\n")
+	}
+	w("\n*p99 added* here is the difference of the medians; the headline's is the median of the run-by-run differences. *Vault CPU* is the Vault server process's user + system time (/proc/PID/stat) during the timed runs, per signature or per exchange: Vault runs on the same cores, so on this machine its CPU competes with the gateway's.\n\n")
 }
 
 // writeSweeps writes the knee searches: the knees, then every step.

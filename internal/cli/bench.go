@@ -49,6 +49,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	auditRecords := fs.Int("audit-records", full.AuditRecs, "audit records for the memory scenario, a tenth for the audit scenario's grown log (quick: 100000)")
 	appenders := fs.Int("appenders", full.Appenders, "concurrent AppendAudit callers in the audit scenario")
 	opa := fs.String("opa", "", "upstream opa binary (default: built from tools/opa/go.mod with go tool)")
+	vaultBin := fs.String("vault-bin", "", "Vault binary for the vault scenario's dev server (default: $"+bench.EnvVaultBin+"; make bench builds bin/vault); without one that scenario fails")
 	profileDir := fs.String("profile-dir", "", "where CPU profiles go (default: a new temp dir, named in the output)")
 	workDir := fs.String("work-dir", "", "databases and policy files (default: a temp dir, removed afterwards)")
 	inProcMem := fs.Bool("in-process-memory", false, "measure memory in this process instead of child processes")
@@ -105,6 +106,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return usagef("bench: %v", perr)
 	}
 	cfg.OPA, cfg.WorkDir, cfg.Log = *opa, *workDir, e.stderr
+	cfg.VaultBin = *vaultBin
+	if cfg.VaultBin == "" {
+		cfg.VaultBin = e.getenv(bench.EnvVaultBin)
+	}
 	if !*inProcMem {
 		exe, err := os.Executable()
 		if err != nil {

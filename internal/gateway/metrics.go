@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/codes"
 
+	"github.com/borderlink/borderlink/internal/keys/vault"
 	"github.com/borderlink/borderlink/internal/store"
 )
 
@@ -42,6 +44,53 @@ func newMetrics(g *Gateway) *metrics {
 
 func (m *metrics) call(method string, code codes.Code) {
 	m.calls.WithLabelValues(method, code.String()).Inc()
+}
+
+// VaultStats is what the metrics read from a Vault client (*vault.Client).
+type VaultStats interface {
+	Stats() vault.Stats
+}
+
+// ReportVault adds the Vault client's metrics (failed requests by
+// operation, last successful request) to the gateway's; run.go calls it
+// when the key material comes from Vault. Calling it twice is an error.
+func (g *Gateway) ReportVault(v VaultStats) error {
+	if err := g.metrics.reg.Register(vaultCollector{v}); err != nil {
+		return fmt.Errorf("gateway: vault metrics: %w", err)
+	}
+	return nil
+}
+
+var (
+	descVaultErrors = prometheus.NewDesc("borderlink_vault_errors_total",
+		"Requests to Vault that failed (transport error or HTTP error status: sealed, denied, ...), by operation.", []string{"operation"}, nil)
+	descVaultLastSuccess = prometheus.NewDesc("borderlink_vault_last_success_timestamp_seconds",
+		"When Vault last answered a request successfully (0 if never).", nil, nil)
+	descVaultLogins = prometheus.NewDesc("borderlink_vault_logins_total",
+		"Successful logins to Vault (1 at start; more mean the token had to be replaced).", nil, nil)
+)
+
+// vaultCollector reads a Vault client's counters at scrape time, like
+// gatewayCollector: nothing is copied that could drift.
+type vaultCollector struct{ v VaultStats }
+
+func (c vaultCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descVaultErrors
+	ch <- descVaultLastSuccess
+	ch <- descVaultLogins
+}
+
+func (c vaultCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.v.Stats()
+	for op, n := range st.Errors {
+		ch <- prometheus.MustNewConstMetric(descVaultErrors, prometheus.CounterValue, float64(n), op)
+	}
+	last := 0.0
+	if !st.LastSuccess.IsZero() {
+		last = float64(st.LastSuccess.UnixNano()) / 1e9
+	}
+	ch <- prometheus.MustNewConstMetric(descVaultLastSuccess, prometheus.GaugeValue, last)
+	ch <- prometheus.MustNewConstMetric(descVaultLogins, prometheus.CounterValue, float64(st.Logins))
 }
 
 // MetricsHandler serves the gateway's metrics in the Prometheus text

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,15 +47,30 @@ func LoadIdentity(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 			return nil, fmt.Errorf("%s: vault: %w", cfg.File, err)
 		}
 		id.KeyPair = id.Vault.KeyPair
-		id.Bundles.Add(cfg.TrustDomain, id.Vault.OwnBundle...)
 	} else if id.KeyPair, err = identity.LoadKeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
 		return nil, fmt.Errorf("%s: tls: %w", cfg.File, err)
 	}
+	var ownExtra []*x509.Certificate
 	for d, path := range cfg.TrustBundles {
+		if id.Vault != nil && d == cfg.TrustDomain {
+			// Merged with the PKI mount's issuers below, and kept in the
+			// bundle when a CA rotation replaces them.
+			if ownExtra, err = identity.ReadPEMCertificates(path); err != nil {
+				id.Close()
+				return nil, fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
+			}
+			continue
+		}
 		if err := id.Bundles.AddPEMFile(d, path); err != nil {
 			id.Close()
 			return nil, fmt.Errorf("%s: trust_bundles.%s: %w", cfg.File, d, err)
 		}
+	}
+	if id.Vault != nil {
+		// The own domain: every issuer of the PKI mount (and the file
+		// above), re-read at each certificate renewal so that a CA
+		// rotation is followed without a restart (docs/vault.md).
+		id.Vault.TrustOwnDomain(id.Bundles, ownExtra...)
 	}
 	return id, nil
 }
@@ -114,7 +130,9 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	var signer audit.Signer
 	if vm != nil {
-		signer = vm.Signer
+		// Concurrent receipts share transit requests instead of paying a
+		// Vault round trip each (docs/decisions/0008-batched-transit-signing.md).
+		signer = vault.NewBatchSigner(vm.Signer, vault.BatchOptions{})
 		logger.Info("audit log", "origin", audit.Origin(cfg.TrustDomain), "verifier_key", vm.Signer.VerifierKey(), "all_verifier_keys", vm.VerifierKeys)
 	} else {
 		s, vkey, err := audit.LoadOrCreateKey(cfg.Audit.KeyFile, audit.Origin(cfg.TrustDomain), true)
@@ -165,6 +183,11 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	})
 	if err != nil {
 		return err
+	}
+	if vm != nil {
+		if err := g.ReportVault(vm.Client); err != nil {
+			return err
+		}
 	}
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", cfg.Listen)

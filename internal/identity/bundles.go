@@ -54,6 +54,29 @@ func (b *Bundles) Add(domain string, certs ...*x509.Certificate) {
 	b.pools[domain] = pool
 }
 
+// Set replaces domain's bundle with certs, for a bundle that follows a CA
+// rotation: handshakes verifying now keep the pool they started with, the
+// next ones use the new one, and established connections are not touched
+// (a certificate is verified once, at the handshake). Nil certificates are
+// ignored; setting none leaves the bundle as it is, so that a source that
+// returned nothing cannot make a domain unknown.
+func (b *Bundles) Set(domain string, certs ...*x509.Certificate) {
+	certs = slices.DeleteFunc(slices.Clone(certs), func(c *x509.Certificate) bool { return c == nil })
+	if len(certs) == 0 {
+		return
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pools == nil {
+		b.pools = make(map[string]*x509.CertPool)
+	}
+	b.pools[domain] = pool
+}
+
 // AddPEMFile adds the CA certificates in a PEM file to domain's bundle. The
 // file must hold at least one certificate and nothing but certificates.
 func (b *Bundles) AddPEMFile(domain, path string) error {
@@ -70,6 +93,21 @@ func (b *Bundles) AddPEMFile(domain, path string) error {
 	}
 	b.Add(domain, certs...)
 	return nil
+}
+
+// ReadPEMCertificates reads the CA certificates in a PEM file with the
+// checks of AddPEMFile (at least one certificate, nothing else), for a
+// bundle assembled from several sources and then Set.
+func ReadPEMCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	certs, err := parsePEMCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("load bundle %s: %w", path, err)
+	}
+	return certs, nil
 }
 
 func parsePEMCertificates(data []byte) ([]*x509.Certificate, error) {

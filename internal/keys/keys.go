@@ -27,9 +27,11 @@ import (
 const MinPseudonymKeySize = 32
 
 // ErrUnavailable is wrapped by errors that mean the key source could not
-// be reached or is sealed, as opposed to refusing the request. Callers keep
-// the material they have (a certificate until it expires) and retry; a
-// signature that must be produced is queued, never skipped.
+// be reached or is sealed, or no longer accepted the gateway's credentials
+// while it was (a token that expired meanwhile; a new login is under way),
+// as opposed to refusing the request. Callers keep the material they have
+// (a certificate until it expires) and retry; a signature that must be
+// produced is queued, never skipped.
 var ErrUnavailable = errors.New("keys: key source unavailable")
 
 // ErrDenied is wrapped by errors that mean the key source refused the

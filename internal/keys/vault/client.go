@@ -3,7 +3,8 @@
 //   - the gateway's mTLS certificate from the PKI engine
 //     (<pki>/issue/<role>, SPIFFE ID as the URI SAN), short-lived and
 //     renewed at two thirds of its lifetime (see keys.RenewingKeyPair);
-//     the own-domain trust bundle from the PKI mount's CA;
+//     the own-domain trust bundle from the PKI mount's issuers, re-read at
+//     each renewal so that a CA rotation is followed (Material);
 //   - a note.Signer for audit checkpoints and receipts backed by a transit
 //     Ed25519 key, whose private key never leaves Vault;
 //   - the pseudonymisation key and other secrets from KV v2.
@@ -14,7 +15,10 @@
 //
 // Errors say what to do: an unreachable or sealed Vault wraps
 // keys.ErrUnavailable and names the address; a refused request is a
-// *DeniedError naming the path and the capability the policy lacks.
+// *DeniedError naming the path and the capability the policy lacks. A
+// call fails fast: an answer from Vault (503 sealed included) is never
+// retried, a transport error once. Failures are counted by operation
+// (Client.Stats) for the gateway's metrics.
 package vault
 
 import (
@@ -22,9 +26,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -51,8 +55,7 @@ type Client struct {
 	logger  *slog.Logger
 	getenv  func(string) string
 
-	mu     sync.Mutex
-	logins int // successful logins, for tests and logs
+	stats *stats
 
 	relogin chan struct{} // a call found the token rejected
 	stop    context.CancelFunc
@@ -76,14 +79,15 @@ func New(ctx context.Context, cfg keys.VaultConfig, opts Options) (*Client, erro
 	}
 	vc.Address = cfg.Address
 	vc.Timeout = timeout
-	// The API retries 5xx and transport errors twice with backoff; more
-	// only delays a start-up failure the operator needs to see.
-	vc.MaxRetries = 2
+	vc.MaxRetries, vc.CheckRetry, vc.Backoff = maxRetries, retryPolicy, retryBackoff
 	if cfg.CACert != "" {
 		if err := vc.ConfigureTLS(&vaultapi.TLSConfig{CACert: cfg.CACert}); err != nil {
 			return nil, fmt.Errorf("vault.ca_cert %s: %w", cfg.CACert, err)
 		}
 	}
+	c := &Client{cfg: cfg, timeout: timeout, ttl: ttl, logger: opts.Logger, getenv: opts.Getenv, relogin: make(chan struct{}, 1), stats: newStats()}
+	// Wrapped after ConfigureTLS, which needs the *http.Transport itself.
+	vc.HttpClient.Transport = &countingTransport{next: vc.HttpClient.Transport, stats: c.stats, op: c.operation}
 	api, err := vaultapi.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vault %s: %w", cfg.Address, err)
@@ -92,7 +96,7 @@ func New(ctx context.Context, cfg keys.VaultConfig, opts Options) (*Client, erro
 	// the gateway uses only what its configuration names.
 	api.ClearToken()
 	api.ClearNamespace()
-	c := &Client{api: api, cfg: cfg, timeout: timeout, ttl: ttl, logger: opts.Logger, getenv: opts.Getenv, relogin: make(chan struct{}, 1)}
+	c.api = api
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
@@ -131,11 +135,37 @@ func (c *Client) API() *vaultapi.Client { return c.api }
 func (c *Client) Address() string { return c.api.Address() }
 
 // Logins returns how many times the client has logged in (1 after New).
-func (c *Client) Logins() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.logins
+func (c *Client) Logins() int { return c.stats.snapshot().Logins }
+
+// Retries. A sealed Vault answers 503 "Vault is sealed" at once, and so
+// does a standby or an overloaded one: retrying an HTTP answer only makes
+// the caller wait (the API's default, two retries with 1-1.5 s backoff,
+// made a call to a sealed Vault take about 4 s, and every exchange whose
+// receipt could not be signed waited that long). Every caller already
+// retries at its own pace (certificate renewal, re-login, the
+// checkpointer), so an answer is final. A transport error is retried
+// once, shortly: a write (sign, issue) on a keep-alive connection the
+// server or a load balancer has just closed fails without ever reaching
+// Vault, and net/http does not replay writes itself.
+const (
+	maxRetries = 1
+	retryWait  = 100 * time.Millisecond
+)
+
+// retryPolicy is the API's CheckRetry: no retry once Vault has answered or
+// the caller's context is done; for a transport error, the API's own
+// judgement (it does not retry certificate or scheme errors).
+func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err == nil {
+		return false, nil
+	}
+	return vaultapi.DefaultRetryPolicy(ctx, resp, err)
 }
+
+func retryBackoff(_, _ time.Duration, _ int, _ *http.Response) time.Duration { return retryWait }
 
 func (c *Client) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.timeout)
@@ -145,6 +175,7 @@ func (c *Client) checkHealth(ctx context.Context) error {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	h, err := c.api.Sys().HealthWithContext(ctx)
+	c.stats.record(OpHealth, err == nil && h.Initialized && !h.Sealed)
 	if err != nil {
 		return c.wrap("health check", "sys/health", err)
 	}
@@ -201,10 +232,7 @@ func (c *Client) login(ctx context.Context) (*vaultapi.Secret, error) {
 			secret = &vaultapi.Secret{Auth: &vaultapi.SecretAuth{ClientToken: tok, Renewable: true, LeaseDuration: int(ttl.Seconds())}}
 		}
 	}
-	c.mu.Lock()
-	c.logins++
-	n := c.logins
-	c.mu.Unlock()
+	n := c.stats.login()
 	c.logger.Info("vault login", "address", c.Address(), "method", c.method(), "logins", n)
 	return secret, nil
 }
@@ -270,23 +298,69 @@ func (c *Client) keepToken(ctx context.Context, secret *vaultapi.Secret) {
 			return
 		}
 		c.logger.Warn("vault token renewal stopped; logging in again", "error", err)
-		secret = nil
-		for delay := time.Second; secret == nil; delay = min(2*delay, 30*time.Second) {
-			s, err := c.login(ctx)
-			if err == nil {
-				secret = s
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			c.logger.Warn("vault login failed; retrying", "retry_in", delay, "error", err)
+		if secret = c.relogInLoop(ctx); secret == nil {
+			return
+		}
+	}
+}
+
+// Re-login pacing while Vault is unreachable or sealed: backoff from
+// reloginMinDelay doubling to reloginMaxDelay, but a call that finds the
+// token rejected (typically the first call after Vault was unsealed, the
+// token having expired meanwhile) cuts the wait short, no sooner than
+// reloginMinDelay after the previous attempt.
+const (
+	reloginMinDelay = time.Second
+	reloginMaxDelay = 30 * time.Second
+)
+
+// relogInLoop logs in until it succeeds (returning the login secret) or
+// ctx ends (returning nil).
+func (c *Client) relogInLoop(ctx context.Context) *vaultapi.Secret {
+	for delay := reloginMinDelay; ; delay = min(2*delay, reloginMaxDelay) {
+		attempt := time.Now()
+		s, err := c.login(ctx)
+		if err == nil {
+			// A request made before this login is stale: the calls that
+			// found the old token rejected will use the new one.
 			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
+			case <-c.relogin:
+			default:
+			}
+			return s
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.logger.Warn("vault login failed; retrying", "retry_in", delay, "error", err)
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-timer.C:
+		case <-c.relogin:
+			timer.Stop()
+			if !sleepCtx(ctx, time.Until(attempt.Add(reloginMinDelay))) {
+				return nil
 			}
 		}
+	}
+}
+
+// sleepCtx sleeps for d (nothing if d <= 0) and reports whether ctx is
+// still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -15,7 +15,9 @@ import (
 )
 
 // DeniedError is Vault refusing a request (HTTP 403): a missing policy, a
-// wrong role, a revoked token. It wraps keys.ErrDenied.
+// wrong role, a development token that is no longer valid. It wraps
+// keys.ErrDenied. (An AppRole token that Vault no longer accepts is not a
+// DeniedError: the client logs in again, see wrap.)
 type DeniedError struct {
 	// Path is the API path refused, e.g. "transit/sign/borderlink-audit".
 	Path string
@@ -72,8 +74,9 @@ func apiPath(rawURL string) string {
 
 // wrap turns an error from the Vault API into one that says what failed,
 // where and whether retrying could help: it wraps keys.ErrUnavailable for
-// an unreachable or sealed Vault, is a *DeniedError for a 403, and names
-// Vault's address and the path otherwise.
+// an unreachable or sealed Vault and for an AppRole token Vault no longer
+// accepts (a re-login is under way), is a *DeniedError for any other 403,
+// and names Vault's address and the path otherwise.
 func (c *Client) wrap(op, path string, err error) error {
 	if err == nil {
 		return nil
@@ -84,6 +87,15 @@ func (c *Client) wrap(op, path string, err error) error {
 			path = apiPath(re.URL)
 		}
 		switch {
+		case re.StatusCode == http.StatusForbidden && mentions(re.Errors, "invalid token") && c.cfg.Auth.AppRole != nil:
+			// The token itself is no longer accepted: it expired while
+			// Vault was sealed or unreachable, or was revoked. No policy
+			// is at fault and a new login fixes it: log in again at once
+			// rather than at the next backoff step, and say the call may
+			// be retried (ErrUnavailable), not that a grant is missing.
+			c.requestRelogin()
+			return fmt.Errorf("vault %s: %s %s: %w: the token was rejected (expired or revoked); logging in again, retry the call (vault said: %s)",
+				c.api.Address(), op, path, keys.ErrUnavailable, strings.Join(cleanMessages(re.Errors), "; "))
 		case re.StatusCode == http.StatusForbidden:
 			d := &DeniedError{Path: path, Capability: capabilityFor(re.HTTPMethod), Messages: cleanMessages(re.Errors)}
 			var rejected bool
@@ -94,7 +106,7 @@ func (c *Client) wrap(op, path string, err error) error {
 				c.requestRelogin()
 			}
 			return fmt.Errorf("vault %s: %s: %w", c.api.Address(), op, d)
-		case re.StatusCode == http.StatusServiceUnavailable && mentionsSealed(re.Errors):
+		case re.StatusCode == http.StatusServiceUnavailable && mentions(re.Errors, "sealed"):
 			return fmt.Errorf("vault %s: %s: %w: vault is sealed (unseal it)", c.api.Address(), op, keys.ErrUnavailable)
 		case re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests:
 			return fmt.Errorf("vault %s: %s %s: %w: %w", c.api.Address(), op, path, keys.ErrUnavailable, &responseError{re})
@@ -139,9 +151,11 @@ func cleanMessages(msgs []string) []string {
 	return out
 }
 
-func mentionsSealed(msgs []string) bool {
+// mentions reports whether one of Vault's error messages contains word
+// (lower case).
+func mentions(msgs []string, word string) bool {
 	for _, m := range msgs {
-		if strings.Contains(strings.ToLower(m), "sealed") {
+		if strings.Contains(strings.ToLower(m), word) {
 			return true
 		}
 	}

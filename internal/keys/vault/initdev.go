@@ -100,8 +100,11 @@ func (o *InitDevOptions) setDefaults() {
 }
 
 // PolicyText is the least-privilege policy of a gateway: issue its own
-// certificate, read its CA, read and use its signing key, read its own
-// secrets. Token renewal and lookup come from Vault's default policy.
+// certificate, read its CA's issuers, read and use its signing key, read
+// its own secrets. Token renewal and lookup come from Vault's default
+// policy. (The PKI engine serves ca/pem, issuers and issuer/<ref>/json
+// without authentication; the policy names them anyway, so that it lists
+// everything the gateway reads.)
 func PolicyText(o InitDevOptions) string {
 	o.setDefaults()
 	return fmt.Sprintf(`# Borderlink gateway %[1]s: only what it needs.
@@ -109,6 +112,12 @@ path "%[2]s/issue/%[3]s" {
   capabilities = ["update"]
 }
 path "%[2]s/ca/pem" {
+  capabilities = ["read"]
+}
+path "%[2]s/issuers" {
+  capabilities = ["list"]
+}
+path "%[2]s/issuer/+/json" {
   capabilities = ["read"]
 }
 path "%[4]s/keys/%[5]s" {

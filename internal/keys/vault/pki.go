@@ -68,30 +68,62 @@ func (c *Client) CertIssuer(id identity.ID) keys.CertIssuer {
 	})
 }
 
-// TrustBundle returns the PKI mount's CA certificate(s) (<pki.mount>/ca/pem,
-// the default issuer): the own trust domain's bundle. Add it with
-// identity.Bundles.Add(trustDomain, certs...).
+// TrustBundle returns the certificate of every issuer of the PKI mount
+// (<pki.mount>/issuers, then <pki.mount>/issuer/<id>/json for each): the
+// own trust domain's bundle. Every issuer, not only the default one, so
+// that during a CA rotation certificates issued by the old and by the new
+// issuer both verify; an issuer deleted from the mount drops out. Add it
+// with identity.Bundles.Set(trustDomain, certs...).
 func (c *Client) TrustBundle(ctx context.Context) ([]*x509.Certificate, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
-	path := c.cfg.PKI.Mount + "/ca/pem"
-	r := c.api.NewRequest("GET", "/v1/"+path)
-	resp, err := c.api.RawRequestWithContext(ctx, r)
-	if resp != nil {
-		defer resp.Body.Close()
-	}
+	list := c.cfg.PKI.Mount + "/issuers"
+	s, err := c.api.Logical().ListWithContext(ctx, list)
 	if err != nil {
-		return nil, c.wrap("read CA", path, err)
+		return nil, c.wrap("list CA issuers", list, err)
 	}
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(resp.Body); err != nil {
-		return nil, c.wrap("read CA", path, err)
+	var ids []string
+	if s != nil && s.Data != nil {
+		raw, _ := s.Data["keys"].([]any)
+		for _, v := range raw {
+			if id, ok := v.(string); ok && id != "" {
+				ids = append(ids, id)
+			}
+		}
 	}
-	certs, err := parseCerts(buf.Bytes())
-	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("vault %s: %s: no CA certificate (is the PKI mount's root generated?): %v", c.Address(), path, err)
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("vault %s: %s: the PKI mount has no issuer (generate or import its root CA)", c.Address(), list)
 	}
-	return certs, nil
+	var out []*x509.Certificate
+	seen := map[string]bool{}
+	for _, id := range ids {
+		path := c.cfg.PKI.Mount + "/issuer/" + id + "/json"
+		s, err := c.api.Logical().ReadWithContext(ctx, path)
+		if err != nil {
+			return nil, c.wrap("read CA issuer", path, err)
+		}
+		if s == nil {
+			continue // deleted since the list: no longer an issuer
+		}
+		var p string
+		if s.Data != nil {
+			p, _ = s.Data["certificate"].(string)
+		}
+		certs, err := parseCerts([]byte(p))
+		if err != nil || len(certs) == 0 {
+			return nil, fmt.Errorf("vault %s: %s: no CA certificate (it was listed in %s): %v", c.Address(), path, list, err)
+		}
+		for _, cert := range certs {
+			if !seen[string(cert.Raw)] {
+				seen[string(cert.Raw)] = true
+				out = append(out, cert)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("vault %s: %s: every issuer listed was deleted while it was read; try again", c.Address(), list)
+	}
+	return out, nil
 }
 
 func parseCerts(data []byte) ([]*x509.Certificate, error) {

@@ -17,7 +17,8 @@ import (
 
 // Signer is a note.Signer (audit.Signer) backed by a transit Ed25519 key:
 // the private key never leaves Vault, each Sign is a call to
-// <transit.mount>/sign/<transit.key>.
+// <transit.mount>/sign/<transit.key>. A gateway signing concurrent
+// receipts wraps it in a BatchSigner, which shares one call among them.
 //
 // A Signer is pinned to one key version, the latest when it was made. Its
 // KeyHash is the note key ID of that version's public key
@@ -171,6 +172,12 @@ func (s *Signer) Sign(msg []byte) ([]byte, error) {
 	if r != nil && r.Data != nil {
 		raw, _ = r.Data["signature"].(string)
 	}
+	return s.check(msg, raw)
+}
+
+// check decodes transit's signature of msg and verifies it with the
+// pinned public key: a signature that does not verify is never returned.
+func (s *Signer) check(msg []byte, raw string) ([]byte, error) {
 	// "vault:v<version>:<base64 signature>"
 	parts := strings.SplitN(raw, ":", 3)
 	if len(parts) != 3 || parts[0] != "vault" || parts[1] != "v"+strconv.Itoa(s.version) {

@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -159,8 +161,9 @@ func TestTokenRevoked(t *testing.T) {
 	if err := f.root.Auth().Token().RevokeTree(c.API().Token()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PseudonymKey(ctx); !errors.Is(err, keys.ErrDenied) {
-		t.Errorf("PseudonymKey with a revoked token: %v; want ErrDenied", err)
+	// Not a policy matter: the call may be retried once logged in again.
+	if _, err := c.PseudonymKey(ctx); !errors.Is(err, keys.ErrUnavailable) || errors.Is(err, keys.ErrDenied) || !strings.Contains(err.Error(), "token was rejected") {
+		t.Errorf("PseudonymKey with a revoked token: %v; want ErrUnavailable saying the token was rejected", err)
 	}
 	waitFor(t, "a re-login after revocation", 10*time.Second, func() bool { return c.Logins() >= 2 })
 	waitFor(t, "a working token", 5*time.Second, func() bool { _, err := c.PseudonymKey(ctx); return err == nil })
@@ -513,7 +516,7 @@ func TestLoad(t *testing.T) {
 		t.Errorf("KeyPair.ID() = %v, %v", id, err)
 	}
 	b := identity.NewBundles()
-	b.Add(domain, m.OwnBundle...)
+	b.Add(domain, m.OwnBundle()...)
 	if _, err := b.Verify(m.KeyPair.Certificate().Certificate, x509.ExtKeyUsageClientAuth, time.Time{}); err != nil {
 		t.Errorf("certificate does not verify with the own bundle: %v", err)
 	}
@@ -542,10 +545,9 @@ func TestLoad(t *testing.T) {
 // certificate is renewed.
 func TestSealedLater(t *testing.T) {
 	t.Parallel()
-	// 24 s TTL + 1 s backdating: renewal due about 15.7 s after issue.
-	// A call to a sealed Vault takes about 4 s (the API retries a 503
-	// twice with backoff), so the first failed renewal is logged with
-	// about 5 s of validity left.
+	// 24 s TTL + 1 s backdating: renewal due about 15.7 s after issue,
+	// so the first failed renewal is logged with about 9 s of validity
+	// left (a call to a sealed Vault fails at once, TestSealedFailsFast).
 	f := newFixture(t, vault.InitDevOptions{CertTTL: 24 * time.Second, CertNotBefore: time.Second})
 	c := f.client(t)
 	ctx := context.Background()
@@ -669,5 +671,361 @@ func TestDeniedLater(t *testing.T) {
 	}
 	if n := c.Logins(); n != 1 {
 		t.Errorf("Logins = %d after denials; want 1 (a denied path is not a rejected token)", n)
+	}
+}
+
+// TestSealedFailsFast: with Vault sealed every kind of call fails in one
+// round trip (no retry of the 503), well under a second, with an error
+// wrapping keys.ErrUnavailable that says "sealed"; each failure is counted
+// once under its operation and the last success time stops moving. Then,
+// with Vault gone, a call fails after one short retry.
+func TestSealedFailsFast(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	c := f.client(t)
+	ctx := context.Background()
+	s, err := c.NewSigner(ctx, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sign([]byte("checkpoint\n")); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.LastSuccess.IsZero() || time.Since(st.LastSuccess) > time.Minute || st.Logins != 1 {
+		t.Fatalf("Stats after a signature = %+v; want a recent LastSuccess and 1 login", st)
+	}
+	f.srv.Seal(t)
+	sealed := c.Stats()
+	const fast = time.Second
+	for _, tc := range []struct {
+		name, op string
+		call     func() error
+	}{
+		{"sign", vault.OpTransitSign, func() error { _, err := s.Sign([]byte("checkpoint\n")); return err }},
+		{"issue certificate", vault.OpPKIIssue, func() error { _, err := c.IssueCertificate(ctx, identity.GatewayID(domain)); return err }},
+		{"read secret", vault.OpKVRead, func() error { _, err := c.PseudonymKey(ctx); return err }},
+		{"list CA issuers", vault.OpPKIIssuers, func() error { _, err := c.TrustBundle(ctx); return err }},
+		{"read signing key", vault.OpTransitKey, func() error { _, err := c.NewSigner(ctx, origin); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			was := c.Stats().Errors[tc.op]
+			start := time.Now()
+			err := tc.call()
+			took := time.Since(start)
+			t.Logf("%s while sealed: %v (after %v)", tc.name, err, took)
+			if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), "vault is sealed") || !strings.Contains(err.Error(), f.srv.Addr) {
+				t.Errorf("error = %v; want ErrUnavailable saying sealed and naming %s", err, f.srv.Addr)
+			}
+			if took >= fast {
+				t.Errorf("failed after %v; want under %v", took, fast)
+			}
+			if got := c.Stats().Errors[tc.op]; got != was+1 {
+				t.Errorf("Stats().Errors[%s] = %d, was %d; want one more (one request, not retried)", tc.op, got, was)
+			}
+		})
+	}
+	if got := c.Stats().LastSuccess; !got.Equal(sealed.LastSuccess) {
+		t.Errorf("LastSuccess moved from %v to %v while Vault was sealed", sealed.LastSuccess, got)
+	}
+
+	// Unreachable: a transport error is retried once, shortly.
+	f.srv.Stop()
+	was := c.Stats().Errors[vault.OpTransitSign]
+	start := time.Now()
+	_, err = s.Sign([]byte("checkpoint\n"))
+	took := time.Since(start)
+	t.Logf("sign while unreachable: %v (after %v)", err, took)
+	if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), "cannot reach Vault") {
+		t.Errorf("Sign(unreachable) error = %v; want ErrUnavailable saying cannot reach Vault", err)
+	}
+	if took >= fast {
+		t.Errorf("Sign(unreachable) failed after %v; want under %v", took, fast)
+	}
+	if got := c.Stats().Errors[vault.OpTransitSign]; got != was+2 {
+		t.Errorf("transit_sign errors = %d, was %d; want two more (the request and one retry)", got, was)
+	}
+}
+
+// TestReloginAfterSealedExpiry: the tokens of two clients expire while
+// Vault is sealed (AppRole token TTL 3 s, sealed for 19 s). After unseal
+// both log in again and sign and issue with the same Client and Signer,
+// without a restart: the idle one by itself, at its next backoff step,
+// with no call prompting it; the busy one as soon as its first call finds
+// the token rejected, long before its next backoff step.
+//
+// Timing: renewal fails within about 2 s of sealing (F), then logins are
+// tried at F+0, 1, 3, 7, 15, 31 s. Unsealing at 19 s leaves no scheduled
+// attempt between 19 s and 31 s, so a re-login of the busy client within
+// 5 s of its call can only be the call's doing.
+func TestReloginAfterSealedExpiry(t *testing.T) {
+	t.Parallel()
+	const (
+		tokenTTL = 3 * time.Second
+		sealed   = 19 * time.Second
+	)
+	f := newFixture(t, vault.InitDevOptions{TokenTTL: tokenTTL, TokenMaxTTL: time.Hour})
+	ctx := context.Background()
+	type gw struct {
+		c        *vault.Client
+		s        *vault.Signer
+		logs     *syncBuffer
+		oldToken string
+	}
+	start := func() *gw {
+		g := &gw{logs: &syncBuffer{}}
+		var err error
+		if g.c, err = vault.New(ctx, f.setup.Config, vault.Options{Logger: slog.New(slog.NewTextHandler(g.logs, nil))}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.c.Close() })
+		if g.s, err = g.c.NewSigner(ctx, origin); err != nil {
+			t.Fatal(err)
+		}
+		g.oldToken = g.c.API().Token()
+		return g
+	}
+	idle, busy := start(), start()
+	v, err := note.NewVerifier(f.setup.VerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	works := func(name string, g *gw) {
+		t.Helper()
+		body := origin + "\n9\nqUzHvS1WZEcSPxG0aZqA8ZC8eLq6H2mF4yq0fVq9vX0=\n"
+		msg, err := note.Sign(&note.Note{Text: body}, g.s)
+		if err != nil {
+			t.Fatalf("%s client: sign after unseal and re-login: %v\nlog:\n%s", name, err, g.logs.String())
+		}
+		if _, err := note.Open(msg, note.VerifierList(v)); err != nil {
+			t.Errorf("%s client: note signed after re-login does not verify: %v", name, err)
+		}
+		if _, err := g.c.IssueCertificate(ctx, identity.GatewayID(domain)); err != nil {
+			t.Errorf("%s client: issue certificate after re-login: %v", name, err)
+		}
+		if g.c.API().Token() == g.oldToken {
+			t.Errorf("%s client: logged in again but still holds the expired token", name)
+		}
+		if n := g.c.Stats().Errors[vault.OpLogin]; n == 0 {
+			t.Errorf("%s client: no failed login counted while sealed", name)
+		}
+		if l := g.logs.String(); !strings.Contains(l, "vault login failed; retrying") {
+			t.Errorf("%s client: no failed login logged while sealed; log:\n%s", name, l)
+		}
+	}
+
+	f.srv.Seal(t)
+	sealedAt := time.Now()
+	if _, err := busy.s.Sign([]byte("checkpoint\n")); !errors.Is(err, keys.ErrUnavailable) || time.Since(sealedAt) >= time.Second {
+		t.Errorf("Sign(sealed) = %v after %v; want ErrUnavailable in under 1s", err, time.Since(sealedAt))
+	}
+	time.Sleep(sealed - time.Since(sealedAt))
+	f.srv.Unseal(t)
+	unsealed := time.Now()
+	// Otherwise this test would prove nothing.
+	for _, g := range []*gw{idle, busy} {
+		if _, err := f.root.Auth().Token().Lookup(g.oldToken); err == nil {
+			t.Fatalf("a client's token is still valid after %v sealed; lengthen the sealed period", sealed)
+		}
+	}
+
+	// The busy client's first call finds its token rejected and brings
+	// the next login forward.
+	if busy.c.Logins() != 1 {
+		t.Fatalf("busy client logged in again (%d logins) before any call; the timing above no longer holds", busy.c.Logins())
+	}
+	called := time.Now()
+	_, err = busy.s.Sign([]byte("checkpoint\n"))
+	t.Logf("busy client: first call after unseal: %v", err)
+	// The expired token is no policy problem: the error must not send
+	// the operator to the policy, and the call may be retried.
+	if !errors.Is(err, keys.ErrUnavailable) || errors.Is(err, keys.ErrDenied) || !strings.Contains(err.Error(), "token was rejected") || strings.Contains(err.Error(), "policy") {
+		t.Errorf("first Sign after unseal = %v; want ErrUnavailable saying the token was rejected", err)
+	}
+	waitFor(t, "the busy client's re-login", 5*time.Second, func() bool { return busy.c.Logins() >= 2 })
+	t.Logf("busy client: logged in again %v after its call (%v after unseal)", time.Since(called).Round(time.Millisecond), time.Since(unsealed).Round(time.Millisecond))
+	works("busy", busy)
+
+	// The idle client, never called, logs in again by itself.
+	waitFor(t, "the idle client's re-login", 45*time.Second, func() bool { return idle.c.Logins() >= 2 })
+	t.Logf("idle client: logged in again %v after unseal", time.Since(unsealed).Round(time.Millisecond))
+	works("idle", idle)
+}
+
+// TestCARotation: the PKI mount gets a second root, which becomes the
+// default issuer. The gateway's next certificate comes from it; the own
+// bundle, re-read at that renewal, holds both roots, so peers certified by
+// the old and by the new root both complete mTLS, and a connection made
+// before the swap keeps working. When the old root is deleted, the next
+// renewal drops it: its peers are refused, the new root's are not.
+func TestCARotation(t *testing.T) {
+	t.Parallel()
+	// 8 s TTL + 1 s backdating: a renewal (and bundle refresh) about
+	// 5 s after each issue.
+	f := newFixture(t, vault.InitDevOptions{CertTTL: 8 * time.Second, CertNotBefore: time.Second})
+	ctx := context.Background()
+	m, err := vault.Load(ctx, f.setup.Config, domain, origin, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	bundles := identity.NewBundles()
+	m.TrustOwnDomain(bundles)
+	first := m.KeyPair.Certificate().Leaf
+	if n := len(m.OwnBundle()); n != 1 {
+		t.Fatalf("own bundle has %d CA certificates at start; want 1", n)
+	}
+	s, err := f.root.Logical().Read("pki/issuer/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldIssuer, _ := s.Data["issuer_id"].(string)
+
+	// A second root, not default yet (a mount keeps its default issuer).
+	s, err = f.root.Logical().Write("pki/root/generate/internal", map[string]any{
+		"common_name": domain + " Borderlink development CA 2", "issuer_name": "root-2",
+		"key_type": "ec", "key_bits": 256, "ttl": "87600h",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newIssuer, _ := s.Data["issuer_id"].(string)
+	newRoot, err := x509.ParseCertificate(pemBlock(t, s.Data["certificate"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerOld, peerNew := issueFrom(t, f, oldIssuer), issueFrom(t, f, newIssuer)
+	renewed := func() bool { return m.KeyPair.Certificate().Leaf.SerialNumber.Cmp(first.SerialNumber) != 0 }
+	// Only meaningful before the first renewal re-reads the issuers.
+	if _, err := bundles.Verify(peerNew.Certificate().Certificate, x509.ExtKeyUsageClientAuth, time.Time{}); err == nil && !renewed() {
+		t.Fatal("a certificate of the new root verified before any bundle refresh")
+	}
+
+	addr := echoServer(t, identity.ServerTLSConfig(m.KeyPair, bundles, testLogger(t), nil))
+	// dial makes an mTLS connection as a peer holding kp and echoes a
+	// line on it: in TLS 1.3 a server refusing the client's certificate
+	// shows only at the first read.
+	dial := func(kp *identity.KeyPair, msg string) (*tls.Conn, error) {
+		conn, err := tls.Dial("tcp", addr, identity.ClientTLSConfig(kp, bundles, identity.GatewayID(domain)))
+		if err != nil {
+			return nil, err
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, msg+"\n"); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || got != msg+"\n" {
+			conn.Close()
+			return nil, fmt.Errorf("echo = %q, %w", got, err)
+		}
+		return conn, nil
+	}
+	before, err := dial(peerOld, "before")
+	if err != nil {
+		t.Fatalf("peer of the old root before the rotation: %v", err)
+	}
+	defer before.Close()
+
+	if _, err := f.root.Logical().Write("pki/config/issuers", map[string]any{"default": "root-2"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a certificate from the new root", 30*time.Second, func() bool {
+		return m.KeyPair.Certificate().Leaf.CheckSignatureFrom(newRoot) == nil
+	})
+	waitFor(t, "the new root in the own bundle", 10*time.Second, func() bool { return len(m.OwnBundle()) == 2 })
+	echo(t, before, "after the swap") // established: untouched
+	for _, tc := range []struct {
+		name string
+		kp   *identity.KeyPair
+	}{{"old root", peerOld}, {"new root", peerNew}} {
+		conn, err := dial(tc.kp, tc.name)
+		if err != nil {
+			t.Errorf("peer of the %s during the rotation: %v", tc.name, err)
+			continue
+		}
+		if got := conn.ConnectionState().PeerCertificates[0]; got.CheckSignatureFrom(newRoot) != nil {
+			t.Errorf("gateway presented serial %x, not from the new root", got.SerialNumber)
+		}
+		conn.Close()
+	}
+
+	// Retire the old root.
+	if _, err := f.root.Logical().Delete("pki/issuer/" + oldIssuer); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old root out of the own bundle", 30*time.Second, func() bool { return len(m.OwnBundle()) == 1 })
+	if conn, err := dial(peerOld, "deleted"); err == nil {
+		conn.Close()
+		t.Error("peer of the deleted root was served")
+	} else {
+		t.Logf("peer of the deleted root: %v", err)
+	}
+	if conn, err := dial(peerNew, "new only"); err != nil {
+		t.Errorf("peer of the new root after the old was deleted: %v", err)
+	} else {
+		conn.Close()
+	}
+	echo(t, before, "still") // established before any of it: untouched
+}
+
+func pemBlock(t *testing.T, s string) []byte {
+	t.Helper()
+	b, _ := pem.Decode([]byte(s))
+	if b == nil {
+		t.Fatalf("no PEM block in %q", s)
+	}
+	return b.Bytes
+}
+
+// issueFrom issues, with the root token, a certificate for the gateway's
+// ID from one issuer of the PKI mount: a peer of the own domain.
+func issueFrom(t *testing.T, f *fixture, issuer string) *identity.KeyPair {
+	t.Helper()
+	s, err := f.root.Logical().Write("pki/issuer/"+issuer+"/issue/"+keys.DefaultVaultPKIRole, map[string]any{
+		"uri_sans": identity.GatewayID(domain).String(), "exclude_cn_from_sans": true,
+		"ttl": "10m", "private_key_format": "pkcs8",
+	})
+	if err != nil {
+		t.Fatalf("issue from %s: %v", issuer, err)
+	}
+	cert, err := tls.X509KeyPair([]byte(s.Data["certificate"].(string)), []byte(s.Data["private_key"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return identity.NewKeyPair(cert)
+}
+
+// echoServer serves TLS with cfg on a loopback port, echoing every
+// connection, until the test ends.
+func echoServer(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { lis.Close(); wg.Wait() })
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer conn.Close(); io.Copy(conn, conn) }()
+		}
+	}()
+	return lis.Addr().String()
+}
+
+func echo(t *testing.T, conn *tls.Conn, msg string) {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, msg+"\n"); err != nil {
+		t.Fatalf("write %q: %v", msg, err)
+	}
+	got, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || got != msg+"\n" {
+		t.Fatalf("echo = %q, %v; want %q", got, err, msg)
 	}
 }
