@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/borderlink/borderlink/internal/audit"
@@ -713,4 +715,58 @@ func mustVerifier(t *testing.T, vk string) note.Verifier {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestSequenceLeaf: encoding a record without its seq and adding the seq
+// afterwards gives exactly Leaf, for records from full to nearly empty and
+// seqs of every varint length.
+func TestSequenceLeaf(t *testing.T) {
+	minimal := &blv1.AuditRecord{Version: 1, Time: timestamppb.New(time.Unix(0, 1))}
+	withoutTime := &blv1.AuditRecord{Version: 1, RequestId: "r"}
+	for _, base := range []*blv1.AuditRecord{fixedRecord(), minimal, withoutTime} {
+		for _, seq := range []uint64{1, 127, 128, 16383, 16384, 1 << 40, math.MaxUint64} {
+			rec := proto.CloneOf(base)
+			rec.Seq = 0
+			body, err := audit.UnsequencedLeaf(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := audit.SequenceLeaf(body, seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.Seq = seq
+			want, err := audit.Leaf(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("seq %d: SequenceLeaf = %x, Leaf = %x", seq, got, want)
+			}
+		}
+	}
+	sequenced, _ := audit.Leaf(fixedRecord())
+	for name, b := range map[string][]byte{
+		"already sequenced": sequenced,
+		"empty":             nil,
+		"version 2":         {0x08, 0x02, 0x1a, 0x00},
+	} {
+		if _, err := audit.SequenceLeaf(b, 7); err == nil {
+			t.Errorf("SequenceLeaf(%s) succeeded, want an error", name)
+		}
+	}
+	if _, err := audit.SequenceLeaf(body(t), 0); err == nil {
+		t.Error("SequenceLeaf with seq 0 succeeded")
+	}
+}
+
+func body(t *testing.T) []byte {
+	t.Helper()
+	rec := fixedRecord()
+	rec.Seq = 0
+	b, err := audit.UnsequencedLeaf(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"golang.org/x/mod/sumdb/tlog"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
@@ -40,6 +41,49 @@ func Leaf(rec *blv1.AuditRecord) ([]byte, error) {
 		return nil, fmt.Errorf("audit: leaf seq %d: %w", rec.GetSeq(), err)
 	}
 	return b, nil
+}
+
+// UnsequencedLeaf is the canonical encoding of a record that has no seq
+// yet (version 1, seq 0). SequenceLeaf turns it into the record's leaf once
+// the seq is known: a store can encode a record while the caller waits
+// and leave only the seq to its single sequencing goroutine.
+func UnsequencedLeaf(rec *blv1.AuditRecord) ([]byte, error) {
+	if rec.GetVersion() != FormatVersion {
+		return nil, fmt.Errorf("audit: leaf: record version %d, want %d", rec.GetVersion(), FormatVersion)
+	}
+	if rec.GetSeq() != 0 {
+		return nil, fmt.Errorf("audit: leaf: record already has seq %d", rec.GetSeq())
+	}
+	b, err := canonical.Marshal(rec)
+	if err != nil {
+		return nil, fmt.Errorf("audit: leaf: %w", err)
+	}
+	return b, nil
+}
+
+// versionField is how the canonical encoding of every version 1 record
+// begins: field 1 (version), varint 1.
+var versionField = protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), FormatVersion)
+
+// SequenceLeaf returns the leaf of the record whose UnsequencedLeaf is b,
+// with seq set: the canonical encoding orders fields by number, so the
+// seq (field 2, omitted while zero) goes right after the version (field
+// 1). Equal to Leaf of the record with seq set (tested).
+func SequenceLeaf(b []byte, seq uint64) ([]byte, error) {
+	if seq == 0 {
+		return nil, fmt.Errorf("audit: leaf: seq 0")
+	}
+	if !bytes.HasPrefix(b, versionField) {
+		return nil, fmt.Errorf("audit: leaf: not an unsequenced version %d record", FormatVersion)
+	}
+	if num, _, n := protowire.ConsumeTag(b[len(versionField):]); n > 0 && num <= 2 {
+		return nil, fmt.Errorf("audit: leaf: unsequenced record has field %d after its version", num)
+	}
+	out := make([]byte, 0, len(b)+1+protowire.SizeVarint(seq))
+	out = append(out, versionField...)
+	out = protowire.AppendTag(out, 2, protowire.VarintType)
+	out = protowire.AppendVarint(out, seq)
+	return append(out, b[len(versionField):]...), nil
 }
 
 // LeafHash is the RFC 6962 leaf hash of a sequenced record:

@@ -451,14 +451,11 @@ func TestAppendEffectRollsBack(t *testing.T) {
 // batch through commitBatch deterministically.
 func request(t *testing.T, requestID string, effect func(context.Context, *sql.Tx, uint64) error) *appendReq {
 	t.Helper()
-	rec := auditRec(requestID)
-	stored := proto.CloneOf(rec)
-	stored.Version = auditFormatVersion
-	at, err := nanos(rec.GetTime().AsTime())
+	r, err := newAppendReq(auditRec(requestID), effect)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &appendReq{rec: stored, at: at, partner: partnerDomain(stored), effect: effect, done: make(chan appendResult, 1)}
+	return r
 }
 
 // inboxInsert is an effect like AcceptAlert's (which is an inline

@@ -122,7 +122,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	s.startSequencer()
+	inserts, err := prepareInserts(ctx, writer)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store: open %q: %w", path, err)
+	}
+	s.startSequencer(inserts)
 	return s, nil
 }
 
