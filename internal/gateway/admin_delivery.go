@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 
 	"google.golang.org/grpc/codes"
@@ -10,7 +11,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/delivery"
+	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/store"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
@@ -94,7 +97,7 @@ func (s *adminServer) DeliveryStatus(ctx context.Context, req *blv1.DeliveryStat
 }
 
 func (s *adminServer) RetryDelivery(ctx context.Context, req *blv1.RetryDeliveryRequest) (*blv1.RetryDeliveryResponse, error) {
-	e, err := s.moveDelivery(ctx, "retry", req.GetMessageId(), func(ds deliveryStore, id string) error {
+	e, err := s.moveDelivery(ctx, "retry", req.GetMessageId(), func(ds deliveryStore, id string, _ identity.ID) error {
 		return ds.RetryOutbox(ctx, id, s.g.now())
 	})
 	if err != nil {
@@ -107,8 +110,27 @@ func (s *adminServer) RetryDelivery(ctx context.Context, req *blv1.RetryDelivery
 }
 
 func (s *adminServer) CancelDelivery(ctx context.Context, req *blv1.CancelDeliveryRequest) (*blv1.CancelDeliveryResponse, error) {
-	if _, err := s.moveDelivery(ctx, "cancel", req.GetMessageId(), func(ds deliveryStore, id string) error {
-		return ds.CancelOutbox(ctx, id, s.g.now())
+	if _, err := s.moveDelivery(ctx, "cancel", req.GetMessageId(), func(ds deliveryStore, id string, who identity.ID) error {
+		e, err := ds.GetOutbox(ctx, id)
+		if err != nil {
+			return err
+		}
+		now := s.g.now()
+		_, err = ds.CancelOutbox(ctx, id, now, &blv1.AuditRecord{
+			Time:        timestamppb.New(now),
+			Side:        blv1.AuditSide_AUDIT_SIDE_PROVIDER,
+			RequestId:   id,
+			CallerId:    who.String(),
+			PeerId:      identity.GatewayID(e.Recipient).String(),
+			Action:      ActionAlertCancel,
+			ResourceIds: []string{e.RecordID},
+			AgreementId: e.Agreement,
+			Decision:    blv1.AuditDecision_AUDIT_DECISION_DENY,
+			Status:      audit.StatusName(codes.Canceled),
+			Reasons: []string{fmt.Sprintf("cancelled by %s after %d attempt(s); not sent again (an attempt already on its way may still complete, and is then audited as alert.deliver)",
+				who, e.Attempts)},
+		})
+		return err
 	}); err != nil {
 		return nil, err
 	}
@@ -117,7 +139,7 @@ func (s *adminServer) CancelDelivery(ctx context.Context, req *blv1.CancelDelive
 
 // moveDelivery applies an operator's state change to one entry and logs
 // who asked for it.
-func (s *adminServer) moveDelivery(ctx context.Context, what, id string, move func(deliveryStore, string) error) (store.OutboxEntry, error) {
+func (s *adminServer) moveDelivery(ctx context.Context, what, id string, move func(deliveryStore, string, identity.ID) error) (store.OutboxEntry, error) {
 	g := s.g
 	who, err := caller(ctx)
 	if err != nil {
@@ -130,7 +152,7 @@ func (s *adminServer) moveDelivery(ctx context.Context, what, id string, move fu
 	if !messageIDPattern.MatchString(id) {
 		return store.OutboxEntry{}, status.Errorf(codes.InvalidArgument, "message_id %q is not 32 lower-case hex digits (see borderlink delivery status --list)", id)
 	}
-	err = move(ds, id)
+	err = move(ds, id, who)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return store.OutboxEntry{}, status.Errorf(codes.NotFound, "no outbox entry %s", id)

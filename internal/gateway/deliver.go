@@ -33,6 +33,11 @@ import (
 // gateway; both the sender's and the receiver's policy decide it.
 const ActionAlertDeliver = "alert.deliver"
 
+// ActionAlertCancel is an operator's cancellation of an alert not yet
+// delivered (borderlink delivery cancel): audited with the operator as
+// caller and the partner as peer.
+const ActionAlertCancel = "alert.cancel"
+
 // DefaultAlertPurpose is the purpose alerts are pushed for when the
 // publisher names none, and the purpose of risk assessments pushed because
 // they were imported.
@@ -57,7 +62,7 @@ type deliveryStore interface {
 	ListOutbox(ctx context.Context, recipient string, limit int) ([]store.OutboxEntry, error)
 	GetOutbox(ctx context.Context, messageID string) (store.OutboxEntry, error)
 	RetryOutbox(ctx context.Context, messageID string, now time.Time) error
-	CancelOutbox(ctx context.Context, messageID string, now time.Time) error
+	CancelOutbox(ctx context.Context, messageID string, now time.Time, rec *blv1.AuditRecord) (uint64, error)
 }
 
 func (g *Gateway) deliveryStore() (deliveryStore, error) {

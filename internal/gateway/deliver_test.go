@@ -299,6 +299,39 @@ func TestPushRefused(t *testing.T) {
 	if e, _ := nl.store.GetOutbox(ctx, id); e.State != store.OutboxCancelled {
 		t.Errorf("state after cancel = %v", e.State)
 	}
+	// The cancellation is audited with the operator who asked, so that it
+	// outlives the outbox entry (pruned after keep_settled); the partner
+	// does not see our operators.
+	var cancels []*blv1.AuditRecord
+	for _, r := range auditOf(t, nl, id) {
+		if r.GetAction() == gateway.ActionAlertCancel {
+			cancels = append(cancels, r)
+		}
+	}
+	if len(cancels) != 1 || cancels[0].GetCallerId() != "spiffe://"+nlDomain+"/system/cli" || cancels[0].GetPeerId() != "spiffe://"+sgDomain+"/gateway" ||
+		cancels[0].GetDecision() != blv1.AuditDecision_AUDIT_DECISION_DENY || cancels[0].GetResourceIds()[0] != "NL-RA-BAD" {
+		t.Errorf("cancellation records = %v, want one naming the operator and the partner", cancels)
+	}
+	if got, err := nl.store.ListAudit(ctx, store.AuditQuery{Partner: sgDomain, Action: gateway.ActionAlertCancel}); err != nil || len(got) != 1 {
+		t.Errorf("cancellations listed for partner %s: %d, %v; want 1", sgDomain, len(got), err)
+	}
+	sgAudit := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://"+sgDomain+"/gateway", nil))
+	list, err := sgAudit.ListRecords(ctx, &blv1.ListRecordsRequest{Filter: &blv1.AuditFilter{RequestId: id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range list.GetRecords() {
+		if r.GetAction() == gateway.ActionAlertCancel {
+			t.Errorf("the partner sees our cancellation record: %v", r)
+		}
+	}
+	// A second cancel finds nothing to cancel and writes nothing.
+	if _, err := f.admin(t, nlDomain).CancelDelivery(ctx, &blv1.CancelDeliveryRequest{MessageId: id}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("second cancel: %v, want FailedPrecondition", err)
+	}
+	if n := len(auditOf(t, nl, id)); n != 2 {
+		t.Errorf("records of %s after a failed second cancel: %d, want 2 (refusal, cancellation)", id, n)
+	}
 }
 
 func TestSubscribe(t *testing.T) {
@@ -519,8 +552,9 @@ func TestQueuedAlertRecheckedAndCancelled(t *testing.T) {
 	if e, _ := nl.store.GetOutbox(ctx, cancelled); e.State != store.OutboxCancelled {
 		t.Errorf("cancelled entry is %v", e.State)
 	}
-	if recs := auditOf(t, nl, cancelled); len(recs) != 0 {
-		t.Errorf("cancelled alert has audit records: %v", recs)
+	// Nothing was sent: its only record is the cancellation.
+	if recs := auditOf(t, nl, cancelled); len(recs) != 1 || recs[0].GetAction() != gateway.ActionAlertCancel {
+		t.Errorf("cancelled alert has audit records %v, want only its cancellation", recs)
 	}
 }
 

@@ -236,10 +236,14 @@ func newAppendReq(rec *blv1.AuditRecord, effect func(context.Context, *sql.Tx, u
 }
 
 // partnerDomain is the trust domain of the other side of the exchange.
+// The peer is the partner on both sides (on the provider side it is also
+// the caller); a record of an operator's action on a partner's exchange
+// (a cancelled alert) names the operator as caller and the partner as
+// peer.
 func partnerDomain(r *blv1.AuditRecord) string {
-	id := r.GetCallerId()
-	if r.GetSide() == blv1.AuditSide_AUDIT_SIDE_CONSUMER {
-		id = r.GetPeerId()
+	id := r.GetPeerId()
+	if id == "" {
+		id = r.GetCallerId()
 	}
 	rest, ok := strings.CutPrefix(id, "spiffe://")
 	if !ok {

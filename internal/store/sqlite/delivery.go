@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -254,9 +255,35 @@ func (s *Store) RetryOutbox(ctx context.Context, messageID string, now time.Time
 	return s.moveOutbox(ctx, "retry", messageID, store.OutboxPending, now)
 }
 
-// CancelOutbox stops a pending or refused entry for good.
-func (s *Store) CancelOutbox(ctx context.Context, messageID string, now time.Time) error {
-	return s.moveOutbox(ctx, "cancel", messageID, store.OutboxCancelled, now)
+// CancelOutbox stops a pending or refused entry for good and appends rec,
+// the audit record of the cancellation (who asked), in the same
+// transaction: once the entry is pruned, the log still says why the alert
+// stopped. An unknown entry wraps store.ErrNotFound, one already
+// delivered or cancelled store.ErrConflict; nothing is written then.
+func (s *Store) CancelOutbox(ctx context.Context, messageID string, now time.Time, rec *blv1.AuditRecord) (uint64, error) {
+	at, err := nanos(now)
+	if err != nil {
+		return 0, fmt.Errorf("store: cancel %q: %w", messageID, err)
+	}
+	return s.appendWith(ctx, rec, func(ctx context.Context, tx *sql.Tx, _ uint64) error {
+		res, err := tx.ExecContext(ctx, `
+			UPDATE outbox SET state = ?, next_attempt = ?, settled = ? WHERE message_id = ? AND state IN (?, ?)`,
+			int64(store.OutboxCancelled), at, at, messageID, int64(store.OutboxPending), int64(store.OutboxRefused))
+		if err != nil {
+			return fmt.Errorf("cancel %q: %w", messageID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			return nil
+		}
+		var state int64
+		switch err := tx.QueryRowContext(ctx, "SELECT state FROM outbox WHERE message_id = ?", messageID).Scan(&state); {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("outbox entry %q: %w", messageID, store.ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("cancel %q: %w", messageID, err)
+		}
+		return fmt.Errorf("cancel %q: entry is %s: %w", messageID, store.OutboxState(state), store.ErrConflict)
+	})
 }
 
 func (s *Store) moveOutbox(ctx context.Context, what, messageID string, to store.OutboxState, now time.Time) error {
@@ -264,13 +291,9 @@ func (s *Store) moveOutbox(ctx context.Context, what, messageID string, to store
 	if err != nil {
 		return fmt.Errorf("store: %s %q: %w", what, messageID, err)
 	}
-	settled := at // a cancelled entry is settled from now on
-	if to == store.OutboxPending {
-		settled = 0
-	}
 	res, err := s.writer.ExecContext(ctx, `
-		UPDATE outbox SET state = ?, next_attempt = ?, settled = ? WHERE message_id = ? AND state IN (?, ?)`,
-		int64(to), at, settled, messageID, int64(store.OutboxPending), int64(store.OutboxRefused))
+		UPDATE outbox SET state = ?, next_attempt = ?, settled = 0 WHERE message_id = ? AND state IN (?, ?)`,
+		int64(to), at, messageID, int64(store.OutboxPending), int64(store.OutboxRefused))
 	if err != nil {
 		return fmt.Errorf("store: %s %q: %w", what, messageID, err)
 	}

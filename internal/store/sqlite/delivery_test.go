@@ -298,7 +298,7 @@ func TestPendingOutboxOrderAndCursor(t *testing.T) {
 	if _, err := s.ConfirmDelivery(ctx, "m3", "rcpt", auditRec("d-m3")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CancelOutbox(ctx, "m4", t0); err != nil {
+	if _, err := s.CancelOutbox(ctx, "m4", t0, auditRec("cancel-m4")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.RefuseDelivery(ctx, "m6", "policy", auditRec("r-m6")); err != nil {
@@ -581,7 +581,7 @@ func TestEffectIsolationConcurrent(t *testing.T) {
 		}
 	}
 	for i := 10; i < 15; i++ { // m10..m14 cancelled
-		if err := s.CancelOutbox(ctx, fmt.Sprintf("m%02d", i), t0); err != nil {
+		if _, err := s.CancelOutbox(ctx, fmt.Sprintf("m%02d", i), t0, auditRec(fmt.Sprintf("cancel-m%02d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -590,7 +590,7 @@ func TestEffectIsolationConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const pre = 15
+	const pre = 20 // 10 deliveries, 5 cancellations, 5 refusals
 
 	type call struct {
 		id   string // request id, unique
@@ -753,7 +753,10 @@ func TestOutboxTransitions(t *testing.T) {
 		return err
 	}}
 	retry := op{"retry", func(s *Store, id string) error { return s.RetryOutbox(ctx, id, t0.Add(time.Hour)) }}
-	cancel := op{"cancel", func(s *Store, id string) error { return s.CancelOutbox(ctx, id, t0.Add(time.Hour)) }}
+	cancel := op{"cancel", func(s *Store, id string) error {
+		_, err := s.CancelOutbox(ctx, id, t0.Add(time.Hour), auditRec("cancel-"+id))
+		return err
+	}}
 
 	tests := []struct {
 		setup     []op // applied to entry "m" first, must succeed
@@ -777,8 +780,8 @@ func TestOutboxTransitions(t *testing.T) {
 		{[]op{cancel}, retry, "", store.ErrConflict, store.OutboxCancelled, 0},
 		{nil, retry, "unknown", store.ErrNotFound, store.OutboxPending, 0},
 
-		{nil, cancel, "", nil, store.OutboxCancelled, 0},
-		{[]op{refuse}, cancel, "", nil, store.OutboxCancelled, 0},
+		{nil, cancel, "", nil, store.OutboxCancelled, 1},
+		{[]op{refuse}, cancel, "", nil, store.OutboxCancelled, 1},
 		{[]op{confirm}, cancel, "", store.ErrConflict, store.OutboxDelivered, 0},
 		{[]op{cancel}, cancel, "", store.ErrConflict, store.OutboxCancelled, 0},
 		{nil, cancel, "unknown", store.ErrNotFound, store.OutboxPending, 0},
@@ -883,7 +886,7 @@ func TestListOutboxAndStats(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.CancelOutbox(ctx, "sg-cancelled", t0); err != nil {
+	if _, err := s.CancelOutbox(ctx, "sg-cancelled", t0, auditRec("cancel-sg-cancelled")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -1233,7 +1236,7 @@ func TestPruneOutbox(t *testing.T) {
 	if _, err := s.RefuseDelivery(ctx, "refused-old", "refused", storetest.AuditRecord("r-old", time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CancelOutbox(ctx, "cancelled-old", t0.Add(time.Hour)); err != nil {
+	if _, err := s.CancelOutbox(ctx, "cancelled-old", t0.Add(time.Hour), auditRec("cancel-cancelled-old")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.ConfirmDelivery(ctx, "delivered-new", "rcpt", storetest.AuditRecord("d-new", 3*time.Hour)); err != nil {
@@ -1290,7 +1293,7 @@ func TestPruneOutbox(t *testing.T) {
 	}
 	// The audit log keeps what the pruned entries proved.
 	CheckTree(t, s)
-	if got := auditSize(t, s); got != 4 {
-		t.Errorf("audit records = %d, want 4 (three deliveries, one refusal)", got)
+	if got := auditSize(t, s); got != 5 {
+		t.Errorf("audit records = %d, want 5 (three deliveries, one refusal, one cancellation)", got)
 	}
 }
