@@ -131,7 +131,11 @@ func termsEqual(a, b Decision) bool {
 // policy input tells them apart: each HS heading, and each chapter no
 // heading falls under (items coded to two or three digits). The input
 // holds sets, so two items of one heading are one group; that is also the
-// finest distinction an HS condition can make.
+// finest distinction an HS condition can make, except that an item coded
+// to fewer than four digits in a chapter that also has four-digit items
+// is not told apart from them. (A record whose input names no headings
+// cannot meet a heading condition, so no allow it gets filters by
+// heading.)
 func itemGroups(doc map[string]any) []string {
 	attrs, _ := lookup(doc, "resource", "attributes").(map[string]any)
 	headings := stringList(attrs["hs_headings"])

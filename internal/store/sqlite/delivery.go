@@ -307,6 +307,16 @@ func (s *Store) moveOutbox(ctx context.Context, what, messageID string, to store
 	return fmt.Errorf("store: %s %q: entry is %s: %w", what, messageID, e.State, store.ErrConflict)
 }
 
+// pruneOutboxSelect selects up to ?2 settled entries settled before ?1.
+// state <> 1 (pending) is spelled out, not bound: only then may SQLite use
+// the partial index outbox_settled, so that a prune round reads just the
+// entries it deletes instead of the whole outbox.
+const pruneOutboxSelect = `
+	SELECT seq FROM outbox WHERE state <> 1 AND settled > 0 AND settled < ?1
+	UNION ALL
+	SELECT seq FROM outbox WHERE state <> 1 AND settled = 0 AND created < ?1
+	ORDER BY seq LIMIT ?2`
+
 // PruneOutbox deletes up to limit settled entries (delivered, refused or
 // cancelled) that were settled before cutoff, oldest first, and returns how
 // many it deleted. Pending entries are never touched. What a settled entry
@@ -319,12 +329,7 @@ func (s *Store) PruneOutbox(ctx context.Context, cutoff time.Time, limit int) (i
 	if err != nil {
 		return 0, fmt.Errorf("store: prune outbox: %w", err)
 	}
-	res, err := s.writer.ExecContext(ctx, `
-		DELETE FROM outbox WHERE seq IN (
-			SELECT seq FROM outbox
-			WHERE state <> ? AND CASE WHEN settled > 0 THEN settled ELSE created END < ?
-			ORDER BY seq LIMIT ?)`,
-		int64(store.OutboxPending), at, limit)
+	res, err := s.writer.ExecContext(ctx, "DELETE FROM outbox WHERE seq IN ("+pruneOutboxSelect+")", at, limit)
 	if err != nil {
 		return 0, fmt.Errorf("store: prune outbox: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -1295,5 +1296,33 @@ func TestPruneOutbox(t *testing.T) {
 	CheckTree(t, s)
 	if got := auditSize(t, s); got != 5 {
 		t.Errorf("audit records = %d, want 5 (three deliveries, one refusal, one cancellation)", got)
+	}
+}
+
+// TestPruneOutboxUsesIndex: a prune round must not scan the whole outbox
+// (it runs every retention interval, and the outbox of a busy gateway holds
+// a week of entries).
+func TestPruneOutboxUsesIndex(t *testing.T) {
+	s, _ := openInternal(t)
+	if store.OutboxPending != 1 {
+		t.Fatalf("OutboxPending = %d; pruneOutboxSelect spells it 1", store.OutboxPending)
+	}
+	rows, err := s.writer.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+pruneOutboxSelect, 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	joined := strings.Join(plan, "\n")
+	if strings.Count(joined, "USING INDEX outbox_settled") != 2 || strings.Contains(joined, "SCAN outbox") {
+		t.Errorf("prune query plan does not use outbox_settled for both parts:\n%s", joined)
 	}
 }
