@@ -102,9 +102,12 @@ func (o *InitDevOptions) setDefaults() {
 // PolicyText is the least-privilege policy of a gateway: issue its own
 // certificate, read its CA's issuers, read and use its signing key, read
 // its own secrets. Token renewal and lookup come from Vault's default
-// policy. (The PKI engine serves ca/pem, issuers and issuer/<ref>/json
-// without authentication; the policy names them anyway, so that it lists
-// everything the gateway reads.)
+// policy. Reading <pki>/issuer/<id> (one path segment: not the issuer's
+// revoke, sign or issue endpoints below it) shows each issuer's key_id,
+// usage and revoked flag, which Client.TrustBundle needs; the
+// unauthenticated issuer/<id>/json shows none of them. (The PKI engine
+// serves ca/pem and issuers without authentication; the policy names them
+// anyway, so that it lists everything the gateway reads.)
 func PolicyText(o InitDevOptions) string {
 	o.setDefaults()
 	return fmt.Sprintf(`# Borderlink gateway %[1]s: only what it needs.
@@ -117,7 +120,7 @@ path "%[2]s/ca/pem" {
 path "%[2]s/issuers" {
   capabilities = ["list"]
 }
-path "%[2]s/issuer/+/json" {
+path "%[2]s/issuer/+" {
   capabilities = ["read"]
 }
 path "%[4]s/keys/%[5]s" {

@@ -36,7 +36,7 @@ type Material struct {
 	cancel context.CancelFunc
 
 	bundleMu sync.Mutex
-	bundle   []*x509.Certificate // every issuer of the PKI mount, as last read
+	bundle   []*x509.Certificate // the PKI mount's trusted issuers, as last read
 	sink     *identity.Bundles   // kept current by TrustOwnDomain
 	extra    []*x509.Certificate
 }
@@ -99,21 +99,24 @@ func Load(ctx context.Context, cfg keys.VaultConfig, trustDomain, origin string,
 }
 
 // OwnBundle returns the own trust domain's CA certificates as last read
-// from the PKI mount: every issuer's certificate (see Client.TrustBundle).
+// from the PKI mount: the certificate of every issuer with its key in the
+// mount, not revoked, that may issue certificates (see
+// Client.TrustBundle).
 func (m *Material) OwnBundle() []*x509.Certificate {
 	m.bundleMu.Lock()
 	defer m.bundleMu.Unlock()
 	return slices.Clone(m.bundle)
 }
 
-// TrustOwnDomain sets b's bundle for the own trust domain to every issuer
-// of the PKI mount plus extra (e.g. a trust_bundles file for the own
+// TrustOwnDomain sets b's bundle for the own trust domain to the PKI
+// mount's trusted issuers (Client.TrustBundle: own key, not revoked, usage
+// issuing-certificates) plus extra (e.g. a trust_bundles file for the own
 // domain, for own systems certified by another CA), and keeps it so until
 // Close: after each certificate renewal the issuers are read again and
 // the domain's pool in b is replaced at once (identity.Bundles.Set), so
 // peers certified by an old and by a new issuer both verify during a
-// rotation, an issuer deleted from the mount stops being trusted, and no
-// established connection is dropped. Call it once.
+// rotation, an issuer deleted from the mount or revoked stops being
+// trusted, and no established connection is dropped. Call it once.
 func (m *Material) TrustOwnDomain(b *identity.Bundles, extra ...*x509.Certificate) {
 	m.bundleMu.Lock()
 	defer m.bundleMu.Unlock()

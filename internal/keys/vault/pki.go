@@ -6,7 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/keys"
@@ -68,16 +71,29 @@ func (c *Client) CertIssuer(id identity.ID) keys.CertIssuer {
 	})
 }
 
-// TrustBundle returns the certificate of every issuer of the PKI mount
-// (<pki.mount>/issuers, then <pki.mount>/issuer/<id>/json for each): the
-// own trust domain's bundle. Every issuer, not only the default one, so
-// that during a CA rotation certificates issued by the old and by the new
-// issuer both verify; an issuer deleted from the mount drops out. Add it
+// TrustBundle returns the own trust domain's bundle: the certificate of
+// every issuer of the PKI mount (LIST <pki.mount>/issuers, then the
+// authenticated read <pki.mount>/issuer/<id> for each) that
+//
+//   - has its key in the mount (key_id set): not a certificate merely
+//     imported, such as the parent root that set-signed with the full
+//     chain puts next to an intermediate, or any other CA's certificate
+//     (trusting it would let every CA under it mint own-domain
+//     identities);
+//   - is not revoked (pki/issuer/<ref>/revoke); and
+//   - may issue certificates (usage includes issuing-certificates).
+//
+// Every such issuer, not only the default one, so that during a CA
+// rotation certificates issued by the old and by the new issuer both
+// verify; an issuer deleted or revoked drops out at the next call. Each
+// issuer left out is logged at Info with the reason, once per call. If
+// none qualifies the error names the mount and what to do. Add the result
 // with identity.Bundles.Set(trustDomain, certs...).
 func (c *Client) TrustBundle(ctx context.Context) ([]*x509.Certificate, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
-	list := c.cfg.PKI.Mount + "/issuers"
+	mount := c.cfg.PKI.Mount
+	list := mount + "/issuers"
 	s, err := c.api.Logical().ListWithContext(ctx, list)
 	if err != nil {
 		return nil, c.wrap("list CA issuers", list, err)
@@ -95,35 +111,91 @@ func (c *Client) TrustBundle(ctx context.Context) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("vault %s: %s: the PKI mount has no issuer (generate or import its root CA)", c.Address(), list)
 	}
 	var out []*x509.Certificate
+	var skipped []string
 	seen := map[string]bool{}
 	for _, id := range ids {
-		path := c.cfg.PKI.Mount + "/issuer/" + id + "/json"
+		path := mount + "/issuer/" + id
 		s, err := c.api.Logical().ReadWithContext(ctx, path)
 		if err != nil {
-			return nil, c.wrap("read CA issuer", path, err)
+			err = c.wrap("read CA issuer", path, err)
+			if errors.Is(err, keys.ErrDenied) {
+				// A policy written before issuers were checked grants only
+				// <pki>/issuer/+/json, which shows neither key nor
+				// revocation: trusting the issuer blind is what this
+				// read is there to prevent.
+				return nil, fmt.Errorf("%w (the gateway reads each issuer of %s to trust only its own, unrevoked ones: add path %q with capabilities [\"read\"] to the policy, or run borderlink vault init-dev again)", err, mount, mount+"/issuer/+")
+			}
+			return nil, err
 		}
-		if s == nil {
+		if s == nil || s.Data == nil {
 			continue // deleted since the list: no longer an issuer
 		}
-		var p string
-		if s.Data != nil {
-			p, _ = s.Data["certificate"].(string)
-		}
+		p, _ := s.Data["certificate"].(string)
 		certs, err := parseCerts([]byte(p))
 		if err != nil || len(certs) == 0 {
 			return nil, fmt.Errorf("vault %s: %s: no CA certificate (it was listed in %s): %v", c.Address(), path, list, err)
 		}
-		for _, cert := range certs {
-			if !seen[string(cert.Raw)] {
-				seen[string(cert.Raw)] = true
-				out = append(out, cert)
-			}
+		cert := certs[0] // the issuer's own; its chain is in ca_chain
+		if why := untrustedIssuer(s.Data); why != "" {
+			name, _ := s.Data["issuer_name"].(string)
+			c.logger.Info("CA issuer not trusted for the own trust domain", "mount", mount, "issuer_id", id, "issuer_name", name, "subject", cert.Subject.String(), "reason", why)
+			skipped = append(skipped, id+" ("+cert.Subject.String()+"): "+why)
+			continue
+		}
+		if !seen[string(cert.Raw)] {
+			seen[string(cert.Raw)] = true
+			out = append(out, cert)
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("vault %s: %s: every issuer listed was deleted while it was read; try again", c.Address(), list)
+		if len(skipped) == 0 {
+			return nil, fmt.Errorf("vault %s: %s: every issuer listed was deleted while it was read; try again", c.Address(), list)
+		}
+		return nil, fmt.Errorf("vault %s: PKI mount %s has no issuer the own trust domain may trust (%s): generate its root CA in it (%s/root/generate/internal) or set-signed an intermediate whose key is in it, not revoked, with usage issuing-certificates",
+			c.Address(), mount, strings.Join(skipped, "; "), mount)
 	}
 	return out, nil
+}
+
+// untrustedIssuer says why the issuer read from <pki>/issuer/<id> must
+// not be trusted for the own domain, or "" if it may be.
+func untrustedIssuer(d map[string]any) string {
+	var why []string
+	if k, _ := d["key_id"].(string); k == "" {
+		why = append(why, "no key in the mount (an imported CA certificate, e.g. the parent of an intermediate)")
+	}
+	if r, ok := d["revoked"].(bool); !ok {
+		why = append(why, "no revoked flag in Vault's answer")
+	} else if r {
+		why = append(why, "revoked")
+	}
+	if u := issuerUsage(d["usage"]); !slices.Contains(u, "issuing-certificates") {
+		why = append(why, "usage lacks issuing-certificates (has "+strings.Join(u, ",")+")")
+	}
+	return strings.Join(why, "; ")
+}
+
+// issuerUsage is an issuer's usage: Vault returns a comma-separated
+// string ("crl-signing,issuing-certificates,ocsp-signing,read-only").
+func issuerUsage(v any) []string {
+	var parts []string
+	switch u := v.(type) {
+	case string:
+		parts = strings.Split(u, ",")
+	case []any:
+		for _, e := range u {
+			if s, ok := e.(string); ok {
+				parts = append(parts, s)
+			}
+		}
+	}
+	out := parts[:0]
+	for _, p := range parts {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func parseCerts(data []byte) ([]*x509.Certificate, error) {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -122,8 +123,13 @@ func TestInitDev(t *testing.T) {
 	if err != nil || string(key1) != string(key2) {
 		t.Errorf("pseudonymisation key changed by a second InitDev (err %v)", err)
 	}
-	// Least privilege: nothing but the gateway's own paths.
-	for _, path := range []string{"sys/mounts", "kv/data/borderlink/sg.customs.example/pseudonym", "pki/issue/other", "transit/keys/other", "auth/approle/role/borderlink-gateway/secret-id"} {
+	// Least privilege: nothing but the gateway's own paths. It reads an
+	// issuer (key_id, usage, revoked) but may not act on it.
+	if caps, err := c.API().Sys().CapabilitiesSelf("pki/issuer/0b1c"); err != nil || len(caps) != 1 || caps[0] != "read" {
+		t.Errorf("capabilities on pki/issuer/0b1c = %v, %v; want [read]", caps, err)
+	}
+	for _, path := range []string{"sys/mounts", "kv/data/borderlink/sg.customs.example/pseudonym", "pki/issue/other", "transit/keys/other", "auth/approle/role/borderlink-gateway/secret-id",
+		"pki/issuer/0b1c/revoke", "pki/issuer/0b1c/issue/borderlink-gateway", "pki/issuer/0b1c/sign-intermediate"} {
 		caps, err := c.API().Sys().CapabilitiesSelf(path)
 		if err != nil || len(caps) != 1 || caps[0] != "deny" {
 			t.Errorf("capabilities on %s = %v, %v; want [deny]", path, caps, err)
@@ -901,25 +907,7 @@ func TestCARotation(t *testing.T) {
 	}
 
 	addr := echoServer(t, identity.ServerTLSConfig(m.KeyPair, bundles, testLogger(t), nil))
-	// dial makes an mTLS connection as a peer holding kp and echoes a
-	// line on it: in TLS 1.3 a server refusing the client's certificate
-	// shows only at the first read.
-	dial := func(kp *identity.KeyPair, msg string) (*tls.Conn, error) {
-		conn, err := tls.Dial("tcp", addr, identity.ClientTLSConfig(kp, bundles, identity.GatewayID(domain)))
-		if err != nil {
-			return nil, err
-		}
-		conn.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(conn, msg+"\n"); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || got != msg+"\n" {
-			conn.Close()
-			return nil, fmt.Errorf("echo = %q, %w", got, err)
-		}
-		return conn, nil
-	}
+	dial := func(kp *identity.KeyPair, msg string) (*tls.Conn, error) { return dialEcho(addr, kp, bundles, msg) }
 	before, err := dial(peerOld, "before")
 	if err != nil {
 		t.Fatalf("peer of the old root before the rotation: %v", err)
@@ -966,6 +954,259 @@ func TestCARotation(t *testing.T) {
 		conn.Close()
 	}
 	echo(t, before, "still") // established before any of it: untouched
+}
+
+// TestTrustBundleIssuers: the own bundle holds only issuers of the PKI
+// mount that have their key in it, are not revoked and may issue
+// certificates. The mount holds an intermediate set-signed the usual way
+// (with the full chain), which imports the organisation's root, key-less,
+// as a third issuer: that root is not trusted, so a peer certified by
+// another intermediate under it (or by the root itself) is refused while
+// peers of the mount's own root and intermediate are served. A revoked
+// issuer is trusted until the next refresh and refused after it. When no
+// issuer qualifies the refresh fails, naming the mount, and the bundle
+// stays.
+func TestTrustBundleIssuers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, vault.InitDevOptions{})
+	ctx := context.Background()
+	write := func(path string, data map[string]any) *vaultapi.Secret {
+		t.Helper()
+		s, err := f.root.Logical().Write(path, data)
+		if err != nil {
+			t.Fatalf("write %s: %v", path, err)
+		}
+		return s
+	}
+	mount := func(path string) {
+		t.Helper()
+		if err := f.root.Sys().Mount(path, &vaultapi.MountInput{Type: "pki", Config: vaultapi.MountConfigInput{MaxLeaseTTL: "87600h"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ec := func(m map[string]any) map[string]any { m["key_type"], m["key_bits"] = "ec", 256; return m }
+	// The organisation's root, in a mount of its own.
+	mount("org")
+	orgRoot, err := x509.ParseCertificate(pemBlock(t, write("org/root/generate/internal", ec(map[string]any{
+		"common_name": "Example organisation root", "ttl": "87600h"})).Data["certificate"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// intermediate makes an intermediate CA in pki mount m, signed by the
+	// organisation's root and set-signed with the full chain, and returns
+	// its issuer ID in m and its certificate.
+	intermediate := func(m string) (string, *x509.Certificate) {
+		t.Helper()
+		csr := write(m+"/intermediate/generate/internal", ec(map[string]any{"common_name": m + " intermediate"})).Data["csr"].(string)
+		s := write("org/root/sign-intermediate", map[string]any{"csr": csr, "format": "pem", "ttl": "8760h"})
+		cert := s.Data["certificate"].(string)
+		chain := cert + "\n" + s.Data["issuing_ca"].(string)
+		mapping, _ := write(m+"/intermediate/set-signed", map[string]any{"certificate": chain}).Data["mapping"].(map[string]any)
+		for id, key := range mapping {
+			if key != "" {
+				c, err := x509.ParseCertificate(pemBlock(t, cert))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return id, c
+			}
+		}
+		t.Fatalf("%s/intermediate/set-signed imported no issuer with a key: %v", m, mapping)
+		return "", nil
+	}
+	s, err := f.root.Logical().Read("pki/issuer/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownRoot, _ := s.Data["issuer_id"].(string)
+	interID, inter := intermediate("pki")
+	// The mount now lists three issuers: its root, its intermediate and
+	// the organisation's root (no key). Otherwise this test proves nothing.
+	var orgRootID string
+	if s, err := f.root.Logical().List("pki/issuers"); err != nil {
+		t.Fatal(err)
+	} else if ids, _ := s.Data["keys"].([]any); len(ids) != 3 {
+		t.Fatalf("pki/issuers = %v; want 3 (own root, intermediate, imported organisation root)", ids)
+	} else {
+		for _, id := range ids {
+			if id != ownRoot && id != interID {
+				orgRootID = id.(string)
+			}
+		}
+	}
+
+	// Another administration's intermediate under the same organisation
+	// root, minting our gateway's identity; and the root minting it itself.
+	mount("other")
+	otherID, otherInter := intermediate("other")
+	role := map[string]any{"allowed_uri_sans": identity.GatewayID(domain).String(), "require_cn": false, "client_flag": true, "server_flag": true}
+	write("other/roles/mint", ec(role))
+	write("org/roles/mint", ec(role))
+	mint := func(path string, chain ...*x509.Certificate) *identity.KeyPair {
+		t.Helper()
+		s := write(path, map[string]any{"uri_sans": identity.GatewayID(domain).String(), "exclude_cn_from_sans": true, "ttl": "10m", "private_key_format": "pkcs8"})
+		pemChain := s.Data["certificate"].(string)
+		for _, c := range chain {
+			pemChain += "\n" + string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+		}
+		cert, err := tls.X509KeyPair([]byte(pemChain), []byte(s.Data["private_key"].(string)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return identity.NewKeyPair(cert)
+	}
+	peers := []struct {
+		name string
+		kp   *identity.KeyPair
+	}{
+		{"own root", issueFrom(t, f, ownRoot)},
+		{"own intermediate", issueFrom(t, f, interID)},
+		{"other intermediate under the organisation root", mint("other/issuer/"+otherID+"/issue/mint", otherInter)},
+		{"organisation root", mint("org/issue/mint")},
+	}
+
+	var logs syncBuffer
+	m, err := vault.Load(ctx, f.setup.Config, domain, origin, slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tWriter{t}), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	bundles := identity.NewBundles()
+	m.TrustOwnDomain(bundles)
+	has := func(want ...*x509.Certificate) {
+		t.Helper()
+		got := m.OwnBundle()
+		var names []string
+		for _, c := range got {
+			names = append(names, c.Subject.CommonName)
+		}
+		if len(got) != len(want) {
+			t.Errorf("own bundle = %q; want %d CA certificates", names, len(want))
+		}
+		for _, w := range want {
+			if !slices.ContainsFunc(got, w.Equal) {
+				t.Errorf("own bundle = %q; lacks %q", names, w.Subject.CommonName)
+			}
+		}
+	}
+	s, err = f.root.Logical().Read("pki/issuer/" + ownRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownRootCert, err := x509.ParseCertificate(pemBlock(t, s.Data["certificate"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(ownRootCert, inter)
+	if slices.ContainsFunc(m.OwnBundle(), orgRoot.Equal) {
+		t.Error("the organisation's root is in the own bundle")
+	}
+	// skippedLogged checks the refreshes so far logged id's exclusion n
+	// times (once each) at Info with reason.
+	skippedLogged := func(id string, n int, reason string) {
+		t.Helper()
+		var lines []string
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "issuer_id="+id) && strings.Contains(l, "CA issuer not trusted") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != n {
+			t.Errorf("issuer %s logged as not trusted %d times; want %d:\n%s", id, len(lines), n, logs.String())
+		}
+		for _, l := range lines {
+			if !strings.Contains(l, "level=INFO") || !strings.Contains(l, reason) || !strings.Contains(l, "mount=pki") {
+				t.Errorf("log line %q lacks level INFO, mount=pki or reason %q", l, reason)
+			}
+		}
+	}
+	skippedLogged(orgRootID, 1, "no key in the mount")
+
+	// The server presents a certificate of the intermediate, which stays
+	// trusted throughout; what is checked is which client peers it serves.
+	addr := echoServer(t, identity.ServerTLSConfig(issueFrom(t, f, interID), bundles, testLogger(t), nil))
+	check := func(stage string, served ...bool) {
+		t.Helper()
+		for i, p := range peers {
+			conn, err := dialEcho(addr, p.kp, bundles, stage)
+			if err == nil {
+				conn.Close()
+			}
+			switch {
+			case served[i] && err != nil:
+				t.Errorf("%s: peer of the %s refused: %v", stage, p.name, err)
+			case !served[i] && err == nil:
+				t.Errorf("%s: peer of the %s served", stage, p.name)
+			case err != nil:
+				t.Logf("%s: peer of the %s refused: %v", stage, p.name, err)
+			}
+		}
+	}
+	check("at start", true, true, false, false)
+
+	// Revoke the mount's root (after making the intermediate the default,
+	// as a rotation would): trusted until the next refresh, then refused.
+	write("pki/config/issuers", map[string]any{"default": interID})
+	write("pki/issuer/"+ownRoot+"/revoke", nil)
+	check("revoked, not yet refreshed", true, true, false, false)
+	if err := m.RefreshOwnBundle(ctx); err != nil {
+		t.Error(err)
+	}
+	has(inter)
+	check("revoked and refreshed", false, true, false, false)
+	skippedLogged(ownRoot, 1, "revoked")
+	skippedLogged(orgRootID, 2, "no key in the mount")
+
+	// An issuer that may no longer issue certificates is not trusted
+	// either; with none left the refresh fails naming the mount, and the
+	// bundle stays.
+	if _, err := f.root.Logical().JSONMergePatch(ctx, "pki/issuer/"+interID, map[string]any{"usage": "read-only,crl-signing,ocsp-signing"}); err != nil {
+		t.Fatal(err)
+	}
+	err = m.RefreshOwnBundle(ctx)
+	t.Logf("no issuer to trust: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "PKI mount pki has no issuer") || !strings.Contains(err.Error(), "usage lacks issuing-certificates") || !strings.Contains(err.Error(), "pki/root/generate/internal") {
+		t.Errorf("RefreshOwnBundle with no issuer to trust = %v; want an error naming the mount, each issuer's reason and the fix", err)
+	}
+	has(inter)
+	check("no issuer qualifies, bundle kept", false, true, false, false)
+
+	// A policy written by an older init-dev grants only issuer/+/json,
+	// which shows neither key nor revocation: the read is refused and the
+	// error says what to add (no issuer is trusted blind).
+	oldPolicy := strings.Replace(f.setup.Policy, `path "pki/issuer/+" {`, `path "pki/issuer/+/json" {`, 1)
+	if oldPolicy == f.setup.Policy {
+		t.Fatalf("policy has no pki/issuer/+ path:\n%s", f.setup.Policy)
+	}
+	if err := f.root.Sys().PutPolicy(f.setup.PolicyName, oldPolicy); err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.Client.TrustBundle(ctx)
+	t.Logf("old policy: %v", err)
+	var d *vault.DeniedError
+	if !errors.As(err, &d) || !strings.HasPrefix(d.Path, "pki/issuer/") || d.Capability != "read" || !strings.Contains(err.Error(), `add path "pki/issuer/+"`) || !strings.Contains(err.Error(), "init-dev") {
+		t.Errorf("TrustBundle with the old policy = %v; want a DeniedError for pki/issuer/<id> saying to add pki/issuer/+ or rerun init-dev", err)
+	}
+}
+
+// dialEcho makes an mTLS connection to addr as a peer of the own domain
+// holding kp and echoes a line on it: in TLS 1.3 a server refusing the
+// client's certificate shows only at the first read.
+func dialEcho(addr string, kp *identity.KeyPair, bundles *identity.Bundles, msg string) (*tls.Conn, error) {
+	conn, err := tls.Dial("tcp", addr, identity.ClientTLSConfig(kp, bundles, identity.GatewayID(domain)))
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, msg+"\n"); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || got != msg+"\n" {
+		conn.Close()
+		return nil, fmt.Errorf("echo = %q, %w", got, err)
+	}
+	return conn, nil
 }
 
 func pemBlock(t *testing.T, s string) []byte {
