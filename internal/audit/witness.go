@@ -16,6 +16,62 @@ import (
 // different parties.
 var ErrSplitView = errors.New("split view: the log's checkpoints are not consistent")
 
+// How a split view was detected (SplitView.Detection).
+const (
+	// DetectedDirect: the log showed this witness a checkpoint that does
+	// not extend one it showed the same witness before (Witness).
+	DetectedDirect = "direct"
+	// DetectedGossip: another witness accepted a checkpoint of the log
+	// that is not consistent with the one this witness accepted
+	// (CheckGossip).
+	DetectedGossip = "gossip"
+)
+
+// SplitView is the evidence of a split view: two checkpoints of one log,
+// both signed by the log, that no append-only tree can both describe. The
+// notes are kept exactly as received (cosignature lines included), so an
+// auditor can check the log's signatures on them with its published key
+// alone and conclude the log forked without trusting the witness.
+type SplitView struct {
+	Origin string
+	// Accepted is the checkpoint this witness accepted from the log itself
+	// (its latest accepted one when the conflict was found).
+	Accepted     Checkpoint
+	AcceptedNote []byte
+	// Conflicting contradicts Accepted: shown later by the log itself
+	// (DetectedDirect) or gossiped by Witness (DetectedGossip).
+	Conflicting     Checkpoint
+	ConflictingNote []byte
+	// Reason says why the two cannot both be true, e.g. "two different
+	// roots for one size".
+	Reason    string
+	Detection string // DetectedDirect or DetectedGossip
+	// Witness is the trust domain of the witness whose gossip carried
+	// Conflicting; empty for DetectedDirect. CheckGossip does not know it:
+	// the caller fills it in.
+	Witness string
+}
+
+// KeptSplitView is a split view as a witness keeps it: the evidence of
+// its first sighting, and how often and until when it was seen again.
+type KeptSplitView struct {
+	ID int64 // the order in which split views were first seen
+	SplitView
+	FirstSeen, LastSeen time.Time
+	Count               int64
+}
+
+// SplitViewError is the error Witness and CheckGossip return for a split
+// view. It wraps ErrSplitView and ErrVerify; errors.As it to keep the
+// evidence.
+type SplitViewError struct {
+	SplitView
+	msg string
+}
+
+func (e *SplitViewError) Error() string   { return e.msg }
+func (e *SplitViewError) Unwrap() []error { return []error{ErrSplitView, ErrVerify} }
+
 // WitnessSource is a partner's log as a witness sees it.
 type WitnessSource interface {
 	// Checkpoint returns the log's latest signed checkpoint.
@@ -45,8 +101,9 @@ type Witnessed struct {
 // from the same log (by a consistency proof from the log), and records it.
 // A checkpoint that does
 // not extend the last accepted one is an error wrapping ErrSplitView and
-// ErrVerify, and is not recorded; the message carries both checkpoints'
-// sizes and roots as evidence.
+// ErrVerify (a *SplitViewError carrying both signed checkpoints as
+// evidence), and is not recorded; the message carries both checkpoints'
+// sizes and roots.
 func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, now time.Time) (w Witnessed, err error) {
 	msg, err := src.Checkpoint(ctx)
 	if err != nil {
@@ -67,8 +124,12 @@ func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st Witness
 			return w, fmt.Errorf("witness %s: stored checkpoint: %w", v.Name(), err)
 		}
 		split := func(why string) error {
-			return fmt.Errorf("witness %s: %s (accepted size %d root %s, now shown size %d root %s): %w (%w)",
-				v.Name(), why, old.Size, old.Hash, c.Size, c.Hash, ErrSplitView, ErrVerify)
+			return &SplitViewError{
+				SplitView: SplitView{Origin: c.Origin, Accepted: old, AcceptedNote: last, Conflicting: c, ConflictingNote: msg,
+					Reason: why, Detection: DetectedDirect},
+				msg: fmt.Sprintf("witness %s: %s (accepted size %d root %s, now shown size %d root %s): %v (%v)",
+					v.Name(), why, old.Size, old.Hash, c.Size, c.Hash, ErrSplitView, ErrVerify),
+			}
 		}
 		switch {
 		case c.Size < old.Size:
@@ -102,9 +163,9 @@ func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st Witness
 // never shown the other tree. Same size: the roots must be equal.
 // Different sizes: src, the log itself (nil if unreachable: then only
 // equal sizes are compared), must prove that the larger extends the
-// smaller. A conflict is an error wrapping ErrSplitView and ErrVerify
-// whose message carries both sizes and roots; both checkpoints are signed
-// by the log, so together they are the evidence. Gossip not signed by the
+// smaller. A conflict is a *SplitViewError (wrapping ErrSplitView and
+// ErrVerify) whose message carries both sizes and roots; both checkpoints
+// are signed by the log, so together they are the evidence. Gossip not signed by the
 // log is an error wrapping ErrVerify only: it says nothing about the log.
 // Nothing is recorded.
 func CheckGossip(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, gossip []byte) error {
@@ -124,8 +185,12 @@ func CheckGossip(ctx context.Context, src WitnessSource, v note.Verifier, st Wit
 		return fmt.Errorf("gossip about %s: stored checkpoint: %w", v.Name(), err)
 	}
 	split := func(why string) error {
-		return fmt.Errorf("gossip about %s: %s (we accepted size %d root %s, another witness accepted size %d root %s): %w (%w)",
-			v.Name(), why, own.Size, own.Hash, c.Size, c.Hash, ErrSplitView, ErrVerify)
+		return &SplitViewError{
+			SplitView: SplitView{Origin: c.Origin, Accepted: own, AcceptedNote: last, Conflicting: c, ConflictingNote: gossip,
+				Reason: why, Detection: DetectedGossip},
+			msg: fmt.Sprintf("gossip about %s: %s (we accepted size %d root %s, another witness accepted size %d root %s): %v (%v)",
+				v.Name(), why, own.Size, own.Hash, c.Size, c.Hash, ErrSplitView, ErrVerify),
+		}
 	}
 	switch {
 	case c.Size == own.Size && c.Hash != own.Hash:

@@ -1,6 +1,7 @@
 package audit_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/borderlink/borderlink/internal/audit"
@@ -101,6 +103,7 @@ func TestWitness(t *testing.T) {
 		if !errors.Is(err, audit.ErrSplitView) || !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want ErrSplitView containing %q", name, err, tc.want)
 		}
+		checkEvidence(t, name, err, v, audit.DetectedDirect, st[origin][len(st[origin])-1], 12, tc.size)
 	}
 	if len(st[origin]) != 2 {
 		t.Errorf("%d checkpoints recorded, want 2 (rejected ones are not recorded)", len(st[origin]))
@@ -283,11 +286,47 @@ func TestCheckGossip(t *testing.T) {
 			if !errors.Is(err, audit.ErrSplitView) || !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("CheckGossip = %v, want ErrSplitView containing %q", err, tt.want)
 			}
+			gc, _ := audit.OpenCheckpoint(tt.gossip, v)
+			checkEvidence(t, tt.name, err, v, audit.DetectedGossip, tt.st[origin][len(tt.st[origin])-1], 12, gc.Size)
+			var sv *audit.SplitViewError
+			if errors.As(err, &sv) && !bytes.Equal(sv.ConflictingNote, tt.gossip) {
+				t.Errorf("conflicting note is not the gossip as received:\n%s\nwant\n%s", sv.ConflictingNote, tt.gossip)
+			}
 		})
 	}
 	// Gossip the log did not sign is no evidence against it.
 	err := audit.CheckGossip(ctx, ours, v, st, foreign)
 	if !errors.Is(err, audit.ErrVerify) || errors.Is(err, audit.ErrSplitView) {
 		t.Errorf("gossip signed by another key: %v, want ErrVerify without ErrSplitView", err)
+	}
+}
+
+// checkEvidence checks that err carries a split view's evidence: the
+// accepted note as stored, and two checkpoints signed by the log.
+func checkEvidence(t *testing.T, name string, err error, v note.Verifier, detection string, accepted []byte, acceptedSize, conflictingSize int64) {
+	t.Helper()
+	var sv *audit.SplitViewError
+	if !errors.As(err, &sv) {
+		t.Errorf("%s: %v is not a *SplitViewError", name, err)
+		return
+	}
+	if sv.Detection != detection || sv.Origin != v.Name() || sv.Reason == "" {
+		t.Errorf("%s: detection %q origin %q reason %q, want %q %q and a reason", name, sv.Detection, sv.Origin, sv.Reason, detection, v.Name())
+	}
+	if !bytes.Equal(sv.AcceptedNote, accepted) {
+		t.Errorf("%s: accepted note is not the one stored:\n%s", name, sv.AcceptedNote)
+	}
+	for _, c := range []struct {
+		note []byte
+		want audit.Checkpoint
+		size int64
+	}{{sv.AcceptedNote, sv.Accepted, acceptedSize}, {sv.ConflictingNote, sv.Conflicting, conflictingSize}} {
+		got, err := audit.OpenCheckpoint(c.note, v)
+		if err != nil || got != c.want || got.Size != c.size {
+			t.Errorf("%s: evidence note opens to %+v, %v; want %+v of size %d", name, got, err, c.want, c.size)
+		}
+	}
+	if sv.Accepted == sv.Conflicting {
+		t.Errorf("%s: both checkpoints of the evidence are %+v", name, sv.Accepted)
 	}
 }

@@ -41,12 +41,13 @@ func (v verifyFailed) Error() string { return v.cmd + ": FAILED: " + v.err.Error
 func (v verifyFailed) Unwrap() error { return v.err }
 func (v verifyFailed) ExitCode() int { return ExitVerifyFailed }
 
-const auditUsage = `audit list|export|verify|key|reconcile ...
+const auditUsage = `audit list|export|verify|key|reconcile|split-views ...
   audit list   --config FILE [--request-id ID] [--after-seq N] [--since T] [--until T] [--limit N] [--json]
   audit export --config FILE [--format jsonl|csv] [--since T] [--until T] [--out FILE]
   audit verify --verifier KEY (--export FILE | --gateway ADDR --cert F --key F --bundle F [--tiles]) [--state DIR] [--witness KEY]...
   audit key    --config FILE
-  audit reconcile --config FILE --partner DOMAIN`
+  audit reconcile --config FILE --partner DOMAIN
+  audit split-views --config FILE [--origin O] [--json]`
 
 func runAudit(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
@@ -63,6 +64,8 @@ func runAudit(ctx context.Context, e *env, args []string) error {
 		return runAuditKey(ctx, e, args[1:])
 	case "reconcile":
 		return runAuditReconcile(ctx, e, args[1:])
+	case "split-views":
+		return runAuditSplitViews(ctx, e, args[1:])
 	}
 	return usagef("audit: unknown subcommand %q:\n%s", args[0], auditUsage)
 }

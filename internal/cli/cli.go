@@ -51,7 +51,7 @@ func commands() []command {
 		{"import", "load records into your own gateway: import [--skip-invalid] FILE.jsonl", runImport},
 		{"gen", "write synthetic records as JSONL: gen --domain D --count N --seed S", runGen},
 		{"certs", "make development certificates: certs dev --out DIR --domains a,b,c", runCerts},
-		{"audit", "read, export, verify and reconcile the audit log: audit list|export|verify|key|reconcile ...", runAudit},
+		{"audit", "read, export, verify and reconcile the audit log: audit list|export|verify|key|reconcile|split-views ...", runAudit},
 		{"policy", "check, test and explain policies: policy check|test|explain|diff|status ...", runPolicy},
 		{"demo", "run three administrations on this machine and tour them: demo [--dir DIR]", runDemo},
 		{"bench", "measure the gateway against its baselines: bench [--quick] | bench compare OLD.json NEW.json", runBench},

@@ -637,8 +637,9 @@ func hashBytes(hs []tlog.Hash) [][]byte {
 }
 
 // witnessPartners witnesses every partner with an address and an audit
-// key once (audit.Witness). A split view is logged as an error with the
-// evidence; an unreachable partner or an empty log only as a warning.
+// key once (audit.Witness). A split view is logged as an error and its
+// evidence kept (keepSplitView); an unreachable partner or an empty log
+// is only a warning.
 func (g *Gateway) witnessPartners(ctx context.Context) {
 	for _, d := range g.peers.domains() {
 		v, ok := g.alog.verifiers[d]
@@ -660,6 +661,7 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 		switch {
 		case errors.Is(err, audit.ErrSplitView):
 			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what it showed before", "partner", d, "error", err)
+			g.keepSplitView(ctx, d, "", err)
 		case status.Code(err) == codes.NotFound:
 			// The partner has not signed a checkpoint yet.
 		case err != nil && ctx.Err() == nil:
@@ -700,9 +702,88 @@ func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []stri
 		switch {
 		case errors.Is(err, audit.ErrSplitView):
 			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what another witness was shown", "partner", d, "witness", witness, "error", err)
+			g.keepSplitView(ctx, d, witness, err)
 		case err != nil && ctx.Err() == nil:
 			g.log.Warn("checking witness gossip failed", "partner", d, "witness", witness, "error", err)
 		}
+	}
+}
+
+// splitViewStore keeps the evidence of split views (audit_split_views).
+type splitViewStore interface {
+	PutSplitView(ctx context.Context, sv audit.SplitView, at time.Time) (isNew bool, err error)
+	SplitViewCounts(ctx context.Context) (map[string]int64, error)
+	SplitViewsAfter(ctx context.Context, origin string, afterID int64, limit int) ([]audit.KeptSplitView, error)
+}
+
+// ListSplitViews serves the kept split-view evidence to auditors of this
+// administration. Partners are refused: evidence about one partner is
+// not another's to read (and the partner it is about signed it anyway).
+func (s *auditServer) ListSplitViews(ctx context.Context, req *blv1.ListSplitViewsRequest) (*blv1.ListSplitViewsResponse, error) {
+	full, _, _, err := s.access(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := auditorOnly(full); err != nil {
+		return nil, err
+	}
+	ss, ok := s.g.opts.Store.(splitViewStore)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this gateway's store does not keep split-view evidence")
+	}
+	if req.GetAfterId() > 1<<62 {
+		return nil, status.Error(codes.InvalidArgument, "after_id out of range")
+	}
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = 100
+	}
+	views, err := ss.SplitViewsAfter(ctx, req.GetOrigin(), int64(req.GetAfterId()), min(limit, 1000))
+	if err != nil {
+		return nil, s.internal("split views", err)
+	}
+	resp := &blv1.ListSplitViewsResponse{}
+	for _, v := range views {
+		resp.SplitViews = append(resp.SplitViews, &blv1.SplitView{
+			Id: uint64(v.ID), Origin: v.Origin, AcceptedCheckpoint: string(v.AcceptedNote), ConflictingCheckpoint: string(v.ConflictingNote),
+			Reason: v.Reason, Detection: v.Detection, Witness: v.Witness,
+			FirstSeen: timestamppb.New(v.FirstSeen), LastSeen: timestamppb.New(v.LastSeen), Count: uint64(v.Count),
+		})
+	}
+	return resp, nil
+}
+
+// splitViewStoreTimeout bounds keeping one piece of evidence.
+const splitViewStoreTimeout = 5 * time.Second
+
+// keepSplitView stores the evidence a split-view error carries (both
+// checkpoints as the partner signed them), once per pair of trees, for
+// `audit split-views` and the borderlink_audit_split_views metric;
+// witness names the gateway whose gossip carried the conflicting
+// checkpoint ("" for direct detection). The detection was already
+// logged: a store that fails is logged too, and the next witnessing
+// round, which detects the split view again, retries.
+func (g *Gateway) keepSplitView(ctx context.Context, partner, witness string, err error) {
+	var sv *audit.SplitViewError
+	ss, ok := g.opts.Store.(splitViewStore)
+	if !ok || !errors.As(err, &sv) {
+		return
+	}
+	if sv.Detection == audit.DetectedGossip {
+		sv.Witness = witness
+	}
+	// Not under the round's peer deadline, nor cancelled by a shutdown:
+	// evidence found is worth the few milliseconds of a write.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), splitViewStoreTimeout)
+	defer cancel()
+	isNew, perr := ss.PutSplitView(ctx, sv.SplitView, time.Now())
+	if perr != nil {
+		g.log.Error("split view evidence not stored; the next witnessing round retries", "partner", partner, "error", perr)
+		return
+	}
+	if isNew {
+		g.log.Warn("split view evidence stored; read it with borderlink audit split-views", "partner", partner,
+			"detection", sv.Detection, "accepted_size", sv.Accepted.Size, "conflicting_size", sv.Conflicting.Size)
 	}
 }
 

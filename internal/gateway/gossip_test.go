@@ -36,7 +36,7 @@ func serveFakeNL(t *testing.T, f *federation, lis net.Listener, fake *forkingLog
 // nl's real key) shows sg one history and cn another. Each witness alone
 // sees a consistent log; cn, which never saw the history nl showed sg,
 // catches nl through the checkpoint sg gossips with its own, and the
-// reverse.
+// reverse; each keeps both checkpoints as evidence, once.
 func TestSplitViewThroughGossip(t *testing.T) {
 	tests := []struct {
 		name           string
@@ -73,8 +73,9 @@ func TestSplitViewThroughGossip(t *testing.T) {
 				t.Fatal(err)
 			}
 			toSG, toCN := &forkingLog{signer: signer}, &forkingLog{signer: signer}
+			forked := forkTree(t, 12, 3) // rewrites index 3 onwards
 			toSG.show(forkTree(t, 12, 12), tt.sgSize)
-			toCN.show(forkTree(t, 12, 3), tt.cnSize) // rewrites index 3 onwards
+			toCN.show(forked, tt.cnSize)
 			serveFakeNL(t, f, lisSG, toSG)
 			serveFakeNL(t, f, lisCN, toCN)
 			// Gossip rides with a gateway's own checkpoint: give sg and cn
@@ -98,6 +99,14 @@ func TestSplitViewThroughGossip(t *testing.T) {
 				if strings.Contains(out, "what it showed before") {
 					t.Errorf("%s's own witnessing reported a split view it could not see alone:\n%s", tc.at, out)
 				}
+				// The evidence: what nl showed this gateway, and what it
+				// showed the witness (cn is shown the larger, forked tree).
+				ev := audit.SplitView{Detection: audit.DetectedGossip, Witness: tc.witness,
+					Accepted: audit.Checkpoint{Size: tt.sgSize}, Conflicting: audit.Checkpoint{Size: tt.cnSize}}
+				if tc.at == cnDomain {
+					ev.Accepted, ev.Conflicting = ev.Conflicting, ev.Accepted
+				}
+				checkSplitViewKept(t, f, tc.at, logs[tc.at], ev, forked)
 			}
 			// Gossip is served with the checkpoint, carrying the witness's
 			// cosignature of what it accepted.

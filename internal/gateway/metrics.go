@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/codes"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/keys/vault"
 	"github.com/borderlink/borderlink/internal/store"
 )
@@ -120,6 +121,8 @@ var (
 		"1 while a partner's circuit breaker is open or half-open, else 0.", []string{"partner"}, nil)
 	descTreeSize = prometheus.NewDesc("borderlink_audit_records",
 		"Records in the audit log (its tree size).", nil, nil)
+	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
+		"Split views of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true); any value above 0 is an incident: see borderlink audit split-views.", []string{"origin"}, nil)
 	descCertExpiry = prometheus.NewDesc("borderlink_certificate_expiry_timestamp_seconds",
 		"When the gateway's own certificate expires.", nil, nil)
 	descScrapeErrors = prometheus.NewDesc("borderlink_metrics_read_errors",
@@ -131,7 +134,7 @@ type gatewayCollector struct{ g *Gateway }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
-		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descCertExpiry, descScrapeErrors} {
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descSplitViews, descCertExpiry, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -202,6 +205,27 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			failed("audit")
 		} else {
 			gauge(descTreeSize, float64(n))
+		}
+	}
+
+	if ss, ok := g.opts.Store.(splitViewStore); ok {
+		if counts, err := ss.SplitViewCounts(ctx); err != nil {
+			g.log.Warn("metrics: split view evidence unreadable", "error", err)
+			failed("split_views")
+		} else {
+			// Every witnessed partner gets a series, 0 while its log is
+			// consistent, so that an alert on > 0 has a series to watch
+			// (none when witnessing is off: 0 would claim a check that
+			// is not made); evidence about a partner no longer
+			// configured still counts.
+			for d := range g.alog.verifiers {
+				if _, ok := counts[audit.Origin(d)]; !ok && g.alog.witnessed != nil {
+					counts[audit.Origin(d)] = 0
+				}
+			}
+			for o, n := range counts {
+				gauge(descSplitViews, float64(n), o)
+			}
 		}
 	}
 

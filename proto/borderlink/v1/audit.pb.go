@@ -1255,6 +1255,242 @@ func (x *GetTileResponse) GetData() []byte {
 	return nil
 }
 
+type ListSplitViewsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this partner log: its origin, e.g.
+	// nl.customs.example/borderlink/audit. Empty: every partner.
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// Only split views with id > after_id (paging: the last id returned).
+	AfterId uint64 `protobuf:"varint,2,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	// Maximum split views; 0 means 100, capped at 1000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSplitViewsRequest) Reset() {
+	*x = ListSplitViewsRequest{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSplitViewsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSplitViewsRequest) ProtoMessage() {}
+
+func (x *ListSplitViewsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSplitViewsRequest.ProtoReflect.Descriptor instead.
+func (*ListSplitViewsRequest) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListSplitViewsRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *ListSplitViewsRequest) GetAfterId() uint64 {
+	if x != nil {
+		return x.AfterId
+	}
+	return 0
+}
+
+func (x *ListSplitViewsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListSplitViewsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SplitViews    []*SplitView           `protobuf:"bytes,1,rep,name=split_views,json=splitViews,proto3" json:"split_views,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSplitViewsResponse) Reset() {
+	*x = ListSplitViewsResponse{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSplitViewsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSplitViewsResponse) ProtoMessage() {}
+
+func (x *ListSplitViewsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSplitViewsResponse.ProtoReflect.Descriptor instead.
+func (*ListSplitViewsResponse) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListSplitViewsResponse) GetSplitViews() []*SplitView {
+	if x != nil {
+		return x.SplitViews
+	}
+	return nil
+}
+
+// SplitView is the evidence that a partner's audit log forked: check both
+// checkpoints with the partner's published audit verifier key.
+type SplitView struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The partner log's origin.
+	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// The checkpoint this gateway accepted from the partner itself (C2SP
+	// signed note, as received).
+	AcceptedCheckpoint string `protobuf:"bytes,3,opt,name=accepted_checkpoint,json=acceptedCheckpoint,proto3" json:"accepted_checkpoint,omitempty"`
+	// The checkpoint that contradicts it (C2SP signed note, as received).
+	ConflictingCheckpoint string `protobuf:"bytes,4,opt,name=conflicting_checkpoint,json=conflictingCheckpoint,proto3" json:"conflicting_checkpoint,omitempty"`
+	// Why both cannot be true, e.g. "two different roots for one size".
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// "direct": the partner showed this gateway both; "gossip": witness was
+	// shown the conflicting one and gossiped it.
+	Detection string `protobuf:"bytes,6,opt,name=detection,proto3" json:"detection,omitempty"`
+	// Trust domain of the witness whose gossip carried the conflicting
+	// checkpoint; empty for direct.
+	Witness   string                 `protobuf:"bytes,7,opt,name=witness,proto3" json:"witness,omitempty"`
+	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// How often it was detected (each witnessing round finds it again).
+	Count         uint64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitView) Reset() {
+	*x = SplitView{}
+	mi := &file_borderlink_v1_audit_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitView) ProtoMessage() {}
+
+func (x *SplitView) ProtoReflect() protoreflect.Message {
+	mi := &file_borderlink_v1_audit_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitView.ProtoReflect.Descriptor instead.
+func (*SplitView) Descriptor() ([]byte, []int) {
+	return file_borderlink_v1_audit_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SplitView) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SplitView) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *SplitView) GetAcceptedCheckpoint() string {
+	if x != nil {
+		return x.AcceptedCheckpoint
+	}
+	return ""
+}
+
+func (x *SplitView) GetConflictingCheckpoint() string {
+	if x != nil {
+		return x.ConflictingCheckpoint
+	}
+	return ""
+}
+
+func (x *SplitView) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SplitView) GetDetection() string {
+	if x != nil {
+		return x.Detection
+	}
+	return ""
+}
+
+func (x *SplitView) GetWitness() string {
+	if x != nil {
+		return x.Witness
+	}
+	return ""
+}
+
+func (x *SplitView) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *SplitView) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *SplitView) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 var File_borderlink_v1_audit_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_audit_proto_rawDesc = "" +
@@ -1338,7 +1574,27 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x0eGetTileRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"%\n" +
 	"\x0fGetTileResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data*Y\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"`\n" +
+	"\x15ListSplitViewsRequest\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x19\n" +
+	"\bafter_id\x18\x02 \x01(\x04R\aafterId\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"S\n" +
+	"\x16ListSplitViewsResponse\x129\n" +
+	"\vsplit_views\x18\x01 \x03(\v2\x18.borderlink.v1.SplitViewR\n" +
+	"splitViews\"\xf5\x02\n" +
+	"\tSplitView\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12/\n" +
+	"\x13accepted_checkpoint\x18\x03 \x01(\tR\x12acceptedCheckpoint\x125\n" +
+	"\x16conflicting_checkpoint\x18\x04 \x01(\tR\x15conflictingCheckpoint\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1c\n" +
+	"\tdetection\x18\x06 \x01(\tR\tdetection\x12\x18\n" +
+	"\awitness\x18\a \x01(\tR\awitness\x129\n" +
+	"\n" +
+	"first_seen\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x14\n" +
+	"\x05count\x18\n" +
+	" \x01(\x04R\x05count*Y\n" +
 	"\tAuditSide\x12\x1a\n" +
 	"\x16AUDIT_SIDE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AUDIT_SIDE_PROVIDER\x10\x01\x12\x17\n" +
@@ -1347,7 +1603,7 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x1aAUDIT_DECISION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14AUDIT_DECISION_ALLOW\x10\x01\x12\x17\n" +
 	"\x13AUDIT_DECISION_DENY\x10\x02\x12\x18\n" +
-	"\x14AUDIT_DECISION_ERROR\x10\x032\xd8\x05\n" +
+	"\x14AUDIT_DECISION_ERROR\x10\x032\xb7\x06\n" +
 	"\x05Audit\x12T\n" +
 	"\vListRecords\x12!.borderlink.v1.ListRecordsRequest\x1a\".borderlink.v1.ListRecordsResponse\x12N\n" +
 	"\tGetRecord\x12\x1f.borderlink.v1.GetRecordRequest\x1a .borderlink.v1.GetRecordResponse\x12Z\n" +
@@ -1356,7 +1612,8 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x13GetConsistencyProof\x12).borderlink.v1.GetConsistencyProofRequest\x1a*.borderlink.v1.GetConsistencyProofResponse\x12N\n" +
 	"\tGetLeaves\x12\x1f.borderlink.v1.GetLeavesRequest\x1a .borderlink.v1.GetLeavesResponse\x12]\n" +
 	"\x0eAddCosignature\x12$.borderlink.v1.AddCosignatureRequest\x1a%.borderlink.v1.AddCosignatureResponse\x12H\n" +
-	"\aGetTile\x12\x1d.borderlink.v1.GetTileRequest\x1a\x1e.borderlink.v1.GetTileResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
+	"\aGetTile\x12\x1d.borderlink.v1.GetTileRequest\x1a\x1e.borderlink.v1.GetTileResponse\x12]\n" +
+	"\x0eListSplitViews\x12$.borderlink.v1.ListSplitViewsRequest\x1a%.borderlink.v1.ListSplitViewsResponseBCZAgithub.com/borderlink/borderlink/proto/borderlink/v1;borderlinkv1b\x06proto3"
 
 var (
 	file_borderlink_v1_audit_proto_rawDescOnce sync.Once
@@ -1371,7 +1628,7 @@ func file_borderlink_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_borderlink_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_borderlink_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_borderlink_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_borderlink_v1_audit_proto_goTypes = []any{
 	(AuditSide)(0),                      // 0: borderlink.v1.AuditSide
 	(AuditDecision)(0),                  // 1: borderlink.v1.AuditDecision
@@ -1393,40 +1650,48 @@ var file_borderlink_v1_audit_proto_goTypes = []any{
 	(*AddCosignatureResponse)(nil),      // 17: borderlink.v1.AddCosignatureResponse
 	(*GetTileRequest)(nil),              // 18: borderlink.v1.GetTileRequest
 	(*GetTileResponse)(nil),             // 19: borderlink.v1.GetTileResponse
-	(*timestamppb.Timestamp)(nil),       // 20: google.protobuf.Timestamp
+	(*ListSplitViewsRequest)(nil),       // 20: borderlink.v1.ListSplitViewsRequest
+	(*ListSplitViewsResponse)(nil),      // 21: borderlink.v1.ListSplitViewsResponse
+	(*SplitView)(nil),                   // 22: borderlink.v1.SplitView
+	(*timestamppb.Timestamp)(nil),       // 23: google.protobuf.Timestamp
 }
 var file_borderlink_v1_audit_proto_depIdxs = []int32{
-	20, // 0: borderlink.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	23, // 0: borderlink.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: borderlink.v1.AuditRecord.side:type_name -> borderlink.v1.AuditSide
 	1,  // 2: borderlink.v1.AuditRecord.decision:type_name -> borderlink.v1.AuditDecision
 	1,  // 3: borderlink.v1.AuditFilter.decision:type_name -> borderlink.v1.AuditDecision
 	0,  // 4: borderlink.v1.AuditFilter.side:type_name -> borderlink.v1.AuditSide
-	20, // 5: borderlink.v1.AuditFilter.since:type_name -> google.protobuf.Timestamp
-	20, // 6: borderlink.v1.AuditFilter.until:type_name -> google.protobuf.Timestamp
+	23, // 5: borderlink.v1.AuditFilter.since:type_name -> google.protobuf.Timestamp
+	23, // 6: borderlink.v1.AuditFilter.until:type_name -> google.protobuf.Timestamp
 	3,  // 7: borderlink.v1.ListRecordsRequest.filter:type_name -> borderlink.v1.AuditFilter
 	2,  // 8: borderlink.v1.ListRecordsResponse.records:type_name -> borderlink.v1.AuditRecord
 	2,  // 9: borderlink.v1.GetRecordResponse.record:type_name -> borderlink.v1.AuditRecord
-	4,  // 10: borderlink.v1.Audit.ListRecords:input_type -> borderlink.v1.ListRecordsRequest
-	6,  // 11: borderlink.v1.Audit.GetRecord:input_type -> borderlink.v1.GetRecordRequest
-	8,  // 12: borderlink.v1.Audit.GetCheckpoint:input_type -> borderlink.v1.GetCheckpointRequest
-	10, // 13: borderlink.v1.Audit.GetInclusionProof:input_type -> borderlink.v1.GetInclusionProofRequest
-	12, // 14: borderlink.v1.Audit.GetConsistencyProof:input_type -> borderlink.v1.GetConsistencyProofRequest
-	14, // 15: borderlink.v1.Audit.GetLeaves:input_type -> borderlink.v1.GetLeavesRequest
-	16, // 16: borderlink.v1.Audit.AddCosignature:input_type -> borderlink.v1.AddCosignatureRequest
-	18, // 17: borderlink.v1.Audit.GetTile:input_type -> borderlink.v1.GetTileRequest
-	5,  // 18: borderlink.v1.Audit.ListRecords:output_type -> borderlink.v1.ListRecordsResponse
-	7,  // 19: borderlink.v1.Audit.GetRecord:output_type -> borderlink.v1.GetRecordResponse
-	9,  // 20: borderlink.v1.Audit.GetCheckpoint:output_type -> borderlink.v1.GetCheckpointResponse
-	11, // 21: borderlink.v1.Audit.GetInclusionProof:output_type -> borderlink.v1.GetInclusionProofResponse
-	13, // 22: borderlink.v1.Audit.GetConsistencyProof:output_type -> borderlink.v1.GetConsistencyProofResponse
-	15, // 23: borderlink.v1.Audit.GetLeaves:output_type -> borderlink.v1.GetLeavesResponse
-	17, // 24: borderlink.v1.Audit.AddCosignature:output_type -> borderlink.v1.AddCosignatureResponse
-	19, // 25: borderlink.v1.Audit.GetTile:output_type -> borderlink.v1.GetTileResponse
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	22, // 10: borderlink.v1.ListSplitViewsResponse.split_views:type_name -> borderlink.v1.SplitView
+	23, // 11: borderlink.v1.SplitView.first_seen:type_name -> google.protobuf.Timestamp
+	23, // 12: borderlink.v1.SplitView.last_seen:type_name -> google.protobuf.Timestamp
+	4,  // 13: borderlink.v1.Audit.ListRecords:input_type -> borderlink.v1.ListRecordsRequest
+	6,  // 14: borderlink.v1.Audit.GetRecord:input_type -> borderlink.v1.GetRecordRequest
+	8,  // 15: borderlink.v1.Audit.GetCheckpoint:input_type -> borderlink.v1.GetCheckpointRequest
+	10, // 16: borderlink.v1.Audit.GetInclusionProof:input_type -> borderlink.v1.GetInclusionProofRequest
+	12, // 17: borderlink.v1.Audit.GetConsistencyProof:input_type -> borderlink.v1.GetConsistencyProofRequest
+	14, // 18: borderlink.v1.Audit.GetLeaves:input_type -> borderlink.v1.GetLeavesRequest
+	16, // 19: borderlink.v1.Audit.AddCosignature:input_type -> borderlink.v1.AddCosignatureRequest
+	18, // 20: borderlink.v1.Audit.GetTile:input_type -> borderlink.v1.GetTileRequest
+	20, // 21: borderlink.v1.Audit.ListSplitViews:input_type -> borderlink.v1.ListSplitViewsRequest
+	5,  // 22: borderlink.v1.Audit.ListRecords:output_type -> borderlink.v1.ListRecordsResponse
+	7,  // 23: borderlink.v1.Audit.GetRecord:output_type -> borderlink.v1.GetRecordResponse
+	9,  // 24: borderlink.v1.Audit.GetCheckpoint:output_type -> borderlink.v1.GetCheckpointResponse
+	11, // 25: borderlink.v1.Audit.GetInclusionProof:output_type -> borderlink.v1.GetInclusionProofResponse
+	13, // 26: borderlink.v1.Audit.GetConsistencyProof:output_type -> borderlink.v1.GetConsistencyProofResponse
+	15, // 27: borderlink.v1.Audit.GetLeaves:output_type -> borderlink.v1.GetLeavesResponse
+	17, // 28: borderlink.v1.Audit.AddCosignature:output_type -> borderlink.v1.AddCosignatureResponse
+	19, // 29: borderlink.v1.Audit.GetTile:output_type -> borderlink.v1.GetTileResponse
+	21, // 30: borderlink.v1.Audit.ListSplitViews:output_type -> borderlink.v1.ListSplitViewsResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_borderlink_v1_audit_proto_init() }
@@ -1440,7 +1705,7 @@ func file_borderlink_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_borderlink_v1_audit_proto_rawDesc), len(file_borderlink_v1_audit_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Audit_GetLeaves_FullMethodName           = "/borderlink.v1.Audit/GetLeaves"
 	Audit_AddCosignature_FullMethodName      = "/borderlink.v1.Audit/AddCosignature"
 	Audit_GetTile_FullMethodName             = "/borderlink.v1.Audit/GetTile"
+	Audit_ListSplitViews_FullMethodName      = "/borderlink.v1.Audit/ListSplitViews"
 )
 
 // AuditClient is the client API for Audit service.
@@ -61,6 +62,11 @@ type AuditClient interface {
 	// tile (auditors and partners) or an entry bundle (auditors only: it
 	// holds every partner's records).
 	GetTile(ctx context.Context, in *GetTileRequest, opts ...grpc.CallOption) (*GetTileResponse, error)
+	// ListSplitViews returns the evidence of split views this gateway's
+	// witness found in partners' audit logs (auditors only), first seen
+	// first: for each, two checkpoints the partner signed that no single
+	// history explains, exactly as received.
+	ListSplitViews(ctx context.Context, in *ListSplitViewsRequest, opts ...grpc.CallOption) (*ListSplitViewsResponse, error)
 }
 
 type auditClient struct {
@@ -151,6 +157,16 @@ func (c *auditClient) GetTile(ctx context.Context, in *GetTileRequest, opts ...g
 	return out, nil
 }
 
+func (c *auditClient) ListSplitViews(ctx context.Context, in *ListSplitViewsRequest, opts ...grpc.CallOption) (*ListSplitViewsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSplitViewsResponse)
+	err := c.cc.Invoke(ctx, Audit_ListSplitViews_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuditServer is the server API for Audit service.
 // All implementations must embed UnimplementedAuditServer
 // for forward compatibility.
@@ -183,6 +199,11 @@ type AuditServer interface {
 	// tile (auditors and partners) or an entry bundle (auditors only: it
 	// holds every partner's records).
 	GetTile(context.Context, *GetTileRequest) (*GetTileResponse, error)
+	// ListSplitViews returns the evidence of split views this gateway's
+	// witness found in partners' audit logs (auditors only), first seen
+	// first: for each, two checkpoints the partner signed that no single
+	// history explains, exactly as received.
+	ListSplitViews(context.Context, *ListSplitViewsRequest) (*ListSplitViewsResponse, error)
 	mustEmbedUnimplementedAuditServer()
 }
 
@@ -216,6 +237,9 @@ func (UnimplementedAuditServer) AddCosignature(context.Context, *AddCosignatureR
 }
 func (UnimplementedAuditServer) GetTile(context.Context, *GetTileRequest) (*GetTileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTile not implemented")
+}
+func (UnimplementedAuditServer) ListSplitViews(context.Context, *ListSplitViewsRequest) (*ListSplitViewsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSplitViews not implemented")
 }
 func (UnimplementedAuditServer) mustEmbedUnimplementedAuditServer() {}
 func (UnimplementedAuditServer) testEmbeddedByValue()               {}
@@ -382,6 +406,24 @@ func _Audit_GetTile_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Audit_ListSplitViews_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSplitViewsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuditServer).ListSplitViews(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Audit_ListSplitViews_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuditServer).ListSplitViews(ctx, req.(*ListSplitViewsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Audit_ServiceDesc is the grpc.ServiceDesc for Audit service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -420,6 +462,10 @@ var Audit_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTile",
 			Handler:    _Audit_GetTile_Handler,
+		},
+		{
+			MethodName: "ListSplitViews",
+			Handler:    _Audit_ListSplitViews_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
