@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -253,6 +254,7 @@ func makePayload(name string, size, n int, seed uint64) (*payload, error) {
 type pullFixture struct {
 	pki      *pki
 	st       *sqlite.Store
+	appends  *appendTimer // wraps st for the gateway
 	gw, bare *server
 	payloads []*payload
 	closers  []func()
@@ -312,7 +314,8 @@ func newSignedPullFixture(ctx context.Context, dir string, p *pki, specs []paylo
 	if err != nil {
 		return nil, err
 	}
-	f.gw, err = serveSignedGateway(ctx, p, f.st, engine, signer)
+	f.appends = &appendTimer{Store: f.st}
+	f.gw, err = serveSignedGateway(ctx, p, f.appends, engine, signer)
 	if err != nil {
 		return nil, err
 	}
@@ -373,4 +376,45 @@ func (cp *clientPool) close() {
 	for _, cc := range cp.conns {
 		cc.Close()
 	}
+}
+
+// appendTimer is the gateway's store with the time each AppendAudit call
+// takes recorded while on: how long an exchange waits for its audit record
+// to be durable, which is the latency audit adds to the exchange (the
+// answer leaves only after it). Embedding keeps every other method, so
+// the gateway finds the same optional interfaces.
+type appendTimer struct {
+	*sqlite.Store
+	mu      sync.Mutex
+	on      bool
+	samples []time.Duration
+}
+
+func (a *appendTimer) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (uint64, error) {
+	start := time.Now()
+	seq, err := a.Store.AppendAudit(ctx, rec)
+	d := time.Since(start)
+	a.mu.Lock()
+	if a.on {
+		a.samples = append(a.samples, d)
+	}
+	a.mu.Unlock()
+	return seq, err
+}
+
+// record starts recording, dropping earlier samples.
+func (a *appendTimer) record() {
+	a.mu.Lock()
+	a.on, a.samples = true, nil
+	a.mu.Unlock()
+}
+
+// stop stops recording and returns the samples, sorted.
+func (a *appendTimer) stop() []time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.on = false
+	out := slices.Clone(a.samples)
+	slices.Sort(out)
+	return out
 }
