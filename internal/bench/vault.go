@@ -5,15 +5,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -22,6 +19,7 @@ import (
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/keys/vault"
+	"github.com/borderlink/borderlink/internal/keys/vault/devserver"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
@@ -52,9 +50,9 @@ func runVault(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 	origin := audit.Origin(provider)
-	setup, err := vault.InitDev(ctx, srv.addr, srv.token, vault.InitDevOptions{
+	setup, err := vault.InitDev(ctx, srv.Addr, srv.RootToken, vault.InitDevOptions{
 		TrustDomain: provider, SignerName: origin, SecretIDFile: filepath.Join(dir, "vault-secret-id"),
 	})
 	if err != nil {
@@ -79,7 +77,7 @@ func runVault(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		return fmt.Errorf("bench: vault: local key: %w", err)
 	}
 	sc.note("Vault %s dev server (`%s server -dev`, in-memory storage) on loopback, set up by `vault.InitDev` as `borderlink vault init-dev` does: the gateway's AppRole token and least-privilege policy, transit Ed25519 key `%s`. *transit*: `vault.Signer`, one `transit/sign` request per signature; *batched*: `vault.BatchSigner` (what `borderlink serve` uses; at most %d requests in flight, up to %d signatures each via `batch_input`); *local*: an Ed25519 note signer in process (the file key of a gateway without Vault). Every transit signature is checked against the public key before use. The Vault server is another process on the same cores: its CPU is in neither CPU/op nor *others' CPU* (taken out run by run) but, per op, in the *Vault CPU* columns above.",
-		vaultVersion(ctx, srv.bin), filepath.Base(srv.bin), setup.Config.Transit.Key, vault.DefaultBatchInFlight, vault.DefaultBatchMax)
+		vaultVersion(ctx, srv.Bin), filepath.Base(srv.Bin), setup.Config.Transit.Key, vault.DefaultBatchInFlight, vault.DefaultBatchMax)
 
 	if err := vaultSignRates(ctx, cfg, sc, srv, local, transit, batched); err != nil {
 		return err
@@ -257,7 +255,7 @@ func setVaultRuns(r *Result, runs []vaultRun) {
 // cpu is the Vault server's CPU time so far (utime + stime of
 // /proc/PID/stat), 0 if unknown.
 func (v *benchVault) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", v.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", v.PID()))
 	if err != nil {
 		return 0
 	}
@@ -278,112 +276,18 @@ func (v *benchVault) cpu() time.Duration {
 
 // benchVault is a Vault dev server started for the scenario.
 type benchVault struct {
-	bin, addr, token string
-	cmd              *exec.Cmd
-	done             chan struct{}
+	*devserver.Server
 }
 
 // startBenchVault starts `bin server -dev` on a free loopback port with
 // dir as its working directory and HOME (its log: dir/vault.log) and
-// waits until it is healthy.
+// waits until it is healthy. The kernel kills it if the bench dies.
 func startBenchVault(ctx context.Context, bin, dir string) (*benchVault, error) {
-	// The server runs in dir: a relative path must not be resolved there.
-	path, err := exec.LookPath(bin)
+	srv, err := devserver.Start(ctx, bin, devserver.Options{Dir: dir, RootToken: "bench-" + rand.Text()})
 	if err != nil {
-		return nil, fmt.Errorf("bench: vault binary %s: %w (build it with `make vault-bin`)", bin, err)
-	}
-	if path, err = filepath.Abs(path); err != nil {
-		return nil, fmt.Errorf("bench: vault binary: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	var last error
-	for range 3 { // the free port may be taken between probe and bind
-		v, err := tryStartBenchVault(ctx, path, dir)
-		if err == nil {
-			return v, nil
-		}
-		last = err
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, fmt.Errorf("bench: start vault dev server %s: %w", path, last)
-}
-
-func tryStartBenchVault(ctx context.Context, bin, dir string) (*benchVault, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := l.Addr().String()
-	l.Close()
-	logf, err := os.Create(filepath.Join(dir, "vault.log"))
-	if err != nil {
-		return nil, err
-	}
-	token := "bench-" + rand.Text()
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id="+token, "-dev-listen-address="+addr)
-	cmd.Dir = dir
-	// HOME keeps the dev server from writing ~/.vault-token of whoever
-	// runs the bench; VAULT_* from the caller's shell must not leak in.
-	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "VAULT_LOG_LEVEL=warn"}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	setDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	v := &benchVault{bin: bin, addr: "http://" + addr, token: token, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(v.done) }()
-	if err := v.waitHealthy(ctx); err != nil {
-		v.stop()
-		return nil, fmt.Errorf("%w; see %s", err, filepath.Join(dir, "vault.log"))
-	}
-	return v, nil
-}
-
-func (v *benchVault) waitHealthy(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.addr+"/v1/sys/health", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := hc.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-v.done:
-			return errors.New("vault exited before it was healthy")
-		case <-ctx.Done():
-			return fmt.Errorf("vault at %s not healthy (last: %v)", v.addr, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// stop interrupts the server and waits for it, killing it after 5 s.
-func (v *benchVault) stop() {
-	select {
-	case <-v.done:
-		return
-	default:
-	}
-	_ = v.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-v.done:
-	case <-time.After(5 * time.Second):
-		_ = v.cmd.Process.Kill()
-		<-v.done
-	}
+	return &benchVault{srv}, nil
 }
 
 // vaultVersion is what `bin version` prints, e.g. "v1.21.0".

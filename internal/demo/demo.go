@@ -26,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/childproc"
 	"github.com/borderlink/borderlink/internal/client"
 	"github.com/borderlink/borderlink/internal/devca"
 	"github.com/borderlink/borderlink/internal/gen"
@@ -102,7 +103,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		// Registered before the gateways' stop, so it runs after it.
 		defer v.stop()
-		p.line("  started a Vault dev server on %s (log %s)", v.addr, rel(dir, filepath.Join(v.dir, "vault.log")))
+		p.line("  started a Vault dev server on %s (log %s)", v.Addr, rel(dir, v.LogFile))
 		if vds, err = setupVault(ctx, v, dir); err != nil {
 			return err
 		}
@@ -347,7 +348,7 @@ func start(ctx context.Context, exe string, n *node) error {
 	// a kill, so the gateways' graceful stop is part of the demo.
 	cmd := exec.Command(exe, "serve", "--config", n.config, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	setDeathSignal(cmd)
+	childproc.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start gateway %s: %w", n.domain, err)

@@ -8,19 +8,16 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/devca"
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/keys/vault"
+	"github.com/borderlink/borderlink/internal/keys/vault/devserver"
 )
 
 // The Vault variant of the demo (`borderlink demo --vault-bin PATH`, `make
@@ -33,119 +30,30 @@ import (
 // client identities the tour uses (system/cli, agency/health, auditor/dpa)
 // stay files, issued by a file CA per domain whose key is never written.
 
-// vaultStartTimeout bounds how long the dev server may take to be healthy.
-const vaultStartTimeout = 60 * time.Second
-
-// devVault is a running Vault dev server.
+// devVault is the demo's Vault dev server.
 type devVault struct {
-	addr  string // http://127.0.0.1:PORT
-	token string // the root token: random, never printed or written
-	dir   string
-	cmd   *exec.Cmd
-	done  chan struct{}
-	once  sync.Once
+	*devserver.Server // its root token is random, never printed or written
 }
 
 // startVault starts `vault server -dev` on a free loopback port with dir as
 // its working directory and HOME, and waits until it is healthy. Its output
 // goes to dir/vault.log. The kernel kills it if the demo dies.
 func startVault(ctx context.Context, bin, dir string) (*devVault, error) {
-	// The server runs in dir: a relative path must not be resolved there.
-	bin, err := exec.LookPath(bin)
-	if err != nil {
-		return nil, fmt.Errorf("vault binary: %w (build it with `make vault-bin`)", err)
-	}
-	if bin, err = filepath.Abs(bin); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	var last error
-	for range 3 { // the free port may be taken between probe and bind
-		v, err := tryStartVault(ctx, bin, dir)
-		if err == nil {
-			return v, nil
-		}
-		last = err
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, fmt.Errorf("start vault dev server: %w", last)
-}
-
-func tryStartVault(ctx context.Context, bin, dir string) (*devVault, error) {
-	addr, err := freePort()
+	srv, err := devserver.Start(ctx, bin, devserver.Options{Dir: dir, RootToken: "demo-" + rand.Text()})
 	if err != nil {
 		return nil, err
-	}
-	logf, err := os.Create(filepath.Join(dir, "vault.log"))
-	if err != nil {
-		return nil, err
-	}
-	token := "demo-" + rand.Text()
-	cmd := exec.Command(bin, "server", "-dev",
-		"-dev-root-token-id="+token,
-		"-dev-listen-address="+addr)
-	cmd.Dir = dir
-	// HOME keeps the dev server from writing ~/.vault-token of whoever runs
-	// the demo; VAULT_* from the caller's shell must not leak in.
-	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "VAULT_LOG_LEVEL=warn"}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	setDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("%s: %w", bin, err)
-	}
-	v := &devVault{addr: "http://" + addr, token: token, dir: dir, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(v.done) }()
-	if err := v.waitHealthy(ctx); err != nil {
-		v.stop()
-		return nil, fmt.Errorf("%w; see %s", err, filepath.Join(dir, "vault.log"))
 	}
 	// The dev server saves its root token in HOME; the demo keeps it in
 	// memory only.
 	os.Remove(filepath.Join(dir, ".vault-token"))
-	return v, nil
+	return &devVault{srv}, nil
 }
 
-func (v *devVault) waitHealthy(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, vaultStartTimeout)
-	defer cancel()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, v.addr+"/v1/sys/health", nil)
-		resp, err := hc.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-v.done:
-			return fmt.Errorf("vault exited before it was healthy")
-		case <-ctx.Done():
-			return fmt.Errorf("vault at %s not healthy after %v (last: %v)", v.addr, vaultStartTimeout, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// stop interrupts the server and waits for it, killing it after 5 s. Safe
-// to call more than once.
+// stop stops the server and removes the root token file it may have
+// written again. Safe to call more than once.
 func (v *devVault) stop() {
-	v.once.Do(func() {
-		_ = v.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-v.done:
-		case <-time.After(5 * time.Second):
-			_ = v.cmd.Process.Kill()
-			<-v.done
-		}
-		os.Remove(filepath.Join(v.dir, ".vault-token"))
-	})
+	v.Stop()
+	os.Remove(filepath.Join(v.Dir, ".vault-token"))
 }
 
 // vaultDomain is what the demo set up in Vault for one administration.
@@ -188,7 +96,7 @@ func setupVault(ctx context.Context, v *devVault, dir string) (map[string]*vault
 			return nil, err
 		}
 		vd := &vaultDomain{caFile: filepath.Join(caDir, d+".pem"), secretIDFile: filepath.Join(ddir, "vault-secret-id")}
-		s, err := vault.InitDev(ctx, v.addr, v.token, vaultMounts(d, vd.secretIDFile))
+		s, err := vault.InitDev(ctx, v.Addr, v.RootToken, vaultMounts(d, vd.secretIDFile))
 		if err != nil {
 			return nil, fmt.Errorf("set up vault for %s: %w", d, err)
 		}

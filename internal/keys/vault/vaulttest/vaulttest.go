@@ -1,4 +1,6 @@
-// Package vaulttest starts a real Vault dev server for tests.
+// Package vaulttest starts a real Vault dev server for tests (through
+// devserver) and adds what tests need: the binary from the environment,
+// testing.TB helpers, Seal and Unseal.
 //
 // The binary comes from the environment variable BORDERLINK_VAULT_BIN,
 // which `make test` sets after building bin/vault from tools/vault (Vault's
@@ -14,15 +16,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/borderlink/borderlink/internal/keys/vault/devserver"
 )
 
 // Environment variables read by Start.
@@ -33,10 +33,6 @@ const (
 
 // RootToken is the dev server's root token.
 const RootToken = "root"
-
-// startTimeout bounds how long a dev server may take to become healthy
-// (about 2 s on 2 cores; -race test binaries compete for the CPU).
-const startTimeout = 60 * time.Second
 
 // Server is a running dev server.
 type Server struct {
@@ -49,9 +45,8 @@ type Server struct {
 	// server with Seal and unseal it again with Unseal.
 	UnsealKey string
 
-	cmd  *exec.Cmd
-	log  *syncBuffer
-	done chan struct{}
+	srv *devserver.Server
+	log *syncBuffer
 }
 
 // Bin returns the Vault binary to use, or fails or skips t as the package
@@ -78,72 +73,19 @@ func Bin(t testing.TB) string {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Bin(t)
-	dir := t.TempDir()
-	var last error
-	for range 3 { // the free port may be taken between probe and bind
-		s, err := start(bin, dir)
-		if err == nil {
-			t.Cleanup(func() {
-				s.Stop()
-				if t.Failed() {
-					t.Logf("vault server log:\n%s", s.log.String())
-				}
-			})
-			return s
-		}
-		last = err
-	}
-	t.Fatalf("start vault dev server: %v", last)
-	return nil
-}
-
-func start(bin, dir string) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "server", "-dev",
-		"-dev-root-token-id="+RootToken,
-		"-dev-listen-address="+addr)
-	cmd.Dir = dir
-	// HOME keeps the dev server from writing ~/.vault-token of whoever
-	// runs the tests; VAULT_* from the caller's shell must not leak in.
-	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "VAULT_LOG_LEVEL=warn"}
 	log := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: %w", bin, err)
+	srv, err := devserver.Start(context.Background(), bin, devserver.Options{Dir: t.TempDir(), RootToken: RootToken, Log: log})
+	if err != nil {
+		t.Fatalf("%v\nvault log:\n%s", err, log.String())
 	}
-	s := &Server{Addr: "http://" + addr, Token: RootToken, cmd: cmd, log: log, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(s.done) }()
-	if err := s.waitHealthy(); err != nil {
+	s := &Server{Addr: srv.Addr, Token: srv.RootToken, UnsealKey: srv.UnsealKey, srv: srv, log: log}
+	t.Cleanup(func() {
 		s.Stop()
-		return nil, fmt.Errorf("%w\nvault log:\n%s", err, log.String())
-	}
-	if err := s.readUnsealKey(); err != nil {
-		s.Stop()
-		return nil, fmt.Errorf("%w\nvault log:\n%s", err, log.String())
-	}
-	return s, nil
-}
-
-// readUnsealKey takes the unseal key from the dev server's banner, which
-// may follow the first healthy answer by a moment.
-func (s *Server) readUnsealKey() error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, l := range strings.Split(s.log.String(), "\n") {
-			if k, ok := strings.CutPrefix(strings.TrimSpace(l), "Unseal Key: "); ok && k != "" {
-				s.UnsealKey = k
-				return nil
-			}
+		if t.Failed() {
+			t.Logf("vault server log:\n%s", log.String())
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("vault dev server printed no \"Unseal Key:\" line")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	})
+	return s
 }
 
 // Seal seals the server (sys/seal with the root token): every call but
@@ -163,7 +105,7 @@ func (s *Server) Unseal(t testing.TB) {
 	if err := s.put("sys/unseal", map[string]string{"key": s.UnsealKey}); err != nil {
 		t.Fatalf("unseal vault: %v", err)
 	}
-	if err := s.waitHealthy(); err != nil {
+	if err := s.srv.WaitHealthy(context.Background()); err != nil {
 		t.Fatalf("after unseal: %v", err)
 	}
 }
@@ -194,57 +136,12 @@ func (s *Server) put(path string, body any) error {
 	return nil
 }
 
-func (s *Server) waitHealthy() error {
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-s.done:
-			return fmt.Errorf("vault exited before it was healthy")
-		case <-ctx.Done():
-			return fmt.Errorf("vault at %s not healthy after %v (last: %v)", s.Addr, startTimeout, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // Stop stops the server and waits for it to exit. It is safe to call more
 // than once.
-func (s *Server) Stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.done:
-	case <-time.After(5 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *Server) Stop() { s.srv.Stop() }
 
 // Log returns what the server has written so far.
 func (s *Server) Log() string { return s.log.String() }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 // syncBuffer is a bytes.Buffer safe for the server's two output streams
 // and a reader.
