@@ -104,7 +104,10 @@ func NewVerifier(vkey, origin string) (note.Verifier, error) {
 // origin. As a note.Verifier it is the current key; for opening signed
 // notes (OpenReceipt, OpenCheckpoint) it is also a note.Verifiers that
 // picks the key each signature names by its hash, so that receipts and
-// checkpoints signed before a rotation still verify.
+// checkpoints signed before a rotation still verify. What is new — a
+// checkpoint a witness is shown or gossiped (Witness, CheckGossip) — is
+// opened with Current alone: a key is retired because it may have leaked,
+// and must not vouch for anything from then on.
 type KeyRing struct {
 	current note.Verifier
 	byHash  map[uint32]note.Verifier
@@ -134,6 +137,18 @@ func (k *KeyRing) Name() string                { return k.current.Name() }
 func (k *KeyRing) KeyHash() uint32             { return k.current.KeyHash() }
 func (k *KeyRing) Verify(msg, sig []byte) bool { return k.current.Verify(msg, sig) }
 func (k *KeyRing) Len() int                    { return len(k.byHash) }
+
+// Current is the key the log signs with now (the last one given).
+func (k *KeyRing) Current() note.Verifier { return k.current }
+
+// currentKey is the key new signatures must be made with: a KeyRing's
+// current key, or v itself.
+func currentKey(v note.Verifier) note.Verifier {
+	if k, ok := v.(*KeyRing); ok {
+		return k.current
+	}
+	return v
+}
 
 // Verifier implements note.Verifiers.
 func (k *KeyRing) Verifier(name string, hash uint32) (note.Verifier, error) {

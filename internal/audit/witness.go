@@ -16,6 +16,13 @@ import (
 // different parties.
 var ErrSplitView = errors.New("split view: the log's checkpoints are not consistent")
 
+// ErrGossipUnproven is wrapped when a gossiped checkpoint has another size
+// than the one this witness accepted and the log did not prove the two
+// consistent (it was unreachable, refused or failed to answer): neither a
+// split view nor cleared. A log that forks can refuse the proof, so the
+// caller keeps such gossip and asks again (docs/audit.md, Gossip).
+var ErrGossipUnproven = errors.New("gossiped checkpoint not proven consistent by the log")
+
 // How a split view was detected (SplitView.Detection).
 const (
 	// DetectedDirect: the log showed this witness a checkpoint that does
@@ -97,7 +104,9 @@ type Witnessed struct {
 }
 
 // Witness fetches the latest checkpoint of a log, verifies its signature
-// with v, checks that it is consistent with the last checkpoint accepted
+// with v's current key (a KeyRing's Current: a retired key vouches for
+// nothing new; the last accepted checkpoint, stored, opens with any key of
+// the ring), checks that it is consistent with the last checkpoint accepted
 // from the same log (by a consistency proof from the log), and records it.
 // A checkpoint that does
 // not extend the last accepted one is an error wrapping ErrSplitView and
@@ -109,7 +118,7 @@ func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st Witness
 	if err != nil {
 		return w, fmt.Errorf("witness %s: fetch checkpoint: %w", v.Name(), err)
 	}
-	c, err := OpenCheckpoint(msg, v)
+	c, err := OpenCheckpoint(msg, currentKey(v))
 	if err != nil {
 		return w, fmt.Errorf("witness %s: %w", v.Name(), err)
 	}
@@ -161,15 +170,20 @@ func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st Witness
 // checkpoint this witness accepted from the same log itself: a log that
 // shows two witnesses two trees is caught by either, even one that was
 // never shown the other tree. Same size: the roots must be equal.
-// Different sizes: src, the log itself (nil if unreachable: then only
-// equal sizes are compared), must prove that the larger extends the
-// smaller. A conflict is a *SplitViewError (wrapping ErrSplitView and
-// ErrVerify) whose message carries both sizes and roots; both checkpoints
-// are signed by the log, so together they are the evidence. Gossip not signed by the
-// log is an error wrapping ErrVerify only: it says nothing about the log.
+// Different sizes: src, the log itself, must prove that the larger
+// extends the smaller; if it cannot (src nil: unreachable) or does not
+// (an error, a refusal), the error wraps ErrGossipUnproven, and the caller
+// should ask again later. A conflict is a *SplitViewError (wrapping
+// ErrSplitView and ErrVerify) whose message carries both sizes and roots;
+// both checkpoints are signed by the log, so together they are the
+// evidence. The gossip must be signed by v's current key (a KeyRing's
+// Current): gossip not signed by it — also gossip signed by a retired key,
+// which whoever holds a leaked key could forge — is an error wrapping
+// ErrVerify only, never a split view: it says nothing about the log. The
+// accepted checkpoint, stored earlier, opens with any key of the ring.
 // Nothing is recorded.
 func CheckGossip(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, gossip []byte) error {
-	c, err := OpenCheckpoint(gossip, v)
+	c, err := OpenCheckpoint(gossip, currentKey(v))
 	if err != nil {
 		return fmt.Errorf("gossip about %s: %w", v.Name(), err)
 	}
@@ -195,16 +209,19 @@ func CheckGossip(ctx context.Context, src WitnessSource, v note.Verifier, st Wit
 	switch {
 	case c.Size == own.Size && c.Hash != own.Hash:
 		return split("two different roots for one size")
-	case c.Size == own.Size || min(c.Size, own.Size) == 0 || src == nil:
+	case c.Size == own.Size || min(c.Size, own.Size) == 0:
 		return nil
 	}
 	older, newer := own, c
 	if c.Size < own.Size {
 		older, newer = c, own
 	}
+	if src == nil {
+		return fmt.Errorf("gossip about %s: consistency proof %d->%d: the log is unreachable: %w", v.Name(), older.Size, newer.Size, ErrGossipUnproven)
+	}
 	proof, err := src.ConsistencyProof(ctx, older.Size, newer.Size)
 	if err != nil {
-		return fmt.Errorf("gossip about %s: consistency proof %d->%d: %w", v.Name(), older.Size, newer.Size, err)
+		return fmt.Errorf("gossip about %s: consistency proof %d->%d: %w (%w)", v.Name(), older.Size, newer.Size, err, ErrGossipUnproven)
 	}
 	if err := CheckConsistency(older, newer, proof); err != nil {
 		return split("the two checkpoints are not consistent")

@@ -271,7 +271,9 @@ func TestCheckGossip(t *testing.T) {
 		{"smaller, after the fork", sign(honest, 10), ours, st, "not consistent"},
 		{"smaller, before the fork", sign(honest, 6), ours, st, ""},
 		{"larger, same history", sign(forked, 18), ours, st, ""},
-		{"larger, log unreachable", sign(honest, 15), nil, st, ""},
+		{"larger, log unreachable", sign(honest, 15), nil, st, "unproven"},
+		{"larger, log refuses the proof", sign(honest, 15), refusingLog{}, st, "unproven"},
+		{"smaller, log refuses the proof", sign(forked, 6), refusingLog{}, st, "unproven"},
 		{"nothing of our own yet", sign(honest, 12), ours, memWitness{}, ""},
 	}
 	for _, tt := range tests {
@@ -280,6 +282,12 @@ func TestCheckGossip(t *testing.T) {
 			if tt.want == "" {
 				if err != nil {
 					t.Errorf("CheckGossip = %v, want nil", err)
+				}
+				return
+			}
+			if tt.want == "unproven" {
+				if !errors.Is(err, audit.ErrGossipUnproven) || errors.Is(err, audit.ErrVerify) {
+					t.Errorf("CheckGossip = %v, want ErrGossipUnproven without ErrVerify", err)
 				}
 				return
 			}
@@ -328,5 +336,103 @@ func checkEvidence(t *testing.T, name string, err error, v note.Verifier, detect
 	}
 	if sv.Accepted == sv.Conflicting {
 		t.Errorf("%s: both checkpoints of the evidence are %+v", name, sv.Accepted)
+	}
+}
+
+// refusingLog is a log that will not prove its consistency.
+type refusingLog struct{}
+
+func (refusingLog) Checkpoint(context.Context) ([]byte, error) { return nil, errors.New("refused") }
+func (refusingLog) ConsistencyProof(context.Context, int64, int64) (tlog.TreeProof, error) {
+	return nil, errors.New("refused")
+}
+
+// rotatedKey is a log key rotated once: the retired signer and the ring
+// (retired, current) a witness of the log holds.
+func rotatedKey(t *testing.T) (retired, current audit.Signer, retiredVK string, ring *audit.KeyRing) {
+	t.Helper()
+	rsk, rvk, err := audit.GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csk, cvk, err := audit.GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retired, _ = note.NewSigner(rsk)
+	current, _ = note.NewSigner(csk)
+	ring, err = audit.NewKeyRing(origin, []string{rvk, cvk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return retired, current, rvk, ring
+}
+
+// TestWitnessRetiredKey: after the log rotated its key, a checkpoint
+// signed with the retired key is not accepted (whoever holds a leaked
+// retired key could sign any tree), while the checkpoint accepted before
+// the rotation, signed with the retired key, still opens for comparison.
+func TestWitnessRetiredKey(t *testing.T) {
+	ctx := context.Background()
+	retired, current, retiredVK, ring := rotatedKey(t)
+	tree := history(t, 20, 20, "")
+	st := memWitness{}
+	src := &fakeLog{t: t, signer: retired, tree: tree, size: 5}
+	// Accepted before the rotation, while the retired key was current.
+	oldRing, _ := audit.NewKeyRing(origin, []string{retiredVK})
+	if w, err := audit.Witness(ctx, src, oldRing, st, time.Now()); err != nil || !w.New {
+		t.Fatalf("before the rotation: %+v, %v", w, err)
+	}
+	// The retired key signs a larger checkpoint: refused, not recorded.
+	src.size = 8
+	_, err := audit.Witness(ctx, src, ring, st, time.Now())
+	if !errors.Is(err, audit.ErrVerify) || errors.Is(err, audit.ErrSplitView) {
+		t.Errorf("checkpoint signed with the retired key: %v, want ErrVerify, no split view", err)
+	}
+	if len(st[origin]) != 1 {
+		t.Errorf("%d checkpoints recorded, want 1: the retired key's was accepted", len(st[origin]))
+	}
+	// The current key's checkpoint extends the one accepted under the
+	// retired key.
+	src.signer, src.size = current, 12
+	if w, err := audit.Witness(ctx, src, ring, st, time.Now()); err != nil || !w.New {
+		t.Errorf("checkpoint signed with the current key: %+v, %v", w, err)
+	}
+}
+
+// TestCheckGossipRetiredKey: gossip signed with the log's retired key —
+// which anyone holding that possibly leaked key could forge — is a
+// verification error, never a split view; the same with the current key
+// is one.
+func TestCheckGossipRetiredKey(t *testing.T) {
+	ctx := context.Background()
+	retired, current, _, ring := rotatedKey(t)
+	honest := history(t, 20, 20, "")
+	forked := history(t, 20, 8, "fork-")
+	accepted, err := (&fakeLog{signer: current, tree: honest, size: 12}).Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memWitness{origin: {accepted}}
+	ours := &fakeLog{signer: current, tree: honest, size: 12}
+	for _, tt := range []struct {
+		name  string
+		s     audit.Signer
+		split bool
+	}{{"retired key", retired, false}, {"current key", current, true}} {
+		for _, size := range []int64{12, 15} {
+			gossip, err := (&fakeLog{signer: tt.s, tree: forked, size: size}).Checkpoint(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = audit.CheckGossip(ctx, ours, ring, st, gossip)
+			if tt.split != errors.Is(err, audit.ErrSplitView) || !errors.Is(err, audit.ErrVerify) {
+				t.Errorf("%s, size %d: %v; want ErrVerify, split view %v", tt.name, size, err, tt.split)
+			}
+			var sv *audit.SplitViewError
+			if !tt.split && errors.As(err, &sv) {
+				t.Errorf("%s, size %d: evidence %+v", tt.name, size, sv.SplitView)
+			}
+		}
 	}
 }

@@ -281,7 +281,7 @@ does not verify (the message names the first bad index or checkpoint).`)
 	signNow := fs.Bool("sign-now", false, "online: ask the gateway to sign a checkpoint covering every record first")
 	tiles := fs.Bool("tiles", false, "online: read the log as C2SP tlog-tiles (entry bundles and level-0 tiles, up to the latest checkpoint) instead of GetLeaves pages")
 	var witnesses []string
-	fs.Func("witness", "require the latest checkpoint to be cosigned by this partner (its audit verifier key, or @FILE; after a key rotation all its keys, oldest first, as for --verifier); repeatable", func(v string) error {
+	fs.Func("witness", "require the latest checkpoint to be cosigned by this partner (its audit verifier key, or @FILE; after a key rotation all its keys, oldest first, as for --verifier: the cosignature must be by the last, current one); repeatable", func(v string) error {
 		witnesses = append(witnesses, v)
 		return nil
 	})
@@ -370,7 +370,11 @@ does not verify (the message names the first bad index or checkpoint).`)
 			w = string(b)
 		}
 		// A witness that rotated its key: all its keys, oldest first, as
-		// for --verifier; a cosignature by any of them counts.
+		// for --verifier. The latest checkpoint must be cosigned with the
+		// current (last) one: a key is retired because it may have
+		// leaked, and gateways accept new cosignatures only from a
+		// witness's current key. The retired ones only tell such a
+		// cosignature apart from a stranger's.
 		wkeys := splitKeys(w)
 		wv, err := audit.NewKeyRing("", wkeys)
 		if err != nil {
@@ -380,11 +384,16 @@ does not verify (the message names the first bad index or checkpoint).`)
 		if !ok {
 			return usagef("audit verify: --witness: want a partner's audit verifier key (<domain>/borderlink/audit+hash+key)")
 		}
-		cv, err := audit.NewCosignatureKeyRing(audit.WitnessName(domain), wkeys)
+		cv, err := audit.NewCosignatureVerifier(wkeys[len(wkeys)-1], audit.WitnessName(domain))
 		if err != nil {
 			return usagef("audit verify: --witness: %v", err)
 		}
 		if _, _, err := audit.OpenCosigned(res.LatestNote, cv); err != nil {
+			if ring, rerr := audit.NewCosignatureKeyRing(cv.Name(), wkeys); rerr == nil && len(wkeys) > 1 {
+				if _, _, rerr := audit.OpenCosigned(res.LatestNote, ring); rerr == nil {
+					err = fmt.Errorf("cosigned by %s only with a retired key, not with its current one: %w", cv.Name(), audit.ErrVerify)
+				}
+			}
 			return verifyFailed{"audit verify", fmt.Errorf("latest checkpoint (size %d): %w", res.Latest.Size, err)}
 		}
 		fmt.Fprintf(e.stdout, "cosigned by witness %s\n", cv.Name())

@@ -221,3 +221,72 @@ func TestAuditVerifyTampering(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditVerifyWitnessRetiredKey: sg, a witness of the log, rotated
+// its audit key. `--witness OLD,NEW` requires the latest checkpoint to be
+// cosigned with NEW: gateways take no new cosignatures from a retired key
+// (it may have leaked), so one by OLD alone vouches for nothing.
+func TestAuditVerifyWitnessRetiredKey(t *testing.T) {
+	const witnessOrigin = "sg.customs.example/borderlink/audit"
+	oldSK, oldVK, err := audit.GenerateKey(witnessOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSK, newVK, err := audit.GenerateKey(witnessOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cosign := func(l *auditLog, skey string, size int64) {
+		t.Helper()
+		ctx := context.Background()
+		st, err := sqlite.Open(ctx, l.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		msg, err := st.AuditCheckpoint(ctx, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := audit.CheckpointText(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := audit.NewCosigner(skey, audit.WitnessName("sg.customs.example"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := audit.Cosign(cs, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.PutCosignature(ctx, size, cs.Name(), line, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Before the rotation sg cosigned size 5 with the old key; after it,
+	// a holder of the old key cosigns the latest checkpoint with it.
+	l := newAuditLog(t, 10, 5, 10)
+	cosign(l, oldSK, 5)
+	cosign(l, oldSK, 10)
+	ring := oldVK + "," + newVK
+	code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--witness", ring)
+	if code != ExitVerifyFailed || !strings.Contains(stderr, "latest checkpoint (size 10)") || !strings.Contains(stderr, "only with a retired key") {
+		t.Errorf("latest checkpoint cosigned with the retired key only: exit %d, %q %q; want %d naming the retired key", code, out, stderr, ExitVerifyFailed)
+	}
+	// The current key's cosignature on the latest checkpoint counts;
+	// the older checkpoint's cosignature by the retired key is evidence
+	// kept, not required. (A gateway keeps one cosignature per witness
+	// and checkpoint: another log.)
+	l = newAuditLog(t, 10, 5, 10)
+	cosign(l, oldSK, 5)
+	cosign(l, newSK, 10)
+	code, out, stderr = verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--witness", ring)
+	if code != ExitOK || !strings.Contains(out, "cosigned by witness sg.customs.example/borderlink/witness") {
+		t.Errorf("latest checkpoint cosigned with the current key: exit %d, %q %q", code, out, stderr)
+	}
+	// The current key alone is enough to check it.
+	if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--witness", newVK); code != ExitOK {
+		t.Errorf("--witness NEW: exit %d, %q %q", code, out, stderr)
+	}
+}

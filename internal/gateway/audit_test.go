@@ -147,7 +147,12 @@ func TestForgedReceiptRejected(t *testing.T) {
 }
 
 func TestAuditService(t *testing.T) {
-	f := startFederation(t)
+	// nl signs checkpoints only when asked: the test knows their sizes.
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d == nlDomain {
+			o.Audit.CheckpointInterval = time.Hour
+		}
+	})
 	ctx := context.Background()
 	nl := f.nodes[nlDomain]
 	for _, c := range []struct{ from, id, purpose string }{
@@ -228,38 +233,28 @@ func TestAuditService(t *testing.T) {
 		if res, err := lv.Finish(); err != nil || res.Size != 3 {
 			t.Fatalf("Finish = %+v, %v", res, err)
 		}
-		// A partner rebuilds the root from hash tiles alone and proves its
-		// own record's inclusion with them.
-		partner := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
-		thr := tlog.TileHashReader(tlog.Tree{N: cp.Size, Hash: cp.Hash}, audit.TileReader{Ctx: ctx, Fetch: fetch(partner)})
+		// The auditor rebuilds the root from hash tiles alone.
+		thr := tlog.TileHashReader(tlog.Tree{N: cp.Size, Hash: cp.Hash}, audit.TileReader{Ctx: ctx, Fetch: fetch(auditor)})
 		if root, err := tlog.TreeHash(cp.Size, thr); err != nil || root != cp.Hash {
-			t.Fatalf("partner's root from tiles = %s, %v; want %s", root, err, cp.Hash)
+			t.Fatalf("root from tiles = %s, %v; want %s", root, err, cp.Hash)
 		}
-		own, err := partner.ListRecords(ctx, &blv1.ListRecordsRequest{})
-		if err != nil || len(own.GetRecords()) == 0 {
-			t.Fatalf("partner's records: %v", err)
-		}
-		index := int64(own.GetRecords()[0].GetSeq()) - 1
-		ip, err := partner.GetInclusionProof(ctx, &blv1.GetInclusionProofRequest{Index: uint64(index)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		proof, err := tlog.ProveRecord(cp.Size, index, thr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := audit.CheckInclusion(cp, index, tlog.Hash(ip.GetLeafHash()), proof); err != nil {
-			t.Errorf("partner's inclusion proof from tiles: %v", err)
-		}
+		// Partners get no tiles: level 0 is every record's leaf hash, which
+		// a partner could brute-force for the fields it does not know of
+		// our records of our calls to it (which of our systems asked).
+		partner := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
+		agency := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/agency/health", nil))
 		for _, tt := range []struct {
 			c    blv1.AuditClient
 			path string
 			want codes.Code
 		}{
 			{auditor, "tile/0/000.p/3", codes.OK},
-			{partner, "tile/0/000.p/2", codes.OK},
 			{auditor, "tile/entries/000.p/3", codes.OK},
+			{partner, "tile/0/000.p/2", codes.PermissionDenied},
+			{partner, "tile/0/000.p/3", codes.PermissionDenied},
+			{partner, "tile/1/000.p/1", codes.PermissionDenied},
 			{partner, "tile/entries/000.p/3", codes.PermissionDenied},
+			{agency, "tile/0/000.p/1", codes.PermissionDenied},
 			{auditor, "tile/0/000.p/4", codes.NotFound}, // past the checkpoint
 			{auditor, "tile/0/000", codes.NotFound},
 			{auditor, "tile/1/000.p/1", codes.NotFound},
@@ -272,6 +267,41 @@ func TestAuditService(t *testing.T) {
 			}
 			if err == nil && tt.path == "tile/0/000.p/3" && len(resp.GetData()) != 3*tlog.HashSize {
 				t.Errorf("GetTile(%q): %d bytes, want %d", tt.path, len(resp.GetData()), 3*tlog.HashSize)
+			}
+		}
+	})
+	t.Run("partner proofs only between signed checkpoints", func(t *testing.T) {
+		// A proof holds leaf hashes at the edges of its trees (a
+		// consistency proof n -> n+1 holds leaf n's): a partner must not
+		// collect them by picking sizes. Only size 3 was signed.
+		partner := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://sg.customs.example/gateway", nil))
+		own, err := partner.ListRecords(ctx, &blv1.ListRecordsRequest{})
+		if err != nil || len(own.GetRecords()) == 0 {
+			t.Fatalf("partner's records: %v", err)
+		}
+		index := int64(own.GetRecords()[0].GetSeq()) - 1
+		ip, err := partner.GetInclusionProof(ctx, &blv1.GetInclusionProofRequest{Index: uint64(index)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := audit.CheckInclusion(cp, index, tlog.Hash(ip.GetLeafHash()), toHashes(ip.GetHashes())); err != nil {
+			t.Errorf("partner's inclusion proof of its own record: %v", err)
+		}
+		if _, err := partner.GetInclusionProof(ctx, &blv1.GetInclusionProofRequest{Index: 0, TreeSize: 3}); err != nil {
+			t.Errorf("partner's inclusion proof at the signed size 3: %v", err)
+		}
+		if _, err := partner.GetInclusionProof(ctx, &blv1.GetInclusionProofRequest{Index: 0, TreeSize: 2}); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("partner's inclusion proof at the unsigned size 2: %v, want FAILED_PRECONDITION", err)
+		}
+		if _, err := partner.GetConsistencyProof(ctx, &blv1.GetConsistencyProofRequest{OldSize: 3}); err != nil {
+			t.Errorf("partner's consistency proof 3 -> latest: %v", err)
+		}
+		for _, old := range []uint64{1, 2} {
+			if _, err := partner.GetConsistencyProof(ctx, &blv1.GetConsistencyProofRequest{OldSize: old, NewSize: 3}); status.Code(err) != codes.FailedPrecondition {
+				t.Errorf("partner's consistency proof %d -> 3: %v, want FAILED_PRECONDITION", old, err)
+			}
+			if _, err := auditor.GetConsistencyProof(ctx, &blv1.GetConsistencyProofRequest{OldSize: old, NewSize: 3}); err != nil {
+				t.Errorf("auditor's consistency proof %d -> 3: %v", old, err)
 			}
 		}
 	})

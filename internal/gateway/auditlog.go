@@ -92,6 +92,27 @@ type auditLog struct {
 	// stored checkpoint is gossiped without the line until the next round.
 	mu       sync.Mutex
 	cosigned map[string][]byte
+	// unproven keeps, per partner, a gossiped checkpoint of its log whose
+	// size differs from the one this gateway accepted and that the
+	// partner has not proved consistent (it refused, failed or was
+	// unreachable): a forking partner could otherwise defeat gossip by
+	// refusing the proof. Retried every witnessing round; reported after
+	// GossipUnprovenRounds rounds in a row. In memory (under mu).
+	unproven map[string]*unprovenGossip
+}
+
+// GossipUnprovenRounds is how many witnessing rounds in a row a partner
+// may leave a gossiped checkpoint of its log unproven (no consistency
+// proof with the one this gateway accepted) before it is reported at
+// error level and counted in borderlink_audit_gossip_unproven.
+const GossipUnprovenRounds = 3
+
+// unprovenGossip is a partner checkpoint another witness gossiped that
+// the partner has not proved consistent with ours.
+type unprovenGossip struct {
+	note    []byte // as gossiped
+	witness string // the gateway that gossiped it
+	rounds  int    // consecutive rounds it stayed unproven
 }
 
 // cosigStore is what serving cosignatures needs from the store.
@@ -104,7 +125,7 @@ type cosigStore interface {
 func newAuditLog(opts Options) (*auditLog, error) {
 	a := &auditLog{origin: audit.Origin(opts.Self), signer: opts.Audit.Signer, verifiers: map[string]note.Verifier{},
 		interval: opts.Audit.CheckpointInterval, log: opts.Logger, witnessInterval: opts.Audit.WitnessInterval,
-		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}}
+		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}, unproven: map[string]*unprovenGossip{}}
 	if a.witnessInterval == 0 {
 		a.witnessInterval = DefaultWitnessInterval
 	}
@@ -134,12 +155,18 @@ func newAuditLog(opts Options) (*auditLog, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gateway: audit keys of partner %s: %w", d, err)
 		}
+		// The whole ring opens what was signed before a rotation (kept
+		// receipts, the checkpoint accepted last). Witnessing and gossip
+		// (audit.Witness, audit.CheckGossip) accept a new checkpoint
+		// only under the ring's current key: a retired key may have
+		// leaked, and whoever holds it must not get a forged checkpoint
+		// cosigned or reported as the partner's split view.
 		a.verifiers[d] = v
 		// New cosignatures only with the partner's current key: keys are
 		// retired because they may be compromised, and a retired key must
 		// not vouch for checkpoints from now on. Cosignatures it made
-		// before stay stored and served; auditors check them with the
-		// partner's key ring (audit verify --witness OLD,NEW).
+		// before stay stored and served; they verify with the partner's
+		// cosignature key ring (audit.NewCosignatureKeyRing).
 		if a.cosigVerifiers[d], err = audit.NewCosignatureVerifier(k, audit.WitnessName(d)); err != nil {
 			return nil, fmt.Errorf("gateway: audit key of partner %s: %w", d, err)
 		}
@@ -418,7 +445,7 @@ func (s *auditServer) GetRecord(ctx context.Context, req *blv1.GetRecordRequest)
 }
 
 func (s *auditServer) GetCheckpoint(ctx context.Context, req *blv1.GetCheckpointRequest) (*blv1.GetCheckpointResponse, error) {
-	full, _, ls, err := s.access(ctx)
+	full, who, ls, err := s.access(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +460,7 @@ func (s *auditServer) GetCheckpoint(ctx context.Context, req *blv1.GetCheckpoint
 		if err != nil {
 			return nil, s.internal("sign checkpoint", err)
 		}
-		return &blv1.GetCheckpointResponse{Checkpoint: string(msg), Witnessed: s.gossip(ctx)}, nil
+		return &blv1.GetCheckpointResponse{Checkpoint: string(msg), Witnessed: s.gossip(ctx, full, who)}, nil
 	}
 	_, msg, err := ls.LatestAuditCheckpoint(ctx)
 	if errors.Is(err, audit.ErrNoCheckpoint) {
@@ -442,22 +469,32 @@ func (s *auditServer) GetCheckpoint(ctx context.Context, req *blv1.GetCheckpoint
 	if err != nil {
 		return nil, s.internal("checkpoint", err)
 	}
-	return &blv1.GetCheckpointResponse{Checkpoint: string(s.withCosignatures(ctx, msg)), Witnessed: s.gossip(ctx)}, nil
+	return &blv1.GetCheckpointResponse{Checkpoint: string(s.withCosignatures(ctx, msg)), Witnessed: s.gossip(ctx, full, who)}, nil
 }
 
 // gossip is the latest checkpoint this gateway accepted from each partner
 // it witnesses, with its cosignature when it made one: any gateway that
 // witnesses the same partner can compare them with what it was shown
-// (audit.CheckGossip). Like the public witness network, it tells every
-// caller of GetCheckpoint the partners' log sizes and roots; never
-// records.
-func (s *auditServer) gossip(ctx context.Context) []string {
+// (audit.CheckGossip). It tells which partners this gateway exchanges
+// with and how fast their logs grow, so it goes only to auditors of the
+// own administration (all of it) and to the partner gateways configured
+// as peers of this one (all but the caller's own log, which it knows);
+// agencies, and gateways that are not peers, get none. Never records.
+func (s *auditServer) gossip(ctx context.Context, full bool, who identity.ID) []string {
 	a := s.g.alog
 	if a.witnessed == nil {
 		return nil
 	}
+	if !full {
+		if _, peer := s.g.peers.addrs[who.TrustDomain]; who.Kind != identity.KindGateway || !peer {
+			return nil
+		}
+	}
 	var out []string
 	for _, d := range slices.Sorted(maps.Keys(a.verifiers)) {
+		if !full && d == who.TrustDomain {
+			continue
+		}
 		msg, err := a.witnessed.LastWitnessed(ctx, audit.Origin(d))
 		if errors.Is(err, audit.ErrNoCheckpoint) {
 			continue
@@ -475,6 +512,27 @@ func (s *auditServer) gossip(ctx context.Context) []string {
 		out = append(out, string(msg))
 	}
 	return out
+}
+
+// signedSize refuses a partner's proof at a tree size this gateway never
+// signed a checkpoint for. A proof holds leaf hashes at the edges of its
+// trees — a consistency proof from n to n+1 holds leaf n's hash — and a
+// partner that could pick the sizes could collect the leaf hashes of
+// records that are not its own, as from tiles (GetTile). Witnesses and
+// audit reconcile only ask between checkpoints.
+func (s *auditServer) signedSize(ctx context.Context, size int64) error {
+	cs, ok := s.g.opts.Store.(cosigStore)
+	if !ok {
+		return status.Error(codes.PermissionDenied, "only auditors of this administration may ask for proofs from this gateway's store")
+	}
+	_, err := cs.AuditCheckpoint(ctx, size)
+	if errors.Is(err, audit.ErrNoCheckpoint) {
+		return status.Errorf(codes.FailedPrecondition, "no checkpoint of size %d was signed: partners may ask for proofs between signed checkpoints only", size)
+	}
+	if err != nil {
+		return s.internal("checkpoint", err)
+	}
+	return nil
 }
 
 // treeSize resolves a requested size: 0 is the latest checkpoint's.
@@ -511,6 +569,11 @@ func (s *auditServer) GetInclusionProof(ctx context.Context, req *blv1.GetInclus
 	if req.GetIndex() >= uint64(size) {
 		return nil, status.Errorf(codes.OutOfRange, "index %d is not in a tree of size %d", req.GetIndex(), size)
 	}
+	if !full && req.GetTreeSize() != 0 {
+		if err := s.signedSize(ctx, size); err != nil {
+			return nil, err
+		}
+	}
 	index := int64(req.GetIndex())
 	if _, _, err := s.leaf(ctx, full, who, ls, index); err != nil {
 		return nil, err
@@ -528,7 +591,7 @@ func (s *auditServer) GetInclusionProof(ctx context.Context, req *blv1.GetInclus
 }
 
 func (s *auditServer) GetConsistencyProof(ctx context.Context, req *blv1.GetConsistencyProofRequest) (*blv1.GetConsistencyProofResponse, error) {
-	_, _, ls, err := s.access(ctx)
+	full, _, ls, err := s.access(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -541,6 +604,13 @@ func (s *auditServer) GetConsistencyProof(ctx context.Context, req *blv1.GetCons
 	}
 	if req.GetOldSize() > uint64(size) {
 		return nil, status.Errorf(codes.OutOfRange, "old size %d is larger than new size %d", req.GetOldSize(), size)
+	}
+	if !full {
+		for _, n := range []int64{int64(req.GetOldSize()), size} {
+			if err := s.signedSize(ctx, n); err != nil {
+				return nil, err
+			}
+		}
 	}
 	proof, err := proveTree(size, int64(req.GetOldSize()), audit.HashReader(ctx, ls))
 	if err != nil {
@@ -572,21 +642,24 @@ func (s *auditServer) GetLeaves(ctx context.Context, req *blv1.GetLeavesRequest)
 }
 
 // GetTile serves the log as C2SP tlog-tiles, for the tree of the latest
-// checkpoint. Partners get Merkle tree tiles only: hashes, no more than
-// the consistency and inclusion proofs they may already ask for. Entry
-// bundles are the leaves themselves — every partner's records and our
-// policy inputs — and go to auditors only, like GetLeaves.
+// checkpoint, to auditors of this administration only. Entry bundles are
+// the leaves themselves — every partner's records and our policy inputs.
+// Hash tiles are no safer for partners: level 0 holds the leaf hash of
+// every record, and a partner knows every field of our records of our
+// calls to it but the caller and the time, few enough guesses to find by
+// hashing which of our systems asked. Partners prove their own records
+// with GetInclusionProof and GetConsistencyProof.
 func (s *auditServer) GetTile(ctx context.Context, req *blv1.GetTileRequest) (*blv1.GetTileResponse, error) {
 	full, _, ls, err := s.access(ctx)
 	if err != nil {
 		return nil, err
 	}
+	if !full {
+		return nil, status.Error(codes.PermissionDenied, "tiles hold every record's leaf hash (entry bundles: every record): only auditors of this administration may read them; partners prove their own records with GetInclusionProof and GetConsistencyProof")
+	}
 	tile, err := audit.ParseTilePath(req.GetPath())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "path %q: %v", req.GetPath(), err)
-	}
-	if tile.L == -1 && !full {
-		return nil, status.Error(codes.PermissionDenied, "entry bundles hold every partner's records: only auditors of this administration may read them; partners may read Merkle tree tiles")
 	}
 	size, err := s.treeSize(ctx, ls, 0)
 	if err != nil {
@@ -639,7 +712,8 @@ func hashBytes(hs []tlog.Hash) [][]byte {
 // witnessPartners witnesses every partner with an address and an audit
 // key once (audit.Witness). A split view is logged as an error and its
 // evidence kept (keepSplitView); an unreachable partner or an empty log
-// is only a warning.
+// is only a warning. Then gossip left unproven is asked about again
+// (retryUnprovenGossip).
 func (g *Gateway) witnessPartners(ctx context.Context) {
 	for _, d := range g.peers.domains() {
 		v, ok := g.alog.verifiers[d]
@@ -670,6 +744,7 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 			g.log.Debug("partner audit checkpoint witnessed", "partner", d, "size", w.Size)
 		}
 	}
+	g.retryUnprovenGossip(ctx)
 }
 
 // checkGossip compares the partner checkpoints a witness gossiped with
@@ -703,10 +778,84 @@ func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []stri
 		case errors.Is(err, audit.ErrSplitView):
 			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what another witness was shown", "partner", d, "witness", witness, "error", err)
 			g.keepSplitView(ctx, d, witness, err)
-		case err != nil && ctx.Err() == nil:
+		case ctx.Err() != nil:
+		case errors.Is(err, audit.ErrGossipUnproven):
+			// Kept and asked again every round (retryUnprovenGossip):
+			// a partner that forked could refuse the proof for good.
+			g.alog.mu.Lock()
+			if _, ok := g.alog.unproven[d]; !ok {
+				g.alog.unproven[d] = &unprovenGossip{note: []byte(msg), witness: witness}
+				g.log.Warn("witness gossip not proven consistent by the partner; asking again every round", "partner", d, "witness", witness, "error", err)
+			}
+			g.alog.mu.Unlock()
+		case err != nil:
 			g.log.Warn("checking witness gossip failed", "partner", d, "witness", witness, "error", err)
 		}
 	}
+}
+
+// retryUnprovenGossip asks each partner again to prove the gossiped
+// checkpoint of its log kept as unproven consistent with the one this
+// gateway accepted. Proven, it is dropped; a proof that fails is a split
+// view; still unproven after GossipUnprovenRounds rounds in a row, it is
+// logged at error level every round and counted in
+// borderlink_audit_gossip_unproven until the partner proves it.
+func (g *Gateway) retryUnprovenGossip(ctx context.Context) {
+	a := g.alog
+	a.mu.Lock()
+	pending := maps.Clone(a.unproven)
+	a.mu.Unlock()
+	for _, d := range slices.Sorted(maps.Keys(pending)) {
+		u := pending[d]
+		v, ok := a.verifiers[d]
+		if !ok {
+			continue
+		}
+		var src audit.WitnessSource
+		if client, err := g.peers.audit(d); err == nil {
+			src = &auditSource{c: client}
+		}
+		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
+		err := audit.CheckGossip(cctx, src, v, a.witnessed, u.note)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		a.mu.Lock()
+		switch {
+		case err == nil, errors.Is(err, audit.ErrSplitView), errors.Is(err, audit.ErrVerify):
+			// Proven consistent; or a split view, kept below; or no
+			// longer signed with the partner's current key (it
+			// rotated), which says nothing about it.
+			delete(a.unproven, d)
+		case errors.Is(err, audit.ErrGossipUnproven):
+			u.rounds++
+		}
+		rounds := u.rounds
+		a.mu.Unlock()
+		switch {
+		case errors.Is(err, audit.ErrSplitView):
+			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what another witness was shown", "partner", d, "witness", u.witness, "error", err)
+			g.keepSplitView(ctx, d, u.witness, err)
+		case errors.Is(err, audit.ErrGossipUnproven) && rounds >= GossipUnprovenRounds:
+			g.log.Error("GOSSIP UNPROVEN: partner has not proved its audit log consistent with what another witness was shown", "partner", d, "witness", u.witness, "rounds", rounds, "error", err)
+		case err != nil && !errors.Is(err, audit.ErrGossipUnproven):
+			g.log.Warn("checking witness gossip failed", "partner", d, "witness", u.witness, "error", err)
+		}
+	}
+}
+
+// unprovenReported tells, per witnessed partner, whether a gossiped
+// checkpoint of its log has stayed unproven for GossipUnprovenRounds
+// rounds or more (borderlink_audit_gossip_unproven).
+func (a *auditLog) unprovenReported() map[string]bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]bool{}
+	for d, u := range a.unproven {
+		out[d] = u.rounds >= GossipUnprovenRounds
+	}
+	return out
 }
 
 // splitViewStore keeps the evidence of split views (audit_split_views).

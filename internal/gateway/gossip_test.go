@@ -2,15 +2,22 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/devca"
@@ -126,5 +133,309 @@ func TestSplitViewThroughGossip(t *testing.T) {
 				t.Errorf("sg's checkpoint response gossips no cosigned nl checkpoint of size %d: %q", tt.sgSize, resp.GetWitnessed())
 			}
 		})
+	}
+}
+
+// serveFake serves srv as domain's Audit service (domain's gateway
+// certificate) on lis.
+func serveFake(t *testing.T, f *federation, lis net.Listener, domain string, srv blv1.AuditServer) {
+	t.Helper()
+	cert, err := f.nodes[domain].ca.IssueTLS(identity.GatewayID(domain).String(), devca.LeafOptions{IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.ServerTLSConfig(identity.NewKeyPair(cert), f.bundles, nil, nil))))
+	blv1.RegisterAuditServer(s, srv)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+}
+
+// gossipingLog is a witness's Audit service (cn's, with cn's real key)
+// that serves a constant checkpoint of its own log and the gossip the
+// test picks.
+type gossipingLog struct {
+	blv1.UnimplementedAuditServer
+	checkpoint string
+	gossip     []string
+}
+
+func (g *gossipingLog) GetCheckpoint(context.Context, *blv1.GetCheckpointRequest) (*blv1.GetCheckpointResponse, error) {
+	return &blv1.GetCheckpointResponse{Checkpoint: g.checkpoint, Witnessed: g.gossip}, nil
+}
+
+func (g *gossipingLog) AddCosignature(context.Context, *blv1.AddCosignatureRequest) (*blv1.AddCosignatureResponse, error) {
+	return &blv1.AddCosignatureResponse{}, nil
+}
+
+// waitLog waits until the log holds want.
+func waitLog(t *testing.T, logs *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q logged after 10s:\n%s", want, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metricsOf scrapes a gateway's metrics.
+func metricsOf(n *node) string {
+	rec := httptest.NewRecorder()
+	n.gw.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
+}
+
+// TestWitnessRefusesRetiredKey: nl rotated its audit key and sg knows
+// the retired one (peers.nl.retired_audit_keys). A checkpoint signed with
+// the retired key — by whoever may hold it now — is not accepted, not
+// cosigned, and not a split view.
+func TestWitnessRefusesRetiredKey(t *testing.T) {
+	retiredSK, retiredVK, err := audit.GenerateKey(audit.Origin(nlDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d == sgDomain {
+			o.Peers[nlDomain] = lis.Addr().String()
+			o.Audit.PeerRetiredKeys = map[string][]string{nlDomain: {retiredVK}}
+			o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		}
+	})
+	retired, err := note.NewSigner(retiredSK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &forkingLog{signer: retired}
+	fake.show(forkTree(t, 12, 12), 8)
+	serveFake(t, f, lis, nlDomain, fake)
+
+	waitLog(t, logs, "witnessing partner audit log failed")
+	time.Sleep(200 * time.Millisecond) // a few more rounds
+	out := logs.String()
+	if !strings.Contains(out, "partner="+nlDomain) || strings.Contains(out, "SPLIT VIEW") {
+		t.Errorf("sg's log:\n%s", out)
+	}
+	if msg, err := f.nodes[sgDomain].store.LastWitnessed(context.Background(), audit.Origin(nlDomain)); !errors.Is(err, audit.ErrNoCheckpoint) {
+		t.Errorf("sg accepted a checkpoint signed with nl's retired key: %s %v", msg, err)
+	}
+}
+
+// TestGossipWithRetiredKey: cn (a fake with cn's real key) gossips nl
+// checkpoints signed with nl's retired key that contradict what sg
+// accepted from nl. Whoever holds a leaked retired key could forge them:
+// sg reports a verification failure, not a split view, and keeps no
+// evidence against nl.
+func TestGossipWithRetiredKey(t *testing.T) {
+	retiredSK, retiredVK, err := audit.GenerateKey(audit.Origin(nlDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		switch d {
+		case sgDomain:
+			o.Peers[cnDomain] = lis.Addr().String()
+			o.Audit.PeerRetiredKeys = map[string][]string{nlDomain: {retiredVK}}
+			o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		case nlDomain:
+			o.Audit.CheckpointInterval = time.Hour // only the size-1 checkpoint below
+		}
+	})
+	ctx := context.Background()
+	sg, cn := f.nodes[sgDomain], f.nodes[cnDomain]
+	if _, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"}); err != nil {
+		t.Fatal(err)
+	}
+	auditor := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/auditor/dpa", nil))
+	if _, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := sg.store.LastWitnessed(ctx, audit.Origin(nlDomain)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sg did not witness nl:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	retired, _ := note.NewSigner(retiredSK)
+	cnSigner, _ := note.NewSigner(cn.auditKeySigner)
+	sign := func(s note.Signer, c audit.Checkpoint) string {
+		msg, err := audit.SignCheckpoint(s, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(msg)
+	}
+	fake := &gossipingLog{
+		checkpoint: sign(cnSigner, audit.Checkpoint{Origin: audit.Origin(cnDomain), Size: 1, Hash: tlog.RecordHash([]byte("cn"))}),
+		gossip: []string{
+			sign(retired, audit.Checkpoint{Origin: audit.Origin(nlDomain), Size: 1, Hash: tlog.RecordHash([]byte("forged"))}),
+			sign(retired, audit.Checkpoint{Origin: audit.Origin(nlDomain), Size: 2, Hash: tlog.RecordHash([]byte("forged"))}),
+		},
+	}
+	serveFake(t, f, lis, cnDomain, fake)
+
+	waitLog(t, logs, "checking witness gossip failed")
+	time.Sleep(300 * time.Millisecond) // a few more rounds
+	out := logs.String()
+	if strings.Contains(out, "SPLIT VIEW") || strings.Contains(out, "GOSSIP UNPROVEN") || !strings.Contains(out, "witness="+cnDomain) {
+		t.Errorf("sg's log:\n%s", out)
+	}
+	if views, err := sg.store.SplitViews(ctx, "", 0); err != nil || len(views) != 0 {
+		t.Errorf("sg kept evidence against nl from gossip signed with its retired key: %+v %v", views, err)
+	}
+	if m := metricsOf(sg); !strings.Contains(m, `borderlink_audit_split_views{origin="`+audit.Origin(nlDomain)+`"} 0`) ||
+		!strings.Contains(m, `borderlink_audit_gossip_unproven{origin="`+audit.Origin(nlDomain)+`"} 0`) {
+		t.Errorf("sg's metrics:\n%s", m)
+	}
+}
+
+// TestGossipUnprovenReported: nl shows sg and cn trees of different sizes
+// that fork, and refuses every consistency proof, so that neither can
+// prove a split view from the other's gossip. Each keeps the gossip,
+// asks again every round, and after GossipUnprovenRounds rounds reports
+// it at error level and in borderlink_audit_gossip_unproven; once nl
+// answers, the split view is found and the report clears.
+func TestGossipUnprovenReported(t *testing.T) {
+	lisSG, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lisCN, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := map[string]*syncBuffer{sgDomain: {}, cnDomain: {}}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		switch d {
+		case sgDomain:
+			o.Peers[nlDomain] = lisSG.Addr().String()
+		case cnDomain:
+			o.Peers[nlDomain] = lisCN.Addr().String()
+		default:
+			return
+		}
+		o.Logger = slog.New(slog.NewTextHandler(logs[d], nil))
+	})
+	nl := f.nodes[nlDomain]
+	signer, err := note.NewSigner(nl.auditKeySigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toSG, toCN := &forkingLog{signer: signer}, &forkingLog{signer: signer}
+	toSG.show(forkTree(t, 12, 12), 8)
+	toCN.show(forkTree(t, 12, 3), 10)
+	toSG.refuseProofs(true)
+	toCN.refuseProofs(true)
+	serveFakeNL(t, f, lisSG, toSG)
+	serveFakeNL(t, f, lisCN, toCN)
+	// Gossip rides with a gateway's own checkpoint.
+	f.local(t, sgDomain).GetPartnerDeclaration(context.Background(), &blv1.GetPartnerDeclarationRequest{Partner: cnDomain, Id: "CN-NONE", Purpose: "risk-assessment"})
+
+	origin := audit.Origin(nlDomain)
+	for _, d := range []string{sgDomain, cnDomain} {
+		waitLog(t, logs[d], "GOSSIP UNPROVEN")
+		out := logs[d].String()
+		first := out[strings.Index(out, "GOSSIP UNPROVEN"):]
+		first = first[:strings.Index(first, "\n")]
+		if !strings.Contains(first, "partner="+nlDomain) || !strings.Contains(first, fmt.Sprintf("rounds=%d", gateway.GossipUnprovenRounds)) {
+			t.Errorf("%s's first report: %s", d, first)
+		}
+		if strings.Contains(out, "SPLIT VIEW") {
+			t.Errorf("%s reported a split view it could not prove:\n%s", d, out)
+		}
+		if m := metricsOf(f.nodes[d]); !strings.Contains(m, `borderlink_audit_gossip_unproven{origin="`+origin+`"} 1`+"\n") {
+			t.Errorf("%s's metrics lack the unproven gossip:\n%s", d, m)
+		}
+	}
+	// nl answers again: the proofs fail, the split view is kept, and the
+	// unproven gossip is no longer counted.
+	toSG.refuseProofs(false)
+	toCN.refuseProofs(false)
+	for _, d := range []string{sgDomain, cnDomain} {
+		waitLog(t, logs[d], "SPLIT VIEW: partner audit log is not consistent with what another witness was shown")
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(metricsOf(f.nodes[d]), `borderlink_audit_gossip_unproven{origin="`+origin+`"} 0`+"\n") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still counts the unproven gossip after nl answered:\n%s", d, metricsOf(f.nodes[d]))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if views, err := f.nodes[d].store.SplitViews(context.Background(), origin, 0); err != nil || len(views) != 1 {
+			t.Errorf("%s's evidence: %+v, %v", d, views, err)
+		}
+	}
+}
+
+// TestGossipOnlyToPeers: a gateway gossips the partner checkpoints it
+// accepted to its auditors (all) and to the partner gateways configured
+// as its peers (all but their own log's), not to agencies.
+func TestGossipOnlyToPeers(t *testing.T) {
+	f := startFederation(t)
+	ctx := context.Background()
+	for _, from := range []string{sgDomain, cnDomain} {
+		// Records on sg, cn and nl, so that each signs checkpoints (a
+		// refusal is audited on both sides too).
+		f.local(t, from).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"})
+	}
+	origins := func(c blv1.AuditClient) []string {
+		t.Helper()
+		resp, err := c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
+		if status.Code(err) == codes.NotFound {
+			return nil // sg has not signed a checkpoint yet
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, g := range resp.GetWitnessed() {
+			body, err := audit.CheckpointText([]byte(g))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := audit.ParseCheckpoint(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, c.Origin)
+		}
+		return out
+	}
+	auditor := blv1.NewAuditClient(f.conn(t, sgDomain, "spiffe://sg.customs.example/auditor/dpa", nil))
+	deadline := time.Now().Add(10 * time.Second)
+	for len(origins(auditor)) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sg gossips %q to its auditor after 10s, want nl's and cn's logs", origins(auditor))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, tt := range []struct {
+		id   string
+		want []string
+	}{
+		{"spiffe://sg.customs.example/auditor/dpa", []string{audit.Origin(cnDomain), audit.Origin(nlDomain)}},
+		{identity.GatewayID(cnDomain).String(), []string{audit.Origin(nlDomain)}},
+		{identity.GatewayID(nlDomain).String(), []string{audit.Origin(cnDomain)}},
+		{"spiffe://nl.customs.example/agency/health", nil},
+		{"spiffe://cn.customs.example/agency/health", nil},
+	} {
+		got := origins(blv1.NewAuditClient(f.conn(t, sgDomain, tt.id, nil)))
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("sg gossips %q to %s, want %q", got, tt.id, tt.want)
+		}
 	}
 }

@@ -39,6 +39,7 @@ type forkingLog struct {
 	mu     sync.Mutex
 	tree   *audit.Tree
 	size   int64
+	refuse bool // GetConsistencyProof fails
 }
 
 func (f *forkingLog) show(tree *audit.Tree, size int64) {
@@ -55,9 +56,18 @@ func (f *forkingLog) GetCheckpoint(context.Context, *blv1.GetCheckpointRequest) 
 	return &blv1.GetCheckpointResponse{Checkpoint: string(msg)}, err
 }
 
+func (f *forkingLog) refuseProofs(refuse bool) {
+	f.mu.Lock()
+	f.refuse = refuse
+	f.mu.Unlock()
+}
+
 func (f *forkingLog) GetConsistencyProof(_ context.Context, req *blv1.GetConsistencyProofRequest) (*blv1.GetConsistencyProofResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.refuse {
+		return nil, status.Error(codes.Unavailable, "not now")
+	}
 	p, err := tlog.ProveTree(int64(req.GetNewSize()), int64(req.GetOldSize()), f.tree)
 	if err != nil {
 		return nil, err

@@ -142,7 +142,9 @@ type AuditRecord struct {
 	// Correlation ID shared by the consumer's and the provider's records.
 	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// SPIFFE ID of the caller of this gateway: the partner gateway or agency
-	// on the provider side, the own system on the consumer side.
+	// on the provider side; on the consumer side the own system, or the
+	// sender's gateway for a pushed alert received (alert.deliver); for
+	// alert.cancel the operator who cancelled it.
 	CallerId string `protobuf:"bytes,6,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
 	// SPIFFE ID of the other gateway: the caller on the provider side, the
 	// partner gateway on the consumer side.
@@ -694,7 +696,10 @@ type GetCheckpointResponse struct {
 	// Witness gossip: the latest checkpoint of each partner log this gateway
 	// witnessed and accepted, as the partner signed it, with this gateway's
 	// cosignature appended when it made one. A third gateway that witnesses
-	// the same partner compares them with what it was shown itself.
+	// the same partner compares them with what it was shown itself. Served
+	// to auditors of this gateway's domain and to partner gateways
+	// configured as its peers (without the caller's own log); empty for
+	// anyone else.
 	Witnessed     []string `protobuf:"bytes,2,rep,name=witnessed,proto3" json:"witnessed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

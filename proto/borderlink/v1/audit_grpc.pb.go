@@ -37,8 +37,9 @@ const (
 // Audit lets auditors verify a gateway's audit log without trusting it
 // (docs/audit.md). Auditors of the gateway's own trust domain may call
 // everything; partner gateways and agencies may read the checkpoint,
-// consistency proofs and Merkle tree tiles, and records (and their
-// inclusion proofs) of exchanges in which they were the caller. Leaf index = record seq - 1.
+// consistency proofs between signed checkpoints, and records (and their
+// inclusion proofs) of exchanges in which they were the caller; no tiles.
+// Leaf index = record seq - 1.
 type AuditClient interface {
 	// ListRecords returns records matching a filter, in seq order.
 	ListRecords(ctx context.Context, in *ListRecordsRequest, opts ...grpc.CallOption) (*ListRecordsResponse, error)
@@ -47,9 +48,11 @@ type AuditClient interface {
 	// GetCheckpoint returns the latest signed checkpoint; sign_now (auditors
 	// only) first signs one covering every record appended so far.
 	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
-	// GetInclusionProof proves that a leaf is in the tree of a given size.
+	// GetInclusionProof proves that a leaf is in the tree of a given size
+	// (partners: a size this gateway signed a checkpoint for).
 	GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error)
-	// GetConsistencyProof proves that the tree of new_size extends old_size.
+	// GetConsistencyProof proves that the tree of new_size extends old_size
+	// (partners: both sizes this gateway signed checkpoints for).
 	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
 	// GetLeaves returns raw leaves (auditors only), to recompute the tree.
 	GetLeaves(ctx context.Context, in *GetLeavesRequest, opts ...grpc.CallOption) (*GetLeavesResponse, error)
@@ -59,8 +62,8 @@ type AuditClient interface {
 	AddCosignature(ctx context.Context, in *AddCosignatureRequest, opts ...grpc.CallOption) (*AddCosignatureResponse, error)
 	// GetTile returns one resource of the log as C2SP tlog-tiles lays it out
 	// (docs/audit.md), for the tree of the latest checkpoint: a Merkle tree
-	// tile (auditors and partners) or an entry bundle (auditors only: it
-	// holds every partner's records).
+	// tile or an entry bundle. Auditors only: level 0 holds every record's
+	// leaf hash, an entry bundle every record.
 	GetTile(ctx context.Context, in *GetTileRequest, opts ...grpc.CallOption) (*GetTileResponse, error)
 	// ListSplitViews returns the evidence of split views this gateway's
 	// witness found in partners' audit logs (auditors only), first seen
@@ -174,8 +177,9 @@ func (c *auditClient) ListSplitViews(ctx context.Context, in *ListSplitViewsRequ
 // Audit lets auditors verify a gateway's audit log without trusting it
 // (docs/audit.md). Auditors of the gateway's own trust domain may call
 // everything; partner gateways and agencies may read the checkpoint,
-// consistency proofs and Merkle tree tiles, and records (and their
-// inclusion proofs) of exchanges in which they were the caller. Leaf index = record seq - 1.
+// consistency proofs between signed checkpoints, and records (and their
+// inclusion proofs) of exchanges in which they were the caller; no tiles.
+// Leaf index = record seq - 1.
 type AuditServer interface {
 	// ListRecords returns records matching a filter, in seq order.
 	ListRecords(context.Context, *ListRecordsRequest) (*ListRecordsResponse, error)
@@ -184,9 +188,11 @@ type AuditServer interface {
 	// GetCheckpoint returns the latest signed checkpoint; sign_now (auditors
 	// only) first signs one covering every record appended so far.
 	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
-	// GetInclusionProof proves that a leaf is in the tree of a given size.
+	// GetInclusionProof proves that a leaf is in the tree of a given size
+	// (partners: a size this gateway signed a checkpoint for).
 	GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error)
-	// GetConsistencyProof proves that the tree of new_size extends old_size.
+	// GetConsistencyProof proves that the tree of new_size extends old_size
+	// (partners: both sizes this gateway signed checkpoints for).
 	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
 	// GetLeaves returns raw leaves (auditors only), to recompute the tree.
 	GetLeaves(context.Context, *GetLeavesRequest) (*GetLeavesResponse, error)
@@ -196,8 +202,8 @@ type AuditServer interface {
 	AddCosignature(context.Context, *AddCosignatureRequest) (*AddCosignatureResponse, error)
 	// GetTile returns one resource of the log as C2SP tlog-tiles lays it out
 	// (docs/audit.md), for the tree of the latest checkpoint: a Merkle tree
-	// tile (auditors and partners) or an entry bundle (auditors only: it
-	// holds every partner's records).
+	// tile or an entry bundle. Auditors only: level 0 holds every record's
+	// leaf hash, an entry bundle every record.
 	GetTile(context.Context, *GetTileRequest) (*GetTileResponse, error)
 	// ListSplitViews returns the evidence of split views this gateway's
 	// witness found in partners' audit logs (auditors only), first seen
