@@ -82,7 +82,7 @@ fuzz:
 
 ## bench: measure the gateway against its baselines (< 10 minutes on 2 cores);
 ## rewrites docs/benchmarks.md, docs/benchmarks/*.svg and results.json.
-## bench-quick: the one-minute version, written to a temp dir.
+## bench-quick: the short version (about 1½ minutes), written to a temp dir.
 ## Both run a real Vault dev server (bin/vault) for the vault scenario.
 ## Pin for steadier numbers: make bench BENCHRUN="taskset -c 0,1"
 .PHONY: bench bench-quick

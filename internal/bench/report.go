@@ -319,7 +319,7 @@ func markdown(rep *Report, jsonRel, flagsDoc string) string {
 	}
 
 	w("## How to rerun\n\n")
-	w("```\nmake bench          # full run, < 10 minutes on 2 cores: rewrites this page, docs/benchmarks/*.svg and results.json\nmake bench-quick    # about a minute, same scenarios with short runs, written to a temp dir\n")
+	w("```\nmake bench          # full run, < 10 minutes on 2 cores: rewrites this page, docs/benchmarks/*.svg and results.json\nmake bench-quick    # about 1½ minutes, same scenarios with short runs, written to a temp dir\n")
 	w("borderlink bench compare OLD.json NEW.json   # per-metric old/new/delta; flags changes beyond the combined spread\n```\n\n")
 	w("For steadier numbers pin the process and match GOMAXPROCS to the pinned cores, e.g. `make bench BENCHRUN=\"taskset -c 0,1 env GOMAXPROCS=2\"` or `taskset -c 0,1 env GOMAXPROCS=2 ./bin/borderlink bench`; on a shared 2-core machine, pinning cannot keep neighbours off the cores, which is why only same-run ratios count. The machine table above records GOMAXPROCS and the allowed CPUs of the run.\n\n")
 	w("Flags of `borderlink bench`:\n\n```\n%s```\n", flagsDoc)

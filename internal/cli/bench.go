@@ -18,7 +18,7 @@ const benchUsage = `bench [flags] | bench compare OLD.json NEW.json
 
 Measures the gateway against its baselines in one run and writes
 docs/benchmarks.md, docs/benchmarks/*.svg and docs/benchmarks/results.json
-(see docs/benchmarks.md). --quick runs the one-minute version and writes to a
+(see docs/benchmarks.md). --quick runs the short version (about 1½ minutes) and writes to a
 temp directory unless --out is given.`
 
 func runBench(ctx context.Context, e *env, args []string) error {
@@ -33,7 +33,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	fs := newFlagSet(e, "bench", benchUsage)
 	full := bench.Full()
-	quick := fs.Bool("quick", false, "one-minute version: shorter runs, smaller audit log, 1,000 agreements only")
+	quick := fs.Bool("quick", false, "short version (about 1½ minutes): shorter runs, smaller audit log, 1,000 agreements only")
 	out := fs.String("out", "docs/benchmarks.md", "Markdown report (with --quick: a temp dir unless set)")
 	jsonOut := fs.String("json", "", "raw results JSON (default: benchmarks/results.json next to --out); SVG plots go next to it")
 	scenarios := fs.String("scenarios", strings.Join(bench.ScenarioNames, ","), "comma-separated scenarios to run")
