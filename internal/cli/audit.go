@@ -610,9 +610,15 @@ proof. Exit codes: 0 both logs agree, 1 could not read or connect, 2 usage,
 	if err != nil {
 		return fmt.Errorf("audit reconcile: partner checkpoint: %w", err)
 	}
-	cp, err := audit.OpenCheckpoint([]byte(cpResp.GetCheckpoint()), v)
+	// The latest checkpoint is a new statement: the partner's current key
+	// only (ADR 0010). Receipts we kept may be older and open with the ring.
+	current, err := audit.NewVerifier(peer.AuditKey, audit.Origin(*partner))
 	if err != nil {
-		return verifyFailed{"audit reconcile", fmt.Errorf("partner checkpoint: %w", err)}
+		return fmt.Errorf("audit reconcile: peers.%s.audit_key: %w", *partner, err)
+	}
+	cp, err := audit.OpenCheckpoint([]byte(cpResp.GetCheckpoint()), current)
+	if err != nil {
+		return verifyFailed{"audit reconcile", fmt.Errorf("partner checkpoint (with its current audit_key): %w", err)}
 	}
 	var theirs []*blv1.AuditRecord
 	for after := uint64(0); ; {
