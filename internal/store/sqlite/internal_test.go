@@ -43,6 +43,7 @@ func TestPragmas(t *testing.T) {
 		{"writer", s.writer, "foreign_keys", "1"},
 		{"writer", s.writer, "busy_timeout", "10000"},
 		{"writer", s.writer, "query_only", "0"},
+		{"writer", s.writer, "temp_store", "2"},
 		{"reader", s.reader, "journal_mode", "wal"},
 		{"reader", s.reader, "foreign_keys", "1"},
 		{"reader", s.reader, "busy_timeout", "10000"},
