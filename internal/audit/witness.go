@@ -23,6 +23,15 @@ var ErrSplitView = errors.New("split view: the log's checkpoints are not consist
 // caller keeps such gossip and asks again (docs/audit.md, Gossip).
 var ErrGossipUnproven = errors.New("gossiped checkpoint not proven consistent by the log")
 
+// ErrWitnessUnproven is wrapped when a log shows this witness a checkpoint
+// larger than the last one accepted from it (or a checkpoint kept from
+// an earlier round, RetryWitness) and does not prove the two consistent:
+// it refused, failed or was unreachable. The checkpoint is not accepted
+// (nor cosigned), and it is neither a split view nor cleared: a log that
+// forked can refuse the proof, so the caller keeps the checkpoint and
+// asks again (docs/audit.md, Witnessing).
+var ErrWitnessUnproven = errors.New("checkpoint not proven consistent by the log")
+
 // How a split view was detected (SplitView.Detection).
 const (
 	// DetectedDirect: the log showed this witness a checkpoint that does
@@ -101,6 +110,9 @@ type Witnessed struct {
 	Checkpoint
 	Note []byte // the signed note as the log served it
 	New  bool   // larger than the last accepted one (and now recorded)
+	// Accepted is the last checkpoint accepted before, which Checkpoint
+	// was compared with (zero if none was).
+	Accepted Checkpoint
 }
 
 // Witness fetches the latest checkpoint of a log, verifies its signature
@@ -112,12 +124,37 @@ type Witnessed struct {
 // not extend the last accepted one is an error wrapping ErrSplitView and
 // ErrVerify (a *SplitViewError carrying both signed checkpoints as
 // evidence), and is not recorded; the message carries both checkpoints'
-// sizes and roots.
+// sizes and roots. A larger checkpoint the log does not prove consistent
+// (the proof was refused or failed) is an error wrapping
+// ErrWitnessUnproven, and is not recorded either; w then holds it, to be
+// asked about again with RetryWitness.
 func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, now time.Time) (w Witnessed, err error) {
 	msg, err := src.Checkpoint(ctx)
 	if err != nil {
 		return w, fmt.Errorf("witness %s: fetch checkpoint: %w", v.Name(), err)
 	}
+	return witness(ctx, src, v, st, msg, now, true)
+}
+
+// RetryWitness checks again a checkpoint of the log that Witness left
+// unproven (msg, as the log served it) against the last checkpoint
+// accepted from the log now, which may since have grown past it. Like
+// Witness, it must be signed with v's current key. Larger than the
+// accepted one, it must be proved to extend it, and is then recorded
+// (w.New); smaller, the log must prove that the accepted one extends it
+// (nothing is recorded). A proof that does not check is a
+// *SplitViewError (DetectedDirect); no proof (refused, failed,
+// unreachable) is an error wrapping ErrWitnessUnproven.
+func RetryWitness(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, msg []byte, now time.Time) (w Witnessed, err error) {
+	return witness(ctx, src, v, st, msg, now, false)
+}
+
+// witness checks msg against the last accepted checkpoint and records it
+// if it is larger and proven. latest: msg is what the log serves as its
+// latest checkpoint now, so one smaller than the accepted one means the
+// log shrank; otherwise (RetryWitness) a smaller one must be proved to be
+// a prefix of the accepted one.
+func witness(ctx context.Context, src WitnessSource, v note.Verifier, st WitnessState, msg []byte, now time.Time, latest bool) (w Witnessed, err error) {
 	c, err := OpenCheckpoint(msg, currentKey(v))
 	if err != nil {
 		return w, fmt.Errorf("witness %s: %w", v.Name(), err)
@@ -132,6 +169,7 @@ func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st Witness
 		if err != nil {
 			return w, fmt.Errorf("witness %s: stored checkpoint: %w", v.Name(), err)
 		}
+		w.Accepted = old
 		split := func(why string) error {
 			return &SplitViewError{
 				SplitView: SplitView{Origin: c.Origin, Accepted: old, AcceptedNote: last, Conflicting: c, ConflictingNote: msg,
@@ -141,21 +179,31 @@ func Witness(ctx context.Context, src WitnessSource, v note.Verifier, st Witness
 			}
 		}
 		switch {
-		case c.Size < old.Size:
+		case c.Size < old.Size && latest:
 			return w, split("the log shrank")
 		case c.Size == old.Size && c.Hash != old.Hash:
 			return w, split("two different roots for one size")
 		case c.Size == old.Size:
 			return w, nil // nothing new
 		}
-		if old.Size > 0 {
-			proof, err := src.ConsistencyProof(ctx, old.Size, c.Size)
+		older, newer := old, c
+		if c.Size < old.Size {
+			older, newer = c, old
+		}
+		if older.Size > 0 {
+			proof, err := src.ConsistencyProof(ctx, older.Size, newer.Size)
 			if err != nil {
-				return w, fmt.Errorf("witness %s: consistency proof %d->%d: %w", v.Name(), old.Size, c.Size, err)
+				return w, fmt.Errorf("witness %s: consistency proof %d->%d: %w (%w)", v.Name(), older.Size, newer.Size, err, ErrWitnessUnproven)
 			}
-			if err := CheckConsistency(old, c, proof); err != nil {
+			if err := CheckConsistency(older, newer, proof); err != nil {
+				if c.Size < old.Size {
+					return w, split("the two checkpoints are not consistent")
+				}
 				return w, split("the new checkpoint does not extend the accepted one")
 			}
+		}
+		if c.Size < old.Size {
+			return w, nil // an earlier state of the accepted tree
 		}
 	}
 	if err := st.PutWitnessed(ctx, c.Origin, c.Size, msg, now); err != nil {

@@ -116,6 +116,96 @@ func TestWitness(t *testing.T) {
 	}
 }
 
+// TestWitnessUnproven: a larger checkpoint the log does not prove
+// consistent is not accepted and wraps ErrWitnessUnproven; RetryWitness
+// asks about it again against whatever was accepted since.
+func TestWitnessUnproven(t *testing.T) {
+	ctx := context.Background()
+	s, v := key(t, origin)
+	honest := history(t, 20, 20, "")
+	forked := history(t, 20, 8, "fork-")
+	sign := func(tree *audit.Tree, size int64) []byte {
+		t.Helper()
+		msg, err := (&fakeLog{signer: s, tree: tree, size: size}).Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	st := memWitness{origin: {sign(honest, 5)}}
+	refusing := &proofRefusingLog{fakeLog{signer: s, tree: honest, size: 12}}
+	w, err := audit.Witness(ctx, refusing, v, st, time.Now())
+	if !errors.Is(err, audit.ErrWitnessUnproven) || errors.Is(err, audit.ErrVerify) || w.New || w.Size != 12 || w.Accepted.Size != 5 || !strings.Contains(err.Error(), "5->12") {
+		t.Fatalf("Witness with the proof refused = %+v, %v; want ErrWitnessUnproven without ErrVerify, size 12, accepted 5", w, err)
+	}
+	if len(st[origin]) != 1 {
+		t.Fatalf("an unproven checkpoint was recorded")
+	}
+	// Still refused on retry.
+	if w, err := audit.RetryWitness(ctx, refusing, v, st, w.Note, time.Now()); !errors.Is(err, audit.ErrWitnessUnproven) || w.New {
+		t.Errorf("RetryWitness with the proof refused = %+v, %v", w, err)
+	}
+	// Proven: recorded.
+	if w, err := audit.RetryWitness(ctx, &refusing.fakeLog, v, st, w.Note, time.Now()); err != nil || !w.New || len(st[origin]) != 2 {
+		t.Errorf("RetryWitness with the proof = %+v, %v (%d recorded)", w, err, len(st[origin]))
+	}
+
+	for _, tt := range []struct {
+		name     string
+		accepted []byte
+		kept     []byte
+		src      audit.WitnessSource
+		want     string // "" nil, "unproven", else ErrSplitView containing it
+		recorded bool
+	}{
+		{"larger, consistent", sign(honest, 8), sign(honest, 12), &fakeLog{signer: s, tree: honest, size: 12}, "", true},
+		{"larger, forked", sign(honest, 10), sign(forked, 12), &fakeLog{signer: s, tree: forked, size: 12}, "does not extend", false},
+		{"smaller, accepted grew past it", sign(honest, 15), sign(honest, 12), &fakeLog{signer: s, tree: honest, size: 15}, "", false},
+		{"smaller, forked", sign(honest, 15), sign(forked, 12), &fakeLog{signer: s, tree: honest, size: 15}, "not consistent", false},
+		{"smaller, refused", sign(honest, 15), sign(forked, 12), refusingLog{}, "unproven", false},
+		{"same size, other root", sign(honest, 12), sign(forked, 12), refusingLog{}, "two different roots", false},
+		{"already accepted", sign(honest, 12), sign(honest, 12), refusingLog{}, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := memWitness{origin: {tt.accepted}}
+			w, err := audit.RetryWitness(ctx, tt.src, v, st, tt.kept, time.Now())
+			switch tt.want {
+			case "":
+				if err != nil {
+					t.Errorf("RetryWitness = %v, want nil", err)
+				}
+			case "unproven":
+				if !errors.Is(err, audit.ErrWitnessUnproven) || errors.Is(err, audit.ErrSplitView) {
+					t.Errorf("RetryWitness = %v, want ErrWitnessUnproven", err)
+				}
+			default:
+				if !errors.Is(err, audit.ErrSplitView) || !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("RetryWitness = %v, want ErrSplitView containing %q", err, tt.want)
+				}
+				a, _ := audit.OpenCheckpoint(tt.accepted, v)
+				k, _ := audit.OpenCheckpoint(tt.kept, v)
+				checkEvidence(t, tt.name, err, v, audit.DetectedDirect, tt.accepted, a.Size, k.Size)
+			}
+			if w.New != tt.recorded || (len(st[origin]) == 2) != tt.recorded {
+				t.Errorf("recorded: New %v, %d checkpoints; want %v", w.New, len(st[origin]), tt.recorded)
+			}
+		})
+	}
+	// Not signed with the log's key: a verification failure only.
+	other, _ := key(t, origin)
+	foreign, _ := audit.SignCheckpoint(other, audit.Checkpoint{Origin: origin, Size: 15, Hash: tlog.RecordHash([]byte("x"))})
+	if _, err := audit.RetryWitness(ctx, refusingLog{}, v, memWitness{origin: {sign(honest, 12)}}, foreign, time.Now()); !errors.Is(err, audit.ErrVerify) || errors.Is(err, audit.ErrSplitView) || errors.Is(err, audit.ErrWitnessUnproven) {
+		t.Errorf("RetryWitness of a foreign checkpoint: %v, want ErrVerify only", err)
+	}
+}
+
+// proofRefusingLog serves its checkpoint but refuses consistency proofs.
+type proofRefusingLog struct{ fakeLog }
+
+func (*proofRefusingLog) ConsistencyProof(context.Context, int64, int64) (tlog.TreeProof, error) {
+	return nil, errors.New("refused")
+}
+
 func TestCosignature(t *testing.T) {
 	sk, vk, _ := audit.GenerateKey("sg.customs.example/borderlink/audit")
 	name := audit.WitnessName("sg.customs.example")

@@ -99,12 +99,23 @@ type auditLog struct {
 	// refusing the proof. Retried every witnessing round; reported after
 	// GossipUnprovenRounds rounds in a row. In memory (under mu).
 	unproven map[string]*unprovenGossip
+	// witnessUnproven keeps, per partner, a checkpoint the partner showed
+	// this gateway itself, larger than the one accepted from it, that it
+	// has not proved consistent with the accepted one (it refused, failed
+	// or was unreachable): not accepted, not cosigned, and a forking
+	// partner could otherwise hide the fork from its direct witnesses by
+	// refusing the proof. Retried every witnessing round; reported after
+	// GossipUnprovenRounds rounds in a row. In memory (under mu).
+	witnessUnproven map[string]*unprovenWitness
 }
 
 // GossipUnprovenRounds is how many witnessing rounds in a row a partner
 // may leave a gossiped checkpoint of its log unproven (no consistency
 // proof with the one this gateway accepted) before it is reported at
-// error level and counted in borderlink_audit_gossip_unproven.
+// error level and counted in borderlink_audit_gossip_unproven. It is
+// also how many rounds a partner may leave a larger checkpoint it showed
+// this gateway itself unproven before that is reported (WITNESS
+// UNPROVEN, borderlink_audit_witness_unproven).
 const GossipUnprovenRounds = 3
 
 // unprovenGossip is a partner checkpoint another witness gossiped that
@@ -113,6 +124,15 @@ type unprovenGossip struct {
 	note    []byte // as gossiped
 	witness string // the gateway that gossiped it
 	rounds  int    // consecutive rounds it stayed unproven
+}
+
+// unprovenWitness is a partner checkpoint the partner showed this
+// gateway and has not proved consistent with the one accepted from it.
+type unprovenWitness struct {
+	note       []byte           // as the partner served it
+	checkpoint audit.Checkpoint // note, opened
+	accepted   int64            // size of the accepted checkpoint last compared with
+	rounds     int              // consecutive rounds it stayed unproven
 }
 
 // cosigStore is what serving cosignatures needs from the store.
@@ -125,7 +145,8 @@ type cosigStore interface {
 func newAuditLog(opts Options) (*auditLog, error) {
 	a := &auditLog{origin: audit.Origin(opts.Self), signer: opts.Audit.Signer, verifiers: map[string]note.Verifier{},
 		interval: opts.Audit.CheckpointInterval, log: opts.Logger, witnessInterval: opts.Audit.WitnessInterval,
-		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}, unproven: map[string]*unprovenGossip{}}
+		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}, unproven: map[string]*unprovenGossip{},
+		witnessUnproven: map[string]*unprovenWitness{}}
 	if a.witnessInterval == 0 {
 		a.witnessInterval = DefaultWitnessInterval
 	}
@@ -712,7 +733,9 @@ func hashBytes(hs []tlog.Hash) [][]byte {
 // witnessPartners witnesses every partner with an address and an audit
 // key once (audit.Witness). A split view is logged as an error and its
 // evidence kept (keepSplitView); an unreachable partner or an empty log
-// is only a warning. Then gossip left unproven is asked about again
+// is only a warning. A larger checkpoint the partner does not prove
+// consistent is kept and asked about again every round
+// (trackUnprovenWitness). Then gossip left unproven is asked about again
 // (retryUnprovenGossip).
 func (g *Gateway) witnessPartners(ctx context.Context) {
 	for _, d := range g.peers.domains() {
@@ -726,18 +749,22 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 		}
 		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
 		src := &auditSource{c: client}
-		w, err := audit.Witness(cctx, src, v, g.alog.witnessed, time.Now())
+		w, werr := audit.Witness(cctx, src, v, g.alog.witnessed, time.Now())
+		err = werr
 		if err == nil && w.New && g.alog.cosigner != nil {
 			err = g.cosign(cctx, d, client, w.Note)
 		}
 		g.checkGossip(cctx, d, src.gossip)
 		cancel()
+		tracked := g.trackUnprovenWitness(ctx, d, v, client, w, werr)
 		switch {
 		case errors.Is(err, audit.ErrSplitView):
 			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what it showed before", "partner", d, "error", err)
 			g.keepSplitView(ctx, d, "", err)
 		case status.Code(err) == codes.NotFound:
 			// The partner has not signed a checkpoint yet.
+		case tracked:
+			// Logged by trackUnprovenWitness.
 		case err != nil && ctx.Err() == nil:
 			g.log.Warn("witnessing partner audit log failed", "partner", d, "error", err)
 		case w.New:
@@ -745,6 +772,93 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 		}
 	}
 	g.retryUnprovenGossip(ctx)
+}
+
+// trackUnprovenWitness keeps the checkpoint a partner showed this
+// gateway in this round's audit.Witness (w, werr) when the partner did
+// not prove it consistent with the one accepted (audit.ErrWitnessUnproven),
+// and asks again about the one kept from earlier rounds: Proven, it is
+// dropped (and accepted and cosigned when it is larger than the accepted
+// one); a proof that fails is a split view, kept as evidence; still
+// unproven after GossipUnprovenRounds rounds in a row, it is logged at
+// error level every round (WITNESS UNPROVEN) and counted in
+// borderlink_audit_witness_unproven until the partner proves it. One is
+// kept per partner, the first: showing another checkpoint does not clear
+// it. When this round's Witness already asked about the kept checkpoint
+// (the partner still shows it), its answer counts and nothing is asked
+// twice. It reports whether it logged werr itself.
+func (g *Gateway) trackUnprovenWitness(ctx context.Context, d string, v note.Verifier, client blv1.AuditClient, w audit.Witnessed, werr error) (logged bool) {
+	a := g.alog
+	unproven := errors.Is(werr, audit.ErrWitnessUnproven)
+	if ctx.Err() != nil {
+		return unproven
+	}
+	a.mu.Lock()
+	u := a.witnessUnproven[d]
+	if u == nil && unproven {
+		a.witnessUnproven[d] = &unprovenWitness{note: w.Note, checkpoint: w.Checkpoint, accepted: w.Accepted.Size, rounds: 1}
+	}
+	a.mu.Unlock()
+	if u == nil {
+		if unproven {
+			g.log.Warn("partner did not prove its audit checkpoint consistent with the one accepted from it; not accepted, asking again every round",
+				"partner", d, "origin", w.Origin, "accepted_size", w.Accepted.Size, "size", w.Size, "error", werr)
+		}
+		return unproven
+	}
+
+	// This round's Witness asked about the kept checkpoint itself (the
+	// partner still shows it): its answer counts, and it logged any
+	// error but an unproven one.
+	asked := w.Checkpoint == u.checkpoint
+	res, err := w, werr
+	if !asked {
+		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
+		res, err = audit.RetryWitness(cctx, &auditSource{c: client}, v, a.witnessed, u.note, time.Now())
+		if err == nil && res.New && a.cosigner != nil {
+			if cerr := g.cosign(cctx, d, client, res.Note); cerr != nil && ctx.Err() == nil {
+				g.log.Warn("witnessing partner audit log failed", "partner", d, "error", cerr)
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return asked && unproven
+		}
+	}
+	stillUnproven := errors.Is(err, audit.ErrWitnessUnproven)
+	a.mu.Lock()
+	switch {
+	case err == nil, errors.Is(err, audit.ErrSplitView), errors.Is(err, audit.ErrVerify):
+		// Proven consistent (accepted if larger); or a split view, kept
+		// below; or no longer signed with the partner's current key (it
+		// rotated), which says nothing about it.
+		delete(a.witnessUnproven, d)
+	case stillUnproven:
+		u.rounds++
+		u.accepted = res.Accepted.Size
+	}
+	rounds, accepted := u.rounds, u.accepted
+	a.mu.Unlock()
+	switch {
+	case err == nil:
+		g.log.Info("partner proved its audit checkpoint consistent with the one accepted from it", "partner", d, "origin", u.checkpoint.Origin,
+			"size", u.checkpoint.Size, "accepted", res.New, "unproven_rounds", rounds)
+	case asked && !stillUnproven:
+		// A split view or another failure of this round's Witness: the
+		// caller logs it (and keeps the evidence).
+	case errors.Is(err, audit.ErrSplitView):
+		g.log.Error("SPLIT VIEW: partner audit log is not consistent with what it showed before", "partner", d, "error", err)
+		g.keepSplitView(ctx, d, "", err)
+	case stillUnproven && rounds >= GossipUnprovenRounds:
+		g.log.Error("WITNESS UNPROVEN: partner has not proved its audit log consistent with a checkpoint it showed this gateway",
+			"partner", d, "origin", u.checkpoint.Origin, "accepted_size", accepted, "size", u.checkpoint.Size, "rounds", rounds, "error", err)
+	case stillUnproven:
+		g.log.Warn("partner still has not proved its audit checkpoint consistent with the one accepted from it",
+			"partner", d, "origin", u.checkpoint.Origin, "accepted_size", accepted, "size", u.checkpoint.Size, "rounds", rounds, "error", err)
+	default:
+		g.log.Warn("witnessing partner audit log failed", "partner", d, "error", err)
+	}
+	return asked && unproven
 }
 
 // checkGossip compares the partner checkpoints a witness gossiped with
@@ -853,6 +967,19 @@ func (a *auditLog) unprovenReported() map[string]bool {
 	defer a.mu.Unlock()
 	out := map[string]bool{}
 	for d, u := range a.unproven {
+		out[d] = u.rounds >= GossipUnprovenRounds
+	}
+	return out
+}
+
+// witnessUnprovenReported tells, per witnessed partner, whether a
+// checkpoint it showed this gateway has stayed unproven for
+// GossipUnprovenRounds rounds or more (borderlink_audit_witness_unproven).
+func (a *auditLog) witnessUnprovenReported() map[string]bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]bool{}
+	for d, u := range a.witnessUnproven {
 		out[d] = u.rounds >= GossipUnprovenRounds
 	}
 	return out

@@ -381,6 +381,157 @@ func TestGossipUnprovenReported(t *testing.T) {
 	}
 }
 
+// TestWitnessUnprovenReported: nl (a fake serving nl's Audit service
+// with nl's real key) shows sg, its direct witness, a checkpoint larger
+// than the one sg accepted and refuses every consistency proof. sg does
+// not accept or cosign it, asks again every round, and after
+// GossipUnprovenRounds rounds reports it at error level and in
+// borderlink_audit_witness_unproven. Once nl answers, the report clears:
+// a consistent checkpoint is accepted and cosigned; a forked one is a
+// split view, kept as evidence — also when nl meanwhile shows a larger
+// checkpoint that extends the accepted one (moving on does not clear a
+// checkpoint it showed and did not prove).
+func TestWitnessUnprovenReported(t *testing.T) {
+	tests := []struct {
+		name string
+		// shown while proofs are refused, and then once nl answers.
+		shown, after int64
+		tree         func(t *testing.T) *audit.Tree // the tree shown is signed from
+		splitView    bool
+	}{
+		{"consistent", 8, 8, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 12) }, false},
+		{"forked", 10, 10, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 3) }, true},
+		{"forked, then moves on", 10, 12, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 3) }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &syncBuffer{}
+			f := startFederation(t, func(d string, o *gateway.Options) {
+				if d == sgDomain {
+					o.Peers[nlDomain] = lis.Addr().String()
+					o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+				}
+			})
+			ctx := context.Background()
+			nl, sg := f.nodes[nlDomain], f.nodes[sgDomain]
+			signer, err := note.NewSigner(nl.auditKeySigner)
+			if err != nil {
+				t.Fatal(err)
+			}
+			origin := audit.Origin(nlDomain)
+			honest := forkTree(t, 12, 12)
+			fake := &forkingLog{signer: signer}
+			fake.show(honest, 5)
+			serveFake(t, f, lis, nlDomain, fake)
+			accepted := func() int64 {
+				msg, err := sg.store.LastWitnessed(ctx, origin)
+				if err != nil {
+					return 0
+				}
+				c, err := audit.OpenCheckpoint(msg, verifierOf(t, nl))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c.Size
+			}
+			waitAccepted := func(size int64) {
+				t.Helper()
+				deadline := time.Now().Add(10 * time.Second)
+				for accepted() != size || !fake.cosignedSize(size) {
+					if time.Now().After(deadline) {
+						t.Fatalf("sg did not accept and cosign nl's checkpoint of size %d (accepted %d):\n%s", size, accepted(), logs)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			metric := func(v int) string {
+				return fmt.Sprintf("borderlink_audit_witness_unproven{origin=%q} %d\n", origin, v)
+			}
+			waitAccepted(5)
+			if m := metricsOf(sg); !strings.Contains(m, metric(0)) {
+				t.Errorf("sg's metrics lack %q:\n%s", metric(0), m)
+			}
+
+			fake.refuseProofs(true)
+			fake.show(tt.tree(t), tt.shown)
+			waitLog(t, logs, "WITNESS UNPROVEN")
+			out := logs.String()
+			first := out[strings.Index(out, "WITNESS UNPROVEN"):]
+			first = first[:strings.Index(first, "\n")]
+			for _, want := range []string{"partner=" + nlDomain, "origin=" + origin, "accepted_size=5", fmt.Sprintf("size=%d", tt.shown),
+				fmt.Sprintf("rounds=%d", gateway.GossipUnprovenRounds)} {
+				if !strings.Contains(first, want) {
+					t.Errorf("sg's first report lacks %q: %s", want, first)
+				}
+			}
+			if strings.Contains(out, "SPLIT VIEW") {
+				t.Errorf("sg reported a split view it could not prove:\n%s", out)
+			}
+			if m := metricsOf(sg); !strings.Contains(m, metric(1)) || !strings.Contains(m, fmt.Sprintf("borderlink_audit_gossip_unproven{origin=%q} 0\n", origin)) {
+				t.Errorf("sg's metrics lack the unproven checkpoint (and only as not gossip):\n%s", m)
+			}
+			if got := accepted(); got != 5 || fake.cosignedSize(tt.shown) {
+				t.Errorf("sg accepted nl's checkpoint of size %d (cosigned the unproven one: %v)", got, fake.cosignedSize(tt.shown))
+			}
+
+			// nl answers again.
+			if tt.after != tt.shown {
+				fake.show(honest, tt.after)
+			}
+			fake.refuseProofs(false)
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(metricsOf(sg), metric(0)) {
+				if time.Now().After(deadline) {
+					t.Fatalf("sg still reports the unproven checkpoint after nl answered:\n%s\n%s", metricsOf(sg), logs)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !tt.splitView {
+				waitAccepted(tt.shown)
+				if out := logs.String(); strings.Contains(out, "SPLIT VIEW") {
+					t.Errorf("sg reported a split view of a consistent log:\n%s", out)
+				}
+				return
+			}
+			waitLog(t, logs, "SPLIT VIEW: partner audit log is not consistent with what it showed before")
+			if tt.after == tt.shown {
+				// nl still shows the forked checkpoint: detected every round.
+				checkSplitViewKept(t, f, sgDomain, logs, audit.SplitView{
+					Detection: audit.DetectedDirect, Accepted: audit.Checkpoint{Size: 5}, Conflicting: audit.Checkpoint{Size: tt.shown},
+				}, tt.tree(t))
+				if got := accepted(); got != 5 {
+					t.Errorf("sg accepted nl's forked checkpoint of size %d", got)
+				}
+				return
+			}
+			// nl moved on to a checkpoint that extends the accepted one: it
+			// is accepted, and the forked one it showed before is a split
+			// view against it.
+			waitAccepted(tt.after)
+			var views []audit.KeptSplitView
+			deadline = time.Now().Add(10 * time.Second)
+			for {
+				// The report is logged before the evidence is stored.
+				views, err = sg.store.SplitViews(ctx, origin, 0)
+				if err != nil || len(views) > 0 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err != nil || len(views) != 1 {
+				t.Fatalf("sg's evidence: %+v, %v", views, err)
+			}
+			if v := views[0]; v.Detection != audit.DetectedDirect || v.Accepted.Size != tt.after || v.Conflicting.Size != tt.shown {
+				t.Errorf("sg's evidence: detection %q, sizes %d, %d; want direct, %d, %d", v.Detection, v.Accepted.Size, v.Conflicting.Size, tt.after, tt.shown)
+			}
+		})
+	}
+}
+
 // TestGossipOnlyToPeers: a gateway gossips the partner checkpoints it
 // accepted to its auditors (all) and to the partner gateways configured
 // as its peers (all but their own log's), not to agencies.

@@ -125,6 +125,8 @@ var (
 		"Split views of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true); any value above 0 is an incident: see borderlink audit split-views.", []string{"origin"}, nil)
 	descGossipUnproven = prometheus.NewDesc("borderlink_audit_gossip_unproven",
 		fmt.Sprintf("1 while a partner has left a checkpoint of its log that another witness gossiped unproven (no consistency proof with the one this gateway accepted) for %d witnessing rounds or more, else 0: it may be hiding a split view.", GossipUnprovenRounds), []string{"origin"}, nil)
+	descWitnessUnproven = prometheus.NewDesc("borderlink_audit_witness_unproven",
+		fmt.Sprintf("1 while a partner has left a checkpoint it showed this gateway, larger than the one accepted from it, unproven (no consistency proof between the two) for %d witnessing rounds or more, else 0: it may be hiding a split view from its witnesses.", GossipUnprovenRounds), []string{"origin"}, nil)
 	descCertExpiry = prometheus.NewDesc("borderlink_certificate_expiry_timestamp_seconds",
 		"When the gateway's own certificate expires.", nil, nil)
 	descScrapeErrors = prometheus.NewDesc("borderlink_metrics_read_errors",
@@ -136,7 +138,7 @@ type gatewayCollector struct{ g *Gateway }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
-		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descSplitViews, descGossipUnproven, descCertExpiry, descScrapeErrors} {
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descSplitViews, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -233,13 +235,17 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 
 	if g.alog.witnessed != nil {
 		// A series per witnessed partner, like the split views.
-		reported := g.alog.unprovenReported()
+		reported, direct := g.alog.unprovenReported(), g.alog.witnessUnprovenReported()
 		for d := range g.alog.verifiers {
-			v := 0.0
+			v, w := 0.0, 0.0
 			if reported[d] {
 				v = 1
 			}
+			if direct[d] {
+				w = 1
+			}
 			gauge(descGossipUnproven, v, audit.Origin(d))
+			gauge(descWitnessUnproven, w, audit.Origin(d))
 		}
 	}
 

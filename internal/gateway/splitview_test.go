@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +41,9 @@ type forkingLog struct {
 	tree   *audit.Tree
 	size   int64
 	refuse bool // GetConsistencyProof fails
+	// cosigned are the sizes of the checkpoints cosignatures were
+	// handed over for.
+	cosigned []int64
 }
 
 func (f *forkingLog) show(tree *audit.Tree, size int64) {
@@ -79,8 +83,23 @@ func (f *forkingLog) GetConsistencyProof(_ context.Context, req *blv1.GetConsist
 	return out, nil
 }
 
-func (f *forkingLog) AddCosignature(context.Context, *blv1.AddCosignatureRequest) (*blv1.AddCosignatureResponse, error) {
+func (f *forkingLog) AddCosignature(_ context.Context, req *blv1.AddCosignatureRequest) (*blv1.AddCosignatureResponse, error) {
+	if body, err := audit.CheckpointText([]byte(req.GetCheckpoint())); err == nil {
+		if c, err := audit.ParseCheckpoint(body); err == nil {
+			f.mu.Lock()
+			f.cosigned = append(f.cosigned, c.Size)
+			f.mu.Unlock()
+		}
+	}
 	return &blv1.AddCosignatureResponse{}, nil
+}
+
+// cosignedSize tells whether a cosignature of the checkpoint of size n
+// was handed over.
+func (f *forkingLog) cosignedSize(n int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.cosigned, n)
 }
 
 func forkTree(t *testing.T, n, fork int) *audit.Tree {
