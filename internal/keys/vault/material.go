@@ -109,8 +109,8 @@ func (m *Material) OwnBundle() []*x509.Certificate {
 }
 
 // TrustOwnDomain sets b's bundle for the own trust domain to the PKI
-// mount's trusted issuers (Client.TrustBundle: own key, not revoked, usage
-// issuing-certificates) plus extra (e.g. a trust_bundles file for the own
+// mount's trusted issuers (Client.TrustBundle: own key, not revoked) plus
+// extra (e.g. a trust_bundles file for the own
 // domain, for own systems certified by another CA), and keeps it so until
 // Close: after each certificate renewal the issuers are read again and
 // the domain's pool in b is replaced at once (identity.Bundles.Set), so

@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/borderlink/borderlink/internal/identity"
@@ -80,8 +79,11 @@ func (c *Client) CertIssuer(id identity.ID) keys.CertIssuer {
 //     chain puts next to an intermediate, or any other CA's certificate
 //     (trusting it would let every CA under it mint own-domain
 //     identities);
-//   - is not revoked (pki/issuer/<ref>/revoke); and
-//   - may issue certificates (usage includes issuing-certificates).
+//   - is not revoked (pki/issuer/<ref>/revoke).
+//
+// Its usage does not matter: an issuer "sunset" during a rotation (usage
+// without issuing-certificates, as Vault's guide does it) issues nothing
+// new, but the certificates it issued stay valid until revoked or expired.
 //
 // Every such issuer, not only the default one, so that during a CA
 // rotation certificates issued by the old and by the new issuer both
@@ -151,7 +153,7 @@ func (c *Client) TrustBundle(ctx context.Context) ([]*x509.Certificate, error) {
 		if len(skipped) == 0 {
 			return nil, fmt.Errorf("vault %s: %s: every issuer listed was deleted while it was read; try again", c.Address(), list)
 		}
-		return nil, fmt.Errorf("vault %s: PKI mount %s has no issuer the own trust domain may trust (%s): generate its root CA in it (%s/root/generate/internal) or set-signed an intermediate whose key is in it, not revoked, with usage issuing-certificates",
+		return nil, fmt.Errorf("vault %s: PKI mount %s has no issuer the own trust domain may trust (%s): generate its root CA in it (%s/root/generate/internal) or set-signed an intermediate whose key is in it, and do not revoke it",
 			c.Address(), mount, strings.Join(skipped, "; "), mount)
 	}
 	return out, nil
@@ -169,33 +171,7 @@ func untrustedIssuer(d map[string]any) string {
 	} else if r {
 		why = append(why, "revoked")
 	}
-	if u := issuerUsage(d["usage"]); !slices.Contains(u, "issuing-certificates") {
-		why = append(why, "usage lacks issuing-certificates (has "+strings.Join(u, ",")+")")
-	}
 	return strings.Join(why, "; ")
-}
-
-// issuerUsage is an issuer's usage: Vault returns a comma-separated
-// string ("crl-signing,issuing-certificates,ocsp-signing,read-only").
-func issuerUsage(v any) []string {
-	var parts []string
-	switch u := v.(type) {
-	case string:
-		parts = strings.Split(u, ",")
-	case []any:
-		for _, e := range u {
-			if s, ok := e.(string); ok {
-				parts = append(parts, s)
-			}
-		}
-	}
-	out := parts[:0]
-	for _, p := range parts {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func parseCerts(data []byte) ([]*x509.Certificate, error) {

@@ -1157,15 +1157,24 @@ func TestTrustBundleIssuers(t *testing.T) {
 	skippedLogged(ownRoot, 1, "revoked")
 	skippedLogged(orgRootID, 2, "no key in the mount")
 
-	// An issuer that may no longer issue certificates is not trusted
-	// either; with none left the refresh fails naming the mount, and the
-	// bundle stays.
+	// An issuer "sunset" as Vault's rotation guide does it (usage without
+	// issuing-certificates) stops new issuance, but the certificates it
+	// issued stay valid: it stays trusted.
 	if _, err := f.root.Logical().JSONMergePatch(ctx, "pki/issuer/"+interID, map[string]any{"usage": "read-only,crl-signing,ocsp-signing"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := m.RefreshOwnBundle(ctx); err != nil {
+		t.Errorf("refresh after sunsetting the intermediate: %v", err)
+	}
+	has(inter)
+	check("intermediate sunset", false, true, false, false)
+
+	// With every issuer revoked the refresh fails naming the mount, and
+	// the bundle stays.
+	write("pki/issuer/"+interID+"/revoke", nil)
 	err = m.RefreshOwnBundle(ctx)
 	t.Logf("no issuer to trust: %v", err)
-	if err == nil || !strings.Contains(err.Error(), "PKI mount pki has no issuer") || !strings.Contains(err.Error(), "usage lacks issuing-certificates") || !strings.Contains(err.Error(), "pki/root/generate/internal") {
+	if err == nil || !strings.Contains(err.Error(), "PKI mount pki has no issuer") || !strings.Contains(err.Error(), "revoked") || !strings.Contains(err.Error(), "pki/root/generate/internal") {
 		t.Errorf("RefreshOwnBundle with no issuer to trust = %v; want an error naming the mount, each issuer's reason and the fix", err)
 	}
 	has(inter)
