@@ -1,10 +1,14 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,4 +125,42 @@ func (c *Checkpointer) Run(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+// SignedByCurrentKey reports whether the latest stored checkpoint carries a
+// signature by the Checkpointer's signer (its name and key hash), and the
+// checkpoint's size; true when none is stored yet. After the signing key
+// is rotated the latest checkpoint still bears the old key, and Sign keeps
+// returning it until the log grows (sizes only grow): the caller appends a
+// record so that the next checkpoint is signed with the new key.
+func (c *Checkpointer) SignedByCurrentKey(ctx context.Context) (bool, int64, error) {
+	size, msg, err := c.store.LatestAuditCheckpoint(ctx)
+	if errors.Is(err, ErrNoCheckpoint) {
+		return true, 0, nil
+	}
+	if err != nil {
+		return false, 0, fmt.Errorf("audit: latest checkpoint: %w", err)
+	}
+	return signedBy(msg, c.signer.Name(), c.signer.KeyHash()), size, nil
+}
+
+// signedBy reports whether the signed note msg has a signature line by the
+// key name+hash (whether that signature verifies is not checked: the note
+// was verified when it was signed and stored).
+func signedBy(msg []byte, name string, hash uint32) bool {
+	i := bytes.LastIndex(msg, []byte("\n\n"))
+	if i < 0 {
+		return false
+	}
+	for _, line := range strings.Split(string(msg[i+2:]), "\n") {
+		rest, ok := strings.CutPrefix(line, "— "+name+" ")
+		if !ok {
+			continue
+		}
+		sig, err := base64.StdEncoding.DecodeString(rest)
+		if err == nil && len(sig) >= 4 && binary.BigEndian.Uint32(sig) == hash {
+			return true
+		}
+	}
+	return false
 }

@@ -211,6 +211,11 @@ func New(opts Options) (*Gateway, error) {
 // calls are refused, running calls get Limits.ShutdownGrace to finish.
 func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	g.log.Info("gateway serving", "trust_domain", g.self, "address", lis.Addr().String(), "policy_revision", g.opts.Policy.Revision())
+	if err := g.noteAuditKeyRotation(ctx); err != nil {
+		// Not fatal: the checkpointer keeps the old key's checkpoint
+		// until the log grows, which the next exchange does.
+		g.log.Error("audit key rotation not recorded", "error", err)
+	}
 	stopCheckpoints := g.alog.start(ctx, g.witnessPartners)
 	stopDelivery := g.startDelivery(ctx)
 	defer stopDelivery()
