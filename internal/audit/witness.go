@@ -68,13 +68,21 @@ type SplitView struct {
 	Witness string
 }
 
-// KeptSplitView is a split view as a witness keeps it: the evidence of
-// its first sighting, and how often and until when it was seen again.
+// KeptSplitView is a split view as a witness keeps it: one per incident,
+// that is per origin, detection and witness (none for DetectedDirect),
+// however long the fork lasts and however both sides of it move. The
+// embedded SplitView is the evidence of the first detection, never
+// rewritten; Latest is the pair of the latest one.
 type KeptSplitView struct {
-	ID int64 // the order in which split views were first seen
+	ID int64 // the order in which incidents were first seen
 	SplitView
+	// Latest is the split view as detected last (at LastSeen): the same
+	// Origin, Detection and Witness, and that detection's checkpoints,
+	// notes (exactly as received) and Reason. It equals SplitView until
+	// the incident is detected again.
+	Latest              SplitView
 	FirstSeen, LastSeen time.Time
-	Count               int64
+	Count               int64 // detections of the incident
 }
 
 // SplitViewError is the error Witness and CheckGossip return for a split

@@ -57,7 +57,22 @@ pseudonymization:
 type forkedLog struct {
 	origin   string
 	verifier note.Verifier
+	signer   note.Signer
 	sv       audit.SplitView
+}
+
+// grown is the same incident detected again later: the accepted
+// checkpoint unchanged, the conflicting branch grown to size.
+func (l forkedLog) grown(t *testing.T, size int64) audit.SplitView {
+	t.Helper()
+	sv := l.sv
+	sv.Conflicting = audit.Checkpoint{Origin: l.origin, Size: size, Hash: tlog.RecordHash([]byte(fmt.Sprintf("forked at %d", size)))}
+	msg, err := audit.SignCheckpoint(l.signer, sv.Conflicting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv.ConflictingNote, sv.Reason = msg, "the new checkpoint does not extend the accepted one"
+	return sv
 }
 
 func newForkedLog(t *testing.T, domain, detection, witness string) forkedLog {
@@ -79,7 +94,7 @@ func newForkedLog(t *testing.T, domain, detection, witness string) forkedLog {
 	}
 	a, an := sign("honest")
 	c, cn := sign("forked")
-	return forkedLog{origin, v, audit.SplitView{Origin: origin, Accepted: a, AcceptedNote: an, Conflicting: c, ConflictingNote: cn,
+	return forkedLog{origin, v, s, audit.SplitView{Origin: origin, Accepted: a, AcceptedNote: an, Conflicting: c, ConflictingNote: cn,
 		Reason: "two different roots for one size", Detection: detection, Witness: witness}}
 }
 
@@ -95,8 +110,10 @@ func printedNotes(out string) []string {
 }
 
 // TestAuditSplitViews: the evidence kept in the store is printed with
-// both notes verbatim — each verifies with the forking partner's key —
-// and the exit code says whether there is any.
+// both notes of the first detection verbatim — each verifies with the
+// forking partner's key —, then both of the latest when it differs (nl's
+// fork was detected three times, its branch growing), and the exit code
+// says whether there is any.
 func TestAuditSplitViews(t *testing.T) {
 	ctx := context.Background()
 	dbPath := filepath.Join(t.TempDir(), "gateway.db")
@@ -117,12 +134,17 @@ func TestAuditSplitViews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range []forkedLog{nlLog, cnLog} {
-		if _, err := st.PutSplitView(ctx, l.sv, time.Now()); err != nil {
+	t0 := time.Now()
+	nlLatest := nlLog.grown(t, 10)
+	for i, sv := range []audit.SplitView{nlLog.sv, cnLog.sv, nlLog.grown(t, 9), nlLatest} {
+		if _, err := st.PutSplitView(ctx, sv, t0.Add(time.Duration(i)*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	st.Close()
+	// The notes printed per incident: the latest pair only where it
+	// differs from the first.
+	wantNotes := map[string][]audit.SplitView{nlLog.origin: {nlLog.sv, nlLatest}, cnLog.origin: {cnLog.sv}}
 
 	tests := []struct {
 		name     string
@@ -141,22 +163,31 @@ func TestAuditSplitViews(t *testing.T) {
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d\n%s\n%s", code, tt.wantCode, out, stderr)
 			}
+			var want []string
+			for _, l := range tt.want {
+				for _, sv := range wantNotes[l.origin] {
+					want = append(want, string(sv.AcceptedNote), string(sv.ConflictingNote))
+				}
+			}
 			notes := printedNotes(out)
-			if len(notes) != 2*len(tt.want) {
-				t.Fatalf("%d notes printed, want %d:\n%s", len(notes), 2*len(tt.want), out)
+			if strings.Join(notes, "\x00") != strings.Join(want, "\x00") {
+				t.Fatalf("%d notes printed, want %d, verbatim:\n%s", len(notes), len(want), out)
 			}
 			for i, l := range tt.want {
-				if notes[2*i] != string(l.sv.AcceptedNote) || notes[2*i+1] != string(l.sv.ConflictingNote) {
-					t.Errorf("split view %d: notes not printed verbatim:\n%s", i, out)
-				}
-				for _, n := range notes[2*i : 2*i+2] {
-					if _, err := audit.OpenCheckpoint([]byte(n), l.verifier); err != nil {
-						t.Errorf("split view %d: printed note does not verify with %s's key: %v", i, l.origin, err)
+				for _, n := range wantNotes[l.origin] {
+					for _, msg := range [][]byte{n.AcceptedNote, n.ConflictingNote} {
+						if _, err := audit.OpenCheckpoint(msg, l.verifier); err != nil {
+							t.Errorf("split view %d: printed note does not verify with %s's key: %v", i, l.origin, err)
+						}
 					}
 				}
 				if !strings.Contains(out, "of "+l.origin) || !strings.Contains(out, l.sv.Detection) {
 					t.Errorf("split view %d: origin or detection missing:\n%s", i, out)
 				}
+			}
+			if hasNL := len(tt.want) > 0 && tt.want[0].origin == nlLog.origin; hasNL != strings.Contains(out, "BEGIN LATEST CONFLICTING CHECKPOINT") ||
+				hasNL != strings.Contains(out, "3 time(s)") || hasNL != strings.Contains(out, "conflicting: size 10 root "+nlLatest.Conflicting.Hash.String()) {
+				t.Errorf("nl's latest pair printed %v, want %v:\n%s", !hasNL, hasNL, out)
 			}
 			if tt.wantCode == cli.ExitSplitView && !strings.Contains(stderr, "split view") {
 				t.Errorf("stderr does not say why the exit code is %d: %q", code, stderr)
@@ -173,26 +204,40 @@ func TestAuditSplitViews(t *testing.T) {
 		t.Fatalf("--json: %d lines, want 2:\n%s", len(lines), out)
 	}
 	for i, l := range []forkedLog{nlLog, cnLog} {
+		type jsonNote struct {
+			Size int64
+			Root string
+			Note string
+		}
 		var got struct {
-			Origin, Detection, Witness string
-			Count                      int64
-			Accepted, Conflicting      struct {
-				Size int64
-				Root string
-				Note string
+			Origin, Detection, Witness, Reason string
+			Count                              int64
+			Accepted, Conflicting              jsonNote
+			Latest                             struct {
+				Reason                string
+				Accepted, Conflicting jsonNote
 			}
 		}
 		if err := json.Unmarshal([]byte(lines[i]), &got); err != nil {
 			t.Fatalf("--json line %d: %v", i, err)
 		}
-		if got.Origin != l.origin || got.Detection != l.sv.Detection || got.Witness != l.sv.Witness || got.Count != 1 ||
-			got.Accepted.Root != l.sv.Accepted.Hash.String() || got.Conflicting.Root != l.sv.Conflicting.Hash.String() {
+		latest, count := l.sv, int64(1)
+		if l.origin == nlLog.origin {
+			latest, count = nlLatest, 3
+		}
+		if got.Origin != l.origin || got.Detection != l.sv.Detection || got.Witness != l.sv.Witness || got.Count != count ||
+			got.Reason != l.sv.Reason || got.Accepted.Root != l.sv.Accepted.Hash.String() || got.Conflicting.Root != l.sv.Conflicting.Hash.String() ||
+			got.Latest.Reason != latest.Reason || got.Latest.Conflicting.Size != latest.Conflicting.Size ||
+			got.Latest.Accepted.Root != latest.Accepted.Hash.String() || got.Latest.Conflicting.Root != latest.Conflicting.Hash.String() {
 			t.Errorf("--json line %d = %+v", i, got)
 		}
-		for _, n := range []string{got.Accepted.Note, got.Conflicting.Note} {
+		for _, n := range []string{got.Accepted.Note, got.Conflicting.Note, got.Latest.Accepted.Note, got.Latest.Conflicting.Note} {
 			if _, err := audit.OpenCheckpoint([]byte(n), l.verifier); err != nil {
 				t.Errorf("--json line %d: note does not verify with %s's key: %v", i, l.origin, err)
 			}
+		}
+		if got.Latest.Conflicting.Note != string(latest.ConflictingNote) {
+			t.Errorf("--json line %d: latest conflicting note %q, want %q", i, got.Latest.Conflicting.Note, latest.ConflictingNote)
 		}
 	}
 

@@ -122,7 +122,7 @@ var (
 	descTreeSize = prometheus.NewDesc("borderlink_audit_records",
 		"Records in the audit log (its tree size).", nil, nil)
 	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
-		"Split views of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true); any value above 0 is an incident: see borderlink audit split-views.", []string{"origin"}, nil)
+		"Split-view incidents of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true): one per way it was detected (directly, or through one witness's gossip), however long the fork lasts. Evidence is never deleted, so this never goes back down: an increase is a new incident; see borderlink audit split-views.", []string{"origin"}, nil)
 	descGossipUnproven = prometheus.NewDesc("borderlink_audit_gossip_unproven",
 		fmt.Sprintf("1 while a partner has left a checkpoint of its log that another witness gossiped unproven (no consistency proof with the one this gateway accepted) for %d witnessing rounds or more, else 0: it may be hiding a split view.", GossipUnprovenRounds), []string{"origin"}, nil)
 	descWitnessUnproven = prometheus.NewDesc("borderlink_audit_witness_unproven",
@@ -217,11 +217,12 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			g.log.Warn("metrics: split view evidence unreadable", "error", err)
 			failed("split_views")
 		} else {
-			// Every witnessed partner gets a series, 0 while its log is
-			// consistent, so that an alert on > 0 has a series to watch
-			// (none when witnessing is off: 0 would claim a check that
-			// is not made); evidence about a partner no longer
-			// configured still counts.
+			// Incidents (rows), not detections: a lasting fork is one.
+			// Every witnessed partner gets a series, 0 until its first
+			// incident, so that an alert on an increase has a series to
+			// watch from the start (none when witnessing is off: 0 would
+			// claim a check that is not made); evidence about a partner
+			// no longer configured still counts.
 			for d := range g.alog.verifiers {
 				if _, ok := counts[audit.Origin(d)]; !ok && g.alog.witnessed != nil {
 					counts[audit.Origin(d)] = 0

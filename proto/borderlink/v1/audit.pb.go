@@ -1368,17 +1368,20 @@ func (x *ListSplitViewsResponse) GetSplitViews() []*SplitView {
 	return nil
 }
 
-// SplitView is the evidence that a partner's audit log forked: check both
-// checkpoints with the partner's published audit verifier key.
+// SplitView is the evidence that a partner's audit log forked, one per
+// incident: the partner log, how it was detected and through which
+// witness. Check both checkpoints of a pair with the partner's published
+// audit verifier key.
 type SplitView struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The partner log's origin.
 	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
-	// The checkpoint this gateway accepted from the partner itself (C2SP
-	// signed note, as received).
+	// At the first detection, the checkpoint this gateway accepted from the
+	// partner itself (C2SP signed note, as received). Never rewritten.
 	AcceptedCheckpoint string `protobuf:"bytes,3,opt,name=accepted_checkpoint,json=acceptedCheckpoint,proto3" json:"accepted_checkpoint,omitempty"`
-	// The checkpoint that contradicts it (C2SP signed note, as received).
+	// At the first detection, the checkpoint that contradicts it (C2SP
+	// signed note, as received). Never rewritten.
 	ConflictingCheckpoint string `protobuf:"bytes,4,opt,name=conflicting_checkpoint,json=conflictingCheckpoint,proto3" json:"conflicting_checkpoint,omitempty"`
 	// Why both cannot be true, e.g. "two different roots for one size".
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -1391,9 +1394,16 @@ type SplitView struct {
 	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
 	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// How often it was detected (each witnessing round finds it again).
-	Count         uint64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Count uint64 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`
+	// The same at the latest detection (at last_seen): while a fork lasts
+	// its sides grow, so these move on while the first pair stays. Equal to
+	// accepted_checkpoint, conflicting_checkpoint and reason until the split
+	// view is detected again.
+	LatestAcceptedCheckpoint    string `protobuf:"bytes,11,opt,name=latest_accepted_checkpoint,json=latestAcceptedCheckpoint,proto3" json:"latest_accepted_checkpoint,omitempty"`
+	LatestConflictingCheckpoint string `protobuf:"bytes,12,opt,name=latest_conflicting_checkpoint,json=latestConflictingCheckpoint,proto3" json:"latest_conflicting_checkpoint,omitempty"`
+	LatestReason                string `protobuf:"bytes,13,opt,name=latest_reason,json=latestReason,proto3" json:"latest_reason,omitempty"`
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *SplitView) Reset() {
@@ -1496,6 +1506,27 @@ func (x *SplitView) GetCount() uint64 {
 	return 0
 }
 
+func (x *SplitView) GetLatestAcceptedCheckpoint() string {
+	if x != nil {
+		return x.LatestAcceptedCheckpoint
+	}
+	return ""
+}
+
+func (x *SplitView) GetLatestConflictingCheckpoint() string {
+	if x != nil {
+		return x.LatestConflictingCheckpoint
+	}
+	return ""
+}
+
+func (x *SplitView) GetLatestReason() string {
+	if x != nil {
+		return x.LatestReason
+	}
+	return ""
+}
+
 var File_borderlink_v1_audit_proto protoreflect.FileDescriptor
 
 const file_borderlink_v1_audit_proto_rawDesc = "" +
@@ -1586,7 +1617,7 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\"S\n" +
 	"\x16ListSplitViewsResponse\x129\n" +
 	"\vsplit_views\x18\x01 \x03(\v2\x18.borderlink.v1.SplitViewR\n" +
-	"splitViews\"\xf5\x02\n" +
+	"splitViews\"\x9c\x04\n" +
 	"\tSplitView\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12/\n" +
@@ -1599,7 +1630,10 @@ const file_borderlink_v1_audit_proto_rawDesc = "" +
 	"first_seen\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
 	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x14\n" +
 	"\x05count\x18\n" +
-	" \x01(\x04R\x05count*Y\n" +
+	" \x01(\x04R\x05count\x12<\n" +
+	"\x1alatest_accepted_checkpoint\x18\v \x01(\tR\x18latestAcceptedCheckpoint\x12B\n" +
+	"\x1dlatest_conflicting_checkpoint\x18\f \x01(\tR\x1blatestConflictingCheckpoint\x12#\n" +
+	"\rlatest_reason\x18\r \x01(\tR\flatestReason*Y\n" +
 	"\tAuditSide\x12\x1a\n" +
 	"\x16AUDIT_SIDE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13AUDIT_SIDE_PROVIDER\x10\x01\x12\x17\n" +

@@ -66,9 +66,11 @@ type AuditClient interface {
 	// leaf hash, an entry bundle every record.
 	GetTile(ctx context.Context, in *GetTileRequest, opts ...grpc.CallOption) (*GetTileResponse, error)
 	// ListSplitViews returns the evidence of split views this gateway's
-	// witness found in partners' audit logs (auditors only), first seen
-	// first: for each, two checkpoints the partner signed that no single
-	// history explains, exactly as received.
+	// witness found in partners' audit logs (auditors only), one per
+	// incident (partner log, detection and witness), first seen first: for
+	// each, two checkpoints the partner signed that no single history
+	// explains, exactly as received, from the first detection and from the
+	// latest.
 	ListSplitViews(ctx context.Context, in *ListSplitViewsRequest, opts ...grpc.CallOption) (*ListSplitViewsResponse, error)
 }
 
@@ -206,9 +208,11 @@ type AuditServer interface {
 	// leaf hash, an entry bundle every record.
 	GetTile(context.Context, *GetTileRequest) (*GetTileResponse, error)
 	// ListSplitViews returns the evidence of split views this gateway's
-	// witness found in partners' audit logs (auditors only), first seen
-	// first: for each, two checkpoints the partner signed that no single
-	// history explains, exactly as received.
+	// witness found in partners' audit logs (auditors only), one per
+	// incident (partner log, detection and witness), first seen first: for
+	// each, two checkpoints the partner signed that no single history
+	// explains, exactly as received, from the first detection and from the
+	// latest.
 	ListSplitViews(context.Context, *ListSplitViewsRequest) (*ListSplitViewsResponse, error)
 	mustEmbedUnimplementedAuditServer()
 }
