@@ -178,3 +178,20 @@ func OpenCosigned(msg []byte, w note.Verifier) (body, line string, err error) {
 	}
 	return "", "", fmt.Errorf("no cosignature of %s: %w", w.Name(), ErrVerify)
 }
+
+// CosignatureKeyHash returns the witness name and key ID of a cosignature
+// line ("— name base64\n", as Cosign and OpenCosigned return it). Errors
+// wrap ErrVerify.
+func CosignatureKeyHash(line string) (name string, keyHash uint32, err error) {
+	rest, ok := strings.CutPrefix(line, "— ")
+	rest, nl := strings.CutSuffix(rest, "\n")
+	i := strings.LastIndexByte(rest, ' ')
+	if !ok || !nl || i <= 0 || strings.ContainsAny(rest[:i], " \n") {
+		return "", 0, fmt.Errorf("not a signature line: %q: %w", line, ErrVerify)
+	}
+	b, err := base64.StdEncoding.DecodeString(rest[i+1:])
+	if err != nil || len(b) < 4 {
+		return "", 0, fmt.Errorf("not a signature line: %q: %w", line, ErrVerify)
+	}
+	return rest[:i], binary.BigEndian.Uint32(b), nil
+}

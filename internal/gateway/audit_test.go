@@ -2,7 +2,9 @@ package gateway_test
 
 import (
 	"context"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -546,5 +548,189 @@ func TestCosignatureWithRetiredKey(t *testing.T) {
 	}
 	if _, _, err := audit.OpenCosigned([]byte(served.GetCheckpoint()), ring); err != nil {
 		t.Errorf("retired key's cosignature not served: %v\n%s", err, served.GetCheckpoint())
+	}
+}
+
+// rotatingCosigner is a gateway's cosigner whose key the test rotates,
+// as a restart with a rotated audit key would.
+type rotatingCosigner struct {
+	mu sync.Mutex
+	s  note.Signer
+}
+
+func (r *rotatingCosigner) set(s note.Signer) {
+	r.mu.Lock()
+	r.s = s
+	r.mu.Unlock()
+}
+
+func (r *rotatingCosigner) get() note.Signer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.s
+}
+
+func (r *rotatingCosigner) Name() string                    { return r.get().Name() }
+func (r *rotatingCosigner) KeyHash() uint32                 { return r.get().KeyHash() }
+func (r *rotatingCosigner) Sign(msg []byte) ([]byte, error) { return r.get().Sign(msg) }
+
+// TestCosignAgainAfterKeyRotation: sg cosigned nl's checkpoint (nl is a
+// fake that keeps what it is handed), then rotates its key while nl's
+// log does not grow. sg hands nl a cosignature of the same checkpoint
+// made with its new key, once, not every round.
+func TestCosignAgainAfterKeyRotation(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSK, _, err := audit.GenerateKey(audit.Origin(sgDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := audit.NewCosigner(newSK, audit.WitnessName(sgDomain), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &rotatingCosigner{}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d == sgDomain {
+			o.Peers[nlDomain] = lis.Addr().String()
+			rc.s = o.Audit.Cosigner
+			o.Audit.Cosigner = rc
+		}
+	})
+	signer, err := note.NewSigner(f.nodes[nlDomain].auditKeySigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &forkingLog{signer: signer}
+	fake.show(forkTree(t, 12, 12), 5)
+	serveFake(t, f, lis, nlDomain, fake)
+	wait := func(keyHash uint32) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for fake.cosignatures(5, keyHash) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("sg handed nl no cosignature of its checkpoint of size 5 with the key %08x after 10s", keyHash)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	old := rc.get().KeyHash()
+	wait(old)
+	rc.set(rotated)
+	wait(rotated.KeyHash())
+	time.Sleep(300 * time.Millisecond) // a few more rounds
+	if n, m := fake.cosignatures(5, old), fake.cosignatures(5, rotated.KeyHash()); n != 1 || m != 1 {
+		t.Errorf("sg handed nl %d cosignatures with its old key and %d with its new one, want one each", n, m)
+	}
+}
+
+// TestCosignatureAfterWitnessKeyRotation: nl's latest checkpoint
+// carries only the cosignature sg made with its retired key, and nl's
+// log does not grow. Once sg cosigns with its new key (nl's
+// peers.sg.audit_key), nl keeps that cosignature instead and serves its
+// latest checkpoint with it, as `audit verify --witness OLD,NEW`
+// requires.
+func TestCosignatureAfterWitnessKeyRotation(t *testing.T) {
+	newSK, newVK, err := audit.GenerateKey(audit.Origin(sgDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := audit.NewCosigner(newSK, audit.WitnessName(sgDomain), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &rotatingCosigner{}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		switch d {
+		case sgDomain:
+			// Still the old key: nl refuses its cosignatures.
+			rc.s = o.Audit.Cosigner
+			o.Audit.Cosigner = rc
+		case nlDomain:
+			o.Audit.PeerRetiredKeys = map[string][]string{sgDomain: {o.Audit.PeerKeys[sgDomain]}}
+			o.Audit.PeerKeys[sgDomain] = newVK
+			o.Audit.CheckpointInterval = time.Hour // only the checkpoint signed below
+		}
+	})
+	ctx := context.Background()
+	nl, sg := f.nodes[nlDomain], f.nodes[sgDomain]
+	if _, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"}); err != nil {
+		t.Fatal(err)
+	}
+	auditor := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/auditor/dpa", nil))
+	resp, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := audit.CheckpointText([]byte(resp.GetCheckpoint()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := audit.ParseCheckpoint(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if msg, err := sg.store.LastWitnessed(ctx, audit.Origin(nlDomain)); err == nil {
+			if w, err := audit.OpenCheckpoint(msg, verifierOf(t, nl)); err == nil && w.Size == c.Size {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sg did not witness nl's checkpoint of size %d", c.Size)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The cosignature sg made before its rotation.
+	line, err := audit.Cosign(rc.get(), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nl.store.PutCosignature(ctx, c.Size, audit.WitnessName(sgDomain), line, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// What audit verify --witness OLD,NEW checks: a cosignature by the
+	// current (last) key on the latest checkpoint.
+	current, err := audit.NewCosignatureVerifier(newVK, audit.WitnessName(sgDomain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := audit.NewCosignatureKeyRing(audit.WitnessName(sgDomain), []string{sg.auditKey, newVK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest := func() []byte {
+		t.Helper()
+		resp, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []byte(resp.GetCheckpoint())
+	}
+	if msg := latest(); !func() bool { _, _, err := audit.OpenCosigned(msg, ring); return err == nil }() {
+		t.Fatalf("nl does not serve sg's cosignature with its retired key:\n%s", msg)
+	}
+
+	rc.set(rotated)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		msg := latest()
+		if _, _, err := audit.OpenCosigned(msg, current); err == nil {
+			w, err := audit.OpenCheckpoint(msg, verifierOf(t, nl))
+			if err != nil || w.Size != c.Size {
+				t.Errorf("served checkpoint: size %d, %v; want size %d, verifying with nl's key", w.Size, err, c.Size)
+			}
+			if n := strings.Count(string(msg), "\n— "+audit.WitnessName(sgDomain)+" "); n != 1 {
+				t.Errorf("nl serves %d cosignatures of sg, want the current key's only:\n%s", n, msg)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nl's latest checkpoint not cosigned with sg's current key after 10s:\n%s", msg)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -92,6 +92,16 @@ type auditLog struct {
 	// stored checkpoint is gossiped without the line until the next round.
 	mu       sync.Mutex
 	cosigned map[string][]byte
+	// handed keeps, per partner, which checkpoint this gateway last
+	// handed a cosignature of to the partner, and with which cosigner key:
+	// a witness round cosigns the accepted checkpoint again when it is
+	// not the one handed over last, or was cosigned with another key (the
+	// cosigner rotated: the partner's latest checkpoint must carry the
+	// current key's cosignature, though its log did not grow), or the
+	// hand-over failed. In memory (under mu): after a restart the first
+	// round cosigns again. The partner keeps one cosignature per witness
+	// and checkpoint, the current key's (PutCosignature).
+	handed map[string]cosigMark
 	// unproven keeps, per partner, a gossiped checkpoint of its log whose
 	// size differs from the one this gateway accepted and that the
 	// partner has not proved consistent (it refused, failed or was
@@ -117,6 +127,14 @@ type auditLog struct {
 // this gateway itself unproven before that is reported (WITNESS
 // UNPROVEN, borderlink_audit_witness_unproven).
 const GossipUnprovenRounds = 3
+
+// cosigMark names a checkpoint a cosignature was handed over for, and
+// the cosigner key that made it.
+type cosigMark struct {
+	size    int64
+	hash    tlog.Hash
+	keyHash uint32
+}
 
 // unprovenGossip is a partner checkpoint another witness gossiped that
 // the partner has not proved consistent with ours.
@@ -145,7 +163,7 @@ type cosigStore interface {
 func newAuditLog(opts Options) (*auditLog, error) {
 	a := &auditLog{origin: audit.Origin(opts.Self), signer: opts.Audit.Signer, verifiers: map[string]note.Verifier{},
 		interval: opts.Audit.CheckpointInterval, log: opts.Logger, witnessInterval: opts.Audit.WitnessInterval,
-		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}, unproven: map[string]*unprovenGossip{},
+		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}, handed: map[string]cosigMark{}, unproven: map[string]*unprovenGossip{},
 		witnessUnproven: map[string]*unprovenWitness{}}
 	if a.witnessInterval == 0 {
 		a.witnessInterval = DefaultWitnessInterval
@@ -735,10 +753,22 @@ func hashBytes(hs []tlog.Hash) [][]byte {
 // evidence kept (keepSplitView); an unreachable partner or an empty log
 // is only a warning. A larger checkpoint the partner does not prove
 // consistent is kept and asked about again every round
-// (trackUnprovenWitness). Then gossip left unproven is asked about again
+// (trackUnprovenWitness). The accepted checkpoint is cosigned when it is
+// new, or not yet handed over with this gateway's current cosigner key
+// (cosignAccepted). Then gossip left unproven is asked about again
 // (retryUnprovenGossip).
+//
+// ctx is done only when the gateway shuts down. Every call to a partner
+// has its own Limits.PeerTimeout, derived from ctx (auditSource, cosign):
+// a partner that stalls one call — a consistency proof above all — does
+// not use up the time of the calls after it, and its stalled proof is
+// unproven (kept, asked again, reported after GossipUnprovenRounds
+// rounds), not skipped as if the gateway were shutting down.
 func (g *Gateway) witnessPartners(ctx context.Context) {
 	for _, d := range g.peers.domains() {
+		if ctx.Err() != nil {
+			return
+		}
 		v, ok := g.alog.verifiers[d]
 		if !ok {
 			continue
@@ -747,15 +777,13 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
-		src := &auditSource{c: client}
-		w, werr := audit.Witness(cctx, src, v, g.alog.witnessed, time.Now())
+		src := g.auditSource(client)
+		w, werr := audit.Witness(ctx, src, v, g.alog.witnessed, time.Now())
 		err = werr
-		if err == nil && w.New && g.alog.cosigner != nil {
-			err = g.cosign(cctx, d, client, w.Note)
+		if err == nil && g.alog.cosigner != nil {
+			err = g.cosignAccepted(ctx, d, client, w)
 		}
-		g.checkGossip(cctx, d, src.gossip)
-		cancel()
+		g.checkGossip(ctx, d, src.gossip)
 		tracked := g.trackUnprovenWitness(ctx, d, v, client, w, werr)
 		switch {
 		case errors.Is(err, audit.ErrSplitView):
@@ -813,14 +841,14 @@ func (g *Gateway) trackUnprovenWitness(ctx context.Context, d string, v note.Ver
 	asked := w.Checkpoint == u.checkpoint
 	res, err := w, werr
 	if !asked {
-		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
-		res, err = audit.RetryWitness(cctx, &auditSource{c: client}, v, a.witnessed, u.note, time.Now())
+		// The proof has its own PeerTimeout (auditSource): one the
+		// partner stalls past it is unproven, like one it refuses.
+		res, err = audit.RetryWitness(ctx, g.auditSource(client), v, a.witnessed, u.note, time.Now())
 		if err == nil && res.New && a.cosigner != nil {
-			if cerr := g.cosign(cctx, d, client, res.Note); cerr != nil && ctx.Err() == nil {
+			if cerr := g.cosign(ctx, d, client, res.Note); cerr != nil && ctx.Err() == nil {
 				g.log.Warn("witnessing partner audit log failed", "partner", d, "error", cerr)
 			}
 		}
-		cancel()
 		if ctx.Err() != nil {
 			return asked && unproven
 		}
@@ -866,9 +894,15 @@ func (g *Gateway) trackUnprovenWitness(ctx context.Context, d string, v note.Ver
 // partner that showed the gossiping witness another tree is caught here,
 // though this gateway never saw that tree. Gossip about this gateway's own
 // log, about the witness itself, or about logs it has no key for is
-// skipped.
+// skipped, and so is gossip kept as unproven already, which
+// retryUnprovenGossip asks about this round. ctx is done only when the
+// gateway shuts down; each proof has its own PeerTimeout (auditSource),
+// and one the partner stalls past it is unproven.
 func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []string) {
 	for _, msg := range gossip {
+		if ctx.Err() != nil {
+			return
+		}
 		body, err := audit.CheckpointText([]byte(msg))
 		if err != nil {
 			continue
@@ -882,10 +916,16 @@ func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []stri
 		if !ok || !known || d == witness || d == g.self {
 			continue
 		}
+		g.alog.mu.Lock()
+		kept := g.alog.unproven[d]
+		g.alog.mu.Unlock()
+		if kept != nil && bytes.Equal(kept.note, []byte(msg)) {
+			continue
+		}
 		// The partner itself must prove sizes that differ consistent.
 		var src audit.WitnessSource
 		if client, err := g.peers.audit(d); err == nil {
-			src = &auditSource{c: client}
+			src = g.auditSource(client)
 		}
 		err = audit.CheckGossip(ctx, src, v, g.alog.witnessed, []byte(msg))
 		switch {
@@ -893,6 +933,7 @@ func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []stri
 			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what another witness was shown", "partner", d, "witness", witness, "error", err)
 			g.keepSplitView(ctx, d, witness, err)
 		case ctx.Err() != nil:
+			return // shutting down
 		case errors.Is(err, audit.ErrGossipUnproven):
 			// Kept and asked again every round (retryUnprovenGossip):
 			// a partner that forked could refuse the proof for good.
@@ -927,11 +968,11 @@ func (g *Gateway) retryUnprovenGossip(ctx context.Context) {
 		}
 		var src audit.WitnessSource
 		if client, err := g.peers.audit(d); err == nil {
-			src = &auditSource{c: client}
+			src = g.auditSource(client)
 		}
-		cctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
-		err := audit.CheckGossip(cctx, src, v, a.witnessed, u.note)
-		cancel()
+		// The proof has its own PeerTimeout (auditSource): a stalled one
+		// is unproven; only a shutdown (ctx) skips the rest.
+		err := audit.CheckGossip(ctx, src, v, a.witnessed, u.note)
 		if ctx.Err() != nil {
 			return
 		}
@@ -1024,6 +1065,7 @@ func (s *auditServer) ListSplitViews(ctx context.Context, req *blv1.ListSplitVie
 			Id: uint64(v.ID), Origin: v.Origin, AcceptedCheckpoint: string(v.AcceptedNote), ConflictingCheckpoint: string(v.ConflictingNote),
 			Reason: v.Reason, Detection: v.Detection, Witness: v.Witness,
 			FirstSeen: timestamppb.New(v.FirstSeen), LastSeen: timestamppb.New(v.LastSeen), Count: uint64(v.Count),
+			LatestAcceptedCheckpoint: string(v.Latest.AcceptedNote), LatestConflictingCheckpoint: string(v.Latest.ConflictingNote), LatestReason: v.Latest.Reason,
 		})
 	}
 	return resp, nil
@@ -1033,8 +1075,9 @@ func (s *auditServer) ListSplitViews(ctx context.Context, req *blv1.ListSplitVie
 const splitViewStoreTimeout = 5 * time.Second
 
 // keepSplitView stores the evidence a split-view error carries (both
-// checkpoints as the partner signed them), once per pair of trees, for
-// `audit split-views` and the borderlink_audit_split_views metric;
+// checkpoints as the partner signed them), one row per incident (origin,
+// detection, witness: a later detection bumps its count and latest pair),
+// for `audit split-views` and the borderlink_audit_split_views metric;
 // witness names the gateway whose gossip carried the conflicting
 // checkpoint ("" for direct detection). The detection was already
 // logged: a store that fails is logged too, and the next witnessing
@@ -1066,11 +1109,30 @@ func (g *Gateway) keepSplitView(ctx context.Context, partner, witness string, er
 // auditSource is a partner's Audit service as a witness source. It keeps
 // the gossip served with the last checkpoint it fetched.
 type auditSource struct {
-	c      blv1.AuditClient
-	gossip []string
+	c blv1.AuditClient
+	// timeout bounds each call on its own (Limits.PeerTimeout), within
+	// the caller's context: a stalled call fails without using up the
+	// time of the others.
+	timeout time.Duration
+	gossip  []string
+}
+
+// auditSource is client as a witness source whose calls each have
+// Limits.PeerTimeout.
+func (g *Gateway) auditSource(client blv1.AuditClient) *auditSource {
+	return &auditSource{c: client, timeout: g.opts.Limits.PeerTimeout}
+}
+
+func (s *auditSource) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.timeout)
 }
 
 func (s *auditSource) Checkpoint(ctx context.Context) ([]byte, error) {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
 	resp, err := s.c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{})
 	if err != nil {
 		return nil, err
@@ -1080,6 +1142,8 @@ func (s *auditSource) Checkpoint(ctx context.Context) ([]byte, error) {
 }
 
 func (s *auditSource) ConsistencyProof(ctx context.Context, old, n int64) (tlog.TreeProof, error) {
+	ctx, cancel := s.call(ctx)
+	defer cancel()
 	resp, err := s.c.GetConsistencyProof(ctx, &blv1.GetConsistencyProofRequest{OldSize: uint64(old), NewSize: uint64(n)})
 	if err != nil {
 		return nil, err
@@ -1094,13 +1158,48 @@ func (s *auditSource) ConsistencyProof(ctx context.Context, old, n int64) (tlog.
 	return proof, nil
 }
 
+// cosignAccepted cosigns the checkpoint this round's audit.Witness
+// accepted (w.New), or found unchanged when this gateway has not handed
+// the partner a cosignature of it made with its current cosigner key yet
+// (alog.handed): after the cosigner's key rotated (or the gateway
+// restarted, or the hand-over failed) the partner's latest checkpoint
+// gets a cosignature the current key verifies, though its log did not
+// grow.
+func (g *Gateway) cosignAccepted(ctx context.Context, partner string, c blv1.AuditClient, w audit.Witnessed) error {
+	msg := w.Note
+	if !w.New {
+		a := g.alog
+		a.mu.Lock()
+		done := a.handed[partner] == cosigMark{size: w.Size, hash: w.Hash, keyHash: a.cosigner.KeyHash()}
+		a.mu.Unlock()
+		if done {
+			return nil
+		}
+		// The accepted note as stored (and gossiped), which has the same
+		// body as the one served now.
+		last, err := a.witnessed.LastWitnessed(ctx, w.Origin)
+		if err != nil {
+			return err
+		}
+		msg = last
+	}
+	return g.cosign(ctx, partner, c, msg)
+}
+
 // cosign cosigns a witnessed partner checkpoint, hands the cosignature
-// to the partner and keeps it for gossip.
+// to the partner (with its own PeerTimeout) and keeps it for gossip.
 func (g *Gateway) cosign(ctx context.Context, partner string, c blv1.AuditClient, msg []byte) error {
 	body, err := audit.CheckpointText(msg)
 	if err != nil {
 		return err
 	}
+	cp, err := audit.ParseCheckpoint(body)
+	if err != nil {
+		return err
+	}
+	// The key hash before signing: if the cosigner rotates in between,
+	// the mark names the older key and the next round cosigns again.
+	mark := cosigMark{size: cp.Size, hash: cp.Hash, keyHash: g.alog.cosigner.KeyHash()}
 	line, err := audit.Cosign(g.alog.cosigner, body)
 	if err != nil {
 		return err
@@ -1109,9 +1208,14 @@ func (g *Gateway) cosign(ctx context.Context, partner string, c blv1.AuditClient
 	g.alog.mu.Lock()
 	g.alog.cosigned[partner] = cosigned
 	g.alog.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, g.opts.Limits.PeerTimeout)
+	defer cancel()
 	if _, err := c.AddCosignature(ctx, &blv1.AddCosignatureRequest{Checkpoint: string(cosigned)}); err != nil {
 		return fmt.Errorf("hand over cosignature: %w", err)
 	}
+	g.alog.mu.Lock()
+	g.alog.handed[partner] = mark
+	g.alog.mu.Unlock()
 	return nil
 }
 
@@ -1146,6 +1250,9 @@ func (s *auditServer) AddCosignature(ctx context.Context, req *blv1.AddCosignatu
 	if t, err := audit.CheckpointText(ours); err != nil || t != body {
 		return nil, status.Errorf(codes.InvalidArgument, "the cosigned checkpoint of size %d is not the one this gateway signed", c.Size)
 	}
+	// One per witness and checkpoint: made with another key than the one
+	// stored (the witness rotated its key; wv is its current one), it
+	// replaces it; made with the same key, it is ignored.
 	if err := cs.PutCosignature(ctx, c.Size, wv.Name(), line, time.Now()); err != nil {
 		return nil, s.internal("cosignature", err)
 	}

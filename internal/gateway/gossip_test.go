@@ -305,12 +305,19 @@ func TestGossipWithRetiredKey(t *testing.T) {
 }
 
 // TestGossipUnprovenReported: nl shows sg and cn trees of different sizes
-// that fork, and refuses every consistency proof, so that neither can
+// that fork, and refuses every consistency proof — or stalls it until
+// the caller gives up, which must count the same — so that neither can
 // prove a split view from the other's gossip. Each keeps the gossip,
 // asks again every round, and after GossipUnprovenRounds rounds reports
 // it at error level and in borderlink_audit_gossip_unproven; once nl
 // answers, the split view is found and the report clears.
 func TestGossipUnprovenReported(t *testing.T) {
+	for _, mode := range []string{"refuses", "stalls"} {
+		t.Run(mode, func(t *testing.T) { testGossipUnprovenReported(t, mode == "stalls") })
+	}
+}
+
+func testGossipUnprovenReported(t *testing.T, stall bool) {
 	lisSG, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -330,6 +337,10 @@ func TestGossipUnprovenReported(t *testing.T) {
 			return
 		}
 		o.Logger = slog.New(slog.NewTextHandler(logs[d], nil))
+		if stall {
+			// Each stalled proof takes this long: keep rounds short.
+			o.Limits.PeerTimeout = time.Second
+		}
 	})
 	nl := f.nodes[nlDomain]
 	signer, err := note.NewSigner(nl.auditKeySigner)
@@ -339,8 +350,13 @@ func TestGossipUnprovenReported(t *testing.T) {
 	toSG, toCN := &forkingLog{signer: signer}, &forkingLog{signer: signer}
 	toSG.show(forkTree(t, 12, 12), 8)
 	toCN.show(forkTree(t, 12, 3), 10)
-	toSG.refuseProofs(true)
-	toCN.refuseProofs(true)
+	for _, fake := range []*forkingLog{toSG, toCN} {
+		if stall {
+			fake.stallProofs(true)
+		} else {
+			fake.refuseProofs(true)
+		}
+	}
 	serveFakeNL(t, f, lisSG, toSG)
 	serveFakeNL(t, f, lisCN, toCN)
 	// Gossip rides with a gateway's own checkpoint.
@@ -355,6 +371,9 @@ func TestGossipUnprovenReported(t *testing.T) {
 		if !strings.Contains(first, "partner="+nlDomain) || !strings.Contains(first, fmt.Sprintf("rounds=%d", gateway.GossipUnprovenRounds)) {
 			t.Errorf("%s's first report: %s", d, first)
 		}
+		if stall && !strings.Contains(first, "DeadlineExceeded") {
+			t.Errorf("%s's first report does not name the stalled proof: %s", d, first)
+		}
 		if strings.Contains(out, "SPLIT VIEW") {
 			t.Errorf("%s reported a split view it could not prove:\n%s", d, out)
 		}
@@ -364,8 +383,10 @@ func TestGossipUnprovenReported(t *testing.T) {
 	}
 	// nl answers again: the proofs fail, the split view is kept, and the
 	// unproven gossip is no longer counted.
-	toSG.refuseProofs(false)
-	toCN.refuseProofs(false)
+	for _, fake := range []*forkingLog{toSG, toCN} {
+		fake.refuseProofs(false)
+		fake.stallProofs(false)
+	}
 	for _, d := range []string{sgDomain, cnDomain} {
 		waitLog(t, logs[d], "SPLIT VIEW: partner audit log is not consistent with what another witness was shown")
 		deadline := time.Now().Add(10 * time.Second)
@@ -375,7 +396,16 @@ func TestGossipUnprovenReported(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if views, err := f.nodes[d].store.SplitViews(context.Background(), origin, 0); err != nil || len(views) != 1 {
+		// The report is logged before the evidence is stored.
+		var views []audit.KeptSplitView
+		for {
+			views, err = f.nodes[d].store.SplitViews(context.Background(), origin, 0)
+			if err != nil || len(views) > 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil || len(views) != 1 {
 			t.Errorf("%s's evidence: %+v, %v", d, views, err)
 		}
 	}
@@ -383,7 +413,8 @@ func TestGossipUnprovenReported(t *testing.T) {
 
 // TestWitnessUnprovenReported: nl (a fake serving nl's Audit service
 // with nl's real key) shows sg, its direct witness, a checkpoint larger
-// than the one sg accepted and refuses every consistency proof. sg does
+// than the one sg accepted and refuses every consistency proof (or stalls
+// it until sg gives up, which must count the same). sg does
 // not accept or cosign it, asks again every round, and after
 // GossipUnprovenRounds rounds reports it at error level and in
 // borderlink_audit_witness_unproven. Once nl answers, the report clears:
@@ -398,10 +429,12 @@ func TestWitnessUnprovenReported(t *testing.T) {
 		shown, after int64
 		tree         func(t *testing.T) *audit.Tree // the tree shown is signed from
 		splitView    bool
+		stall        bool // stall proofs instead of refusing them
 	}{
-		{"consistent", 8, 8, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 12) }, false},
-		{"forked", 10, 10, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 3) }, true},
-		{"forked, then moves on", 10, 12, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 3) }, true},
+		{"consistent", 8, 8, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 12) }, false, false},
+		{"forked", 10, 10, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 3) }, true, false},
+		{"forked, then moves on", 10, 12, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 3) }, true, false},
+		{"forked, stalls", 10, 10, func(t *testing.T) *audit.Tree { return forkTree(t, 12, 3) }, true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -414,6 +447,10 @@ func TestWitnessUnprovenReported(t *testing.T) {
 				if d == sgDomain {
 					o.Peers[nlDomain] = lis.Addr().String()
 					o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+					if tt.stall {
+						// Each stalled proof takes this long: keep rounds short.
+						o.Limits.PeerTimeout = time.Second
+					}
 				}
 			})
 			ctx := context.Background()
@@ -456,7 +493,11 @@ func TestWitnessUnprovenReported(t *testing.T) {
 				t.Errorf("sg's metrics lack %q:\n%s", metric(0), m)
 			}
 
-			fake.refuseProofs(true)
+			if tt.stall {
+				fake.stallProofs(true)
+			} else {
+				fake.refuseProofs(true)
+			}
 			fake.show(tt.tree(t), tt.shown)
 			waitLog(t, logs, "WITNESS UNPROVEN")
 			out := logs.String()
@@ -483,6 +524,7 @@ func TestWitnessUnprovenReported(t *testing.T) {
 				fake.show(honest, tt.after)
 			}
 			fake.refuseProofs(false)
+			fake.stallProofs(false)
 			deadline := time.Now().Add(10 * time.Second)
 			for !strings.Contains(metricsOf(sg), metric(0)) {
 				if time.Now().After(deadline) {
@@ -526,7 +568,7 @@ func TestWitnessUnprovenReported(t *testing.T) {
 				t.Fatalf("sg's evidence: %+v, %v", views, err)
 			}
 			if v := views[0]; v.Detection != audit.DetectedDirect || v.Accepted.Size != tt.after || v.Conflicting.Size != tt.shown {
-				t.Errorf("sg's evidence: detection %q, sizes %d, %d; want direct, %d, %d", v.Detection, v.Accepted.Size, v.Conflicting.Size, tt.after, tt.shown)
+				t.Errorf("sg's evidence: detection %q, sizes %d, %d; want direct, %d, %d\n%s", v.Detection, v.Accepted.Size, v.Conflicting.Size, tt.after, tt.shown, logs)
 			}
 		})
 	}

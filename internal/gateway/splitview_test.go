@@ -41,9 +41,15 @@ type forkingLog struct {
 	tree   *audit.Tree
 	size   int64
 	refuse bool // GetConsistencyProof fails
+	// stall: GetConsistencyProof answers only after the caller gave up
+	// (its context is done) and a small latency more, so that the
+	// caller's own deadline fires before any answer arrives.
+	stall bool
 	// cosigned are the sizes of the checkpoints cosignatures were
-	// handed over for.
-	cosigned []int64
+	// handed over for; cosigKeys the key IDs of the cosignature lines
+	// handed over, in the same order.
+	cosigned  []int64
+	cosigKeys []uint32
 }
 
 func (f *forkingLog) show(tree *audit.Tree, size int64) {
@@ -66,8 +72,22 @@ func (f *forkingLog) refuseProofs(refuse bool) {
 	f.mu.Unlock()
 }
 
-func (f *forkingLog) GetConsistencyProof(_ context.Context, req *blv1.GetConsistencyProofRequest) (*blv1.GetConsistencyProofResponse, error) {
+// stallProofs makes GetConsistencyProof wait until the caller gives up
+// instead of answering.
+func (f *forkingLog) stallProofs(stall bool) {
 	f.mu.Lock()
+	f.stall = stall
+	f.mu.Unlock()
+}
+
+func (f *forkingLog) GetConsistencyProof(ctx context.Context, req *blv1.GetConsistencyProofRequest) (*blv1.GetConsistencyProofResponse, error) {
+	f.mu.Lock()
+	if f.stall {
+		f.mu.Unlock()
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	defer f.mu.Unlock()
 	if f.refuse {
 		return nil, status.Error(codes.Unavailable, "not now")
@@ -86,12 +106,30 @@ func (f *forkingLog) GetConsistencyProof(_ context.Context, req *blv1.GetConsist
 func (f *forkingLog) AddCosignature(_ context.Context, req *blv1.AddCosignatureRequest) (*blv1.AddCosignatureResponse, error) {
 	if body, err := audit.CheckpointText([]byte(req.GetCheckpoint())); err == nil {
 		if c, err := audit.ParseCheckpoint(body); err == nil {
+			// The witness's line comes last.
+			lines := strings.SplitAfter(strings.TrimSuffix(req.GetCheckpoint(), "\n"), "\n")
+			_, kh, _ := audit.CosignatureKeyHash(lines[len(lines)-1] + "\n")
 			f.mu.Lock()
 			f.cosigned = append(f.cosigned, c.Size)
+			f.cosigKeys = append(f.cosigKeys, kh)
 			f.mu.Unlock()
 		}
 	}
 	return &blv1.AddCosignatureResponse{}, nil
+}
+
+// cosignatures counts the cosignatures of the checkpoint of size n made
+// with the key keyHash that were handed over.
+func (f *forkingLog) cosignatures(n int64, keyHash uint32) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	count := 0
+	for i, s := range f.cosigned {
+		if s == n && f.cosigKeys[i] == keyHash {
+			count++
+		}
+	}
+	return count
 }
 
 // cosignedSize tells whether a cosignature of the checkpoint of size n

@@ -723,10 +723,40 @@ func (s *Store) AuditCheckpoint(ctx context.Context, size int64) ([]byte, error)
 }
 
 // PutCosignature stores a witness's cosignature line of the checkpoint of
-// size leaves; a second one from the same witness for the same size is
-// ignored.
+// size leaves. One is kept per witness and size: a second one made with
+// the same key is ignored (the first stays); one made with another key
+// (the witness rotated its key, and the caller accepts only its current
+// one) replaces it, so that the checkpoint is served with the current
+// key's cosignature. A line that is not a signature line is refused
+// (store.ErrInvalid).
 func (s *Store) PutCosignature(ctx context.Context, size int64, witness, line string, at time.Time) error {
-	if _, err := s.writer.ExecContext(ctx, "INSERT OR IGNORE INTO audit_cosignatures (size, witness, time, line) VALUES (?, ?, ?, ?)", size, witness, at.UnixNano(), line); err != nil {
+	_, keyHash, err := audit.CosignatureKeyHash(line)
+	if err != nil {
+		return fmt.Errorf("store: put cosignature %d %s: %v: %w", size, witness, err, store.ErrInvalid)
+	}
+	// BEGIN IMMEDIATE (the writer): no other put between the read and
+	// the write.
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: put cosignature %d %s: %w", size, witness, err)
+	}
+	defer tx.Rollback()
+	var old string
+	err = tx.QueryRowContext(ctx, "SELECT line FROM audit_cosignatures WHERE size = ? AND witness = ?", size, witness).Scan(&old)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		_, err = tx.ExecContext(ctx, "INSERT INTO audit_cosignatures (size, witness, time, line) VALUES (?, ?, ?, ?)", size, witness, at.UnixNano(), line)
+	case err != nil:
+	default:
+		if _, oldHash, perr := audit.CosignatureKeyHash(old); perr == nil && oldHash == keyHash {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, "UPDATE audit_cosignatures SET time = ?, line = ? WHERE size = ? AND witness = ?", at.UnixNano(), line, size, witness)
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
 		return fmt.Errorf("store: put cosignature %d %s: %w", size, witness, err)
 	}
 	return nil
