@@ -54,37 +54,11 @@ func TestSplitViewThroughGossip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lisSG, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			lisCN, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			logs := map[string]*syncBuffer{sgDomain: {}, cnDomain: {}}
-			f := startFederation(t, func(d string, o *gateway.Options) {
-				switch d {
-				case sgDomain:
-					o.Peers[nlDomain] = lisSG.Addr().String()
-				case cnDomain:
-					o.Peers[nlDomain] = lisCN.Addr().String()
-				default:
-					return
-				}
-				o.Logger = slog.New(slog.NewTextHandler(logs[d], nil))
-			})
-			nl := f.nodes[nlDomain]
-			signer, err := note.NewSigner(nl.auditKeySigner)
-			if err != nil {
-				t.Fatal(err)
-			}
-			toSG, toCN := &forkingLog{signer: signer}, &forkingLog{signer: signer}
 			forked := forkTree(t, 12, 3) // rewrites index 3 onwards
-			toSG.show(forkTree(t, 12, 12), tt.sgSize)
-			toCN.show(forked, tt.cnSize)
-			serveFakeNL(t, f, lisSG, toSG)
-			serveFakeNL(t, f, lisCN, toCN)
+			f, logs := forkedNLWitnesses(t, nil, func(toSG, toCN *forkingLog) {
+				toSG.show(forkTree(t, 12, 12), tt.sgSize)
+				toCN.show(forked, tt.cnSize)
+			})
 			// Gossip rides with a gateway's own checkpoint: give sg and cn
 			// a record each (a refused exchange is logged on both sides).
 			f.local(t, sgDomain).GetPartnerDeclaration(context.Background(), &blv1.GetPartnerDeclarationRequest{Partner: cnDomain, Id: "CN-NONE", Purpose: "risk-assessment"})
@@ -124,7 +98,7 @@ func TestSplitViewThroughGossip(t *testing.T) {
 			cv, _ := audit.NewCosignatureVerifier(f.nodes[sgDomain].auditKey, audit.WitnessName(sgDomain))
 			found := false
 			for _, g := range resp.GetWitnessed() {
-				if c, err := audit.OpenCheckpoint([]byte(g), verifierOf(t, nl)); err == nil && c.Size == tt.sgSize {
+				if c, err := audit.OpenCheckpoint([]byte(g), verifierOf(t, f.nodes[nlDomain])); err == nil && c.Size == tt.sgSize {
 					_, _, err := audit.OpenCosigned([]byte(g), cv)
 					found = err == nil
 				}
@@ -318,47 +292,25 @@ func TestGossipUnprovenReported(t *testing.T) {
 }
 
 func testGossipUnprovenReported(t *testing.T, stall bool) {
-	lisSG, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lisCN, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := map[string]*syncBuffer{sgDomain: {}, cnDomain: {}}
-	f := startFederation(t, func(d string, o *gateway.Options) {
-		switch d {
-		case sgDomain:
-			o.Peers[nlDomain] = lisSG.Addr().String()
-		case cnDomain:
-			o.Peers[nlDomain] = lisCN.Addr().String()
-		default:
-			return
-		}
-		o.Logger = slog.New(slog.NewTextHandler(logs[d], nil))
+	var fakes []*forkingLog
+	f, logs := forkedNLWitnesses(t, func(o *gateway.Options) {
 		if stall {
 			// Each stalled proof takes this long: keep rounds short.
 			o.Limits.PeerTimeout = time.Second
 		}
-	})
-	nl := f.nodes[nlDomain]
-	signer, err := note.NewSigner(nl.auditKeySigner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	toSG, toCN := &forkingLog{signer: signer}, &forkingLog{signer: signer}
-	toSG.show(forkTree(t, 12, 12), 8)
-	toCN.show(forkTree(t, 12, 3), 10)
-	for _, fake := range []*forkingLog{toSG, toCN} {
-		if stall {
-			fake.stallProofs(true)
-		} else {
-			fake.refuseProofs(true)
+	}, func(toSG, toCN *forkingLog) {
+		toSG.show(forkTree(t, 12, 12), 8)
+		toCN.show(forkTree(t, 12, 3), 10)
+		fakes = []*forkingLog{toSG, toCN}
+		for _, fake := range fakes {
+			if stall {
+				fake.stallProofs(true)
+			} else {
+				fake.refuseProofs(true)
+			}
 		}
-	}
-	serveFakeNL(t, f, lisSG, toSG)
-	serveFakeNL(t, f, lisCN, toCN)
+	})
+	toSG, toCN := fakes[0], fakes[1]
 	// Gossip rides with a gateway's own checkpoint.
 	f.local(t, sgDomain).GetPartnerDeclaration(context.Background(), &blv1.GetPartnerDeclarationRequest{Partner: cnDomain, Id: "CN-NONE", Purpose: "risk-assessment"})
 
@@ -397,7 +349,10 @@ func testGossipUnprovenReported(t *testing.T, stall bool) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		// The report is logged before the evidence is stored.
-		var views []audit.KeptSplitView
+		var (
+			views []audit.KeptSplitView
+			err   error
+		)
 		for {
 			views, err = f.nodes[d].store.SplitViews(context.Background(), origin, 0)
 			if err != nil || len(views) > 0 || time.Now().After(deadline) {
@@ -631,4 +586,40 @@ func TestGossipOnlyToPeers(t *testing.T) {
 			t.Errorf("sg gossips %q to %s, want %q", got, tt.id, tt.want)
 		}
 	}
+}
+
+// forkedNLWitnesses starts a federation whose sg and cn witness a fake nl
+// (one forkingLog each, signed with nl's real key, served on loopback)
+// instead of the real one, with their logs captured; tweak adjusts sg's
+// and cn's options, setup sets what each fake shows before it is served.
+func forkedNLWitnesses(t *testing.T, tweak func(*gateway.Options), setup func(toSG, toCN *forkingLog)) (*federation, map[string]*syncBuffer) {
+	t.Helper()
+	lis := map[string]net.Listener{}
+	for _, d := range []string{sgDomain, cnDomain} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis[d] = l
+	}
+	logs := map[string]*syncBuffer{sgDomain: {}, cnDomain: {}}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d != sgDomain && d != cnDomain {
+			return
+		}
+		o.Peers[nlDomain] = lis[d].Addr().String()
+		o.Logger = slog.New(slog.NewTextHandler(logs[d], nil))
+		if tweak != nil {
+			tweak(o)
+		}
+	})
+	signer, err := note.NewSigner(f.nodes[nlDomain].auditKeySigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toSG, toCN := &forkingLog{signer: signer}, &forkingLog{signer: signer}
+	setup(toSG, toCN)
+	serveFakeNL(t, f, lis[sgDomain], toSG)
+	serveFakeNL(t, f, lis[cnDomain], toCN)
+	return f, logs
 }
