@@ -109,6 +109,13 @@ type ExportVisitor struct {
 	Leaf func(index int64, leaf []byte, stored tlog.Hash) error
 	// Checkpoint gets the signed note of each checkpoint line.
 	Checkpoint func(msg []byte) error
+	// Skip, with Leaf, is how many leading leaves Leaf does not get
+	// (those a resumed verifier has already covered, ResumeLogVerifier):
+	// their lines are still decoded, their index order, "leaf" (base64,
+	// not empty) and "leaf_hash" (a base64 SHA-256) checked, but they are
+	// not hashed nor their "record" compared. An export with fewer leaves
+	// is an error wrapping ErrVerify.
+	Skip int64
 }
 
 // leafLine is how the exporter starts every leaf line; a scan that skips
@@ -158,6 +165,13 @@ func ScanExport(r io.Reader, vis ExportVisitor) error {
 			if l.Index != next {
 				return fmt.Errorf("export line %d: index %d, expected index %d (leaves missing or out of order): %w", line, l.Index, next, ErrVerify)
 			}
+			if l.Index < vis.Skip {
+				if len(leaf) == 0 {
+					return fmt.Errorf("export line %d (index %d): leaf missing", line, l.Index)
+				}
+				next++
+				continue
+			}
 			if err := checkRecordJSON(l.Index, leaf, l.Record); err != nil {
 				return err
 			}
@@ -182,6 +196,9 @@ func ScanExport(r io.Reader, vis ExportVisitor) error {
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("export line %d: %w", line+1, err)
+	}
+	if vis.Leaf != nil && next < vis.Skip {
+		return fmt.Errorf("export has %d leaves, fewer than the %d already verified (saved checkpoint at size %d): log truncated: %w", next, vis.Skip, vis.Skip, ErrVerify)
 	}
 	return nil
 }
@@ -214,13 +231,20 @@ func VerifyExport(r io.ReadSeeker, v note.Verifier, saved []byte) (LogResult, er
 	if err != nil {
 		return LogResult{}, err
 	}
+	return VerifyExportWith(r, lv)
+}
+
+// VerifyExportWith is VerifyExport with a verifier of the caller's, fresh
+// from NewLogVerifier or ResumeLogVerifier: the leaves below lv.Start()
+// are parsed (ExportVisitor.Skip) but not hashed again.
+func VerifyExportWith(r io.ReadSeeker, lv *LogVerifier) (LogResult, error) {
 	if err := ScanExport(r, ExportVisitor{Checkpoint: lv.Checkpoint}); err != nil {
 		return LogResult{}, err
 	}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return LogResult{}, fmt.Errorf("export: rewind for the second pass: %w", err)
 	}
-	err = ScanExport(r, ExportVisitor{Leaf: func(index int64, leaf []byte, stored tlog.Hash) error {
+	err := ScanExport(r, ExportVisitor{Skip: lv.Start(), Leaf: func(index int64, leaf []byte, stored tlog.Hash) error {
 		return lv.Add(index, leaf, &stored)
 	}})
 	if err != nil {

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"sort"
 
@@ -120,6 +121,18 @@ func (e *rightEdge) add(h tlog.Hash) error {
 
 func (e *rightEdge) root() (tlog.Hash, error) { return tlog.TreeHash(e.size, e) }
 
+// compact returns the edge's hashes, lowest level first: one per set bit
+// of size (the compact range [0, size), at most 64).
+func (e *rightEdge) compact() []tlog.Hash {
+	var out []tlog.Hash
+	for level := range len(e.hashes) {
+		if e.size>>level&1 == 1 {
+			out = append(out, e.hashes[level])
+		}
+	}
+	return out
+}
+
 // LogVerifier checks a log as its leaves stream past, in memory that grows
 // with the logarithm of the log's size (plus 48 bytes per checkpoint not
 // reached yet),
@@ -138,6 +151,9 @@ type LogVerifier struct {
 	latest  Checkpoint          // largest checkpoint given
 	note    []byte              // its signed note
 	saved   *Checkpoint
+	start   int64     // first leaf index this verifier reads (ResumeLogVerifier)
+	snap    rightEdge // the edge at the size of the latest checkpoint that matched
+	snapped bool
 }
 
 // pendingCheckpoint is what is kept of a checkpoint until the stream
@@ -164,15 +180,68 @@ func NewLogVerifier(v note.Verifier, saved []byte) (*LogVerifier, error) {
 	return lv, nil
 }
 
+// ResumeLogVerifier returns a verifier that continues from an earlier
+// run (audit verify --state): saved is the checkpoint that run verified
+// last, and edge the right edge of the tree at its size (LogResult.Edge:
+// the compact range [0, size), lowest level first). The edge is not
+// trusted: its root must be the saved checkpoint's, or the error (wrapping
+// ErrVerify) says the saved state was tampered with. The verifier then
+// takes leaves from index size on (Add), and every checkpoint at size or
+// more is compared with the root of the tree grown from the edge, which is
+// also what proves it consistent with the saved checkpoint: the first
+// size leaves are those the saved checkpoint signed, by construction.
+// Checkpoints smaller than size are checked for their signature only (the
+// leaves under them are not read again).
+func ResumeLogVerifier(v note.Verifier, saved []byte, size int64, edge []tlog.Hash) (*LogVerifier, error) {
+	c, err := OpenCheckpoint(saved, v)
+	if err != nil {
+		return nil, fmt.Errorf("saved checkpoint: %w", err)
+	}
+	if size != c.Size {
+		return nil, fmt.Errorf("saved right edge is for size %d, the saved checkpoint is at size %d: %w", size, c.Size, ErrVerify)
+	}
+	if size < 0 || len(edge) != bits.OnesCount64(uint64(size)) {
+		return nil, fmt.Errorf("saved right edge at size %d has %d hashes, want %d: %w", size, len(edge), bits.OnesCount64(uint64(max(size, 0))), ErrVerify)
+	}
+	lv := &LogVerifier{v: v, saved: &c, start: size, good: size}
+	lv.edge.size = size
+	i := 0
+	for level := range len(lv.edge.hashes) {
+		if size>>level&1 == 1 {
+			lv.edge.hashes[level] = edge[i]
+			i++
+		}
+	}
+	root, err := lv.edge.root()
+	if err != nil {
+		return nil, fmt.Errorf("saved right edge at size %d: %v: %w", size, err, ErrVerify)
+	}
+	if root != c.Hash {
+		return nil, fmt.Errorf("saved right edge at size %d hashes to %s, not to the saved checkpoint's root %s (saved state altered or corrupt): %w", size, root, c.Hash, ErrVerify)
+	}
+	return lv, nil
+}
+
+// Start is the first leaf index the verifier reads: 0, or the saved size
+// for ResumeLogVerifier.
+func (lv *LogVerifier) Start() int64 { return lv.start }
+
 // Checkpoint verifies a signed checkpoint's signature and queues it for
 // comparison with the root at its size. A checkpoint smaller than the
 // leaves already added can no longer be compared and is refused (not a
-// verification failure: the caller fed the log in the wrong order).
+// verification failure: the caller fed the log in the wrong order),
+// except one below Start, which only has its signature checked.
 func (lv *LogVerifier) Checkpoint(msg []byte) error {
 	lv.given++
 	c, err := OpenCheckpoint(msg, lv.v)
 	if err != nil {
 		return fmt.Errorf("checkpoint #%d: %w", lv.given, err)
+	}
+	if c.Size < lv.start {
+		if lv.note == nil || c.Size > lv.latest.Size {
+			lv.latest, lv.note = c, msg
+		}
+		return nil
 	}
 	if c.Size < lv.edge.size {
 		return fmt.Errorf("checkpoint #%d at size %d given after %d leaves: give checkpoints before the leaves they cover", lv.given, c.Size, lv.edge.size)
@@ -225,12 +294,21 @@ func (lv *LogVerifier) check() error {
 		case root == c.Hash:
 		case c.saved:
 			return fmt.Errorf("log is not consistent with the saved checkpoint at size %d: history was rewritten before index %d: %w", c.Size, c.Size, ErrVerify)
+		case lv.saved != nil && c.Size == lv.start:
+			return fmt.Errorf("checkpoint at size %d has another root than the saved checkpoint at the same size (split view): %w", c.Size, ErrVerify)
+		case lv.start > 0 && lv.good == lv.start:
+			// Resumed: no checkpoint since the saved one has matched yet.
+			return fmt.Errorf("checkpoint at size %d is not consistent with the saved checkpoint at size %d (its root is not that of the saved tree extended by the records from index %d): history was rewritten before index %d, or a record between index %d and %d was changed, removed or reordered: %w",
+				c.Size, lv.start, lv.start, lv.start, lv.start, c.Size-1, ErrVerify)
 		default:
 			return fmt.Errorf("checkpoint at size %d does not match the log: a record between index %d and %d was changed, removed or reordered: %w",
 				c.Size, lv.good, c.Size-1, ErrVerify)
 		}
 		if !c.saved {
 			lv.good = c.Size
+			if c.Size == lv.latest.Size {
+				lv.snap, lv.snapped = lv.edge, true
+			}
 		}
 		lv.pending = lv.pending[1:]
 	}
@@ -248,10 +326,15 @@ func (lv *LogVerifier) Finish() (LogResult, error) {
 	if lv.note == nil {
 		return LogResult{}, fmt.Errorf("no signed checkpoint: the log cannot be verified: %w", ErrVerify)
 	}
-	res := LogResult{Size: lv.edge.size, Checkpoints: lv.given, Latest: lv.latest, LatestNote: lv.note, Uncovered: lv.edge.size - lv.latest.Size}
+	res := LogResult{Size: lv.edge.size, Checkpoints: lv.given, Latest: lv.latest, LatestNote: lv.note, Uncovered: lv.edge.size - lv.latest.Size,
+		From: lv.start, Verified: lv.edge.size - lv.start}
 	if lv.saved != nil && lv.saved.Size > lv.latest.Size {
 		return res, fmt.Errorf("saved checkpoint at size %d is larger than the latest checkpoint at size %d (log truncated): %w", lv.saved.Size, lv.latest.Size, ErrVerify)
 	}
+	if !lv.snapped || lv.snap.size != lv.latest.Size {
+		return res, fmt.Errorf("internal error: no right edge at the latest checkpoint's size %d", lv.latest.Size)
+	}
+	res.Edge = lv.snap.compact()
 	return res, nil
 }
 
@@ -278,6 +361,13 @@ type LogResult struct {
 	Latest      Checkpoint // largest checkpoint (zero if none)
 	LatestNote  []byte     // its signed note
 	Uncovered   int64      // leaves after the latest checkpoint
+	From        int64      // first leaf index read (the saved size when resumed)
+	Verified    int64      // leaves read and verified: Size - From
+
+	// Edge is the right edge of the tree at Latest.Size (the compact range
+	// [0, Latest.Size), lowest level first): with LatestNote, what
+	// ResumeLogVerifier continues from.
+	Edge []tlog.Hash
 }
 
 // VerifyLog recomputes every leaf hash and the tree, checks every

@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -266,7 +268,9 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 
 Recomputes every leaf hash and the Merkle tree of an audit log, checks every
 signed checkpoint with the verifier key, and with --state checks that the log
-extends the checkpoint seen last time (then saves the newest); each --witness
+extends the checkpoint seen last time (then saves the newest, with the right
+edge of the tree at its size, so that the next run reads only the leaves
+after it); each --witness
 requires the latest checkpoint to carry that partner's cosignature. Offline from an
 export (audit export), or online from a gateway as one of its auditors (with
 --tiles from its C2SP tlog-tiles). Leaves stream past: memory does not grow
@@ -275,7 +279,7 @@ Exit codes: 0 verified, 1 could not read or connect, 2 usage, 5 the log
 does not verify (the message names the first bad index or checkpoint).`)
 	vkey := fs.String("verifier", "", "the gateway's audit verifier key (name+hash+key), or @FILE (its audit.key.pub); after a key rotation all its keys, oldest first, comma-separated or one per line in FILE")
 	exportPath := fs.String("export", "", "a JSONL export to verify (- for stdin)")
-	state := fs.String("state", "", "directory that keeps the last verified checkpoint per log")
+	state := fs.String("state", "", "directory that keeps the last verified checkpoint per log and the right edge of the tree at its size: the next run verifies only the leaves after it")
 	co := clientFlags(fs)
 	fs.Lookup("cert").Usage = "your auditor certificate, spiffe://<domain>/auditor/<name> (env BORDERLINK_CERT)"
 	signNow := fs.Bool("sign-now", false, "online: ask the gateway to sign a checkpoint covering every record first")
@@ -320,8 +324,11 @@ does not verify (the message names the first bad index or checkpoint).`)
 		return usagef("audit verify: --sign-now and --witness exclude each other: a checkpoint signed now carries no cosignatures; verify with --witness against the latest periodic checkpoint")
 	}
 
+	// --state keeps, per log, the last verified checkpoint and the right
+	// edge of the tree at its size: the next run reads only the leaves
+	// after it (auditState).
 	var statePath string
-	var saved []byte
+	var st *auditState
 	if *state != "" {
 		if err := os.MkdirAll(*state, 0o700); err != nil {
 			return fmt.Errorf("audit verify: --state: %w", err)
@@ -330,10 +337,30 @@ does not verify (the message names the first bad index or checkpoint).`)
 		b, err := os.ReadFile(statePath)
 		switch {
 		case err == nil:
-			saved = b
+			if st, err = parseAuditState(b); err != nil {
+				return fmt.Errorf("audit verify: --state: %s: %w", statePath, err)
+			}
 		case !errors.Is(err, os.ErrNotExist):
 			return fmt.Errorf("audit verify: --state: %w", err)
 		}
+	}
+	var lv *audit.LogVerifier
+	switch {
+	case st == nil:
+		lv, err = audit.NewLogVerifier(v, nil)
+	case st.Edge == nil:
+		// A state from before the edge was kept: verify from index 0
+		// against the saved checkpoint, then save the edge too.
+		lv, err = audit.NewLogVerifier(v, st.Checkpoint)
+	default:
+		lv, err = audit.ResumeLogVerifier(v, st.Checkpoint, st.Size, st.Edge)
+	}
+	if err != nil {
+		err = fmt.Errorf("--state %s: %w", statePath, err)
+		if errors.Is(err, audit.ErrVerify) {
+			return verifyFailed{"audit verify", err}
+		}
+		return fmt.Errorf("audit verify: %w", err)
 	}
 
 	// Both ways stream the leaves through a LogVerifier: memory stays
@@ -346,14 +373,14 @@ does not verify (the message names the first bad index or checkpoint).`)
 			return fmt.Errorf("audit verify: %w", err)
 		}
 		defer done()
-		res, verr = audit.VerifyExport(r, v, saved)
+		res, verr = audit.VerifyExportWith(r, lv)
 	} else {
 		cc, err := dial(ctx, e, co)
 		if err != nil {
 			return err
 		}
 		defer cc.Close()
-		res, verr = verifyOnline(ctx, blv1.NewAuditClient(cc), v, saved, *signNow, *tiles)
+		res, verr = verifyOnline(ctx, blv1.NewAuditClient(cc), lv, *signNow, *tiles)
 	}
 	if errors.Is(verr, audit.ErrVerify) {
 		return verifyFailed{"audit verify", verr}
@@ -399,17 +426,25 @@ does not verify (the message names the first bad index or checkpoint).`)
 		fmt.Fprintf(e.stdout, "cosigned by witness %s\n", cv.Name())
 	}
 	if statePath != "" {
-		if err := writeFileAtomic(statePath, res.LatestNote); err != nil {
+		b, err := formatAuditState(res)
+		if err == nil {
+			err = writeFileAtomic(statePath, b)
+		}
+		if err != nil {
 			return fmt.Errorf("audit verify: --state: %w", err)
 		}
 	}
 	fmt.Fprintf(e.stdout, "OK %s: %d records, %d checkpoints verified; latest checkpoint size %d root %s\n",
 		v.Name(), res.Size, res.Checkpoints, res.Latest.Size, res.Latest.Hash)
+	fmt.Fprintf(e.stdout, "verified %d leaves from index %d\n", res.Verified, res.From)
 	if res.Uncovered > 0 {
 		fmt.Fprintf(e.stdout, "note: %d records after the latest checkpoint are not covered by a signature yet\n", res.Uncovered)
 	}
-	if saved != nil {
+	if st != nil {
 		fmt.Fprintf(e.stdout, "consistent with the checkpoint saved in %s\n", statePath)
+		if st.Edge == nil {
+			fmt.Fprintf(e.stdout, "note: %s had no right edge (older format): verified from index 0, edge saved now\n", statePath)
+		}
 	}
 	return nil
 }
@@ -456,11 +491,9 @@ const leavesPage = 10000
 
 // verifyOnline verifies a gateway's log against its latest checkpoint,
 // streaming its leaves page by page, or bundle by bundle from its tiles.
-func verifyOnline(ctx context.Context, c blv1.AuditClient, v note.Verifier, saved []byte, signNow, tiles bool) (audit.LogResult, error) {
-	lv, err := audit.NewLogVerifier(v, saved)
-	if err != nil {
-		return audit.LogResult{}, err
-	}
+// lv is fresh; resumed (audit.ResumeLogVerifier), it reads only the leaves
+// from lv.Start() on.
+func verifyOnline(ctx context.Context, c blv1.AuditClient, lv *audit.LogVerifier, signNow, tiles bool) (audit.LogResult, error) {
 	cp, err := c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: signNow})
 	if err != nil {
 		return audit.LogResult{}, err
@@ -493,6 +526,66 @@ func verifyOnline(ctx context.Context, c blv1.AuditClient, v note.Verifier, save
 			}
 		}
 	}
+}
+
+// auditState is what audit verify --state keeps per log, in
+// <origin>.checkpoint: the last verified checkpoint and the right edge of
+// the tree at its size (at most 64 hashes, the compact range [0, size)),
+// as JSON:
+//
+//	{"checkpoint":"<signed note>","size":20,"edge":["<base64>",...]}
+//
+// An older state is the signed note alone: no edge (Edge nil).
+type auditState struct {
+	Checkpoint []byte
+	Size       int64
+	Edge       []tlog.Hash
+}
+
+type auditStateJSON struct {
+	Checkpoint string   `json:"checkpoint"`
+	Size       int64    `json:"size"`
+	Edge       []string `json:"edge"`
+}
+
+// parseAuditState reads a state file; the edge is checked against the
+// checkpoint later (audit.ResumeLogVerifier), not here.
+func parseAuditState(b []byte) (*auditState, error) {
+	if !bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+		// A signed note starts with its origin line, never with "{".
+		return &auditState{Checkpoint: b}, nil
+	}
+	var j auditStateJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return nil, fmt.Errorf("malformed state: %w", err)
+	}
+	if j.Checkpoint == "" || j.Edge == nil {
+		return nil, fmt.Errorf("malformed state: checkpoint or edge missing")
+	}
+	st := &auditState{Checkpoint: []byte(j.Checkpoint), Size: j.Size, Edge: []tlog.Hash{}}
+	for i, e := range j.Edge {
+		h, err := base64.StdEncoding.DecodeString(e)
+		if err != nil || len(h) != tlog.HashSize {
+			return nil, fmt.Errorf("malformed state: edge hash %d is not a base64 SHA-256", i)
+		}
+		st.Edge = append(st.Edge, tlog.Hash(h))
+	}
+	return st, nil
+}
+
+// formatAuditState is the state to save after res verified.
+func formatAuditState(res audit.LogResult) ([]byte, error) {
+	j := auditStateJSON{Checkpoint: string(res.LatestNote), Size: res.Latest.Size, Edge: []string{}}
+	for _, h := range res.Edge {
+		j.Edge = append(j.Edge, base64.StdEncoding.EncodeToString(h[:]))
+	}
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }
 
 func writeFileAtomic(path string, b []byte) error {

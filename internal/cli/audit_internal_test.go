@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,9 +180,11 @@ func TestAuditVerifyTampering(t *testing.T) {
 		if code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", exp); code != ExitOK {
 			t.Fatalf("rewritten log without state: exit %d %q (want it to look fine alone)", code, stderr)
 		}
+		// The state holds the right edge at 20: only leaves 20 and 21 are
+		// read, and checkpoint 22 is not the saved tree extended by them.
 		code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
-		if code != ExitVerifyFailed || !strings.Contains(stderr, "not consistent with the saved checkpoint at size 20") {
-			t.Errorf("exit %d, stderr %q; want the saved checkpoint named", code, stderr)
+		if code != ExitVerifyFailed || !strings.Contains(stderr, "checkpoint at size 22 is not consistent with the saved checkpoint at size 20") {
+			t.Errorf("exit %d, stderr %q; want checkpoint 22 and the saved checkpoint named", code, stderr)
 		}
 	})
 
@@ -289,4 +294,124 @@ func TestAuditVerifyWitnessRetiredKey(t *testing.T) {
 	if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--witness", newVK); code != ExitOK {
 		t.Errorf("--witness NEW: exit %d, %q %q", code, out, stderr)
 	}
+}
+
+// TestAuditVerifyStateIncremental: --state keeps the right edge at the
+// saved checkpoint's size, and the next run reads only the newer leaves.
+func TestAuditVerifyStateIncremental(t *testing.T) {
+	statePath := func(dir string) string { return filepath.Join(dir, url.PathEscape(tamperOrigin)+".checkpoint") }
+	readState := func(t *testing.T, dir string) auditStateJSON {
+		t.Helper()
+		b, err := os.ReadFile(statePath(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j auditStateJSON
+		if err := json.Unmarshal(b, &j); err != nil {
+			t.Fatalf("state %s: %v", b, err)
+		}
+		return j
+	}
+
+	t.Run("second run reads only the new leaves", func(t *testing.T) {
+		l := newAuditLog(t, 20, 10, 20)
+		state := t.TempDir()
+		code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state)
+		if code != ExitOK || !strings.Contains(out, "verified 20 leaves from index 0") {
+			t.Fatalf("first run: exit %d %q %q", code, out, stderr)
+		}
+		if j := readState(t, state); j.Size != 20 || len(j.Edge) != 2 || !strings.HasPrefix(j.Checkpoint, tamperOrigin+"\n20\n") { // 20 = 16 + 4
+			t.Fatalf("state after the first run: %+v", j)
+		}
+		l.append(t, 20, 27, 25)
+		exp := l.export(t)
+		code, out, stderr = verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
+		if code != ExitOK || !strings.Contains(out, "OK "+tamperOrigin+": 27 records, 3 checkpoints verified; latest checkpoint size 25") ||
+			!strings.Contains(out, "verified 7 leaves from index 20") || !strings.Contains(out, "consistent with the checkpoint saved in") {
+			t.Fatalf("second run: exit %d %q %q", code, out, stderr)
+		}
+		// Saved at the latest checkpoint (25 = 16 + 8 + 1), not at the
+		// uncovered end of the log.
+		if j := readState(t, state); j.Size != 25 || len(j.Edge) != 3 {
+			t.Fatalf("state after the second run: %+v", j)
+		}
+		code, out, stderr = verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
+		if code != ExitOK || !strings.Contains(out, "verified 2 leaves from index 25") {
+			t.Fatalf("third run: exit %d %q %q", code, out, stderr)
+		}
+		// Leaves below the saved size are not hashed again, but a line
+		// that is not a leaf line is still refused.
+		b, err := os.ReadFile(exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		garbled := filepath.Join(t.TempDir(), "garbled.jsonl")
+		os.WriteFile(garbled, bytes.Replace(b, []byte(`"index":3,"leaf_hash":"`), []byte(`"index":3,"leaf_hash":"?`), 1), 0o600)
+		if code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", garbled, "--state", state); code == ExitOK || !strings.Contains(stderr, "(index 3): leaf_hash") {
+			t.Errorf("garbled line below the saved size: exit %d %q", code, stderr)
+		}
+	})
+
+	t.Run("tampered edge", func(t *testing.T) {
+		l := newAuditLog(t, 20, 10, 20)
+		state := t.TempDir()
+		if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitOK {
+			t.Fatalf("first run: exit %d %q %q", code, out, stderr)
+		}
+		j := readState(t, state)
+		h, _ := base64.StdEncoding.DecodeString(j.Edge[0])
+		h[0] ^= 1
+		j.Edge[0] = base64.StdEncoding.EncodeToString(h)
+		b, _ := json.Marshal(j)
+		if err := os.WriteFile(statePath(state), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state)
+		if code != ExitVerifyFailed || !strings.Contains(stderr, "--state "+statePath(state)+": saved right edge at size 20 hashes to") {
+			t.Errorf("tampered edge: exit %d %q %q", code, out, stderr)
+		}
+		// Not overwritten by the failed run.
+		if got := readState(t, state); got.Edge[0] != j.Edge[0] {
+			t.Errorf("state rewritten after a failed run")
+		}
+		os.WriteFile(statePath(state), []byte(`{"checkpoint":"x","size":1,"edge":["AA=="]}`), 0o600)
+		if code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitError || !strings.Contains(stderr, statePath(state)+": malformed state") {
+			t.Errorf("malformed state: exit %d %q", code, stderr)
+		}
+	})
+
+	t.Run("old format", func(t *testing.T) {
+		l := newAuditLog(t, 20, 10, 20)
+		state := t.TempDir()
+		if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitOK {
+			t.Fatalf("first run: exit %d %q %q", code, out, stderr)
+		}
+		// What an earlier version saved: the signed note alone.
+		if err := os.WriteFile(statePath(state), []byte(readState(t, state).Checkpoint), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l.append(t, 20, 25, 25)
+		code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state)
+		if code != ExitOK || !strings.Contains(out, "verified 25 leaves from index 0") || !strings.Contains(out, "consistent with the checkpoint saved in") ||
+			!strings.Contains(out, "had no right edge (older format)") {
+			t.Fatalf("old-format state: exit %d %q %q", code, out, stderr)
+		}
+		if j := readState(t, state); j.Size != 25 || len(j.Edge) != 3 {
+			t.Fatalf("state after the old-format run: %+v", j)
+		}
+		l.append(t, 25, 30, 30)
+		if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitOK || !strings.Contains(out, "verified 5 leaves from index 25") {
+			t.Fatalf("run after the old-format one: exit %d %q %q", code, out, stderr)
+		}
+		// An old-format state still catches a rewritten log.
+		if err := os.WriteFile(statePath(state), []byte(readState(t, state).Checkpoint), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l.sql(t, "DELETE FROM audit_records WHERE seq > 12", "DELETE FROM audit_hashes WHERE id >= 22", "DELETE FROM audit_checkpoints WHERE size > 12")
+		l.idBase = 1000
+		l.append(t, 12, 32, 32)
+		if code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitVerifyFailed || !strings.Contains(stderr, "not consistent with the saved checkpoint at size 30") {
+			t.Errorf("rewritten, old-format state: exit %d %q", code, stderr)
+		}
+	})
 }

@@ -49,7 +49,13 @@ func TestAuditOnlineAndExport(t *testing.T) {
 	if code != cli.ExitOK || !strings.Contains(out, "OK nl.customs.example/borderlink/audit: 2 records") {
 		t.Fatalf("online verify: exit %d\n%s\n%s", code, out, stderr)
 	}
-	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--state", state); code != cli.ExitOK || !strings.Contains(out, "consistent with the checkpoint saved") {
+	if !strings.Contains(out, "verified 2 leaves from index 0") {
+		t.Errorf("first online verify: %s", out)
+	}
+	// The second run resumes from the right edge saved at size 2: it asks
+	// for leaves from index 2 on, and there are none.
+	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--state", state); code != cli.ExitOK || !strings.Contains(out, "consistent with the checkpoint saved") ||
+		!strings.Contains(out, "verified 0 leaves from index 2") {
 		t.Fatalf("second online verify: exit %d\n%s\n%s", code, out, stderr)
 	}
 	// The same log read as C2SP tiles, up to the latest checkpoint.
