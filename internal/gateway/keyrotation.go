@@ -9,6 +9,7 @@ import (
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/store"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
@@ -30,6 +31,15 @@ func (g *Gateway) noteAuditKeyRotation(ctx context.Context) error {
 	current, size, err := g.alog.cp.SignedByCurrentKey(ctx)
 	if err != nil || current {
 		return err
+	}
+	// Recorded once: a restart before the new key signed a checkpoint
+	// (transit unavailable, say) finds the record after that checkpoint.
+	since, err := g.alog.store.ListAudit(ctx, store.AuditQuery{Action: ActionAuditKeyRotated, AfterSeq: uint64(size)})
+	if err != nil {
+		return fmt.Errorf("look for an earlier key rotation record: %w", err)
+	}
+	if len(since) > 0 {
+		return nil
 	}
 	self := identity.GatewayID(g.self).String()
 	rec := &blv1.AuditRecord{

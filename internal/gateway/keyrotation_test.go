@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -19,6 +20,14 @@ import (
 // that the next checkpoint is signed with the new key even if no exchange
 // comes (sizes only grow): partners that retired the old key accept it.
 func TestAuditKeyRotationRecorded(t *testing.T) {
+	// earlier: a previous start already recorded the rotation and stopped
+	// before the new key signed a checkpoint; it is not recorded twice.
+	for _, earlier := range []bool{false, true} {
+		t.Run(fmt.Sprintf("recorded earlier=%v", earlier), func(t *testing.T) { testAuditKeyRotationRecorded(t, earlier) })
+	}
+}
+
+func testAuditKeyRotationRecorded(t *testing.T, earlier bool) {
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, t.TempDir()+"/rotated.db")
 	if err != nil {
@@ -45,6 +54,13 @@ func TestAuditKeyRotationRecorded(t *testing.T) {
 	if _, err := oldCP.Sign(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if earlier {
+		prev := storetest.AuditRecord("rotation-recorded-before", 0)
+		prev.Seq, prev.Action = 0, gateway.ActionAuditKeyRotated
+		if _, err := st.AppendAudit(ctx, prev); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f := startFederation(t, func(d string, o *gateway.Options) {
 		if d == nlDomain {
 			o.Store = st // the federation's nl key is the new one
@@ -60,12 +76,15 @@ func TestAuditKeyRotationRecorded(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint signed with the new key after 10s (latest: %s, %v)", msg, err)
+			t.Fatalf("no checkpoint of size 2 signed with the new key after 10s (latest: %s, %v)", msg, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	recs, err := st.ListAudit(ctx, store.AuditQuery{Action: gateway.ActionAuditKeyRotated})
-	if err != nil || len(recs) != 1 || recs[0].GetSeq() != 2 || recs[0].GetCallerId() != "spiffe://"+nlDomain+"/gateway" {
-		t.Fatalf("key rotation records = %v, %v; want one, at seq 2, by nl's gateway", recs, err)
+	if err != nil || len(recs) != 1 || recs[0].GetSeq() != 2 {
+		t.Fatalf("key rotation records = %v, %v; want exactly one, at seq 2", recs, err)
+	}
+	if !earlier && recs[0].GetCallerId() != "spiffe://"+nlDomain+"/gateway" {
+		t.Errorf("key rotation record by %q, want nl's gateway", recs[0].GetCallerId())
 	}
 }

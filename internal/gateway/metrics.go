@@ -123,6 +123,8 @@ var (
 		"Records in the audit log (its tree size).", nil, nil)
 	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
 		"Split-view incidents of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true): one per way it was detected (directly, or through one witness's gossip), however long the fork lasts. Evidence is never deleted, so this never goes back down: an increase is a new incident; see borderlink audit split-views.", []string{"origin"}, nil)
+	descSplitViewDetections = prometheus.NewDesc("borderlink_audit_split_view_detections",
+		"How many times split views of a partner's audit log were detected in all (every witnessing round that sees a fork again counts). Alert on an increase: unlike borderlink_audit_split_views it moves when a fork already kept is seen again or a later fork of the same partner is caught.", []string{"origin"}, nil)
 	descGossipUnproven = prometheus.NewDesc("borderlink_audit_gossip_unproven",
 		fmt.Sprintf("1 while a partner has left a checkpoint of its log that another witness gossiped unproven (no consistency proof with the one this gateway accepted) for %d witnessing rounds or more, else 0: it may be hiding a split view.", GossipUnprovenRounds), []string{"origin"}, nil)
 	descWitnessUnproven = prometheus.NewDesc("borderlink_audit_witness_unproven",
@@ -138,7 +140,7 @@ type gatewayCollector struct{ g *Gateway }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
-		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descSplitViews, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -233,6 +235,22 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	if sd, ok := g.opts.Store.(splitViewDetections); ok {
+		if detections, err := sd.SplitViewDetections(ctx); err != nil {
+			g.log.Warn("metrics: split view evidence unreadable", "error", err)
+			failed("split_views")
+		} else {
+			// Same series as borderlink_audit_split_views.
+			for d := range g.alog.verifiers {
+				if _, ok := detections[audit.Origin(d)]; !ok && g.alog.witnessed != nil {
+					detections[audit.Origin(d)] = 0
+				}
+			}
+			for o, n := range detections {
+				gauge(descSplitViewDetections, float64(n), o)
+			}
+		}
+	}
 
 	if g.alog.witnessed != nil {
 		// A series per witnessed partner, like the split views.
@@ -261,4 +279,9 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descCertExpiry, float64(leaf.NotAfter.Unix()))
 	}
+}
+
+// splitViewDetections is what the detections metric reads.
+type splitViewDetections interface {
+	SplitViewDetections(ctx context.Context) (map[string]int64, error)
 }

@@ -751,6 +751,18 @@ func (s *Store) PutCosignature(ctx context.Context, size int64, witness, line st
 		if _, oldHash, perr := audit.CosignatureKeyHash(old); perr == nil && oldHash == keyHash {
 			return nil
 		}
+		// Another key's line is replaced only on the latest checkpoint
+		// (a witness re-cosigning after its key rotated, so that the
+		// checkpoint served carries its current key). On older ones the
+		// first line stays: its time is the proof of when the witness saw
+		// that checkpoint, which a later line must not erase.
+		var latest int64
+		if err = tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints").Scan(&latest); err != nil {
+			break
+		}
+		if size < latest {
+			return nil
+		}
 		_, err = tx.ExecContext(ctx, "UPDATE audit_cosignatures SET time = ?, line = ? WHERE size = ? AND witness = ?", at.UnixNano(), line, size, witness)
 	}
 	if err == nil {

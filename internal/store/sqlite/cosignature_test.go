@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -10,7 +11,15 @@ import (
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
+	"github.com/borderlink/borderlink/internal/store/storetest"
+	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
+
+func storetestRecord(i int) *blv1.AuditRecord {
+	rec := storetest.AuditRecord(fmt.Sprintf("cosig-%d", i), 0)
+	rec.Seq = 0
+	return rec
+}
 
 // TestCosignatureKeyRotation: one cosignature is kept per witness and
 // checkpoint size. A second one made with the same key is ignored; one
@@ -73,4 +82,18 @@ func TestCosignatureKeyRotation(t *testing.T) {
 		t.Errorf("PutCosignature(garbage) = %v, want store.ErrInvalid", err)
 	}
 	want("after garbage", cnLine, newLine)
+
+	// Once a later checkpoint exists, size 5 is history: its lines keep
+	// their time, and another key's line does not replace them.
+	for i := range 7 {
+		rec := storetestRecord(i)
+		if _, err := s.AppendAudit(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutAuditCheckpoint(ctx, 7, []byte("checkpoint 7\n"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	put(name, cosign(oldSK, 5000, body))
+	want("older checkpoint, another key", cnLine, newLine)
 }

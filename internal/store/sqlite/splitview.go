@@ -150,3 +150,29 @@ func (s *Store) SplitViewCounts(ctx context.Context) (map[string]int64, error) {
 	}
 	return out, nil
 }
+
+// SplitViewDetections returns, per origin, how many times split views were
+// detected in all (the sum of the incidents' counts). An incident is one
+// row however long its fork lasts; this number moves with every detection,
+// so an alert on its increase fires for a fork seen again as well as for
+// a new one.
+func (s *Store) SplitViewDetections(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.reader.QueryContext(ctx, "SELECT origin, SUM(count) FROM audit_split_views GROUP BY origin")
+	if err != nil {
+		return nil, fmt.Errorf("store: split view detections: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var origin string
+		var n int64
+		if err := rows.Scan(&origin, &n); err != nil {
+			return nil, fmt.Errorf("store: split view detections: %w", err)
+		}
+		out[origin] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: split view detections: %w", err)
+	}
+	return out, nil
+}

@@ -198,6 +198,12 @@ func TestSplitViewOneRowPerIncident(t *testing.T) {
 		if err != nil || len(counts) != 2 || counts[nl] != 3 || counts[cn] != 1 {
 			t.Errorf("SplitViewCounts = %v, %v; want %s: 3, %s: 1", counts, err, nl, cn)
 		}
+		// Every sighting is a detection, the stale one included; only
+		// "other" is about cn's log.
+		detections, err := s.SplitViewDetections(ctx)
+		if want := int64(len(steps) - 1); err != nil || len(detections) != 2 || detections[nl] != want || detections[cn] != 1 {
+			t.Errorf("SplitViewDetections = %v, %v; want %s: %d, %s: 1", detections, err, nl, want, cn)
+		}
 	}
 }
 
