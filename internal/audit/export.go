@@ -116,6 +116,10 @@ type ExportVisitor struct {
 	// not hashed nor their "record" compared. An export with fewer leaves
 	// is an error wrapping ErrVerify.
 	Skip int64
+	// SkipHash, if not nil, gets the "leaf_hash" of each leaf skipped
+	// (Skip), in index order: what a resumed verifier compares the
+	// checkpoints below Skip with (LogVerifier.AddLeafHash).
+	SkipHash func(index int64, stored tlog.Hash) error
 }
 
 // leafLine is how the exporter starts every leaf line; a scan that skips
@@ -163,11 +167,19 @@ func ScanExport(r io.Reader, vis ExportVisitor) error {
 				return fmt.Errorf("export line %d (index %d): leaf_hash is not a base64 SHA-256", line, l.Index)
 			}
 			if l.Index != next {
+				if next < vis.Skip {
+					return fmt.Errorf("export line %d: index %d, expected index %d (leaves missing or out of order; the leaves below the saved size %d are needed to check the checkpoints below it, an export made with --since cannot be verified): %w", line, l.Index, next, vis.Skip, ErrVerify)
+				}
 				return fmt.Errorf("export line %d: index %d, expected index %d (leaves missing or out of order): %w", line, l.Index, next, ErrVerify)
 			}
 			if l.Index < vis.Skip {
 				if len(leaf) == 0 {
 					return fmt.Errorf("export line %d (index %d): leaf missing", line, l.Index)
+				}
+				if vis.SkipHash != nil {
+					if err := vis.SkipHash(l.Index, tlog.Hash(hb)); err != nil {
+						return err
+					}
 				}
 				next++
 				continue
@@ -236,7 +248,10 @@ func VerifyExport(r io.ReadSeeker, v note.Verifier, saved []byte) (LogResult, er
 
 // VerifyExportWith is VerifyExport with a verifier of the caller's, fresh
 // from NewLogVerifier or ResumeLogVerifier: the leaves below lv.Start()
-// are parsed (ExportVisitor.Skip) but not hashed again.
+// are parsed (ExportVisitor.Skip) but not hashed again; their "leaf_hash"
+// values rebuild the tree below lv.Start() (LogVerifier.AddLeafHash), to
+// compare every checkpoint below lv.Start() and, at lv.Start(), the saved
+// checkpoint's root.
 func VerifyExportWith(r io.ReadSeeker, lv *LogVerifier) (LogResult, error) {
 	if err := ScanExport(r, ExportVisitor{Checkpoint: lv.Checkpoint}); err != nil {
 		return LogResult{}, err
@@ -244,7 +259,7 @@ func VerifyExportWith(r io.ReadSeeker, lv *LogVerifier) (LogResult, error) {
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return LogResult{}, fmt.Errorf("export: rewind for the second pass: %w", err)
 	}
-	err := ScanExport(r, ExportVisitor{Skip: lv.Start(), Leaf: func(index int64, leaf []byte, stored tlog.Hash) error {
+	err := ScanExport(r, ExportVisitor{Skip: lv.Start(), SkipHash: lv.AddLeafHash, Leaf: func(index int64, leaf []byte, stored tlog.Hash) error {
 		return lv.Add(index, leaf, &stored)
 	}})
 	if err != nil {

@@ -154,6 +154,14 @@ type LogVerifier struct {
 	start   int64     // first leaf index this verifier reads (ResumeLogVerifier)
 	snap    rightEdge // the edge at the size of the latest checkpoint that matched
 	snapped bool
+
+	// Resumed (start > 0): checkpoints below start are compared with the
+	// tree grown from index 0 out of the log's stored leaf hashes
+	// (AddLeafHash), which must reach the saved checkpoint's root at
+	// start. A checkpoint below start left unchecked fails Finish.
+	below     []pendingCheckpoint // sorted by size, not yet compared
+	lower     rightEdge           // tree of the leaf hashes below start
+	goodBelow int64               // size of the last checkpoint below start that matched
 }
 
 // pendingCheckpoint is what is kept of a checkpoint until the stream
@@ -190,8 +198,11 @@ func NewLogVerifier(v note.Verifier, saved []byte) (*LogVerifier, error) {
 // more is compared with the root of the tree grown from the edge, which is
 // also what proves it consistent with the saved checkpoint: the first
 // size leaves are those the saved checkpoint signed, by construction.
-// Checkpoints smaller than size are checked for their signature only (the
-// leaves under them are not read again).
+// A checkpoint smaller than size is compared with the root at its size
+// of the tree grown from index 0 out of the log's stored leaf hashes
+// (AddLeafHash: an export's "leaf_hash" values; the leaves themselves
+// are not hashed again), whose root at size must be the saved
+// checkpoint's; one left unchecked fails Finish.
 func ResumeLogVerifier(v note.Verifier, saved []byte, size int64, edge []tlog.Hash) (*LogVerifier, error) {
 	c, err := OpenCheckpoint(saved, v)
 	if err != nil {
@@ -229,8 +240,9 @@ func (lv *LogVerifier) Start() int64 { return lv.start }
 // Checkpoint verifies a signed checkpoint's signature and queues it for
 // comparison with the root at its size. A checkpoint smaller than the
 // leaves already added can no longer be compared and is refused (not a
-// verification failure: the caller fed the log in the wrong order),
-// except one below Start, which only has its signature checked.
+// verification failure: the caller fed the log in the wrong order). One
+// below Start is queued for comparison with the tree of the leaf hashes
+// below Start (AddLeafHash); if they are not given, Finish fails.
 func (lv *LogVerifier) Checkpoint(msg []byte) error {
 	lv.given++
 	c, err := OpenCheckpoint(msg, lv.v)
@@ -238,10 +250,16 @@ func (lv *LogVerifier) Checkpoint(msg []byte) error {
 		return fmt.Errorf("checkpoint #%d: %w", lv.given, err)
 	}
 	if c.Size < lv.start {
+		if c.Size < lv.lower.size {
+			return fmt.Errorf("checkpoint #%d at size %d given after %d leaf hashes: give checkpoints before the leaves they cover", lv.given, c.Size, lv.lower.size)
+		}
 		if lv.note == nil || c.Size > lv.latest.Size {
 			lv.latest, lv.note = c, msg
 		}
-		return nil
+		p := pendingCheckpoint{Size: c.Size, Hash: c.Hash}
+		i := sort.Search(len(lv.below), func(i int) bool { return lv.below[i].Size > p.Size })
+		lv.below = slices.Insert(lv.below, i, p)
+		return lv.checkBelow()
 	}
 	if c.Size < lv.edge.size {
 		return fmt.Errorf("checkpoint #%d at size %d given after %d leaves: give checkpoints before the leaves they cover", lv.given, c.Size, lv.edge.size)
@@ -279,6 +297,52 @@ func (lv *LogVerifier) Add(index int64, leaf []byte, want *tlog.Hash) error {
 		return fmt.Errorf("index %d: %w", index, err)
 	}
 	return lv.check()
+}
+
+// AddLeafHash, on a resumed verifier (ResumeLogVerifier), appends the
+// log's stored leaf hash h of the leaf at index (which must be the
+// number of leaf hashes given so far, below Start) to a tree grown from
+// index 0, without the leaf: it is how checkpoints below Start are
+// compared (an export's "leaf_hash" values). At Start its root must be
+// the saved checkpoint's. Errors wrap ErrVerify.
+func (lv *LogVerifier) AddLeafHash(index int64, h tlog.Hash) error {
+	if index != lv.lower.size || index >= lv.start {
+		return fmt.Errorf("leaf hash at index %d: expected index %d next, below the saved size %d: %w", index, lv.lower.size, lv.start, ErrVerify)
+	}
+	if err := lv.lower.add(h); err != nil {
+		return fmt.Errorf("index %d: %w", index, err)
+	}
+	return lv.checkBelow()
+}
+
+// checkBelow compares the root of the leaf-hash tree below Start with
+// every checkpoint below Start of its size, and at Start with the saved
+// checkpoint.
+func (lv *LogVerifier) checkBelow() error {
+	for len(lv.below) > 0 && lv.below[0].Size == lv.lower.size {
+		c := lv.below[0]
+		root, err := lv.lower.root()
+		if err != nil {
+			return err
+		}
+		if root != c.Hash {
+			return fmt.Errorf("checkpoint at size %d does not match the log (checked by the stored leaf hashes below the saved size %d): a record between index %d and %d was changed, removed or reordered, or the checkpoint signs another history (fork): %w",
+				c.Size, lv.start, lv.goodBelow, c.Size-1, ErrVerify)
+		}
+		lv.goodBelow = c.Size
+		lv.below = lv.below[1:]
+	}
+	if lv.start > 0 && lv.lower.size == lv.start {
+		root, err := lv.lower.root()
+		if err != nil {
+			return err
+		}
+		if root != lv.saved.Hash {
+			return fmt.Errorf("saved checkpoint at size %d (--state): the log's stored leaf hashes below index %d give root %s, not the saved checkpoint's root %s: they are not those of the saved tree (history rewritten below index %d, or a leaf hash altered): %w",
+				lv.start, lv.start, root, lv.saved.Hash, lv.start, ErrVerify)
+		}
+	}
+	return nil
 }
 
 // check compares the root with every pending checkpoint of the current
@@ -331,6 +395,15 @@ func (lv *LogVerifier) Finish() (LogResult, error) {
 	if lv.saved != nil && lv.saved.Size > lv.latest.Size {
 		return res, fmt.Errorf("saved checkpoint at size %d is larger than the latest checkpoint at size %d (log truncated): %w", lv.saved.Size, lv.latest.Size, ErrVerify)
 	}
+	if len(lv.below) > 0 {
+		p := lv.below[0]
+		return res, fmt.Errorf("checkpoint at size %d cannot be checked: it is below the saved size %d and the log's leaf hashes below index %d were not given (only %d; an export made with --since?), so its root was not compared: %w",
+			p.Size, lv.start, p.Size, lv.lower.size, ErrVerify)
+	}
+	if lv.start > 0 && lv.lower.size > 0 && lv.lower.size < lv.start {
+		return res, fmt.Errorf("only %d of the %d leaf hashes below the saved size were given: %w", lv.lower.size, lv.start, ErrVerify)
+	}
+	res.HashedBelow = lv.lower.size
 	if !lv.snapped || lv.snap.size != lv.latest.Size {
 		return res, fmt.Errorf("internal error: no right edge at the latest checkpoint's size %d", lv.latest.Size)
 	}
@@ -363,6 +436,10 @@ type LogResult struct {
 	Uncovered   int64      // leaves after the latest checkpoint
 	From        int64      // first leaf index read (the saved size when resumed)
 	Verified    int64      // leaves read and verified: Size - From
+	// HashedBelow is how many leaves below From were checked by their
+	// stored leaf hash against the saved checkpoint (AddLeafHash): From
+	// for a resumed export, 0 online (those leaves are not read).
+	HashedBelow int64
 
 	// Edge is the right edge of the tree at Latest.Size (the compact range
 	// [0, Latest.Size), lowest level first): with LatestNote, what

@@ -434,9 +434,8 @@ does not verify (the message names the first bad index or checkpoint).`)
 			return fmt.Errorf("audit verify: --state: %w", err)
 		}
 	}
-	fmt.Fprintf(e.stdout, "OK %s: %d records, %d checkpoints verified; latest checkpoint size %d root %s\n",
-		v.Name(), res.Size, res.Checkpoints, res.Latest.Size, res.Latest.Hash)
-	fmt.Fprintf(e.stdout, "verified %d leaves from index %d\n", res.Verified, res.From)
+	fmt.Fprintf(e.stdout, "OK %s: %s; %d checkpoints verified; latest checkpoint size %d root %s\n",
+		v.Name(), verifiedRecords(res), res.Checkpoints, res.Latest.Size, res.Latest.Hash)
 	if res.Uncovered > 0 {
 		fmt.Fprintf(e.stdout, "note: %d records after the latest checkpoint are not covered by a signature yet\n", res.Uncovered)
 	}
@@ -447,6 +446,27 @@ does not verify (the message names the first bad index or checkpoint).`)
 		}
 	}
 	return nil
+}
+
+// verifiedRecords says which records a run verified, and how: those from
+// res.From on were hashed; those below it (resumed with --state) were
+// either checked by their stored leaf hash against the saved checkpoint
+// (an export) or not read again (online).
+func verifiedRecords(res audit.LogResult) string {
+	var s string
+	if res.Size > res.From {
+		s = fmt.Sprintf("records %d..%d verified (%d leaves hashed)", res.From, res.Size-1, res.Verified)
+	} else {
+		s = fmt.Sprintf("no records from index %d (0 leaves hashed)", res.From)
+	}
+	switch {
+	case res.From == 0:
+	case res.HashedBelow == res.From:
+		s += fmt.Sprintf("; records below %d checked by leaf hash against the saved state", res.From)
+	default:
+		s += fmt.Sprintf("; records below %d not read again (covered by the saved state)", res.From)
+	}
+	return s
 }
 
 // splitKeys splits a list of verifier keys: comma-, space- or

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
@@ -124,7 +125,7 @@ func verifyCLI(t *testing.T, args ...string) (int, string, string) {
 func TestAuditVerifyTampering(t *testing.T) {
 	good := newAuditLog(t, 20, 10, 20)
 	code, out, stderr := verifyCLI(t, "--verifier", good.vkey, "--export", good.export(t))
-	if code != ExitOK || !strings.Contains(out, "20 records, 2 checkpoints verified") {
+	if code != ExitOK || !strings.Contains(out, "OK "+tamperOrigin+": records 0..19 verified (20 leaves hashed); 2 checkpoints verified") {
 		t.Fatalf("untampered log: exit %d, %q %q", code, out, stderr)
 	}
 
@@ -180,11 +181,12 @@ func TestAuditVerifyTampering(t *testing.T) {
 		if code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", exp); code != ExitOK {
 			t.Fatalf("rewritten log without state: exit %d %q (want it to look fine alone)", code, stderr)
 		}
-		// The state holds the right edge at 20: only leaves 20 and 21 are
-		// read, and checkpoint 22 is not the saved tree extended by them.
+		// The state holds the right edge at 20: leaves 20 and 21 are
+		// hashed, those below 20 checked by their leaf_hash, and those
+		// do not give the saved checkpoint's root.
 		code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
-		if code != ExitVerifyFailed || !strings.Contains(stderr, "checkpoint at size 22 is not consistent with the saved checkpoint at size 20") {
-			t.Errorf("exit %d, stderr %q; want checkpoint 22 and the saved checkpoint named", code, stderr)
+		if code != ExitVerifyFailed || !strings.Contains(stderr, "saved checkpoint at size 20 (--state): the log's stored leaf hashes below index 20 give root") {
+			t.Errorf("exit %d, stderr %q; want the saved checkpoint named", code, stderr)
 		}
 	})
 
@@ -206,7 +208,7 @@ func TestAuditVerifyTampering(t *testing.T) {
 		os.Stdin = r
 		defer func() { os.Stdin = stdin; r.Close() }()
 		code, out, stderr := verifyCLI(t, "--verifier", good.vkey, "--export", "-")
-		if code != ExitOK || !strings.Contains(out, "20 records, 2 checkpoints verified") {
+		if code != ExitOK || !strings.Contains(out, "OK "+tamperOrigin+": records 0..19 verified (20 leaves hashed); 2 checkpoints verified") {
 			t.Errorf("piped export: exit %d, %q %q", code, out, stderr)
 		}
 	})
@@ -317,7 +319,7 @@ func TestAuditVerifyStateIncremental(t *testing.T) {
 		l := newAuditLog(t, 20, 10, 20)
 		state := t.TempDir()
 		code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state)
-		if code != ExitOK || !strings.Contains(out, "verified 20 leaves from index 0") {
+		if code != ExitOK || !strings.Contains(out, "records 0..19 verified (20 leaves hashed); 2 checkpoints verified") {
 			t.Fatalf("first run: exit %d %q %q", code, out, stderr)
 		}
 		if j := readState(t, state); j.Size != 20 || len(j.Edge) != 2 || !strings.HasPrefix(j.Checkpoint, tamperOrigin+"\n20\n") { // 20 = 16 + 4
@@ -326,8 +328,7 @@ func TestAuditVerifyStateIncremental(t *testing.T) {
 		l.append(t, 20, 27, 25)
 		exp := l.export(t)
 		code, out, stderr = verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
-		if code != ExitOK || !strings.Contains(out, "OK "+tamperOrigin+": 27 records, 3 checkpoints verified; latest checkpoint size 25") ||
-			!strings.Contains(out, "verified 7 leaves from index 20") || !strings.Contains(out, "consistent with the checkpoint saved in") {
+		if code != ExitOK || !strings.Contains(out, "OK "+tamperOrigin+": records 20..26 verified (7 leaves hashed); records below 20 checked by leaf hash against the saved state; 3 checkpoints verified; latest checkpoint size 25") || !strings.Contains(out, "consistent with the checkpoint saved in") {
 			t.Fatalf("second run: exit %d %q %q", code, out, stderr)
 		}
 		// Saved at the latest checkpoint (25 = 16 + 8 + 1), not at the
@@ -336,7 +337,7 @@ func TestAuditVerifyStateIncremental(t *testing.T) {
 			t.Fatalf("state after the second run: %+v", j)
 		}
 		code, out, stderr = verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
-		if code != ExitOK || !strings.Contains(out, "verified 2 leaves from index 25") {
+		if code != ExitOK || !strings.Contains(out, "records 25..26 verified (2 leaves hashed); records below 25 checked by leaf hash against the saved state") {
 			t.Fatalf("third run: exit %d %q %q", code, out, stderr)
 		}
 		// Leaves below the saved size are not hashed again, but a line
@@ -349,6 +350,57 @@ func TestAuditVerifyStateIncremental(t *testing.T) {
 		os.WriteFile(garbled, bytes.Replace(b, []byte(`"index":3,"leaf_hash":"`), []byte(`"index":3,"leaf_hash":"?`), 1), 0o600)
 		if code, _, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", garbled, "--state", state); code == ExitOK || !strings.Contains(stderr, "(index 3): leaf_hash") {
 			t.Errorf("garbled line below the saved size: exit %d %q", code, stderr)
+		}
+	})
+
+	// Resumed at 20, an export's checkpoints below 20 are compared with
+	// the tree of its leaf_hash values, which must reach the saved root:
+	// a validly signed checkpoint at size 10 with another root (a fork)
+	// fails, naming it; so does an altered leaf_hash below 20.
+	t.Run("checkpoint below the saved size", func(t *testing.T) {
+		l := newAuditLog(t, 20, 20)
+		state := t.TempDir()
+		if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitOK {
+			t.Fatalf("first run: exit %d %q %q", code, out, stderr)
+		}
+		l.append(t, 20, 40, 40)
+		exp := l.export(t)
+		b, err := os.ReadFile(exp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := audit.SignCheckpoint(l.signer, audit.Checkpoint{Origin: tamperOrigin, Size: 10, Hash: tlog.RecordHash([]byte("another history"))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, _ := json.Marshal(audit.ExportCheckpoint{Type: "checkpoint", Size: 10, Time: "2026-11-25T10:00:00Z", Note: string(msg)})
+		forked := filepath.Join(t.TempDir(), "forked.jsonl")
+		os.WriteFile(forked, append(append(bytes.Clone(b), line...), '\n'), 0o600)
+		code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", forked, "--state", state)
+		if code != ExitVerifyFailed || !strings.Contains(stderr, "checkpoint at size 10 does not match the log") {
+			t.Errorf("forked checkpoint below the saved size: exit %d %q %q; want %d naming the checkpoint at size 10", code, out, stderr, ExitVerifyFailed)
+		}
+		// An altered leaf_hash below 20 (index 3): the leaf hashes do
+		// not reach the saved root.
+		var j struct {
+			LeafHash string `json:"leaf_hash"`
+		}
+		lines := bytes.Split(b, []byte("\n"))
+		if err := json.Unmarshal(lines[3], &j); err != nil {
+			t.Fatal(err)
+		}
+		h, _ := base64.StdEncoding.DecodeString(j.LeafHash)
+		h[0] ^= 1
+		altered := filepath.Join(t.TempDir(), "altered.jsonl")
+		os.WriteFile(altered, bytes.Replace(b, []byte(j.LeafHash), []byte(base64.StdEncoding.EncodeToString(h)), 1), 0o600)
+		code, out, stderr = verifyCLI(t, "--verifier", l.vkey, "--export", altered, "--state", state)
+		if code != ExitVerifyFailed || !strings.Contains(stderr, "saved checkpoint at size 20 (--state)") {
+			t.Errorf("leaf_hash altered below the saved size: exit %d %q %q", code, out, stderr)
+		}
+		// The untouched export still verifies.
+		code, out, stderr = verifyCLI(t, "--verifier", l.vkey, "--export", exp, "--state", state)
+		if code != ExitOK || !strings.Contains(out, "records 20..39 verified (20 leaves hashed); records below 20 checked by leaf hash against the saved state; 2 checkpoints verified") {
+			t.Errorf("normal resume: exit %d %q %q", code, out, stderr)
 		}
 	})
 
@@ -392,7 +444,7 @@ func TestAuditVerifyStateIncremental(t *testing.T) {
 		}
 		l.append(t, 20, 25, 25)
 		code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state)
-		if code != ExitOK || !strings.Contains(out, "verified 25 leaves from index 0") || !strings.Contains(out, "consistent with the checkpoint saved in") ||
+		if code != ExitOK || !strings.Contains(out, "records 0..24 verified (25 leaves hashed); 3 checkpoints verified") || !strings.Contains(out, "consistent with the checkpoint saved in") ||
 			!strings.Contains(out, "had no right edge (older format)") {
 			t.Fatalf("old-format state: exit %d %q %q", code, out, stderr)
 		}
@@ -400,7 +452,7 @@ func TestAuditVerifyStateIncremental(t *testing.T) {
 			t.Fatalf("state after the old-format run: %+v", j)
 		}
 		l.append(t, 25, 30, 30)
-		if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitOK || !strings.Contains(out, "verified 5 leaves from index 25") {
+		if code, out, stderr := verifyCLI(t, "--verifier", l.vkey, "--export", l.export(t), "--state", state); code != ExitOK || !strings.Contains(out, "records 25..29 verified (5 leaves hashed); records below 25 checked by leaf hash") {
 			t.Fatalf("run after the old-format one: exit %d %q %q", code, out, stderr)
 		}
 		// An old-format state still catches a rewritten log.
