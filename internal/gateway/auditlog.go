@@ -758,12 +758,18 @@ func hashBytes(hs []tlog.Hash) [][]byte {
 // (cosignAccepted). Then gossip left unproven is asked about again
 // (retryUnprovenGossip).
 //
-// ctx is done only when the gateway shuts down. Every call to a partner
-// has its own Limits.PeerTimeout, derived from ctx (auditSource, cosign):
-// a partner that stalls one call — a consistency proof above all — does
-// not use up the time of the calls after it, and its stalled proof is
-// unproven (kept, asked again, reported after GossipUnprovenRounds
-// rounds), not skipped as if the gateway were shutting down.
+// ctx is done only when the gateway shuts down. Each partner's work in a
+// round — fetch, proof, cosignature, retries, the checks of the gossip it
+// sent — runs under a budget of WitnessBudgetTimeouts × Limits.PeerTimeout
+// (witnessBudget, derived from ctx), and every call to a partner has its
+// own Limits.PeerTimeout within it (auditSource, cosign): a partner that
+// stalls one call — a consistency proof above all — does not use up the
+// time of the calls after it, a partner (or a witness gossiping about a
+// stalled one) cannot hold up the witnessing of the others for longer
+// than its budget, and a stalled proof is unproven (kept, asked again,
+// reported after GossipUnprovenRounds rounds), not skipped as if the
+// gateway were shutting down. Work the budget leaves undone is done in a
+// later round.
 func (g *Gateway) witnessPartners(ctx context.Context) {
 	for _, d := range g.peers.domains() {
 		if ctx.Err() != nil {
@@ -777,29 +783,69 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		src := g.auditSource(client)
-		w, werr := audit.Witness(ctx, src, v, g.alog.witnessed, time.Now())
-		err = werr
-		if err == nil && g.alog.cosigner != nil {
-			err = g.cosignAccepted(ctx, d, client, w)
-		}
-		g.checkGossip(ctx, d, src.gossip)
-		tracked := g.trackUnprovenWitness(ctx, d, v, client, w, werr)
-		switch {
-		case errors.Is(err, audit.ErrSplitView):
-			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what it showed before", "partner", d, "error", err)
-			g.keepSplitView(ctx, d, "", err)
-		case status.Code(err) == codes.NotFound:
-			// The partner has not signed a checkpoint yet.
-		case tracked:
-			// Logged by trackUnprovenWitness.
-		case err != nil && ctx.Err() == nil:
-			g.log.Warn("witnessing partner audit log failed", "partner", d, "error", err)
-		case w.New:
-			g.log.Debug("partner audit checkpoint witnessed", "partner", d, "size", w.Size)
-		}
+		pctx, cancel := g.witnessBudget(ctx)
+		g.witnessPartner(pctx, d, v, client)
+		cancel()
 	}
 	g.retryUnprovenGossip(ctx)
+}
+
+// WitnessBudgetTimeouts is how many Limits.PeerTimeout one partner's
+// witnessing work in a round may take in all (witnessPartners).
+const WitnessBudgetTimeouts = 2
+
+// errWitnessBudget is the cause of a partner's witnessing context
+// (witnessBudget) ending when its budget for the round is used up.
+var errWitnessBudget = errors.New("the partner's witnessing budget for this round is used up")
+
+// witnessBudget derives from the round's ctx the context of one
+// partner's witnessing work: done after WitnessBudgetTimeouts ×
+// Limits.PeerTimeout (cause errWitnessBudget), or when ctx is.
+func (g *Gateway) witnessBudget(ctx context.Context) (context.Context, context.CancelFunc) {
+	t := g.opts.Limits.PeerTimeout
+	if t <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, WitnessBudgetTimeouts*t, errWitnessBudget)
+}
+
+// shuttingDown tells whether a partner's witnessing context (witnessBudget)
+// is done because the gateway shuts down, not because the budget is used up.
+func shuttingDown(ctx context.Context) bool {
+	return ctx.Err() != nil && !errors.Is(context.Cause(ctx), errWitnessBudget)
+}
+
+// witnessPartner is one partner's witnessing work in a round; ctx holds
+// its budget (witnessBudget). A proof the budget cuts short is unproven,
+// like one the partner stalls past its own PeerTimeout; the steps the
+// budget leaves no time for are skipped, and done in a later round.
+func (g *Gateway) witnessPartner(ctx context.Context, d string, v note.Verifier, client blv1.AuditClient) {
+	src := g.auditSource(client)
+	w, werr := audit.Witness(ctx, src, v, g.alog.witnessed, time.Now())
+	err := werr
+	if err == nil && g.alog.cosigner != nil && ctx.Err() == nil {
+		err = g.cosignAccepted(ctx, d, client, w)
+	}
+	// The partner's own checkpoints first, then what it gossips.
+	tracked := g.trackUnprovenWitness(ctx, d, v, client, w, werr)
+	g.checkGossip(ctx, d, src.gossip)
+	switch {
+	case errors.Is(err, audit.ErrSplitView):
+		g.log.Error("SPLIT VIEW: partner audit log is not consistent with what it showed before", "partner", d, "error", err)
+		g.keepSplitView(ctx, d, "", err)
+	case status.Code(err) == codes.NotFound:
+		// The partner has not signed a checkpoint yet.
+	case tracked:
+		// Logged by trackUnprovenWitness.
+	case err != nil && !shuttingDown(ctx):
+		g.log.Warn("witnessing partner audit log failed", "partner", d, "error", err)
+	case w.New:
+		g.log.Debug("partner audit checkpoint witnessed", "partner", d, "size", w.Size)
+	}
+	if ctx.Err() != nil && !shuttingDown(ctx) {
+		g.log.Debug("partner witnessing budget used up; the rest is done next round", "partner", d,
+			"budget", WitnessBudgetTimeouts*g.opts.Limits.PeerTimeout)
+	}
 }
 
 // trackUnprovenWitness keeps the checkpoint a partner showed this
@@ -818,7 +864,7 @@ func (g *Gateway) witnessPartners(ctx context.Context) {
 func (g *Gateway) trackUnprovenWitness(ctx context.Context, d string, v note.Verifier, client blv1.AuditClient, w audit.Witnessed, werr error) (logged bool) {
 	a := g.alog
 	unproven := errors.Is(werr, audit.ErrWitnessUnproven)
-	if ctx.Err() != nil {
+	if shuttingDown(ctx) {
 		return unproven
 	}
 	a.mu.Lock()
@@ -841,16 +887,28 @@ func (g *Gateway) trackUnprovenWitness(ctx context.Context, d string, v note.Ver
 	asked := w.Checkpoint == u.checkpoint
 	res, err := w, werr
 	if !asked {
-		// The proof has its own PeerTimeout (auditSource): one the
-		// partner stalls past it is unproven, like one it refuses.
+		if ctx.Err() != nil {
+			// The partner's budget is used up: asked next round.
+			return false
+		}
+		// The proof has its own PeerTimeout (auditSource), within the
+		// partner's budget (ctx): one the partner stalls past either is
+		// unproven, like one it refuses.
 		res, err = audit.RetryWitness(ctx, g.auditSource(client), v, a.witnessed, u.note, time.Now())
-		if err == nil && res.New && a.cosigner != nil {
+		// A cosignature the budget leaves no time for is handed over
+		// next round (cosignAccepted).
+		if err == nil && res.New && a.cosigner != nil && ctx.Err() == nil {
 			if cerr := g.cosign(ctx, d, client, res.Note); cerr != nil && ctx.Err() == nil {
 				g.log.Warn("witnessing partner audit log failed", "partner", d, "error", cerr)
 			}
 		}
-		if ctx.Err() != nil {
-			return asked && unproven
+		if shuttingDown(ctx) {
+			return false
+		}
+		if err != nil && ctx.Err() != nil && !errors.Is(err, audit.ErrWitnessUnproven) && !errors.Is(err, audit.ErrSplitView) {
+			// Not asked (the store read failed as the budget ran
+			// out): asked next round.
+			return false
 		}
 	}
 	stillUnproven := errors.Is(err, audit.ErrWitnessUnproven)
@@ -893,16 +951,21 @@ func (g *Gateway) trackUnprovenWitness(ctx context.Context, d string, v note.Ver
 // its own (audit.CheckGossip) with those this gateway accepted itself: a
 // partner that showed the gossiping witness another tree is caught here,
 // though this gateway never saw that tree. Gossip about this gateway's own
-// log, about the witness itself, or about logs it has no key for is
-// skipped, and so is gossip kept as unproven already, which
-// retryUnprovenGossip asks about this round. ctx is done only when the
-// gateway shuts down; each proof has its own PeerTimeout (auditSource),
-// and one the partner stalls past it is unproven.
+// log, about the witness itself, or about logs that are not of this
+// gateway's partners (it has no key for them) is skipped. Of the rest
+// only one checkpoint per partner is checked, the largest: a witness
+// that sends many checkpoints of a partner (that stalls its proofs)
+// cannot have this gateway ask about each of them every round. Gossip
+// kept as unproven already is skipped too: retryUnprovenGossip asks
+// about it this round. ctx is the gossiping witness's witnessing context
+// (witnessBudget): done when the gateway shuts down or the witness's
+// budget for the round is used up, which leaves the rest for the next
+// round. Each proof has its own PeerTimeout (auditSource) within the
+// budget; one the partner stalls past either is unproven.
 func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []string) {
+	largest := map[string]audit.Checkpoint{}
+	notes := map[string]string{}
 	for _, msg := range gossip {
-		if ctx.Err() != nil {
-			return
-		}
 		body, err := audit.CheckpointText([]byte(msg))
 		if err != nil {
 			continue
@@ -912,9 +975,23 @@ func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []stri
 			continue
 		}
 		d, ok := strings.CutSuffix(c.Origin, "/borderlink/audit")
-		v, known := g.alog.verifiers[d]
+		_, known := g.alog.verifiers[d]
 		if !ok || !known || d == witness || d == g.self {
 			continue
+		}
+		if l, seen := largest[d]; seen && l.Size >= c.Size {
+			continue
+		}
+		largest[d], notes[d] = c, msg
+	}
+	if ignored := len(gossip) - len(notes); ignored > 0 {
+		g.log.Debug("witness gossip ignored: only the largest checkpoint of each partner is checked", "witness", witness,
+			"gossiped", len(gossip), "checked", len(notes), "ignored", ignored)
+	}
+	for _, d := range slices.Sorted(maps.Keys(notes)) {
+		msg, v := notes[d], g.alog.verifiers[d]
+		if ctx.Err() != nil {
+			return // shutting down, or the budget is used up: next round
 		}
 		g.alog.mu.Lock()
 		kept := g.alog.unproven[d]
@@ -927,13 +1004,15 @@ func (g *Gateway) checkGossip(ctx context.Context, witness string, gossip []stri
 		if client, err := g.peers.audit(d); err == nil {
 			src = g.auditSource(client)
 		}
-		err = audit.CheckGossip(ctx, src, v, g.alog.witnessed, []byte(msg))
+		err := audit.CheckGossip(ctx, src, v, g.alog.witnessed, []byte(msg))
 		switch {
 		case errors.Is(err, audit.ErrSplitView):
 			g.log.Error("SPLIT VIEW: partner audit log is not consistent with what another witness was shown", "partner", d, "witness", witness, "error", err)
 			g.keepSplitView(ctx, d, witness, err)
-		case ctx.Err() != nil:
-			return // shutting down
+		case shuttingDown(ctx):
+			return
+		case ctx.Err() != nil && !errors.Is(err, audit.ErrGossipUnproven):
+			return // not asked: the budget is used up; next round
 		case errors.Is(err, audit.ErrGossipUnproven):
 			// Kept and asked again every round (retryUnprovenGossip):
 			// a partner that forked could refuse the proof for good.
@@ -961,6 +1040,9 @@ func (g *Gateway) retryUnprovenGossip(ctx context.Context) {
 	pending := maps.Clone(a.unproven)
 	a.mu.Unlock()
 	for _, d := range slices.Sorted(maps.Keys(pending)) {
+		if ctx.Err() != nil {
+			return
+		}
 		u := pending[d]
 		v, ok := a.verifiers[d]
 		if !ok {
@@ -970,9 +1052,12 @@ func (g *Gateway) retryUnprovenGossip(ctx context.Context) {
 		if client, err := g.peers.audit(d); err == nil {
 			src = g.auditSource(client)
 		}
-		// The proof has its own PeerTimeout (auditSource): a stalled one
-		// is unproven; only a shutdown (ctx) skips the rest.
-		err := audit.CheckGossip(ctx, src, v, a.witnessed, u.note)
+		// The proof has its own PeerTimeout (auditSource), within a
+		// budget for the partner (witnessBudget): a stalled one is
+		// unproven; only a shutdown (ctx) skips the rest.
+		pctx, cancel := g.witnessBudget(ctx)
+		err := audit.CheckGossip(pctx, src, v, a.witnessed, u.note)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}

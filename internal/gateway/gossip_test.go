@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,9 +132,14 @@ type gossipingLog struct {
 	blv1.UnimplementedAuditServer
 	checkpoint string
 	gossip     []string
+	mu         sync.Mutex
+	fetched    []time.Time // when its checkpoint was fetched
 }
 
 func (g *gossipingLog) GetCheckpoint(context.Context, *blv1.GetCheckpointRequest) (*blv1.GetCheckpointResponse, error) {
+	g.mu.Lock()
+	g.fetched = append(g.fetched, time.Now())
+	g.mu.Unlock()
 	return &blv1.GetCheckpointResponse{Checkpoint: g.checkpoint, Witnessed: g.gossip}, nil
 }
 
@@ -275,6 +281,117 @@ func TestGossipWithRetiredKey(t *testing.T) {
 	if m := metricsOf(sg); !strings.Contains(m, `borderlink_audit_split_views{origin="`+audit.Origin(nlDomain)+`"} 0`) ||
 		!strings.Contains(m, `borderlink_audit_gossip_unproven{origin="`+audit.Origin(nlDomain)+`"} 0`) {
 		t.Errorf("sg's metrics:\n%s", m)
+	}
+}
+
+// TestGossipFloodBounded: cn (a fake with cn's real key) gossips 50
+// distinct checkpoints of nl, all validly signed by nl, and nl (a fake
+// with nl's real key) stalls every consistency proof. sg checks only the
+// largest of them, within cn's witnessing budget, and keeps them from
+// holding up its rounds: it still witnesses cn and nl every round, and
+// still reports the unproven gossip. Asking about each of them every
+// round (one stalled proof, PeerTimeout, each) took ~50 × PeerTimeout a
+// round.
+func TestGossipFloodBounded(t *testing.T) {
+	const peerTimeout = 200 * time.Millisecond
+	lis := map[string]net.Listener{}
+	for _, d := range []string{nlDomain, cnDomain} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis[d] = l
+	}
+	logs := &syncBuffer{}
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d != sgDomain {
+			return
+		}
+		o.Peers[nlDomain] = lis[nlDomain].Addr().String()
+		o.Peers[cnDomain] = lis[cnDomain].Addr().String()
+		o.Limits.PeerTimeout = peerTimeout
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	ctx := context.Background()
+	sg := f.nodes[sgDomain]
+	nlSigner, err := note.NewSigner(f.nodes[nlDomain].auditKeySigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := forkTree(t, 60, 60)
+	nl := &forkingLog{signer: nlSigner}
+	nl.show(tree, 8)
+	nl.stallProofs(true)
+	serveFakeNL(t, f, lis[nlDomain], nl)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := sg.store.LastWitnessed(ctx, audit.Origin(nlDomain)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sg did not witness nl:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	cnSigner, err := note.NewSigner(f.nodes[cnDomain].auditKeySigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(s note.Signer, c audit.Checkpoint) string {
+		msg, err := audit.SignCheckpoint(s, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(msg)
+	}
+	cn := &gossipingLog{checkpoint: sign(cnSigner, audit.Checkpoint{Origin: audit.Origin(cnDomain), Size: 1, Hash: tlog.RecordHash([]byte("cn"))})}
+	for n := int64(9); n < 59; n++ {
+		root, err := tree.Root(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cn.gossip = append(cn.gossip, sign(nlSigner, audit.Checkpoint{Origin: audit.Origin(nlDomain), Size: n, Hash: root}))
+	}
+	serveFake(t, f, lis[cnDomain], cnDomain, cn)
+	waitLog(t, logs, "witness gossip not proven consistent by the partner")
+
+	// Watch a few rounds: each partner is witnessed every round, and a
+	// round takes at most its partners' budgets (2 × PeerTimeout each)
+	// and the retry of the unproven gossip; the bound is generous.
+	const window, maxGap = 4 * time.Second, 5*peerTimeout + time.Second
+	from := time.Now()
+	time.Sleep(window)
+	to := time.Now()
+	for _, p := range []struct {
+		name    string
+		mu      *sync.Mutex
+		fetched *[]time.Time
+	}{{cnDomain, &cn.mu, &cn.fetched}, {nlDomain, &nl.mu, &nl.fetched}} {
+		p.mu.Lock()
+		times := []time.Time{from}
+		for _, at := range *p.fetched {
+			if at.After(from) && at.Before(to) {
+				times = append(times, at)
+			}
+		}
+		p.mu.Unlock()
+		times = append(times, to)
+		var longest time.Duration
+		for i := 1; i < len(times); i++ {
+			longest = max(longest, times[i].Sub(times[i-1]))
+		}
+		if rounds := len(times) - 2; rounds < 3 || longest > maxGap {
+			t.Errorf("sg witnessed %s %d times in %v, at most %v apart (want 3 or more, at most %v apart)", p.name, rounds, window, longest, maxGap)
+		}
+	}
+	// The stalled gossip is still reported.
+	waitLog(t, logs, "GOSSIP UNPROVEN")
+	if m := metricsOf(sg); !strings.Contains(m, `borderlink_audit_gossip_unproven{origin="`+audit.Origin(nlDomain)+`"} 1`+"\n") {
+		t.Errorf("sg's metrics lack the unproven gossip:\n%s", m)
+	}
+	if out := logs.String(); strings.Contains(out, "SPLIT VIEW") {
+		t.Errorf("sg reported a split view it could not prove:\n%s", out)
 	}
 }
 

@@ -50,6 +50,9 @@ type forkingLog struct {
 	// handed over, in the same order.
 	cosigned  []int64
 	cosigKeys []uint32
+
+	// fetched are the times its checkpoint was fetched.
+	fetched []time.Time
 }
 
 func (f *forkingLog) show(tree *audit.Tree, size int64) {
@@ -61,6 +64,7 @@ func (f *forkingLog) show(tree *audit.Tree, size int64) {
 func (f *forkingLog) GetCheckpoint(context.Context, *blv1.GetCheckpointRequest) (*blv1.GetCheckpointResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.fetched = append(f.fetched, time.Now())
 	root, _ := f.tree.Root(f.size)
 	msg, err := audit.SignCheckpoint(f.signer, audit.Checkpoint{Origin: audit.Origin(nlDomain), Size: f.size, Hash: root})
 	return &blv1.GetCheckpointResponse{Checkpoint: string(msg)}, err
