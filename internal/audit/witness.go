@@ -68,6 +68,13 @@ type SplitView struct {
 	Witness string
 }
 
+// SplitViewTally counts the split-view evidence kept about one partner
+// log: incidents (one per detection path, however long its fork lasts) and
+// detections (every sighting).
+type SplitViewTally struct {
+	Incidents, Detections int64
+}
+
 // KeptSplitView is a split view as a witness keeps it: one per incident,
 // that is per origin, detection and witness (none for DetectedDirect),
 // however long the fork lasts and however both sides of it move. The

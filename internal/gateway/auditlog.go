@@ -1114,7 +1114,7 @@ func (a *auditLog) witnessUnprovenReported() map[string]bool {
 // splitViewStore keeps the evidence of split views (audit_split_views).
 type splitViewStore interface {
 	PutSplitView(ctx context.Context, sv audit.SplitView, at time.Time) (isNew bool, err error)
-	SplitViewCounts(ctx context.Context) (map[string]int64, error)
+	SplitViewCounts(ctx context.Context) (map[string]audit.SplitViewTally, error)
 	SplitViewsAfter(ctx context.Context, origin string, afterID int64, limit int) ([]audit.KeptSplitView, error)
 }
 

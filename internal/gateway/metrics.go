@@ -219,35 +219,21 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			g.log.Warn("metrics: split view evidence unreadable", "error", err)
 			failed("split_views")
 		} else {
-			// Incidents (rows), not detections: a lasting fork is one.
 			// Every witnessed partner gets a series, 0 until its first
 			// incident, so that an alert on an increase has a series to
 			// watch from the start (none when witnessing is off: 0 would
 			// claim a check that is not made); evidence about a partner
 			// no longer configured still counts.
-			for d := range g.alog.verifiers {
-				if _, ok := counts[audit.Origin(d)]; !ok && g.alog.witnessed != nil {
-					counts[audit.Origin(d)] = 0
+			if g.alog.witnessed != nil {
+				for d := range g.alog.verifiers {
+					if _, ok := counts[audit.Origin(d)]; !ok {
+						counts[audit.Origin(d)] = audit.SplitViewTally{}
+					}
 				}
 			}
 			for o, n := range counts {
-				gauge(descSplitViews, float64(n), o)
-			}
-		}
-	}
-	if sd, ok := g.opts.Store.(splitViewDetections); ok {
-		if detections, err := sd.SplitViewDetections(ctx); err != nil {
-			g.log.Warn("metrics: split view evidence unreadable", "error", err)
-			failed("split_views")
-		} else {
-			// Same series as borderlink_audit_split_views.
-			for d := range g.alog.verifiers {
-				if _, ok := detections[audit.Origin(d)]; !ok && g.alog.witnessed != nil {
-					detections[audit.Origin(d)] = 0
-				}
-			}
-			for o, n := range detections {
-				gauge(descSplitViewDetections, float64(n), o)
+				gauge(descSplitViews, float64(n.Incidents), o)
+				gauge(descSplitViewDetections, float64(n.Detections), o)
 			}
 		}
 	}
@@ -279,9 +265,4 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descCertExpiry, float64(leaf.NotAfter.Unix()))
 	}
-}
-
-// splitViewDetections is what the detections metric reads.
-type splitViewDetections interface {
-	SplitViewDetections(ctx context.Context) (map[string]int64, error)
 }

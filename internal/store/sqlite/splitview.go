@@ -127,52 +127,29 @@ func (s *Store) SplitViewsAfter(ctx context.Context, origin string, afterID int6
 	return out, nil
 }
 
-// SplitViewCounts returns how many split-view incidents are kept per
-// origin (origins without any are absent): rows, not detections, so a fork
-// that lasts counts once per detection path (direct, gossip per witness).
-func (s *Store) SplitViewCounts(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT origin, COUNT(*) FROM audit_split_views GROUP BY origin")
+// SplitViewCounts returns, per origin with evidence (others are absent),
+// how many split-view incidents are kept (rows: a fork that lasts counts
+// once per detection path, direct or gossip per witness) and how many
+// times split views were detected in all (the sum of the incidents'
+// counts, which moves with every detection, so an alert on its increase
+// fires for a fork seen again as well as for a new one).
+func (s *Store) SplitViewCounts(ctx context.Context) (map[string]audit.SplitViewTally, error) {
+	rows, err := s.reader.QueryContext(ctx, "SELECT origin, COUNT(*), SUM(count) FROM audit_split_views GROUP BY origin")
 	if err != nil {
 		return nil, fmt.Errorf("store: split view counts: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]int64{}
+	out := map[string]audit.SplitViewTally{}
 	for rows.Next() {
 		var origin string
-		var n int64
-		if err := rows.Scan(&origin, &n); err != nil {
+		var t audit.SplitViewTally
+		if err := rows.Scan(&origin, &t.Incidents, &t.Detections); err != nil {
 			return nil, fmt.Errorf("store: split view counts: %w", err)
 		}
-		out[origin] = n
+		out[origin] = t
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: split view counts: %w", err)
-	}
-	return out, nil
-}
-
-// SplitViewDetections returns, per origin, how many times split views were
-// detected in all (the sum of the incidents' counts). An incident is one
-// row however long its fork lasts; this number moves with every detection,
-// so an alert on its increase fires for a fork seen again as well as for
-// a new one.
-func (s *Store) SplitViewDetections(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT origin, SUM(count) FROM audit_split_views GROUP BY origin")
-	if err != nil {
-		return nil, fmt.Errorf("store: split view detections: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var origin string
-		var n int64
-		if err := rows.Scan(&origin, &n); err != nil {
-			return nil, fmt.Errorf("store: split view detections: %w", err)
-		}
-		out[origin] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: split view detections: %w", err)
 	}
 	return out, nil
 }
