@@ -94,9 +94,20 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		// How long each exchange waited for its audit record to be durable
 		// (the answer leaves only after it), per run at the goal's rate.
 		var auditWaits []float64
+		// The disk's floor at the same rate, in the same rounds (gateway,
+		// echo, bare durable insert, in turn), so the gateway is idle while
+		// it runs.
+		var durable *Result
 		for _, r := range rates {
 			gwLoop := openLoop(r.gw, cfg.dur(), gwOp)
 			if r.key == fmt.Sprintf("%.0f", auditGoalLoad) {
+				d, err := openDurableInsert(ctx, dir, "durable-insert.db")
+				if err != nil {
+					return fmt.Errorf("%s: %w", pl.name, err)
+				}
+				warm(ctx, cfg, 1, d.insert)
+				durable = &Result{ID: fmt.Sprintf("pull/%s/durable-insert/open@%s", pl.name, r.key), Target: "bare durable SQLite insert, 1 KB row",
+					Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "insert", Primary: "p99_us"}
 				loop := gwLoop
 				gwLoop = func(ctx context.Context) sample {
 					f.appends.record()
@@ -106,6 +117,16 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					}
 					return s
 				}
+				ms := []measurement{
+					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
+					{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)},
+					{durable, openLoop(auditGoalLoad, cfg.dur(), d.insert)},
+				}
+				interleave(ctx, cfg, sc, ms...)
+				if err := d.close(); err != nil {
+					return fmt.Errorf("%s: %w", pl.name, err)
+				}
+				continue
 			}
 			interleave(ctx, cfg, sc,
 				measurement{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
@@ -118,6 +139,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			}
 			sc.addRatio(fmt.Sprintf("%s: p99 of the wait for the audit record (AppendAudit, group commit + fsync) at %.0f req/s, ms (absolute; latency audit adds to the exchange)", pl.name, auditGoalLoad),
 				med, spread, "<=", 2, "≤ 2 ms")
+			addDurableFloor(sc, pl.name, auditWaits, durable)
 		} else {
 			sc.note("%s: the audit wait was not measured: %.0f req/s is not among this run's rates %v.", pl.name, auditGoalLoad, cfg.Rates)
 		}

@@ -1,0 +1,225 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// durableRowBytes is the size of the BLOB each bare durable insert writes:
+// about one audit record.
+const durableRowBytes = 1024
+
+// durableInsert is the disk's floor for any durable append: one INSERT of
+// a ~1 KB row per autocommit transaction into a fresh SQLite file, opened
+// with the settings of the store's writer (modernc.org/sqlite, WAL,
+// synchronous=FULL, so every commit fsyncs the WAL). Each row also carries
+// a random 32-hex-character TEXT key under an index, like the audit log's
+// request id. There is no group commit and no Merkle tree: what it costs is
+// SQLite's commit path and the fsync.
+//
+// One goroutine writes, taking the inserts in arrival order (FIFO), as the
+// store's single writer connection does; an open loop's latency then
+// includes the wait behind a slow fsync.
+type durableInsert struct {
+	path string
+	db   *sql.DB
+	row  []byte
+	seq  int64
+	reqs chan chan error
+	done chan struct{}
+}
+
+// durableInsertDSN is the DSN of the store's writer (see
+// internal/store/sqlite.Open): same pragmas in the same order, BEGIN
+// IMMEDIATE.
+func durableInsertDSN(absPath string) string {
+	q := url.Values{"_pragma": {
+		"busy_timeout(10000)",
+		"journal_mode(WAL)",
+		"synchronous(FULL)",
+		"foreign_keys(1)",
+		"temp_store(MEMORY)",
+	}}
+	q.Set("_txlock", "immediate")
+	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(absPath), RawQuery: q.Encode()}).String()
+}
+
+const durableInsertSchema = `CREATE TABLE rows (
+    seq        INTEGER NOT NULL PRIMARY KEY,
+    time       INTEGER NOT NULL,
+    request_id TEXT    NOT NULL,
+    record     BLOB    NOT NULL
+) STRICT;
+CREATE INDEX rows_by_request ON rows (request_id, seq);`
+
+// openDurableInsert creates a fresh database named name in dir (which must
+// exist; a leftover file of that name is replaced). The caller must close
+// it, which also removes the file.
+func openDurableInsert(ctx context.Context, dir, name string) (_ *durableInsert, err error) {
+	path, err := filepath.Abs(filepath.Join(dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("bench: durable insert baseline: %w", err)
+	}
+	d := &durableInsert{path: path, row: make([]byte, durableRowBytes)}
+	if err := d.remove(); err != nil {
+		return nil, err
+	}
+	rand.Read(d.row)
+	db, err := sql.Open("sqlite", durableInsertDSN(path))
+	if err != nil {
+		return nil, fmt.Errorf("bench: durable insert baseline: open %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, db.Close(), d.remove())
+		}
+	}()
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := checkDurable(ctx, db); err != nil {
+		return nil, fmt.Errorf("bench: durable insert baseline: %s: %w", path, err)
+	}
+	if _, err := db.ExecContext(ctx, durableInsertSchema); err != nil {
+		return nil, fmt.Errorf("bench: durable insert baseline: create table in %s: %w", path, err)
+	}
+	d.db = db
+	d.reqs = make(chan chan error, maxOutstanding)
+	d.done = make(chan struct{})
+	go d.writer()
+	return d, nil
+}
+
+// checkDurable checks that the pragmas took: WAL and synchronous FULL.
+func checkDurable(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("read journal_mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal_mode is %q, want wal", mode)
+	}
+	var sync int
+	if err := db.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return fmt.Errorf("read synchronous: %w", err)
+	}
+	if sync < 2 {
+		return fmt.Errorf("synchronous is %d, want 2 (FULL) or more", sync)
+	}
+	return nil
+}
+
+// writer runs the inserts one at a time, in the order they were asked for.
+func (d *durableInsert) writer() {
+	defer close(d.done)
+	for req := range d.reqs {
+		req <- d.insertOne()
+	}
+}
+
+func (d *durableInsert) insertOne() error {
+	var id [16]byte
+	rand.Read(id[:])
+	d.seq++
+	// Not the caller's context: an insert the writer has started runs to
+	// its commit, as the store's sequencer does.
+	if _, err := d.db.Exec(`INSERT INTO rows (seq, time, request_id, record) VALUES (?, ?, ?, ?)`,
+		d.seq, time.Now().UnixNano(), hex.EncodeToString(id[:]), d.row); err != nil {
+		return fmt.Errorf("bench: durable insert baseline: insert %d into %s: %w", d.seq, d.path, err)
+	}
+	return nil
+}
+
+// insert is an op: it returns once its row is committed and fsynced.
+func (d *durableInsert) insert(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case d.reqs <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close stops the writer (after the inserts already asked for), closes the
+// database and removes its files. No insert may be called after it.
+func (d *durableInsert) close() error {
+	close(d.reqs)
+	<-d.done
+	err := d.db.Close()
+	if err != nil {
+		err = fmt.Errorf("bench: durable insert baseline: close %s: %w", d.path, err)
+	}
+	return errors.Join(err, d.remove())
+}
+
+// remove deletes the database and its WAL and shared-memory files.
+func (d *durableInsert) remove() error {
+	var errs []error
+	for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+		if err := os.Remove(d.path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("bench: durable insert baseline: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// addDurableFloor adds, next to the audit wait of payload, the p99 of the
+// bare durable insert measured in the same rounds and the ratio of the two
+// (run by run when every round measured both).
+func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable *Result) {
+	if durable == nil || len(durable.Runs) == 0 || durable.Median.P99 <= 0 {
+		sc.note("%s: the bare durable SQLite insert was not measured, so the audit wait has no disk floor to compare with.", payload)
+		return
+	}
+	floor := durable.Median.P99 / 1000
+	sc.addRatio(fmt.Sprintf("%s: bare durable SQLite insert at %.0f/s: p99, ms (absolute; the disk's floor for any durable append)", payload, durable.Rate),
+		floor, durable.Spread["p99_us"], "", 0, "")
+	var ratios []float64
+	if len(auditWaits) == len(durable.Runs) {
+		for i, run := range durable.Runs {
+			if run.P99 > 0 {
+				ratios = append(ratios, auditWaits[i]/(run.P99/1000))
+			}
+		}
+	}
+	name := fmt.Sprintf("%s: audit wait p99 / bare durable insert p99 at %.0f req/s (1 = audit adds nothing beyond the disk)", payload, durable.Rate)
+	if len(ratios) == len(durable.Runs) {
+		md, spread := median(ratios), 0.0
+		if md > 0 && len(ratios) > 1 {
+			spread = (slices.Max(ratios) - slices.Min(ratios)) / md
+		}
+		sc.addRatio(name, md, spread, "", 0, "")
+	} else {
+		// Some round lacks one of the two: ratio of the medians.
+		md := median(auditWaits)
+		spread := durable.Spread["p99_us"]
+		if md > 0 && len(auditWaits) > 1 {
+			spread += (slices.Max(auditWaits) - slices.Min(auditWaits)) / md
+		}
+		sc.addRatio(name, md/floor, spread, "", 0, "")
+	}
+	if durable.Median.Errors > 0 {
+		sc.note("%s: the bare durable insert lost a median of %d of its %.0f/s arrivals per run (failed, or dropped beyond %d in flight); its p99 is over the inserts that committed.", payload, durable.Median.Errors, durable.Rate, maxOutstanding)
+	}
+	const why = "Disk floor: in the rounds of the audit-wait runs, with the gateway idle, a single writer commits one ~1 KB row (plus a random 32-hex-character indexed key, like the audit's request id) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), started on the same open-loop schedule and timed from each insert's intended start. No durable append can beat this p99 on this disk, so an audit wait near it is the disk's, not the audit layer's; group commit can come in under it only by sharing one fsync among several records."
+	if !slices.Contains(sc.Notes, why) {
+		sc.note("%s", why)
+	}
+}

@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDurableInsert runs the disk-floor baseline briefly (the smoke run's
+// rates do not include the audit goal's, so it would not run there) and
+// checks that it commits its rows, adds its rows to the report and removes
+// its files. It asserts nothing about timing.
+func TestDurableInsert(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d, err := openDurableInsert(ctx, dir, "floor.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Result{ID: "pull/1KB/durable-insert/open@500", Mode: "open", Rate: auditGoalLoad, Primary: "p99_us"}
+	loop := openLoop(auditGoalLoad, 40*time.Millisecond, d.insert)
+	for range 2 {
+		r.Runs = append(r.Runs, measure(ctx, loop))
+	}
+	r.summarize()
+	var n int64
+	if err := d.db.QueryRowContext(ctx, "SELECT count(*) FROM rows WHERE length(request_id) = 32 AND length(record) = ?", durableRowBytes).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if want := r.Runs[0].Ops + r.Runs[1].Ops; n != want || n == 0 {
+		t.Errorf("%d rows committed, want %d (> 0)", n, want)
+	}
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+	left, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("left behind: %s", e.Name())
+	}
+
+	sc := &Scenario{}
+	addDurableFloor(sc, "1KB", []float64{1, 2}, r)
+	if len(sc.Ratios) != 2 {
+		t.Fatalf("got ratios %+v, want the floor and audit wait / floor", sc.Ratios)
+	}
+	if !strings.Contains(sc.Ratios[1].Name, "audit wait p99 / bare durable insert p99") || sc.Ratios[1].Value <= 0 {
+		t.Errorf("ratio row %+v", sc.Ratios[1])
+	}
+	if len(sc.Notes) == 0 {
+		t.Error("no note explaining the baseline")
+	}
+	addDurableFloor(sc, "10KB", []float64{1}, r) // mismatched rounds: ratio of medians
+	if len(sc.Ratios) != 4 || sc.Ratios[3].Value <= 0 {
+		t.Errorf("got ratios %+v after a second payload", sc.Ratios)
+	}
+	if got := len(sc.Notes); got > 1 && r.Median.Errors == 0 {
+		t.Errorf("explanation repeated: %d notes", got)
+	}
+}
