@@ -78,6 +78,7 @@ fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzRead -fuzztime=$(FUZZTIME) ./internal/importer/
 	$(GO) test -run=NONE -fuzz=FuzzParseCheckpoint -fuzztime=$(FUZZTIME) ./internal/audit/
 	$(GO) test -run=NONE -fuzz=FuzzParseReceipt -fuzztime=$(FUZZTIME) ./internal/audit/
+	$(GO) test -run=NONE -fuzz=FuzzParseDelegation -fuzztime=$(FUZZTIME) ./internal/audit/
 	$(GO) test -run=NONE -fuzz=FuzzProofs -fuzztime=$(FUZZTIME) ./internal/audit/
 
 ## bench: measure the gateway against its baselines (< 10 minutes on 2 cores);

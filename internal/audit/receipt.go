@@ -14,8 +14,12 @@ import (
 
 // receiptHeader is the first line of every receipt body; it keeps a
 // receipt from ever being read as a checkpoint (whose first line is an
-// origin) and versions the format.
-const receiptHeader = "borderlink-receipt/v1"
+// origin) and versions the format: v1 is signed by the log key, v2 by a
+// receipt key whose delegation it carries (delegation.go).
+const (
+	receiptHeader   = "borderlink-receipt/v1"
+	receiptHeaderV2 = "borderlink-receipt/v2"
+)
 
 // Receipt is what the answering gateway signs for each exchange it
 // answered: where the exchange sits in its log and what was released.
@@ -27,6 +31,12 @@ type Receipt struct {
 	Release   string    // hex SHA-256 of the released bytes ("" when nothing was released)
 	RequestID string    // correlation ID of the exchange
 	Caller    string    // SPIFFE ID the answer was given to
+
+	// Key is set by OpenReceipt on a v2 receipt: the verified delegation
+	// of the receipt key that signed it.
+	Key *Delegation
+
+	delegation string // v2: base64 of the signed delegation note
 }
 
 // Text is the signed body, one field per line in this order:
@@ -39,16 +49,24 @@ type Receipt struct {
 //	<release sha256 hex, or "-">
 //	<request id>
 //	<caller SPIFFE ID>
+//
+// A v2 receipt starts with borderlink-receipt/v2 and has a ninth line: the
+// base64 of the signed delegation of the receipt key that signs it.
 func (r Receipt) Text() string {
 	rel := r.Release
 	if rel == "" {
 		rel = "-"
 	}
-	return strings.Join([]string{
+	l := []string{
 		receiptHeader, r.Origin, strconv.FormatInt(r.Index, 10),
 		base64.StdEncoding.EncodeToString(r.LeafHash[:]),
 		r.Time.UTC().Format(time.RFC3339Nano), rel, r.RequestID, r.Caller,
-	}, "\n") + "\n"
+	}
+	if r.delegation != "" {
+		l[0] = receiptHeaderV2
+		l = append(l, r.delegation)
+	}
+	return strings.Join(l, "\n") + "\n"
 }
 
 // ParseReceipt parses a receipt body (the note text).
@@ -58,10 +76,14 @@ func ParseReceipt(text string) (Receipt, error) {
 		return bad("size or final newline")
 	}
 	l := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
-	if len(l) != 8 || l[0] != receiptHeader {
+	var r Receipt
+	switch {
+	case len(l) == 8 && l[0] == receiptHeader:
+	case len(l) == 9 && l[0] == receiptHeaderV2 && l[8] != "":
+		r.delegation = l[8]
+	default:
 		return bad("header or line count")
 	}
-	var r Receipt
 	r.Origin = l[1]
 	if r.Origin == "" {
 		return bad("origin")
@@ -106,9 +128,25 @@ func SignReceipt(s Signer, r Receipt) (string, error) {
 }
 
 // OpenReceipt verifies a signed receipt with the partner's verifier and
-// parses it. The origin must be the verifier's name. Errors wrap ErrVerify.
+// parses it. The origin must be the verifier's name. A v2 receipt must be
+// signed by the receipt key its delegation names, the delegation by the
+// partner's key, and its time must lie in the delegation's validity; Key
+// is then set. Errors wrap ErrVerify.
 func OpenReceipt(msg string, v note.Verifier) (Receipt, error) {
-	n, err := note.Open([]byte(msg), openers(v))
+	verifiers := openers(v)
+	var key *Delegation
+	if text, _, ok := strings.Cut(msg, "\n\n"); ok && strings.HasPrefix(text, receiptHeaderV2+"\n") {
+		unverified, err := ParseReceipt(text + "\n")
+		if err != nil {
+			return Receipt{}, fmt.Errorf("receipt: %v: %w", err, ErrVerify)
+		}
+		d, dv, err := openDelegation(unverified.delegation, v)
+		if err != nil {
+			return Receipt{}, err
+		}
+		verifiers, key = note.VerifierList(dv), &d
+	}
+	n, err := note.Open([]byte(msg), verifiers)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("receipt signature: %v: %w", err, ErrVerify)
 	}
@@ -119,7 +157,27 @@ func OpenReceipt(msg string, v note.Verifier) (Receipt, error) {
 	if r.Origin != v.Name() {
 		return Receipt{}, fmt.Errorf("receipt origin %q, want %q: %w", r.Origin, v.Name(), ErrVerify)
 	}
+	if (key != nil) != (r.delegation != "") {
+		// Only if the text changed between the two parses; cannot pass.
+		return Receipt{}, fmt.Errorf("receipt format changed under verification: %w", ErrVerify)
+	}
+	if key != nil {
+		if r.Time.Before(key.NotBefore) || r.Time.After(key.NotAfter) {
+			return Receipt{}, fmt.Errorf("receipt time %s is outside its key's validity %s to %s: %w", r.Time.UTC().Format(time.RFC3339Nano),
+				key.NotBefore.Format(time.RFC3339Nano), key.NotAfter.Format(time.RFC3339Nano), ErrVerify)
+		}
+		r.Key = key
+	}
 	return r, nil
+}
+
+// KeyValidAt tells whether a receipt could have been signed at t: always
+// for a v1 receipt (the log key has no validity), and for a v2 receipt
+// when t lies in its key's validity widened by skew. A caller checking a
+// receipt it has just been handed asks with the time now, so that a
+// receipt key that leaked after it expired cannot sign live receipts.
+func (r Receipt) KeyValidAt(t time.Time, skew time.Duration) bool {
+	return r.Key == nil || (!t.Before(r.Key.NotBefore.Add(-skew)) && !t.After(r.Key.NotAfter.Add(skew)))
 }
 
 // Expect is what a caller knows about an exchange it made.

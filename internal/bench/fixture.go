@@ -22,7 +22,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/devca"
 	"github.com/borderlink/borderlink/internal/gateway"
 	"github.com/borderlink/borderlink/internal/gen"
@@ -118,12 +117,12 @@ type server struct {
 // serveGateway starts a gateway for provider over st with engine, on a
 // loopback port, signing with a key it generates.
 func serveGateway(ctx context.Context, p *pki, st gateway.Store, engine *policy.Engine) (*server, error) {
-	return serveSignedGateway(ctx, p, st, engine, nil)
+	return serveSignedGateway(ctx, p, st, engine, gateway.AuditOptions{})
 }
 
 // serveSignedGateway is serveGateway with signer signing receipts and
 // checkpoints (nil: a generated local key, as gateway.New does).
-func serveSignedGateway(ctx context.Context, p *pki, st gateway.Store, engine *policy.Engine, signer audit.Signer) (*server, error) {
+func serveSignedGateway(ctx context.Context, p *pki, st gateway.Store, engine *policy.Engine, ao gateway.AuditOptions) (*server, error) {
 	pseud, err := release.NewPseudonymizer([]byte("borderlink-bench-pseudonym-key-0"))
 	if err != nil {
 		return nil, err
@@ -131,7 +130,7 @@ func serveSignedGateway(ctx context.Context, p *pki, st gateway.Store, engine *p
 	g, err := gateway.New(gateway.Options{
 		Self: provider, KeyPair: identity.NewKeyPair(p.server), Bundles: p.bundles, Store: st,
 		Policy: engine, Pseudonymizer: pseud, Logger: slog.New(slog.DiscardHandler),
-		Limits: gateway.Limits{ShutdownGrace: 2 * time.Second}, Audit: gateway.AuditOptions{Signer: signer},
+		Limits: gateway.Limits{ShutdownGrace: 2 * time.Second}, Audit: ao,
 	})
 	if err != nil {
 		return nil, err
@@ -278,12 +277,12 @@ var pullPayloads = []payloadSpec{{"1KB", 1024}, {"10KB", 10 * 1024}}
 // prime, the baseline's GetDeclaration returns exactly the bytes the
 // gateway released for each id (one call per id at setup).
 func newPullFixture(ctx context.Context, dir string, p *pki, specs []payloadSpec, perPayload int, prime bool, policyFS fs.FS) (*pullFixture, error) {
-	return newSignedPullFixture(ctx, dir, p, specs, perPayload, prime, policyFS, nil)
+	return newSignedPullFixture(ctx, dir, p, specs, perPayload, prime, policyFS, gateway.AuditOptions{})
 }
 
 // newSignedPullFixture is newPullFixture with the gateway's receipts and
 // checkpoints signed by signer (nil: a generated local key).
-func newSignedPullFixture(ctx context.Context, dir string, p *pki, specs []payloadSpec, perPayload int, prime bool, policyFS fs.FS, signer audit.Signer) (_ *pullFixture, err error) {
+func newSignedPullFixture(ctx context.Context, dir string, p *pki, specs []payloadSpec, perPayload int, prime bool, policyFS fs.FS, ao gateway.AuditOptions) (_ *pullFixture, err error) {
 	f := &pullFixture{pki: p}
 	defer func() {
 		if err != nil {
@@ -315,7 +314,7 @@ func newSignedPullFixture(ctx context.Context, dir string, p *pki, specs []paylo
 		return nil, err
 	}
 	f.appends = &appendTimer{Store: f.st}
-	f.gw, err = serveSignedGateway(ctx, p, f.appends, engine, signer)
+	f.gw, err = serveSignedGateway(ctx, p, f.appends, engine, ao)
 	if err != nil {
 		return nil, err
 	}

@@ -333,7 +333,8 @@ func writeVaultSummary(w func(string, ...any), sc *Scenario) {
 	targets := []struct{ id, name string }{
 		{"local", "local Ed25519 key (baseline)"},
 		{"transit", "transit, one request per signature"},
-		{"batched", "transit, batched (`vault.BatchSigner`, used by `serve`)"},
+		{"batched", "transit, batched (`vault.BatchSigner`; `serve` signs checkpoints so, and receipts with `receipt_key_ttl: 0`)"},
+		{"delegated", "receipt key certified by transit (what `serve` does for receipts, ADR 0011)"},
 	}
 	open := fmt.Sprintf("open@%d", vaultRate)
 	w("| signer |")

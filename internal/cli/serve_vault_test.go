@@ -35,7 +35,7 @@ import (
 // in transit and verified by SG with the published key, a pseudonym from
 // the KV key.
 func TestServeWithVault(t *testing.T) {
-	p := startVaultPair(t, "")
+	p := startVaultPair(t, "", "")
 	paths, nlAuditKey, toSG := p.paths, p.nlAuditKey, p.toSG
 	nlDir := filepath.Join(p.dir, nl)
 	env := p.sgEnv()
@@ -60,10 +60,11 @@ func TestServeWithVault(t *testing.T) {
 		t.Error("a Vault-backed gateway left an audit signing key file on disk")
 	}
 
-	// SG kept NL's transit-signed receipt in its own audit record.
+	// SG verified and kept NL's receipt in its own audit record: signed by
+	// NL's receipt key, which NL's transit key certified (ADR 0011).
 	code, stdout, _ = run(t, nil, "audit", "list", "--config", paths[sg], "--json")
-	if code != 0 || !strings.Contains(stdout, "partner_receipt") {
-		t.Errorf("SG's audit record has no partner receipt: exit %d\n%s", code, stdout)
+	if code != 0 || !strings.Contains(stdout, "partner_receipt") || !strings.Contains(stdout, "borderlink-receipt/v2") {
+		t.Errorf("SG's audit record has no delegated (v2) partner receipt: exit %d\n%s", code, stdout)
 	}
 }
 
@@ -83,8 +84,9 @@ type vaultPair struct {
 }
 
 // startVaultPair starts the pair; nlExtra is YAML added to NL's config
-// (top-level keys other than vault:).
-func startVaultPair(t *testing.T, nlExtra string) *vaultPair {
+// (top-level keys other than vault:), receiptKeyTTL NL's
+// vault.transit.receipt_key_ttl ("": the default).
+func startVaultPair(t *testing.T, nlExtra, receiptKeyTTL string) *vaultPair {
 	t.Helper()
 	srv := vaulttest.Start(t)
 	dir := t.TempDir()
@@ -102,6 +104,12 @@ func startVaultPair(t *testing.T, nlExtra string) *vaultPair {
 	}
 	if nlAuditKey == "" {
 		t.Fatalf("init-dev printed no audit verifier key:\n%s", snippet)
+	}
+	if receiptKeyTTL != "" {
+		if !strings.Contains(snippet, "\n  transit:\n") || strings.Contains(snippet, "receipt_key_ttl") {
+			t.Fatalf("cannot set receipt_key_ttl in the init-dev snippet:\n%s", snippet)
+		}
+		snippet = strings.Replace(snippet, "\n  transit:\n", "\n  transit:\n    receipt_key_ttl: "+receiptKeyTTL+"\n", 1)
 	}
 	// NL's CA is Vault's PKI CA: SG's bundle for NL comes from there.
 	resp, err := http.Get(srv.Addr + "/v1/pki/ca/pem")
@@ -298,14 +306,19 @@ func (b *syncBuf) String() string {
 }
 
 // TestServeVaultSealed seals NL's Vault while NL's gateway runs (docs/vault.md,
-// Failure behaviour): an exchange fails UNAVAILABLE and SG's client gets no
-// data; NL's log holds the ALLOW record followed by an ERROR record saying
-// nothing was released; periodic checkpoint signing fails, is logged and
-// retried; the gateway keeps presenting its certificate. After unseal the
-// next checkpoint covers every record appended while sealed, the exported
-// log verifies with the published transit key, and exchanges work again.
+// Failure behaviour). While its receipt key is valid NL keeps answering:
+// the receipts need no Vault. Once the key has expired without renewal an
+// exchange fails UNAVAILABLE and SG's client gets no data; NL's log holds
+// the ALLOW record followed by an ERROR record saying nothing was released.
+// Periodic checkpoint signing fails, is logged and retried; the gateway
+// keeps presenting its certificate. After unseal the receipt key is
+// renewed, the next checkpoint covers every record appended while sealed,
+// the exported log verifies with the published transit key, and
+// exchanges work again.
 func TestServeVaultSealed(t *testing.T) {
-	p := startVaultPair(t, "audit:\n  checkpoint_interval: 200ms\n")
+	// A short receipt key life, so that it expires during the test: renewed
+	// every 4s, so at least 2s are left when the Vault is sealed.
+	p := startVaultPair(t, "audit:\n  checkpoint_interval: 200ms\n", "6s")
 	ctx := context.Background()
 	db := filepath.Join(p.dir, nl, "gateway.db")
 	st, err := sqlite.Open(ctx, db)
@@ -350,17 +363,32 @@ func TestServeVaultSealed(t *testing.T) {
 	serial := servedSerial(t, p.addr[nl], p.nlCA)
 
 	p.srv.Seal(t)
+	if code, _, stderr := query(); code != 0 {
+		t.Fatalf("query while sealed, receipt key still valid: exit %d: %s; want an answer (receipts need no Vault)", code, stderr)
+	}
+	// Wait for the receipt key to expire with its renewals failing.
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.logs[nl].String(), "receipt key renewal failed and the key has expired") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the receipt key did not expire within 30s of sealing; NL log:\n%s", p.logs[nl].String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	mid, _ := sizes()
+	if mid != before+1 {
+		t.Errorf("NL's log grew from %d to %d while sealed with a valid receipt key; want one ALLOW record", before, mid)
+	}
 	code, stdout, stderr := query()
-	t.Logf("query while sealed: exit %d: %s", code, strings.TrimSpace(stderr))
+	t.Logf("query while sealed, receipt key expired: exit %d: %s", code, strings.TrimSpace(stderr))
 	if code == 0 || stdout != "" {
-		t.Fatalf("query while Vault is sealed: exit %d, stdout %q; want a failure and no data", code, stdout)
+		t.Fatalf("query while Vault is sealed and the receipt key expired: exit %d, stdout %q; want a failure and no data", code, stdout)
 	}
 	if !strings.Contains(stderr, "UNAVAILABLE") || !strings.Contains(stderr, "nothing was released") {
 		t.Errorf("query while sealed: stderr %q; want UNAVAILABLE saying nothing was released", stderr)
 	}
 	// NL's log: the ALLOW record of the refused release, then an ERROR
 	// record for the same request citing it.
-	recs, err := st.ListAudit(ctx, store.AuditQuery{AfterSeq: uint64(before), Limit: 100})
+	recs, err := st.ListAudit(ctx, store.AuditQuery{AfterSeq: uint64(mid), Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +418,7 @@ func TestServeVaultSealed(t *testing.T) {
 
 	// Checkpoint signing fails and is retried at every interval; nothing
 	// is checkpointed while sealed.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for strings.Count(p.logs[nl].String(), "audit checkpoint failed") < 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("fewer than 2 failed checkpoint attempts logged within 30s of sealing; NL log:\n%s", p.logs[nl].String())
@@ -401,8 +429,8 @@ func TestServeVaultSealed(t *testing.T) {
 		t.Errorf("checkpoint failures do not say Vault is sealed; NL log:\n%s", l)
 	}
 	sealedTree, cp := sizes()
-	if cp != before || sealedTree != before+2 {
-		t.Errorf("while sealed: checkpoint size %d, log size %d; want %d and %d", cp, sealedTree, before, before+2)
+	if cp != before || sealedTree != mid+2 {
+		t.Errorf("while sealed: checkpoint size %d, log size %d; want %d and %d", cp, sealedTree, before, mid+2)
 	}
 	if got := servedSerial(t, p.addr[nl], p.nlCA); got != serial {
 		t.Errorf("while sealed NL presents certificate %s; want the current one, %s", got, serial)
@@ -421,8 +449,18 @@ func TestServeVaultSealed(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("latest checkpoint size %d", after)) || strings.Contains(stdout, "not covered") {
 		t.Errorf("audit verify after unseal: exit %d, %q %s; want OK with latest checkpoint size %d covering every record", code, stdout, stderr, after)
 	}
-	if code, _, stderr := query(); code != 0 {
-		t.Errorf("query after unseal: exit %d: %s", code, stderr)
+	// The receipt key is renewed at the next retry (every ttl/10 once
+	// expired); until then the exchange still fails closed.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, _, stderr := query()
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("query after unseal still failing after 30s: exit %d: %s", code, stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

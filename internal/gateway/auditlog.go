@@ -57,7 +57,24 @@ type AuditOptions struct {
 	// accepted (audit.Witness); 0 means DefaultWitnessInterval, negative
 	// turns witnessing off.
 	WitnessInterval time.Duration
+	// ReceiptKeys, if set, signs the receipts of live exchanges (pulls,
+	// searches, subscriptions, refusals) with a short-lived receipt key
+	// the log key certifies (keys.ReceiptKeys, ADR 0011), so that no
+	// exchange waits for a remote log key. nil: the log key signs them.
+	// Receipts of pushed alerts always use the log key: a redelivery is
+	// answered with the receipt re-signed, and must get the same bytes
+	// (ADR 0007).
+	ReceiptKeys ReceiptSigner
 }
+
+// ReceiptSigner signs live receipts (keys.ReceiptKeys).
+type ReceiptSigner interface {
+	SignReceipt(audit.Receipt) (string, error)
+}
+
+// receiptKeySkew is how far outside its receipt key's validity a partner's
+// live receipt may arrive: clocks of two administrations differ.
+const receiptKeySkew = 5 * time.Minute
 
 // DefaultWitnessInterval is how often partners' logs are witnessed.
 const DefaultWitnessInterval = 10 * time.Second
@@ -72,13 +89,14 @@ type logStore interface {
 }
 
 type auditLog struct {
-	origin    string
-	signer    audit.Signer
-	verifiers map[string]note.Verifier
-	store     logStore // nil if the Store cannot serve the log
-	cp        *audit.Checkpointer
-	interval  time.Duration
-	log       *slog.Logger
+	origin      string
+	signer      audit.Signer
+	receiptKeys ReceiptSigner // nil: the log key signs live receipts too
+	verifiers   map[string]note.Verifier
+	store       logStore // nil if the Store cannot serve the log
+	cp          *audit.Checkpointer
+	interval    time.Duration
+	log         *slog.Logger
 	// witnessed keeps partners' accepted checkpoints (nil: no witnessing).
 	witnessed       audit.WitnessState
 	witnessInterval time.Duration
@@ -161,7 +179,7 @@ type cosigStore interface {
 }
 
 func newAuditLog(opts Options) (*auditLog, error) {
-	a := &auditLog{origin: audit.Origin(opts.Self), signer: opts.Audit.Signer, verifiers: map[string]note.Verifier{},
+	a := &auditLog{origin: audit.Origin(opts.Self), signer: opts.Audit.Signer, receiptKeys: opts.Audit.ReceiptKeys, verifiers: map[string]note.Verifier{},
 		interval: opts.Audit.CheckpointInterval, log: opts.Logger, witnessInterval: opts.Audit.WitnessInterval,
 		cosigner: opts.Audit.Cosigner, cosigVerifiers: map[string]note.Verifier{}, cosigned: map[string][]byte{}, handed: map[string]cosigMark{}, unproven: map[string]*unprovenGossip{},
 		witnessUnproven: map[string]*unprovenWitness{}}
@@ -256,11 +274,32 @@ func (a *auditLog) start(ctx context.Context, witness func(context.Context)) (st
 
 // receipt signs the receipt of an appended (sequenced) provider record.
 func (a *auditLog) receipt(rec *blv1.AuditRecord) (string, error) {
-	h, err := audit.LeafHash(rec)
+	r, err := a.receiptOf(rec)
 	if err != nil {
 		return "", err
 	}
-	return audit.SignReceipt(a.signer, audit.Receipt{
+	return audit.SignReceipt(a.signer, r)
+}
+
+// liveReceipt signs the receipt of a live exchange: with the receipt key
+// when there is one, else with the log key.
+func (a *auditLog) liveReceipt(rec *blv1.AuditRecord) (string, error) {
+	if a.receiptKeys == nil {
+		return a.receipt(rec)
+	}
+	r, err := a.receiptOf(rec)
+	if err != nil {
+		return "", err
+	}
+	return a.receiptKeys.SignReceipt(r)
+}
+
+func (a *auditLog) receiptOf(rec *blv1.AuditRecord) (audit.Receipt, error) {
+	h, err := audit.LeafHash(rec)
+	if err != nil {
+		return audit.Receipt{}, err
+	}
+	return audit.Receipt{
 		Origin:    a.origin,
 		Index:     int64(rec.GetSeq()) - 1,
 		LeafHash:  h,
@@ -268,7 +307,7 @@ func (a *auditLog) receipt(rec *blv1.AuditRecord) (string, error) {
 		Release:   rec.GetReleaseSha256(),
 		RequestID: rec.GetRequestId(),
 		Caller:    rec.GetCallerId(),
-	})
+	}, nil
 }
 
 // verifier is the partner's receipt verifier, or FailedPrecondition.
@@ -286,7 +325,7 @@ func (g *Gateway) signedAnswer(ctx context.Context, rec *blv1.AuditRecord) (stri
 	if err := g.appendAudit(ctx, rec); err != nil {
 		return "", err
 	}
-	r, err := g.alog.receipt(rec)
+	r, err := g.alog.liveReceipt(rec)
 	if err != nil {
 		g.log.Error("receipt signing failed; failing the call", "request_id", rec.GetRequestId(), "seq", rec.GetSeq(), "error", err)
 		// The ALLOW record above is durable but nothing goes out: say so in
@@ -333,6 +372,10 @@ func (g *Gateway) checkPartnerReceipt(v note.Verifier, receipt, requestID, relea
 	r, err := audit.OpenReceipt(receipt, v)
 	if err != nil {
 		return err
+	}
+	if now := g.now(); !r.KeyValidAt(now, receiptKeySkew) {
+		return fmt.Errorf("receipt signed with a receipt key valid %s to %s, not now (%s): %w", r.Key.NotBefore.Format(time.RFC3339),
+			r.Key.NotAfter.Format(time.RFC3339), now.UTC().Format(time.RFC3339), audit.ErrVerify)
 	}
 	return r.Check(audit.Expect{RequestID: requestID, Caller: identity.GatewayID(g.self).String(), Release: release})
 }

@@ -381,7 +381,7 @@ func (g *Gateway) deny(ctx context.Context, rec *blv1.AuditRecord, code codes.Co
 	// A refusal gets a receipt too, in the trailer: the caller can prove we
 	// refused, and reconciliation can match refusals like releases. Failing
 	// to sign it releases nothing, so the refusal still goes out.
-	if receipt, err := g.alog.receipt(rec); err != nil {
+	if receipt, err := g.alog.liveReceipt(rec); err != nil {
 		g.log.Error("receipt for a refusal could not be signed", "request_id", rec.GetRequestId(), "error", err)
 	} else if err := grpc.SetTrailer(ctx, metadata.Pairs(ReceiptTrailer, receipt)); err != nil {
 		g.log.Warn("receipt for a refusal not sent", "request_id", rec.GetRequestId(), "error", err)

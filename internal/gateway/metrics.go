@@ -40,6 +40,12 @@ func newMetrics(g *Gateway) *metrics {
 	}
 	m.reg.MustRegister(m.calls, gatewayCollector{g},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if rk, ok := g.alog.receiptKeys.(interface{ NotAfter() time.Time }); ok {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "borderlink_audit_receipt_key_expiry_timestamp_seconds",
+			Help: "When the key signing live receipts expires (Unix time). It is renewed two thirds into its life; when this comes near, renewals through Vault are failing and exchanges will fail at expiry.",
+		}, func() float64 { return float64(rk.NotAfter().UnixNano()) / 1e9 }))
+	}
 	return m
 }
 

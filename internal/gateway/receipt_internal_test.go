@@ -22,7 +22,9 @@ func TestCheckReceiptMismatch(t *testing.T) {
 	release := strings.Repeat("ab", 32)
 	good := audit.Receipt{Origin: origin, Index: 0, LeafHash: tlog.RecordHash(nil), Time: time.Now(), Release: release,
 		RequestID: "req-1", Caller: "spiffe://sg.customs.example/gateway"}
-	o := &outbound{g: &Gateway{self: "sg.customs.example"}, reqID: "req-1", rec: &blv1.AuditRecord{}, verifier: v}
+	now := time.Now()
+	g := &Gateway{self: "sg.customs.example", now: func() time.Time { return now }}
+	o := &outbound{g: g, reqID: "req-1", rec: &blv1.AuditRecord{}, verifier: v}
 
 	sign := func(r audit.Receipt) string {
 		msg, err := audit.SignReceipt(signer, r)
@@ -34,6 +36,26 @@ func TestCheckReceiptMismatch(t *testing.T) {
 	if err := o.checkReceipt(sign(good), release); err != nil {
 		t.Fatalf("good receipt: %v", err)
 	}
+	// A receipt signed by the partner's receipt key (ADR 0011) is good
+	// while that key is valid, and refused live once it has expired
+	// (beyond the skew): a receipt key that leaked later must not vouch.
+	rk, err := audit.NewReceiptKey(signer, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delegated, err := rk.Sign(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.checkReceipt(delegated, release); err != nil {
+		t.Fatalf("good receipt signed by a receipt key: %v", err)
+	}
+	later := now.Add(time.Hour + receiptKeySkew + time.Second)
+	g.now = func() time.Time { return later }
+	if err := o.checkReceipt(delegated, release); err == nil {
+		t.Error("receipt of an expired receipt key accepted live")
+	}
+	g.now = func() time.Time { return now }
 	other := good
 	other.RequestID = "req-2"
 	otherCaller := good

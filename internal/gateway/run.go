@@ -18,6 +18,7 @@ import (
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/config"
 	"github.com/borderlink/borderlink/internal/identity"
+	"github.com/borderlink/borderlink/internal/keys"
 	"github.com/borderlink/borderlink/internal/keys/vault"
 	"github.com/borderlink/borderlink/internal/policy"
 	"github.com/borderlink/borderlink/internal/release"
@@ -129,11 +130,27 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		}
 	}
 	var signer audit.Signer
+	var receiptKeys ReceiptSigner
 	if vm != nil {
 		// Concurrent receipts share transit requests instead of paying a
 		// Vault round trip each (docs/decisions/0008-batched-transit-signing.md).
 		signer = vault.NewBatchSigner(vm.Signer, vault.BatchOptions{})
 		logger.Info("audit log", "origin", audit.Origin(cfg.TrustDomain), "verifier_key", vm.Signer.VerifierKey(), "all_verifier_keys", vm.VerifierKeys)
+		// Live receipts are signed with a short-lived key transit
+		// certifies, so that no exchange waits for Vault
+		// (docs/decisions/0011-delegated-receipt-keys.md).
+		ttl, err := cfg.Vault.Transit.ReceiptKeyTTL.Duration()
+		if err != nil {
+			return fmt.Errorf("%s: vault.transit.receipt_key_ttl: %w", cfg.File, err)
+		}
+		if ttl > 0 {
+			rk, err := keys.NewReceiptKeys(ctx, signer, ttl, nil, logger)
+			if err != nil {
+				return fmt.Errorf("%s: vault.transit: receipt key: %w", cfg.File, err)
+			}
+			defer rk.Stop()
+			receiptKeys = rk
+		}
 	} else {
 		s, vkey, err := audit.LoadOrCreateKey(cfg.Audit.KeyFile, audit.Origin(cfg.TrustDomain), true)
 		if err != nil {
@@ -178,7 +195,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			RetentionInterval: cfg.Delivery.RetentionInterval.Duration,
 			KeepSettled:       cfg.Delivery.KeepSettled.Duration,
 		},
-		Audit: AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys, PeerRetiredKeys: retiredKeys, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
+		Audit: AuditOptions{Signer: signer, ReceiptKeys: receiptKeys, Cosigner: cosigner, PeerKeys: peerKeys, PeerRetiredKeys: retiredKeys, CheckpointInterval: cfg.Audit.CheckpointInterval.Duration,
 			WitnessInterval: cfg.Audit.WitnessInterval.Duration},
 	})
 	if err != nil {

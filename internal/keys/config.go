@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/borderlink/borderlink/internal/audit"
 )
 
 // Defaults for the vault: section.
@@ -20,6 +22,10 @@ const (
 	// DefaultVaultRequestTimeout bounds one call to Vault (a signature, an
 	// issued certificate).
 	DefaultVaultRequestTimeout = 10 * time.Second
+	// DefaultReceiptKeyTTL is the lifetime of a receipt key, as of the
+	// gateway certificate: renewed after 40 minutes, so Vault can be away
+	// for 20 before exchanges fail.
+	DefaultReceiptKeyTTL = time.Hour
 )
 
 // VaultConfig is the `vault:` section of a gateway's configuration
@@ -72,6 +78,10 @@ type VaultPKI struct {
 type VaultTransit struct {
 	Mount string `yaml:"mount,omitempty"`
 	Key   string `yaml:"key,omitempty"`
+	// ReceiptKeyTTL is the lifetime of the in-memory receipt key the
+	// transit key certifies (ReceiptKeys, ADR 0011); "0" signs every
+	// receipt in transit (batched) instead.
+	ReceiptKeyTTL VaultDurationStr `yaml:"receipt_key_ttl,omitempty"`
 }
 
 // VaultKV reads secrets from a KV v2 mount. PseudonymKeyPath is the path
@@ -106,6 +116,7 @@ func (c *VaultConfig) SetDefaults() {
 	def((*string)(&c.PKI.TTL), DefaultVaultCertTTL.String())
 	def(&c.Transit.Mount, DefaultVaultTransitMount)
 	def(&c.Transit.Key, DefaultVaultTransitKey)
+	def((*string)(&c.Transit.ReceiptKeyTTL), DefaultReceiptKeyTTL.String())
 	def(&c.KV.Mount, DefaultVaultKVMount)
 	def((*string)(&c.Timeout), DefaultVaultRequestTimeout.String())
 	if c.Auth.AppRole != nil {
@@ -152,6 +163,10 @@ func (c *VaultConfig) Validate() error {
 	}
 	if d, err := c.PKI.TTL.Duration(); err != nil || d < 0 {
 		bad("pki.ttl", fmt.Sprintf("%q is not a duration", c.PKI.TTL), "e.g. 1h")
+	}
+	if d, err := c.Transit.ReceiptKeyTTL.Duration(); err != nil || d < 0 || (d > 0 && d < time.Second) || d > audit.MaxDelegation-time.Minute {
+		bad("transit.receipt_key_ttl", fmt.Sprintf("%q is not a duration from 1s to %s", c.Transit.ReceiptKeyTTL, audit.MaxDelegation-time.Minute),
+			"e.g. 1h; 0 signs every receipt in transit")
 	}
 	if d, err := c.Timeout.Duration(); err != nil || d < 0 {
 		bad("request_timeout", fmt.Sprintf("%q is not a duration", c.Timeout), "e.g. 10s")

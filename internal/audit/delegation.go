@@ -1,0 +1,165 @@
+package audit
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// A receipt key is a short-lived Ed25519 key that signs receipts for a
+// log, certified by the log's own key in a delegation: the idea of TLS
+// delegated credentials (RFC 9345) in signed-note form. A gateway whose
+// log key is in Vault transit signs one delegation an hour instead of one
+// receipt per exchange, so no exchange waits for Vault (ADR 0011). The
+// private half lives only in the gateway's memory.
+
+// delegationHeader is the first line of a delegation body. No checkpoint
+// (first line: the origin), receipt or cosignature starts with it, so the
+// log key's signature on one can never be taken for another.
+const delegationHeader = "borderlink-receipt-key/v1"
+
+// MaxDelegation is the longest validity a verifier accepts, as RFC 9345
+// caps delegated credentials at 7 days: a leaked receipt key must expire.
+const MaxDelegation = 7 * 24 * time.Hour
+
+// Delegation is what the log key certifies: Key may sign receipts for
+// Origin whose time lies in [NotBefore, NotAfter].
+type Delegation struct {
+	Origin    string
+	Key       string // note verifier key of the receipt key, named Origin
+	NotBefore time.Time
+	NotAfter  time.Time
+}
+
+// Text is the signed body, one field per line:
+//
+//	borderlink-receipt-key/v1
+//	<origin>
+//	<verifier key of the receipt key>
+//	<not before, RFC 3339 with nanoseconds, UTC>
+//	<not after, RFC 3339 with nanoseconds, UTC>
+func (d Delegation) Text() string {
+	return strings.Join([]string{delegationHeader, d.Origin, d.Key,
+		d.NotBefore.UTC().Format(time.RFC3339Nano), d.NotAfter.UTC().Format(time.RFC3339Nano)}, "\n") + "\n"
+}
+
+// ParseDelegation parses a delegation body (the note text).
+func ParseDelegation(text string) (Delegation, error) {
+	bad := func(what string) (Delegation, error) {
+		return Delegation{}, fmt.Errorf("malformed receipt key delegation: %s", what)
+	}
+	if len(text) > maxCheckpointSize || !strings.HasSuffix(text, "\n") {
+		return bad("size or final newline")
+	}
+	l := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	if len(l) != 5 || l[0] != delegationHeader {
+		return bad("header or line count")
+	}
+	d := Delegation{Origin: l[1], Key: l[2]}
+	if d.Origin == "" {
+		return bad("origin")
+	}
+	v, err := note.NewVerifier(d.Key)
+	if err != nil {
+		return bad("key: " + err.Error())
+	}
+	if v.Name() != d.Origin {
+		return bad(fmt.Sprintf("key is named %q, not for origin %q", v.Name(), d.Origin))
+	}
+	if d.NotBefore, err = time.Parse(time.RFC3339Nano, l[3]); err != nil {
+		return bad("not before")
+	}
+	if d.NotAfter, err = time.Parse(time.RFC3339Nano, l[4]); err != nil {
+		return bad("not after")
+	}
+	if !d.NotAfter.After(d.NotBefore) || d.NotAfter.Sub(d.NotBefore) > MaxDelegation {
+		return bad(fmt.Sprintf("validity %s to %s is empty or longer than %s", l[3], l[4], MaxDelegation))
+	}
+	return d, nil
+}
+
+// ReceiptKey is a receipt key with its signed delegation.
+type ReceiptKey struct {
+	Delegation Delegation
+	signer     note.Signer
+	signed     string // base64 of the signed delegation note, as receipts carry it
+}
+
+// NewReceiptKey makes a fresh receipt key valid for ttl from now (and from
+// a minute before, for clocks slightly behind) and has the log key sign
+// its delegation. With a Vault transit log key that signature is the
+// only call to Vault.
+func NewReceiptKey(log Signer, now time.Time, ttl time.Duration) (*ReceiptKey, error) {
+	if ttl <= 0 || ttl+time.Minute > MaxDelegation {
+		return nil, fmt.Errorf("audit: receipt key lifetime %s: want more than 0 and at most %s", ttl, MaxDelegation-time.Minute)
+	}
+	origin := log.Name()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("audit: receipt key: %w", err)
+	}
+	vkey, err := note.NewEd25519VerifierKey(origin, pub)
+	if err != nil {
+		return nil, fmt.Errorf("audit: receipt key: %w", err)
+	}
+	// The signer key as note.GenerateKey writes it: name, key hash (the
+	// verifier key's second field; a name holds no "+"), algorithm byte 1
+	// and the seed.
+	hash := strings.Split(vkey, "+")[1]
+	signer, err := note.NewSigner("PRIVATE+KEY+" + origin + "+" + hash + "+" +
+		base64.StdEncoding.EncodeToString(append([]byte{1}, priv.Seed()...)))
+	if err != nil {
+		return nil, fmt.Errorf("audit: receipt key: %w", err)
+	}
+	d := Delegation{Origin: origin, Key: vkey, NotBefore: now.Add(-time.Minute).UTC(), NotAfter: now.Add(ttl).UTC()}
+	msg, err := note.Sign(&note.Note{Text: d.Text()}, log)
+	if err != nil {
+		return nil, fmt.Errorf("audit: sign receipt key delegation: %w", err)
+	}
+	return &ReceiptKey{Delegation: d, signer: signer, signed: base64.StdEncoding.EncodeToString(msg)}, nil
+}
+
+// Sign signs r with the receipt key: a borderlink-receipt/v2 receipt that
+// carries the delegation. r.Time must lie in the delegation's validity.
+func (k *ReceiptKey) Sign(r Receipt) (string, error) {
+	if r.Origin != k.Delegation.Origin {
+		return "", fmt.Errorf("audit: sign receipt: receipt key signs for %q, not %q", k.Delegation.Origin, r.Origin)
+	}
+	if r.Time.Before(k.Delegation.NotBefore) || r.Time.After(k.Delegation.NotAfter) {
+		return "", fmt.Errorf("audit: sign receipt: time %s is outside the receipt key's validity %s to %s",
+			r.Time.UTC().Format(time.RFC3339Nano), k.Delegation.NotBefore.Format(time.RFC3339), k.Delegation.NotAfter.Format(time.RFC3339))
+	}
+	r.delegation = k.signed
+	return SignReceipt(k.signer, r)
+}
+
+// openDelegation verifies a delegation (base64 of its signed note, as a
+// receipt carries it) with the log's verifier v and returns it with the
+// verifier of the receipt key. Errors wrap ErrVerify.
+func openDelegation(b64 string, v note.Verifier) (Delegation, note.Verifier, error) {
+	msg, err := base64.StdEncoding.Strict().DecodeString(b64)
+	if err != nil {
+		return Delegation{}, nil, fmt.Errorf("receipt key delegation: not base64: %w", ErrVerify)
+	}
+	n, err := note.Open(msg, openers(v))
+	if err != nil {
+		return Delegation{}, nil, fmt.Errorf("receipt key delegation signature: %v: %w", err, ErrVerify)
+	}
+	d, err := ParseDelegation(n.Text)
+	if err != nil {
+		return Delegation{}, nil, fmt.Errorf("%v: %w", err, ErrVerify)
+	}
+	if d.Origin != v.Name() {
+		return Delegation{}, nil, fmt.Errorf("receipt key delegation is for %q, want %q: %w", d.Origin, v.Name(), ErrVerify)
+	}
+	dv, err := note.NewVerifier(d.Key)
+	if err != nil {
+		return Delegation{}, nil, fmt.Errorf("receipt key: %v: %w", err, ErrVerify)
+	}
+	return d, dv, nil
+}
