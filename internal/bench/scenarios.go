@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/policy"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
@@ -308,8 +308,5 @@ func freshAudit(tmpl *blv1.AuditRecord) *blv1.AuditRecord {
 	return r
 }
 
-func newRequestID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+// newRequestID makes IDs as the gateways do (time-ordered).
+func newRequestID() string { return audit.NewRequestID(time.Now()) }

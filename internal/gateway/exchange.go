@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -426,11 +426,7 @@ func incomingRequestID(ctx context.Context) string {
 	return newRequestID()
 }
 
-func newRequestID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newRequestID() string { return audit.NewRequestID(time.Now()) }
 
 var purposePattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
 

@@ -549,9 +549,15 @@ func backfillAuditHashes(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("audit tree: begin: %w", err)
 	}
 	defer tx.Rollback()
-	var n, hashes int64
-	if err := tx.QueryRowContext(ctx, "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_records), (SELECT COUNT(*) FROM audit_hashes)").Scan(&n, &hashes); err != nil {
+	var n, hashes, maxID int64
+	if err := tx.QueryRowContext(ctx, "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_records), (SELECT COUNT(*) FROM audit_hashes), (SELECT COALESCE(MAX(id), -1) FROM audit_hashes)").Scan(&n, &hashes, &maxID); err != nil {
 		return fmt.Errorf("audit tree: %w", err)
+	}
+	// ids are unique and >= 0 (primary key, CHECK), so count and maximum
+	// agreeing means they are exactly 0..count-1: this replaces a per-row
+	// gapless trigger (migration 0006).
+	if hashes != maxID+1 {
+		return fmt.Errorf("audit tree: tree hash ids are not 0..%d (highest %d): the file was modified outside Borderlink", hashes-1, maxID)
 	}
 	if hashes == tlog.StoredHashCount(n) {
 		return nil

@@ -142,3 +142,47 @@ func TestAuditAppendAfterClose(t *testing.T) {
 		t.Fatal("AppendAudit after Close succeeded")
 	}
 }
+
+// TestAuditHashesCheckedAtOpen: the tree hashes have no per-row gapless
+// trigger (migration 0006); a hash added by another writer of the file,
+// with a gap or at the end, stops Open with an error naming the cause,
+// and rewriting or deleting hashes stays refused.
+func TestAuditHashesCheckedAtOpen(t *testing.T) {
+	for _, tc := range []struct {
+		name, stmt, want string
+	}{
+		{"hash after a gap", "INSERT INTO audit_hashes (id, hash) VALUES ((SELECT MAX(id) + 3 FROM audit_hashes), zeroblob(32))", "tree hash ids are not 0.."},
+		{"extra hash at the end", "INSERT INTO audit_hashes (id, hash) VALUES ((SELECT MAX(id) + 1 FROM audit_hashes), zeroblob(32))", "tree hashes for 10 records"},
+		{"hash rewritten", "UPDATE audit_hashes SET hash = zeroblob(32) WHERE id = 3", ""},
+		{"hash deleted", "DELETE FROM audit_hashes WHERE id = (SELECT MAX(id) FROM audit_hashes)", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "borderlink.db")
+			s := openTemp(t, path)
+			for i := range 10 {
+				if _, err := s.AppendAudit(t.Context(), storetest.AuditRecord(fmt.Sprintf("r%d", i), 0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			_, err := rawDB(t, path).Exec(tc.stmt)
+			if tc.want == "" {
+				if err == nil || !strings.Contains(err.Error(), "append-only") {
+					t.Fatalf("%s by another writer: %v, want refused as append-only", tc.stmt, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s2, err := sqlite.Open(t.Context(), path)
+			if err == nil {
+				s2.Close()
+				t.Fatalf("Open after %q succeeded", tc.stmt)
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "modified outside Borderlink") {
+				t.Errorf("Open: %v; want it to say %q and that the file was modified outside Borderlink", err, tc.want)
+			}
+		})
+	}
+}

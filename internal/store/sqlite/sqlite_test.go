@@ -125,7 +125,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 		}
 		got = append(got, fmt.Sprintf("%04d_%s", v, name))
 	}
-	if want := []string{"0001_init", "0002_audit_merkle", "0003_delivery", "0004_outbox_settled", "0005_split_views"}; strings.Join(got, ",") != strings.Join(want, ",") {
+	if want := []string{"0001_init", "0002_audit_merkle", "0003_delivery", "0004_outbox_settled", "0005_split_views", "0006_audit_hashes_checked_at_open"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("schema_migrations = %q, want %q", got, want)
 	}
 	var n int
@@ -155,7 +155,7 @@ func TestRefusesNewerSchema(t *testing.T) {
 	if !errors.Is(err, store.ErrSchemaTooNew) {
 		t.Errorf("Open error = %v, want store.ErrSchemaTooNew", err)
 	}
-	for _, want := range []string{"version 42", "up to 5"} {
+	for _, want := range []string{"version 42", "up to 6"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Open error %q does not name %q", err, want)
 		}
