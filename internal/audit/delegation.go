@@ -27,6 +27,15 @@ const delegationHeader = "borderlink-receipt-key/v1"
 // caps delegated credentials at 7 days: a leaked receipt key must expire.
 const MaxDelegation = 7 * 24 * time.Hour
 
+// ReceiptKeyBackdate is how long before it is made a receipt key is valid
+// from. A partner checking a live receipt allows its own clock 5 minutes
+// outside the validity (the gateway's receiptKeySkew); back-dating twice
+// that keeps a partner whose clock is up to 15 minutes behind working right
+// after a renewal, and lets a record made up to 10 minutes before the
+// renewal still be signed by the new key. Expiry, which is what bounds a
+// leaked key, is not moved.
+const ReceiptKeyBackdate = 10 * time.Minute
+
 // Delegation is what the log key certifies: Key may sign receipts for
 // Origin whose time lies in [NotBefore, NotAfter].
 type Delegation struct {
@@ -91,12 +100,11 @@ type ReceiptKey struct {
 }
 
 // NewReceiptKey makes a fresh receipt key valid for ttl from now (and from
-// a minute before, for clocks slightly behind) and has the log key sign
-// its delegation. With a Vault transit log key that signature is the
+// ReceiptKeyBackdate before) and has the log key sign its delegation. With a Vault transit log key that signature is the
 // only call to Vault.
 func NewReceiptKey(log Signer, now time.Time, ttl time.Duration) (*ReceiptKey, error) {
-	if ttl <= 0 || ttl+time.Minute > MaxDelegation {
-		return nil, fmt.Errorf("audit: receipt key lifetime %s: want more than 0 and at most %s", ttl, MaxDelegation-time.Minute)
+	if ttl <= 0 || ttl+ReceiptKeyBackdate > MaxDelegation {
+		return nil, fmt.Errorf("audit: receipt key lifetime %s: want more than 0 and at most %s", ttl, MaxDelegation-ReceiptKeyBackdate)
 	}
 	origin := log.Name()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -116,7 +124,7 @@ func NewReceiptKey(log Signer, now time.Time, ttl time.Duration) (*ReceiptKey, e
 	if err != nil {
 		return nil, fmt.Errorf("audit: receipt key: %w", err)
 	}
-	d := Delegation{Origin: origin, Key: vkey, NotBefore: now.Add(-time.Minute).UTC(), NotAfter: now.Add(ttl).UTC()}
+	d := Delegation{Origin: origin, Key: vkey, NotBefore: now.Add(-ReceiptKeyBackdate).UTC(), NotAfter: now.Add(ttl).UTC()}
 	msg, err := note.Sign(&note.Note{Text: d.Text()}, log)
 	if err != nil {
 		return nil, fmt.Errorf("audit: sign receipt key delegation: %w", err)

@@ -28,24 +28,31 @@ func delegatedReceipt() audit.Receipt {
 // lets the tests make receipts ReceiptKey.Sign refuses to make.
 func handDelegated(t *testing.T, logKey note.Signer, r audit.Receipt, from, until time.Time) string {
 	t.Helper()
+	return handDelegatedFor(t, logKey, r, r.Origin, r.Origin, from, until)
+}
+
+// handDelegatedFor is handDelegated with the delegation naming origin dOrigin
+// and the receipt key named keyName.
+func handDelegatedFor(t *testing.T, logKey note.Signer, r audit.Receipt, dOrigin, keyName string, from, until time.Time) string {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vkey, err := note.NewEd25519VerifierKey(r.Origin, pub)
+	vkey, err := note.NewEd25519VerifierKey(keyName, pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rk, err := note.NewSigner("PRIVATE+KEY+" + r.Origin + "+" + strings.Split(vkey, "+")[1] + "+" + base64.StdEncoding.EncodeToString(append([]byte{1}, priv.Seed()...)))
+	rk, err := note.NewSigner("PRIVATE+KEY+" + keyName + "+" + strings.Split(vkey, "+")[1] + "+" + base64.StdEncoding.EncodeToString(append([]byte{1}, priv.Seed()...)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := audit.Delegation{Origin: r.Origin, Key: vkey, NotBefore: from, NotAfter: until}
+	d := audit.Delegation{Origin: dOrigin, Key: vkey, NotBefore: from, NotAfter: until}
 	signedD, err := note.Sign(&note.Note{Text: d.Text()}, logKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1 := strings.SplitN(r.Text(), "\n", 2)[1] // the eight lines after the header
+	v1 := strings.SplitN(r.Text(), "\n", 2)[1] // the seven lines after the header
 	text := "borderlink-receipt/v2\n" + v1 + base64.StdEncoding.EncodeToString(signedD) + "\n"
 	msg, err := note.Sign(&note.Note{Text: text}, rk)
 	if err != nil {
@@ -72,8 +79,9 @@ func TestDelegatedReceipt(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenReceipt: %v", err)
 	}
-	if got.Key == nil || got.Key.Origin != origin || !got.Key.NotAfter.Equal(delegatedAt.Add(time.Hour)) || !got.Key.NotBefore.Equal(delegatedAt.Add(-time.Minute)) {
-		t.Fatalf("Key = %+v; want the delegation from %s to %s", got.Key, delegatedAt.Add(-time.Minute), delegatedAt.Add(time.Hour))
+	from := delegatedAt.Add(-audit.ReceiptKeyBackdate)
+	if got.Key == nil || got.Key.Origin != origin || !got.Key.NotAfter.Equal(delegatedAt.Add(time.Hour)) || !got.Key.NotBefore.Equal(from) {
+		t.Fatalf("Key = %+v; want the delegation from %s to %s", got.Key, from, delegatedAt.Add(time.Hour))
 	}
 	if got.Index != r.Index || got.LeafHash != r.LeafHash || !got.Time.Equal(r.Time) || got.Release != r.Release || got.RequestID != r.RequestID || got.Caller != r.Caller {
 		t.Fatalf("OpenReceipt = %+v; want the fields of %+v", got, r)
@@ -173,6 +181,10 @@ func TestReceiptKeyValidAt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	parsedOnly, err := audit.ParseReceipt(strings.SplitN(msg, "\n\n", 2)[0] + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
 	skew := 5 * time.Minute
 	for _, c := range []struct {
 		name string
@@ -183,8 +195,10 @@ func TestReceiptKeyValidAt(t *testing.T) {
 		{"inside", got, delegatedAt.Add(30 * time.Minute), true},
 		{"just after expiry, within skew", got, delegatedAt.Add(time.Hour + skew), true},
 		{"after expiry and skew", got, delegatedAt.Add(time.Hour + skew + time.Second), false},
-		{"before validity and skew", got, delegatedAt.Add(-time.Minute - skew - time.Second), false},
+		{"a partner 15 minutes behind, right after the key was made", got, delegatedAt.Add(-15 * time.Minute), true},
+		{"before validity and skew", got, delegatedAt.Add(-audit.ReceiptKeyBackdate - skew - time.Second), false},
 		{"v1 receipt: the log key has no validity", direct, delegatedAt.Add(1000 * time.Hour), true},
+		{"v2 receipt only parsed, not opened", parsedOnly, delegatedAt.Add(30 * time.Minute), false},
 	} {
 		if ok := c.r.KeyValidAt(c.at, skew); ok != c.want {
 			t.Errorf("%s: KeyValidAt = %v, want %v", c.name, ok, c.want)

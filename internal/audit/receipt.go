@@ -173,11 +173,16 @@ func OpenReceipt(msg string, v note.Verifier) (Receipt, error) {
 
 // KeyValidAt tells whether a receipt could have been signed at t: always
 // for a v1 receipt (the log key has no validity), and for a v2 receipt
-// when t lies in its key's validity widened by skew. A caller checking a
+// opened by OpenReceipt when t lies in its key's validity widened by skew
+// (never for one only parsed). A caller checking a
 // receipt it has just been handed asks with the time now, so that a
 // receipt key that leaked after it expired cannot sign live receipts.
 func (r Receipt) KeyValidAt(t time.Time, skew time.Duration) bool {
-	return r.Key == nil || (!t.Before(r.Key.NotBefore.Add(-skew)) && !t.After(r.Key.NotAfter.Add(skew)))
+	if r.Key == nil {
+		// A v2 receipt only parsed, not opened, has no verified key.
+		return r.delegation == ""
+	}
+	return !t.Before(r.Key.NotBefore.Add(-skew)) && !t.After(r.Key.NotAfter.Add(skew))
 }
 
 // Expect is what a caller knows about an exchange it made.

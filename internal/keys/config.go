@@ -26,6 +26,9 @@ const (
 	// gateway certificate: renewed after 40 minutes, so Vault can be away
 	// for 20 before exchanges fail.
 	DefaultReceiptKeyTTL = time.Hour
+	// MinReceiptKeyTTL keeps a key's life well above a Vault round trip,
+	// so that no key is born expired (tests use a few seconds).
+	MinReceiptKeyTTL = 5 * time.Second
 )
 
 // VaultConfig is the `vault:` section of a gateway's configuration
@@ -164,8 +167,8 @@ func (c *VaultConfig) Validate() error {
 	if d, err := c.PKI.TTL.Duration(); err != nil || d < 0 {
 		bad("pki.ttl", fmt.Sprintf("%q is not a duration", c.PKI.TTL), "e.g. 1h")
 	}
-	if d, err := c.Transit.ReceiptKeyTTL.Duration(); err != nil || d < 0 || (d > 0 && d < time.Second) || d > audit.MaxDelegation-time.Minute {
-		bad("transit.receipt_key_ttl", fmt.Sprintf("%q is not a duration from 1s to %s", c.Transit.ReceiptKeyTTL, audit.MaxDelegation-time.Minute),
+	if d, err := c.Transit.ReceiptKeyTTL.Duration(); err != nil || d < 0 || (d > 0 && d < MinReceiptKeyTTL) || d > audit.MaxDelegation-audit.ReceiptKeyBackdate {
+		bad("transit.receipt_key_ttl", fmt.Sprintf("%q is not a duration from %s to %s", c.Transit.ReceiptKeyTTL, MinReceiptKeyTTL, audit.MaxDelegation-audit.ReceiptKeyBackdate),
 			"e.g. 1h; 0 signs every receipt in transit")
 	}
 	if d, err := c.Timeout.Duration(); err != nil || d < 0 {

@@ -60,6 +60,9 @@ func NewReceiptKeys(ctx context.Context, log audit.Signer, ttl time.Duration, no
 }
 
 // Stop ends the renewals; SignReceipt keeps working until the key expires.
+// A renewal in progress is not interrupted (a note.Signer takes no
+// context): Stop may wait for one log-key signature, up to Vault's
+// request_timeout.
 func (r *ReceiptKeys) Stop() {
 	r.stopOnce.Do(func() { r.cancel(); <-r.done })
 }
@@ -80,6 +83,9 @@ func (r *ReceiptKeys) SignReceipt(rc audit.Receipt) (string, error) {
 // NotAfter is when the current receipt key expires (a metric: it should
 // always be about a third of the lifetime away or more).
 func (r *ReceiptKeys) NotAfter() time.Time { return r.cur.Load().Delegation.NotAfter }
+
+// Delegation is what the log key certified for the current receipt key.
+func (r *ReceiptKeys) Delegation() audit.Delegation { return r.cur.Load().Delegation }
 
 func (r *ReceiptKeys) logKey(msg string, k *audit.ReceiptKey) {
 	r.lg.Info(msg, "origin", k.Delegation.Origin, "key", k.Delegation.Key, "not_after", k.Delegation.NotAfter, "renew_at", r.renewAt(k))

@@ -67,7 +67,7 @@ func waitKeyChange(t *testing.T, rk *keys.ReceiptKeys, old time.Time) {
 
 func TestReceiptKeysRenew(t *testing.T) {
 	s, v := logKey(t)
-	rk, err := keys.NewReceiptKeys(context.Background(), s, 600*time.Millisecond, nil, nil)
+	rk, err := keys.NewReceiptKeys(context.Background(), s, 3*time.Second, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,22 @@ func TestReceiptKeysRenew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitKeyChange(t, rk, first)
+	// Sign back to back across the renewal: no receipt may fail, and the
+	// new key must be there while the old one still has half of its last
+	// third to live (it is due at two thirds, 1s before expiry).
+	deadline := time.Now().Add(10 * time.Second)
+	for rk.NotAfter().Equal(first) {
+		if _, err := rk.SignReceipt(receiptAt(time.Now())); err != nil {
+			t.Fatalf("signing while the key is due for renewal: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receipt key expiring %s was not renewed within 10s", first)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if left := time.Until(first); left < 500*time.Millisecond {
+		t.Errorf("renewed only %s before the old key expired; want it at two thirds of the life (1s before)", left)
+	}
 	msg2, err := rk.SignReceipt(receiptAt(time.Now()))
 	if err != nil {
 		t.Fatal(err)
