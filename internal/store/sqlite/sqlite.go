@@ -48,6 +48,9 @@ type Store struct {
 	reader *sql.DB
 	// seq sequences audit appends (group commit, see AppendAudit).
 	seq *sequencer
+	// stmts counts statements parsed and reused by both pools'
+	// connections (stmtcache.go).
+	stmts *stmtStats
 
 	closeOnce sync.Once
 	closeErr  error
@@ -68,7 +71,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
 
-	writer, err := sql.Open("sqlite", dsn(abs, "immediate",
+	stats := &stmtStats{}
+	writer, err := openCached(dsn(abs, "immediate",
 		// busy_timeout first so that switching to WAL waits for other
 		// processes instead of failing.
 		fmt.Sprintf("busy_timeout(%d)", busyTimeoutMillis),
@@ -85,7 +89,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		// only undo a failed statement and were a third of the
 		// sequencer's write syscalls. Durability is the WAL's.
 		"temp_store(MEMORY)",
-	))
+	), stats)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
@@ -94,7 +98,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	writer.SetConnMaxLifetime(0)
 	writer.SetConnMaxIdleTime(0)
 
-	s := &Store{writer: writer}
+	s := &Store{writer: writer, stmts: stats}
 	if err := checkWriterPragmas(ctx, writer); err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
@@ -110,11 +114,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 	// Readers are opened after the writer has put the file in WAL mode (a
 	// persistent property of the file), so they need not set it themselves.
-	reader, err := sql.Open("sqlite", dsn(abs, "",
+	reader, err := openCached(dsn(abs, "",
 		fmt.Sprintf("busy_timeout(%d)", busyTimeoutMillis),
 		"foreign_keys(1)",
 		"query_only(1)",
-	))
+	), stats)
 	if err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
