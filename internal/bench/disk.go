@@ -11,8 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
+
+	"github.com/borderlink/borderlink/internal/store/sqlite"
 )
 
 // durableRowBytes is the size of the BLOB each bare durable insert writes:
@@ -88,7 +89,7 @@ func openDurableInsert(ctx context.Context, dir, name string) (_ *durableInsert,
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	if err := checkDurable(ctx, db); err != nil {
+	if err := sqlite.CheckDurable(ctx, db); err != nil {
 		return nil, fmt.Errorf("bench: durable insert baseline: %s: %w", path, err)
 	}
 	if _, err := db.ExecContext(ctx, durableInsertSchema); err != nil {
@@ -99,25 +100,6 @@ func openDurableInsert(ctx context.Context, dir, name string) (_ *durableInsert,
 	d.done = make(chan struct{})
 	go d.writer()
 	return d, nil
-}
-
-// checkDurable checks that the pragmas took: WAL and synchronous FULL.
-func checkDurable(ctx context.Context, db *sql.DB) error {
-	var mode string
-	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("read journal_mode: %w", err)
-	}
-	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("journal_mode is %q, want wal", mode)
-	}
-	var sync int
-	if err := db.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
-		return fmt.Errorf("read synchronous: %w", err)
-	}
-	if sync < 2 {
-		return fmt.Errorf("synchronous is %d, want 2 (FULL) or more", sync)
-	}
-	return nil
 }
 
 // writer runs the inserts one at a time, in the order they were asked for.
