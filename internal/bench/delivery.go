@@ -336,10 +336,15 @@ func serveDeliveryGateway(ctx context.Context, self string, kp *identity.KeyPair
 	if err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Options{
-		Self: self, KeyPair: kp, Bundles: bundles, Store: st, Policy: engine, Pseudonymizer: pseud, Peers: peers,
-		Logger: slog.New(slog.DiscardHandler), Limits: gateway.Limits{ShutdownGrace: 2 * time.Second},
-		Audit: gateway.AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys},
+	// New starts the stream workers that serve calls: they take the
+	// profile labels of this goroutine.
+	var g *gateway.Gateway
+	pprof.Do(ctx, serverLabels, func(context.Context) {
+		g, err = gateway.New(gateway.Options{
+			Self: self, KeyPair: kp, Bundles: bundles, Store: st, Policy: engine, Pseudonymizer: pseud, Peers: peers,
+			Logger: slog.New(slog.DiscardHandler), Limits: gateway.Limits{ShutdownGrace: 2 * time.Second},
+			Audit: gateway.AuditOptions{Signer: signer, Cosigner: cosigner, PeerKeys: peerKeys},
+		})
 	})
 	if err != nil {
 		return nil, err

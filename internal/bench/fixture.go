@@ -127,10 +127,15 @@ func serveSignedGateway(ctx context.Context, p *pki, st gateway.Store, engine *p
 	if err != nil {
 		return nil, err
 	}
-	g, err := gateway.New(gateway.Options{
-		Self: provider, KeyPair: identity.NewKeyPair(p.server), Bundles: p.bundles, Store: st,
-		Policy: engine, Pseudonymizer: pseud, Logger: slog.New(slog.DiscardHandler),
-		Limits: gateway.Limits{ShutdownGrace: 2 * time.Second}, Audit: ao,
+	// New starts grpc-go's stream workers, which serve the calls and take
+	// the profile labels of the goroutine that makes them.
+	var g *gateway.Gateway
+	pprof.Do(ctx, serverLabels, func(context.Context) {
+		g, err = gateway.New(gateway.Options{
+			Self: provider, KeyPair: identity.NewKeyPair(p.server), Bundles: p.bundles, Store: st,
+			Policy: engine, Pseudonymizer: pseud, Logger: slog.New(slog.DiscardHandler),
+			Limits: gateway.Limits{ShutdownGrace: 2 * time.Second}, Audit: ao,
+		})
 	})
 	if err != nil {
 		return nil, err

@@ -119,7 +119,8 @@ type Gateway struct {
 // record in their audit trails.
 const RequestIDHeader = "borderlink-request-id"
 
-// New checks the options and builds the gRPC server.
+// New checks the options and builds the gRPC server, whose stream workers
+// run until Serve returns: a Gateway that is built must be served.
 func New(opts Options) (*Gateway, error) {
 	switch {
 	case opts.Self == "":
@@ -240,6 +241,9 @@ func (g *Gateway) Serve(ctx context.Context, lis net.Listener) error {
 	go func() { errc <- g.server.Serve(lis) }()
 	select {
 	case err := <-errc:
+		// Stop also ends the stream workers grpc.NewServer started and
+		// the connections already accepted.
+		g.server.Stop()
 		stopDelivery()
 		stopOnce()
 		g.peers.close()

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 )
 
@@ -17,20 +18,29 @@ import (
 //
 //   - they do not implement ExecerContext/QueryerContext, so database/sql
 //     prepares every statement (PrepareContext), runs it and closes it;
-//   - PrepareContext returns the kept statement when it is not in use, and
-//     Close of a kept statement only marks it free again (a query's
-//     statement is in use until its rows are closed);
+//   - PrepareContext returns the kept statement when it is not in use: a
+//     statement is in use from its prepare until both its Close and the
+//     Close of every rows it produced (database/sql closes a Tx's or
+//     Conn's statement at once, even with its rows still open);
+//   - Close of a kept statement does not finalize it;
 //   - a statement in use (the same SQL run again while its rows are still
 //     being read, or held by a long-lived sql.Stmt) gets a fresh, unkept
-//     one, and so does SQL beyond maxKeptStmts per connection;
+//     one; so does SQL with more than maxKeptParams parameters (the
+//     store's IN lists and multi-row inserts, whose every length is new
+//     text; the inserts are long-lived sql.Stmts anyway);
+//   - at maxKeptStmts a connection finalizes a kept statement not in use
+//     to make room, so new SQL is not parsed on every run forever;
 //   - closing the connection finalizes them all.
 //
 // database/sql uses a connection from one goroutine at a time, so a
 // connection's statements need no lock.
 
-// maxKeptStmts bounds the statements one connection keeps; queries built
-// with a variable number of parameters could otherwise grow it.
-const maxKeptStmts = 256
+// maxKeptStmts bounds the statements one connection keeps, maxKeptParams
+// the parameters of a statement worth keeping.
+const (
+	maxKeptStmts  = 128
+	maxKeptParams = 16
+)
 
 // openCached opens dsn with the registered "sqlite" driver, through
 // connections that keep their prepared statements.
@@ -103,8 +113,8 @@ func (c *stmtConn) Prepare(query string) (driver.Stmt, error) {
 }
 
 func (c *stmtConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	if k, ok := c.kept[query]; ok && !k.busy {
-		k.busy = true
+	if k, ok := c.kept[query]; ok && k.free() {
+		k.held = true
 		c.stats.reused.Add(1)
 		return k, nil
 	}
@@ -113,12 +123,28 @@ func (c *stmtConn) PrepareContext(ctx context.Context, query string) (driver.Stm
 		return nil, err
 	}
 	c.stats.parsed.Add(1)
-	if _, ok := c.kept[query]; ok || len(c.kept) >= maxKeptStmts {
+	if _, ok := c.kept[query]; ok || strings.Count(query, "?") > maxKeptParams || !c.makeRoom() {
 		return st, nil // used once, closed by database/sql
 	}
-	k := &keptStmt{Stmt: st, busy: true}
+	k := &keptStmt{Stmt: st, held: true}
 	c.kept[query] = k
 	return k, nil
+}
+
+// makeRoom finalizes a kept statement not in use when the connection
+// keeps maxKeptStmts; false if all are in use.
+func (c *stmtConn) makeRoom() bool {
+	if len(c.kept) < maxKeptStmts {
+		return true
+	}
+	for q, k := range c.kept {
+		if k.free() {
+			delete(c.kept, q)
+			k.Stmt.Close() // a finalize error says nothing about the next statement
+			return true
+		}
+	}
+	return false
 }
 
 func (c *stmtConn) Close() error {
@@ -146,14 +172,18 @@ func (c *stmtConn) ResetSession(ctx context.Context) error { return c.inner.Rese
 func (c *stmtConn) IsValid() bool { return c.inner.IsValid() }
 
 // keptStmt is a prepared statement its connection keeps; Close frees it
-// for the next use instead of finalizing it.
+// for the next use instead of finalizing it. database/sql calls its
+// methods, and those of its rows, with the connection locked.
 type keptStmt struct {
 	driver.Stmt
-	busy bool
+	held bool // prepared and not closed yet
+	rows int  // rows produced and not closed yet
 }
 
+func (k *keptStmt) free() bool { return !k.held && k.rows == 0 }
+
 func (k *keptStmt) Close() error {
-	k.busy = false
+	k.held = false
 	return nil
 }
 
@@ -162,7 +192,27 @@ func (k *keptStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (d
 }
 
 func (k *keptStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	return k.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+	r, err := k.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
+	if err != nil {
+		return nil, err
+	}
+	k.rows++
+	return &keptRows{Rows: r, k: k}, nil
+}
+
+// keptRows releases its statement when closed.
+type keptRows struct {
+	driver.Rows
+	k      *keptStmt
+	closed bool
+}
+
+func (r *keptRows) Close() error {
+	if !r.closed {
+		r.closed = true
+		r.k.rows--
+	}
+	return r.Rows.Close()
 }
 
 var (

@@ -92,3 +92,77 @@ func TestKeptStatementInUse(t *testing.T) {
 		t.Errorf("nested runs of one statement read %v, want %s", got, want)
 	}
 }
+
+// TestKeptStatementClosedBeforeItsRows: database/sql closes a statement
+// prepared on a Tx at once, even while its rows are open; the kept
+// statement stays in use until the rows are closed too, so the same SQL
+// run again meanwhile gets a statement of its own.
+func TestKeptStatementClosedBeforeItsRows(t *testing.T) {
+	s, _ := openInternal(t)
+	ctx := t.Context()
+	for i := range 3 {
+		if _, err := s.AppendAudit(ctx, storetest.AuditRecord(fmt.Sprintf("r%d", i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := s.reader.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	const q = "SELECT seq FROM audit_records WHERE seq >= ? ORDER BY seq"
+	st, err := tx.PrepareContext(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.QueryContext(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	var got []int64
+	for rows.Next() {
+		var a, b int64
+		if err := rows.Scan(&a); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRowContext(ctx, q, 3).Scan(&b); err != nil {
+			t.Fatalf("the same SQL while the closed statement's rows are open: %v", err)
+		}
+		got = append(got, a, b)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[1 3 2 3 3 3]" {
+		t.Errorf("read %v, want [1 3 2 3 3 3]", got)
+	}
+}
+
+// TestKeptStatementsMakeRoom: past maxKeptStmts distinct statements a
+// connection still keeps new SQL (it finalizes one not in use), so new SQL
+// is not parsed on every run.
+func TestKeptStatementsMakeRoom(t *testing.T) {
+	s, _ := openInternal(t)
+	ctx := t.Context()
+	conn, err := s.reader.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var n int64
+	for i := range maxKeptStmts + 50 {
+		if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT ? + %d", i), 1).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.stmts.parsed.Load()
+	for range 20 {
+		if err := conn.QueryRowContext(ctx, "SELECT ? * 2", 21).Scan(&n); err != nil || n != 42 {
+			t.Fatalf("SELECT ? * 2 = %d, %v", n, err)
+		}
+	}
+	if parsed := s.stmts.parsed.Load() - before; parsed != 1 {
+		t.Errorf("20 runs of a new statement on a full connection parsed it %d times, want once", parsed)
+	}
+}
