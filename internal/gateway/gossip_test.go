@@ -227,6 +227,11 @@ func TestGossipWithRetiredKey(t *testing.T) {
 			o.Peers[cnDomain] = lis.Addr().String()
 			o.Audit.PeerRetiredKeys = map[string][]string{nlDomain: {retiredVK}}
 			o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			// cn is not served until nl has been witnessed: its calls
+			// hang, and cn comes first in each round, so with the
+			// default 10s its budget (2 × PeerTimeout) outlasted the wait
+			// below whenever a round started before cn was served.
+			o.Limits.PeerTimeout = 2 * time.Second
 		case nlDomain:
 			o.Audit.CheckpointInterval = time.Hour // only the size-1 checkpoint below
 		}
@@ -240,13 +245,13 @@ func TestGossipWithRetiredKey(t *testing.T) {
 	if _, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := sg.store.LastWitnessed(ctx, audit.Origin(nlDomain)); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sg did not witness nl:\n%s", logs)
+			t.Fatalf("sg did not witness nl within 30s:\n%s", logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
