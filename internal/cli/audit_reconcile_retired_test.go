@@ -23,24 +23,7 @@ func TestAuditReconcileRefusesCheckpointOfRetiredKey(t *testing.T) {
 	c := startCluster(t)
 	// One exchange, so that sg keeps a receipt signed by nl (with the OLD
 	// key) and reconcile has something to prove against the checkpoint.
-	gen := filepath.Join(t.TempDir(), "nl.jsonl")
-	if code, _, stderr := run(t, nil, "gen", "--domain", nl, "--count", "10", "--seed", "3", "--start", "2026-11-20T00:00:00Z", "--partners", "SG", "--out", gen); code != 0 {
-		t.Fatalf("gen: %s", stderr)
-	}
-	if code, _, stderr := run(t, c.env(nl), "import", gen); code != 0 {
-		t.Fatalf("import: %s", stderr)
-	}
-	data, _ := os.ReadFile(gen)
-	var toSG string
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.Contains(l, `"destination_country":"SG"`) && strings.Contains(l, `"declaration"`) {
-			toSG = between(l, `"id":"`, `"`)
-			break
-		}
-	}
-	if code, _, stderr := run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "risk-assessment", toSG); code != 0 {
-		t.Fatalf("query %s: %d %s", toSG, code, stderr)
-	}
+	pullOneToSG(t, c)
 
 	// nl's running gateway signs with the key in its audit.key: the OLD one.
 	oldKey := auditKeyOf(t, filepath.Join(c.dir, nl, "audit.key"), nl)

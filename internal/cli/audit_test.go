@@ -16,24 +16,7 @@ import (
 func TestAuditOnlineAndExport(t *testing.T) {
 	c := startCluster(t)
 	// One allowed exchange (with a receipt) and one refused one.
-	gen := filepath.Join(t.TempDir(), "nl.jsonl")
-	if code, _, stderr := run(t, nil, "gen", "--domain", nl, "--count", "10", "--seed", "3", "--start", "2026-11-20T00:00:00Z", "--partners", "SG", "--out", gen); code != 0 {
-		t.Fatalf("gen: %s", stderr)
-	}
-	if code, _, stderr := run(t, c.env(nl), "import", gen); code != 0 {
-		t.Fatalf("import: %s", stderr)
-	}
-	data, _ := os.ReadFile(gen)
-	var toSG string
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.Contains(l, `"destination_country":"SG"`) && strings.Contains(l, `"declaration"`) {
-			toSG = between(l, `"id":"`, `"`)
-			break
-		}
-	}
-	if code, _, stderr := run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "risk-assessment", toSG); code != 0 {
-		t.Fatalf("query %s: %d %s", toSG, code, stderr)
-	}
+	toSG := pullOneToSG(t, c)
 	run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "marketing", "NL-NONE")
 
 	certs := filepath.Join(c.dir, "certs")
@@ -143,4 +126,30 @@ func TestAuditOnlineAndExport(t *testing.T) {
 	if code != cli.ExitOK || out != string(want) {
 		t.Errorf("audit key: exit %d, %q, want %q", code, out, want)
 	}
+}
+
+// pullOneToSG loads generated NL data into nl's gateway and has sg pull
+// one declaration bound for SG from it: one allowed exchange, with nl's
+// receipt kept by sg. It returns the declaration's ID.
+func pullOneToSG(t *testing.T, c *cluster) string {
+	t.Helper()
+	gen := filepath.Join(t.TempDir(), "nl.jsonl")
+	if code, _, stderr := run(t, nil, "gen", "--domain", nl, "--count", "10", "--seed", "3", "--start", "2026-11-20T00:00:00Z", "--partners", "SG", "--out", gen); code != 0 {
+		t.Fatalf("gen: %s", stderr)
+	}
+	if code, _, stderr := run(t, c.env(nl), "import", gen); code != 0 {
+		t.Fatalf("import: %s", stderr)
+	}
+	data, _ := os.ReadFile(gen)
+	var toSG string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, `"destination_country":"SG"`) && strings.Contains(l, `"declaration"`) {
+			toSG = between(l, `"id":"`, `"`)
+			break
+		}
+	}
+	if code, _, stderr := run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "risk-assessment", toSG); code != 0 {
+		t.Fatalf("query %s: %d %s", toSG, code, stderr)
+	}
+	return toSG
 }

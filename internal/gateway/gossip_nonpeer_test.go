@@ -75,18 +75,7 @@ func TestGossipNotToNonPeerGateway(t *testing.T) {
 			if c, err := audit.OpenCheckpoint([]byte(resp.GetCheckpoint()), verifierOf(t, nl)); err != nil || c.Size < 1 {
 				t.Errorf("nl's checkpoint for %s: size %d, %v", tt.id, c.Size, err)
 			}
-			var origins []string
-			for _, g := range resp.GetWitnessed() {
-				body, err := audit.CheckpointText([]byte(g))
-				if err != nil {
-					t.Fatal(err)
-				}
-				c, err := audit.ParseCheckpoint(body)
-				if err != nil {
-					t.Fatal(err)
-				}
-				origins = append(origins, c.Origin)
-			}
+			origins := gossipOrigins(t, resp)
 			if tt.gossip && !slices.Contains(origins, audit.Origin(sgDomain)) {
 				t.Errorf("nl gossips %q to its peer %s, want sg's log among them", origins, tt.id)
 			}

@@ -671,19 +671,7 @@ func TestGossipOnlyToPeers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []string
-		for _, g := range resp.GetWitnessed() {
-			body, err := audit.CheckpointText([]byte(g))
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := audit.ParseCheckpoint(body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, c.Origin)
-		}
-		return out
+		return gossipOrigins(t, resp)
 	}
 	auditor := blv1.NewAuditClient(f.conn(t, sgDomain, "spiffe://sg.customs.example/auditor/dpa", nil))
 	deadline := time.Now().Add(10 * time.Second)
@@ -744,4 +732,23 @@ func forkedNLWitnesses(t *testing.T, tweak func(*gateway.Options), setup func(to
 	serveFakeNL(t, f, lis[sgDomain], toSG)
 	serveFakeNL(t, f, lis[cnDomain], toCN)
 	return f, logs
+}
+
+// gossipOrigins lists the origins of the partner checkpoints a
+// GetCheckpoint answer gossips.
+func gossipOrigins(t *testing.T, resp *blv1.GetCheckpointResponse) []string {
+	t.Helper()
+	var out []string
+	for _, g := range resp.GetWitnessed() {
+		body, err := audit.CheckpointText([]byte(g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := audit.ParseCheckpoint(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c.Origin)
+	}
+	return out
 }
