@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 )
 
@@ -24,8 +24,8 @@ const durableRowBytes = 1024
 // a ~1 KB row per autocommit transaction into a fresh SQLite file, opened
 // with the settings of the store's writer (modernc.org/sqlite, WAL,
 // synchronous=FULL, so every commit fsyncs the WAL). Each row also carries
-// a random 32-hex-character TEXT key under an index, like the audit log's
-// request id. There is no group commit and no Merkle tree: what it costs is
+// a request id as the gateway makes them (audit.NewRequestID, time-ordered)
+// under an index, like the audit log's. There is no group commit and no Merkle tree: what it costs is
 // SQLite's commit path and the fsync.
 //
 // One goroutine writes, taking the inserts in arrival order (FIFO), as the
@@ -111,13 +111,11 @@ func (d *durableInsert) writer() {
 }
 
 func (d *durableInsert) insertOne() error {
-	var id [16]byte
-	rand.Read(id[:])
 	d.seq++
 	// Not the caller's context: an insert the writer has started runs to
 	// its commit, as the store's sequencer does.
 	if _, err := d.db.Exec(`INSERT INTO rows (seq, time, request_id, record) VALUES (?, ?, ?, ?)`,
-		d.seq, time.Now().UnixNano(), hex.EncodeToString(id[:]), d.row); err != nil {
+		d.seq, time.Now().UnixNano(), audit.NewRequestID(time.Now()), d.row); err != nil {
 		return fmt.Errorf("bench: durable insert baseline: insert %d into %s: %w", d.seq, d.path, err)
 	}
 	return nil
@@ -200,7 +198,7 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable
 	if durable.Median.Errors > 0 {
 		sc.note("%s: the bare durable insert lost a median of %d of its %.0f/s arrivals per run (failed, or dropped beyond %d in flight); its p99 is over the inserts that committed.", payload, durable.Median.Errors, durable.Rate, maxOutstanding)
 	}
-	const why = "Disk floor: in the rounds of the audit-wait runs, with the gateway idle, a single writer commits one ~1 KB row (plus a random 32-hex-character indexed key, like the audit's request id) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), started on the same open-loop schedule and timed from each insert's intended start. No durable append can beat this p99 on this disk, so an audit wait near it is the disk's, not the audit layer's; group commit can come in under it only by sharing one fsync among several records."
+	const why = "Disk floor: in the rounds of the audit-wait runs, with the gateway idle, a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), started on the same open-loop schedule and timed from each insert's intended start. No durable append can beat this p99 on this disk, so an audit wait near it is the disk's, not the audit layer's; group commit can come in under it only by sharing one fsync among several records."
 	if !slices.Contains(sc.Notes, why) {
 		sc.note("%s", why)
 	}
