@@ -1129,29 +1129,21 @@ func (g *Gateway) retryUnprovenGossip(ctx context.Context) {
 }
 
 // unprovenReported tells, per witnessed partner, whether a gossiped
-// checkpoint of its log has stayed unproven for GossipUnprovenRounds
-// rounds or more (borderlink_audit_gossip_unproven).
-func (a *auditLog) unprovenReported() map[string]bool {
+// checkpoint of its log (gossip; borderlink_audit_gossip_unproven) and
+// whether a checkpoint it showed this gateway itself (direct;
+// borderlink_audit_witness_unproven) has stayed unproven for
+// GossipUnprovenRounds rounds or more.
+func (a *auditLog) unprovenReported() (gossip, direct map[string]bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := map[string]bool{}
+	gossip, direct = map[string]bool{}, map[string]bool{}
 	for d, u := range a.unproven {
-		out[d] = u.rounds >= GossipUnprovenRounds
+		gossip[d] = u.rounds >= GossipUnprovenRounds
 	}
-	return out
-}
-
-// witnessUnprovenReported tells, per witnessed partner, whether a
-// checkpoint it showed this gateway has stayed unproven for
-// GossipUnprovenRounds rounds or more (borderlink_audit_witness_unproven).
-func (a *auditLog) witnessUnprovenReported() map[string]bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := map[string]bool{}
 	for d, u := range a.witnessUnproven {
-		out[d] = u.rounds >= GossipUnprovenRounds
+		direct[d] = u.rounds >= GossipUnprovenRounds
 	}
-	return out
+	return gossip, direct
 }
 
 // splitViewStore keeps the evidence of split views (audit_split_views).

@@ -246,7 +246,7 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 
 	if g.alog.witnessed != nil {
 		// A series per witnessed partner, like the split views.
-		reported, direct := g.alog.unprovenReported(), g.alog.witnessUnprovenReported()
+		reported, direct := g.alog.unprovenReported()
 		for d := range g.alog.verifiers {
 			v, w := 0.0, 0.0
 			if reported[d] {
