@@ -43,6 +43,8 @@ type Delegation struct {
 	Key       string // note verifier key of the receipt key, named Origin
 	NotBefore time.Time
 	NotAfter  time.Time
+
+	verifier note.Verifier // Key, parsed (set by ParseDelegation)
 }
 
 // Text is the signed body, one field per line:
@@ -73,12 +75,12 @@ func ParseDelegation(text string) (Delegation, error) {
 	if d.Origin == "" {
 		return bad("origin")
 	}
-	v, err := note.NewVerifier(d.Key)
-	if err != nil {
+	var err error
+	if d.verifier, err = note.NewVerifier(d.Key); err != nil {
 		return bad("key: " + err.Error())
 	}
-	if v.Name() != d.Origin {
-		return bad(fmt.Sprintf("key is named %q, not for origin %q", v.Name(), d.Origin))
+	if d.verifier.Name() != d.Origin {
+		return bad(fmt.Sprintf("key is named %q, not for origin %q", d.verifier.Name(), d.Origin))
 	}
 	if d.NotBefore, err = time.Parse(time.RFC3339Nano, l[3]); err != nil {
 		return bad("not before")
@@ -165,9 +167,5 @@ func openDelegation(b64 string, v note.Verifier) (Delegation, note.Verifier, err
 	if d.Origin != v.Name() {
 		return Delegation{}, nil, fmt.Errorf("receipt key delegation is for %q, want %q: %w", d.Origin, v.Name(), ErrVerify)
 	}
-	dv, err := note.NewVerifier(d.Key)
-	if err != nil {
-		return Delegation{}, nil, fmt.Errorf("receipt key: %v: %w", err, ErrVerify)
-	}
-	return d, dv, nil
+	return d, d.verifier, nil
 }
