@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,11 +21,11 @@ const durableRowBytes = 1024
 
 // durableInsert is the disk's floor for any durable append: one INSERT of
 // a ~1 KB row per autocommit transaction into a fresh SQLite file, opened
-// with the settings of the store's writer (modernc.org/sqlite, WAL,
-// synchronous=FULL, so every commit fsyncs the WAL). Each row also carries
-// a request id as the gateway makes them (audit.NewRequestID, time-ordered)
-// under an index, like the audit log's. There is no group commit and no Merkle tree: what it costs is
-// SQLite's commit path and the fsync.
+// as the store's writer is (sqlite.OpenDurableDB: WAL, synchronous=FULL, so
+// every commit fsyncs the WAL). Each row also carries a request id as the
+// gateway makes them (audit.NewRequestID, time-ordered) under an index,
+// like the audit log's. There is no group commit and no Merkle tree: what
+// it costs is SQLite's commit path and the fsync.
 //
 // One goroutine writes, taking the inserts in arrival order (FIFO), as the
 // store's single writer connection does; an open loop's latency then
@@ -38,21 +37,6 @@ type durableInsert struct {
 	seq  int64
 	reqs chan chan error
 	done chan struct{}
-}
-
-// durableInsertDSN is the DSN of the store's writer (see
-// internal/store/sqlite.Open): same pragmas in the same order, BEGIN
-// IMMEDIATE.
-func durableInsertDSN(absPath string) string {
-	q := url.Values{"_pragma": {
-		"busy_timeout(10000)",
-		"journal_mode(WAL)",
-		"synchronous(FULL)",
-		"foreign_keys(1)",
-		"temp_store(MEMORY)",
-	}}
-	q.Set("_txlock", "immediate")
-	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(absPath), RawQuery: q.Encode()}).String()
 }
 
 const durableInsertSchema = `CREATE TABLE rows (
@@ -76,22 +60,15 @@ func openDurableInsert(ctx context.Context, dir, name string) (_ *durableInsert,
 		return nil, err
 	}
 	rand.Read(d.row)
-	db, err := sql.Open("sqlite", durableInsertDSN(path))
+	db, err := sqlite.OpenDurableDB(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("bench: durable insert baseline: open %s: %w", path, err)
+		return nil, fmt.Errorf("bench: durable insert baseline: %w", errors.Join(err, d.remove()))
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, db.Close(), d.remove())
 		}
 	}()
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
-	if err := sqlite.CheckDurable(ctx, db); err != nil {
-		return nil, fmt.Errorf("bench: durable insert baseline: %s: %w", path, err)
-	}
 	if _, err := db.ExecContext(ctx, durableInsertSchema); err != nil {
 		return nil, fmt.Errorf("bench: durable insert baseline: create table in %s: %w", path, err)
 	}

@@ -72,37 +72,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 
 	stats := &stmtStats{}
-	writer, err := openCached(dsn(abs, "immediate",
-		// busy_timeout first so that switching to WAL waits for other
-		// processes instead of failing.
-		fmt.Sprintf("busy_timeout(%d)", busyTimeoutMillis),
-		"journal_mode(WAL)",
-		// In WAL mode synchronous=NORMAL may lose the last commits on power
-		// loss (the WAL is fsynced only at checkpoints). FULL fsyncs the WAL
-		// on every commit, which AppendAudit's contract needs: an audit
-		// record we acknowledged, and for which we may have signed a
-		// receipt, must survive a crash.
-		"synchronous(FULL)",
-		"foreign_keys(1)",
-		// Statement journals (a multi-row INSERT inside the audit batch's
-		// transaction needs one) in memory, not in a temporary file: they
-		// only undo a failed statement and were a third of the
-		// sequencer's write syscalls. Durability is the WAL's.
-		"temp_store(MEMORY)",
-	), stats)
+	writer, err := openWriter(ctx, abs, stats)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	writer.SetMaxOpenConns(1)
-	writer.SetMaxIdleConns(1)
-	writer.SetConnMaxLifetime(0)
-	writer.SetConnMaxIdleTime(0)
-
 	s := &Store{writer: writer, stmts: stats}
-	if err := CheckDurable(ctx, writer); err != nil {
-		writer.Close()
-		return nil, fmt.Errorf("store: open %q: %w", path, err)
-	}
 	if err := migrate(ctx, writer); err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
@@ -140,6 +114,58 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// openWriter opens the writer pool on the file at abs: one connection,
+// BEGIN IMMEDIATE, and the pragmas AppendAudit's durability rests on,
+// checked (checkDurable).
+func openWriter(ctx context.Context, abs string, stats *stmtStats) (*sql.DB, error) {
+	writer, err := openCached(dsn(abs, "immediate",
+		// busy_timeout first so that switching to WAL waits for other
+		// processes instead of failing.
+		fmt.Sprintf("busy_timeout(%d)", busyTimeoutMillis),
+		"journal_mode(WAL)",
+		// In WAL mode synchronous=NORMAL may lose the last commits on power
+		// loss (the WAL is fsynced only at checkpoints). FULL fsyncs the WAL
+		// on every commit, which AppendAudit's contract needs: an audit
+		// record we acknowledged, and for which we may have signed a
+		// receipt, must survive a crash.
+		"synchronous(FULL)",
+		"foreign_keys(1)",
+		// Statement journals (a multi-row INSERT inside the audit batch's
+		// transaction needs one) in memory, not in a temporary file: they
+		// only undo a failed statement and were a third of the
+		// sequencer's write syscalls. Durability is the WAL's.
+		"temp_store(MEMORY)",
+	), stats)
+	if err != nil {
+		return nil, err
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
+	if err := checkDurable(ctx, writer); err != nil {
+		writer.Close()
+		return nil, err
+	}
+	return writer, nil
+}
+
+// OpenDurableDB opens the file at path as the store's writer does — one
+// connection, BEGIN IMMEDIATE, WAL with synchronous=FULL, statements kept
+// — but creates no schema: for benchmarks that compare the store with
+// bare SQLite under the same durability.
+func OpenDurableDB(ctx context.Context, path string) (*sql.DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
+	}
+	db, err := openWriter(ctx, abs, &stmtStats{})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
+	}
+	return db, nil
+}
+
 // dsn builds a modernc.org/sqlite DSN. The path is percent-encoded in a
 // file: URI so that '?', '#' or '%' in a directory name cannot be mistaken
 // for the start of the parameters. Pragmas run in the order given on every
@@ -153,12 +179,11 @@ func dsn(absPath, txlock string, pragmas ...string) string {
 	return u.String()
 }
 
-// CheckDurable fails unless db's connection is in WAL mode with
+// checkDurable fails unless db's connection is in WAL mode with
 // synchronous=FULL, what AppendAudit's durability rests on: journal_mode
 // silently stays "delete" (or "memory") on file systems without shared
-// memory support. Open checks its writer with it; benchmarks comparing
-// with bare SQLite check their baseline is as durable.
-func CheckDurable(ctx context.Context, db *sql.DB) error {
+// memory support.
+func checkDurable(ctx context.Context, db *sql.DB) error {
 	var mode string
 	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return fmt.Errorf("read journal_mode: %w", err)
