@@ -147,6 +147,22 @@ func (g *gossipingLog) AddCosignature(context.Context, *blv1.AddCosignatureReque
 	return &blv1.AddCosignatureResponse{}, nil
 }
 
+// waitWitnessed polls until witness has accepted a checkpoint of
+// partner's log, failing with the witness's log after within.
+func waitWitnessed(t *testing.T, witness *node, partner string, within time.Duration, logs *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if _, err := witness.store.LastWitnessed(context.Background(), audit.Origin(partner)); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not witness %s within %v:\n%s", witness.domain, partner, within, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // waitLog waits until the log holds want.
 func waitLog(t *testing.T, logs *syncBuffer, want string) {
 	t.Helper()
@@ -245,16 +261,7 @@ func TestGossipWithRetiredKey(t *testing.T) {
 	if _, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := sg.store.LastWitnessed(ctx, audit.Origin(nlDomain)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sg did not witness nl within 30s:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitWitnessed(t, sg, nlDomain, 30*time.Second, logs)
 
 	retired, _ := note.NewSigner(retiredSK)
 	cnSigner, _ := note.NewSigner(cn.auditKeySigner)
@@ -317,7 +324,6 @@ func TestGossipFloodBounded(t *testing.T) {
 		o.Limits.PeerTimeout = peerTimeout
 		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
-	ctx := context.Background()
 	sg := f.nodes[sgDomain]
 	nlSigner, err := note.NewSigner(f.nodes[nlDomain].auditKeySigner)
 	if err != nil {
@@ -328,16 +334,7 @@ func TestGossipFloodBounded(t *testing.T) {
 	nl.show(tree, 8)
 	nl.stallProofs(true)
 	serveFakeNL(t, f, lis[nlDomain], nl)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := sg.store.LastWitnessed(ctx, audit.Origin(nlDomain)); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sg did not witness nl:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitWitnessed(t, sg, nlDomain, 10*time.Second, logs)
 
 	cnSigner, err := note.NewSigner(f.nodes[cnDomain].auditKeySigner)
 	if err != nil {
