@@ -31,6 +31,10 @@ const maxHashCache = 1 << 18
 // errClosed is returned by AppendAudit after Close.
 var errClosed = errors.New("store: closed")
 
+// errForeignWrite marks an append refused because audit_records holds a
+// record this store did not write.
+var errForeignWrite = errors.New("audit log: foreign record")
+
 type appendReq struct {
 	rec     *blv1.AuditRecord // the copy to store, Seq 0
 	body    []byte            // audit.UnsequencedLeaf(rec)
@@ -58,15 +62,20 @@ type sequencer struct {
 	done  chan struct{}
 	cache map[int64]tlog.Hash // stored hashes, by tlog index; sequencer only
 	stmts *insertStmts        // multi-row inserts, prepared once
+	// last is the highest seq in audit_records as this sequencer left it
+	// (at Open, what was there). Each batch checks it against MAX(seq):
+	// that replaces a per-row gapless trigger (migration 0007).
+	last int64
 }
 
-func (s *Store) startSequencer(inserts *insertStmts) {
+func (s *Store) startSequencer(inserts *insertStmts, last int64) {
 	s.seq = &sequencer{
 		reqs:  make(chan *appendReq),
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 		cache: map[int64]tlog.Hash{},
 		stmts: inserts,
+		last:  last,
 	}
 	go s.runSequencer()
 }
@@ -257,9 +266,13 @@ func partnerDomain(r *blv1.AuditRecord) string {
 // result; an error fails the whole batch.
 func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 	// The appends were acknowledged to nobody yet; they must finish or fail
-	// as a whole, independent of any caller's context.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	// as a whole, independent of any caller's context. The context is
+	// never done: with one that can end, the driver and database/sql start
+	// a watcher goroutine for every statement and the transaction, a
+	// tenth of a batch's CPU. Waits are bounded without it: a lock held by
+	// another process by busy_timeout, the rest is local I/O, which an
+	// interrupt could not stop anyway.
+	ctx := context.Background()
 
 	// The writer pool has one connection and BEGIN IMMEDIATE takes the write
 	// lock before reading MAX(seq), so no other append can commit between
@@ -274,6 +287,13 @@ func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 	var next int64
 	if err := tx.StmtContext(ctx, s.seq.stmts.nextSeq).QueryRowContext(ctx).Scan(&next); err != nil {
 		return nil, fmt.Errorf("next seq: %w", err)
+	}
+	// Only this sequencer appends, so any other highest seq is a record
+	// written by someone else (there is no per-row trigger to stop one):
+	// refuse to build on it. Every later batch fails the same way, so the
+	// gateway fails closed until an operator looks.
+	if next-1 != s.seq.last {
+		return nil, fmt.Errorf("%w: audit_records ends at seq %d, but this gateway last appended seq %d: the file was modified outside Borderlink", errForeignWrite, next-1, s.seq.last)
 	}
 
 	// Rows are collected and inserted a chunk per statement at the end:
@@ -327,6 +347,7 @@ func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
+	s.seq.last = next - 1
 	if len(s.seq.cache)+len(overlay) > maxHashCache {
 		clear(s.seq.cache)
 	}
@@ -541,33 +562,38 @@ func (s *Store) AuditCheckpoints(ctx context.Context) ([]StoredCheckpoint, error
 }
 
 // backfillAuditHashes builds the tree of records appended before the tree
-// existed (migration 0002), and checks that the tree and the records agree
-// in size. It runs once at Open, before the sequencer starts.
-func backfillAuditHashes(ctx context.Context, db *sql.DB) error {
+// existed (migration 0002), checks that the tree and the records agree in
+// size, and returns the highest seq. It runs once at Open, before the
+// sequencer starts. A record written by anyone else (there is no per-row
+// trigger since migration 0007) has no tree hashes, so it changes the size
+// the records imply and Open refuses the file; a record deleted behind the
+// triggers' back is left for audit verify to name, so that the log can
+// still be exported and examined.
+func backfillAuditHashes(ctx context.Context, db *sql.DB) (int64, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("audit tree: begin: %w", err)
+		return 0, fmt.Errorf("audit tree: begin: %w", err)
 	}
 	defer tx.Rollback()
 	var n, hashes, maxID int64
 	if err := tx.QueryRowContext(ctx, "SELECT (SELECT COALESCE(MAX(seq), 0) FROM audit_records), (SELECT COUNT(*) FROM audit_hashes), (SELECT COALESCE(MAX(id), -1) FROM audit_hashes)").Scan(&n, &hashes, &maxID); err != nil {
-		return fmt.Errorf("audit tree: %w", err)
+		return 0, fmt.Errorf("audit tree: %w", err)
 	}
 	// ids are unique and >= 0 (primary key, CHECK), so count and maximum
 	// agreeing means they are exactly 0..count-1: this replaces a per-row
 	// gapless trigger (migration 0006).
 	if hashes != maxID+1 {
-		return fmt.Errorf("audit tree: tree hash ids are not 0..%d (highest %d): the file was modified outside Borderlink", hashes-1, maxID)
+		return 0, fmt.Errorf("audit tree: tree hash ids are not 0..%d (highest %d): the file was modified outside Borderlink", hashes-1, maxID)
 	}
 	if hashes == tlog.StoredHashCount(n) {
-		return nil
+		return n, nil
 	}
 	if hashes != 0 {
-		return fmt.Errorf("audit tree: %d tree hashes for %d records, want %d: the file was modified outside Borderlink", hashes, n, tlog.StoredHashCount(n))
+		return 0, fmt.Errorf("audit tree: %d tree hashes for %d records, want %d: the file was modified outside Borderlink", hashes, n, tlog.StoredHashCount(n))
 	}
 	rows, err := tx.QueryContext(ctx, "SELECT seq, record FROM audit_records ORDER BY seq")
 	if err != nil {
-		return fmt.Errorf("audit tree: %w", err)
+		return 0, fmt.Errorf("audit tree: %w", err)
 	}
 	var leaves [][]byte
 	for rows.Next() {
@@ -577,16 +603,16 @@ func backfillAuditHashes(ctx context.Context, db *sql.DB) error {
 		)
 		if err := rows.Scan(&seq, &b); err != nil {
 			rows.Close()
-			return fmt.Errorf("audit tree: %w", err)
+			return 0, fmt.Errorf("audit tree: %w", err)
 		}
 		leaves = append(leaves, b)
 	}
 	if err := rows.Close(); err != nil {
-		return fmt.Errorf("audit tree: %w", err)
+		return 0, fmt.Errorf("audit tree: %w", err)
 	}
 	ins, err := tx.PrepareContext(ctx, "INSERT INTO audit_hashes (id, hash) VALUES (?, ?)")
 	if err != nil {
-		return fmt.Errorf("audit tree: %w", err)
+		return 0, fmt.Errorf("audit tree: %w", err)
 	}
 	defer ins.Close()
 	overlay := map[int64]tlog.Hash{}
@@ -600,21 +626,21 @@ func backfillAuditHashes(ctx context.Context, db *sql.DB) error {
 	for i, leaf := range leaves {
 		hs, err := tlog.StoredHashes(int64(i), leaf, r)
 		if err != nil {
-			return fmt.Errorf("audit tree: %w", err)
+			return 0, fmt.Errorf("audit tree: %w", err)
 		}
 		id := tlog.StoredHashCount(int64(i))
 		for _, h := range hs {
 			if _, err := ins.ExecContext(ctx, id, h[:]); err != nil {
-				return fmt.Errorf("audit tree: hash %d: %w", id, err)
+				return 0, fmt.Errorf("audit tree: hash %d: %w", id, err)
 			}
 			overlay[id] = h
 			id++
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("audit tree: commit: %w", err)
+		return 0, fmt.Errorf("audit tree: commit: %w", err)
 	}
-	return nil
+	return n, nil
 }
 
 // ListAudit returns audit records matching q in ascending seq order, at most

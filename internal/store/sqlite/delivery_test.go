@@ -1205,8 +1205,8 @@ func TestMigration0003Backfill(t *testing.T) {
 		t.Errorf("declaration changes after reopen = %v, want [D-b D-c D-a]", ids)
 	}
 	var n int
-	if err := s.reader.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != 6 {
-		t.Errorf("schema_migrations has %d rows, %v; want 6", n, err)
+	if err := s.reader.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil || n != 7 {
+		t.Errorf("schema_migrations has %d rows, %v; want 7", n, err)
 	}
 }
 

@@ -81,7 +81,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		writer.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	if err := backfillAuditHashes(ctx, writer); err != nil {
+	records, err := backfillAuditHashes(ctx, writer)
+	if err != nil {
 		writer.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
@@ -110,7 +111,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	s.startSequencer(inserts)
+	s.startSequencer(inserts, records)
 	return s, nil
 }
 

@@ -125,7 +125,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 		}
 		got = append(got, fmt.Sprintf("%04d_%s", v, name))
 	}
-	if want := []string{"0001_init", "0002_audit_merkle", "0003_delivery", "0004_outbox_settled", "0005_split_views", "0006_audit_hashes_checked_at_open"}; strings.Join(got, ",") != strings.Join(want, ",") {
+	if want := []string{"0001_init", "0002_audit_merkle", "0003_delivery", "0004_outbox_settled", "0005_split_views", "0006_audit_hashes_checked_at_open", "0007_audit_records_checked_by_sequencer"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("schema_migrations = %q, want %q", got, want)
 	}
 	var n int
@@ -155,7 +155,7 @@ func TestRefusesNewerSchema(t *testing.T) {
 	if !errors.Is(err, store.ErrSchemaTooNew) {
 		t.Errorf("Open error = %v, want store.ErrSchemaTooNew", err)
 	}
-	for _, want := range []string{"version 42", "up to 6"} {
+	for _, want := range []string{"version 42", "up to 7"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Open error %q does not name %q", err, want)
 		}
@@ -220,7 +220,8 @@ func TestOpenPathWithURICharacters(t *testing.T) {
 }
 
 // TestAuditTableAppendOnly checks the triggers that protect the trail from
-// writers other than this package.
+// writers other than this package. Inserts are checked by the sequencer and
+// at Open instead (TestAuditRecordsCheckedBySequencer).
 func TestAuditTableAppendOnly(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "borderlink.db")
@@ -236,7 +237,6 @@ func TestAuditTableAppendOnly(t *testing.T) {
 		{"update", "UPDATE audit_records SET request_id = 'forged' WHERE seq = 2"},
 		{"delete one", "DELETE FROM audit_records WHERE seq = 3"},
 		{"delete all", "DELETE FROM audit_records"},
-		{"insert with gap", fmt.Sprintf(insert, 5)},
 		{"insert duplicate", fmt.Sprintf(insert, 2)},
 		{"insert zero", fmt.Sprintf(insert, 0)},
 	} {
@@ -249,6 +249,53 @@ func TestAuditTableAppendOnly(t *testing.T) {
 	recs, err := s.ListAudit(ctx, store.AuditQuery{})
 	if err != nil || len(recs) != 3 || recs[1].GetRequestId() != "1" {
 		t.Errorf("ListAudit after tampering attempts = %v, %v; want the 3 original records", recs, err)
+	}
+}
+
+// TestAuditRecordsCheckedBySequencer: audit_records has no per-row gapless
+// trigger (migration 0007). A record another writer adds, after a gap or
+// right at the end, makes every later append fail while the store is open
+// and stops Open afterwards (it has no tree hashes), each error saying the
+// file was modified outside Borderlink.
+func TestAuditRecordsCheckedBySequencer(t *testing.T) {
+	insert := "INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record) VALUES (%d, 0, '', 0, 0, '', '', '', x'')"
+	for _, tc := range []struct {
+		name   string
+		seq    int
+		atOpen string
+	}{
+		{"after a gap", 6, "tree hashes for 6 records"},
+		{"at the end", 4, "tree hashes for 4 records"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			path := filepath.Join(t.TempDir(), "borderlink.db")
+			s := openTemp(t, path)
+			for i := range 3 {
+				if _, err := s.AppendAudit(ctx, storetest.AuditRecord(fmt.Sprint(i), 0)); err != nil {
+					t.Fatalf("AppendAudit: %v", err)
+				}
+			}
+			if _, err := rawDB(t, path).ExecContext(ctx, fmt.Sprintf(insert, tc.seq)); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				seq, err := s.AppendAudit(ctx, storetest.AuditRecord("after", 0))
+				if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("ends at seq %d, but this gateway last appended seq 3", tc.seq)) ||
+					!strings.Contains(err.Error(), "modified outside Borderlink") {
+					t.Fatalf("AppendAudit after a foreign record = %d, %v; want it refused, naming both seqs", seq, err)
+				}
+			}
+			s.Close()
+			s2, err := sqlite.Open(ctx, path)
+			if err == nil {
+				s2.Close()
+				t.Fatal("Open after a foreign record succeeded")
+			}
+			if !strings.Contains(err.Error(), tc.atOpen) || !strings.Contains(err.Error(), "modified outside Borderlink") {
+				t.Errorf("Open: %v; want it to say %q and that the file was modified outside Borderlink", err, tc.atOpen)
+			}
+		})
 	}
 }
 
