@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/policy"
+	storepkg "github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 	"github.com/borderlink/borderlink/policies"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
@@ -92,7 +94,7 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		return err
 	}
 	size := proto.Size(tmpl)
-	sc.note("Audit record: %d bytes encoded (a provider record of an allowed pull, policy input included). Store: sqlite.Store.AppendAudit as it is at this commit, %d concurrent appenders, and four times as many. Baseline: one goroutine, one INSERT per autocommit transaction, WAL + synchronous=FULL, same columns, no triggers.", size, cfg.Appenders)
+	sc.note("Audit record: %d bytes encoded (a provider record of an allowed pull, policy input included). Store: sqlite.Store.AppendAudit as it is at this commit, in three configurations timed in turn on one store: a closed loop of %d concurrent appenders, one of four times as many, and an open loop offering %d appends/s (one goroutine per append, latency from its intended start). A closed loop of N appenders can reach at most N ÷ the time of one group commit, so it shows the rate at that concurrency; the open loop shows whether the store keeps up with the goal's rate, which is what the goal asks. Group commits and their sizes are counted by the store (Store.AppendStats, also the gateway's borderlink_audit_commits_total and borderlink_audit_batch_size) over each configuration's timed runs; each commit is one fsync of the WAL. Baseline: one goroutine, one INSERT per autocommit transaction, WAL + synchronous=FULL, same columns, no triggers.", size, cfg.Appenders, auditGoalRate)
 
 	warm(ctx, cfg, cfg.Appenders, appendOp)
 	warm(ctx, cfg, 1, insert)
@@ -100,17 +102,40 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 	// its throughput grows with the number of concurrent exchanges; a
 	// gateway at the issue's rate has many more in flight than 16.
 	busy := 4 * cfg.Appenders
-	store := &Result{ID: "audit/store-append", Target: "store.AppendAudit", Mode: "closed", Unit: "record"}
+	store := &Result{ID: "audit/store-append", Target: fmt.Sprintf("store.AppendAudit, %d appenders", cfg.Appenders), Mode: "closed", Unit: "record"}
 	storeBusy := &Result{ID: "audit/store-append-busy", Target: fmt.Sprintf("store.AppendAudit, %d appenders", busy), Mode: "closed", Unit: "record"}
+	storeOpen := &Result{ID: "audit/store-append-open", Target: fmt.Sprintf("store.AppendAudit, open loop at %d/s", auditGoalRate), Mode: "open", Rate: auditGoalRate, Unit: "record"}
 	bare := &Result{ID: "audit/bare-insert", Target: "bare insert loop", Baseline: true, Mode: "closed", Unit: "record"}
-	interleave(ctx, cfg, sc, measurement{store, closedLoop(cfg.Appenders, cfg.dur(), appendOp)},
-		measurement{storeBusy, closedLoop(busy, cfg.dur(), appendOp)}, measurement{bare, closedLoop(1, cfg.dur(), insert)})
-	sc.ratio("appends/s store (concurrent) / bare insert loop (group commit should make this > 1)", store, bare, "throughput", "", 0, "")
+	commits := map[*Result]*commitCount{store: {}, storeBusy: {}, storeOpen: {}}
+	interleave(ctx, cfg, sc, measurement{store, commits[store].counting(st, closedLoop(cfg.Appenders, cfg.dur(), appendOp))},
+		measurement{storeBusy, commits[storeBusy].counting(st, closedLoop(busy, cfg.dur(), appendOp))},
+		measurement{storeOpen, commits[storeOpen].counting(st, openLoop(auditGoalRate, cfg.dur(), appendOp))},
+		measurement{bare, closedLoop(1, cfg.dur(), insert)})
+	sc.ratio(fmt.Sprintf("appends/s store (%d appenders) / bare insert loop (group commit should make this > 1)", cfg.Appenders), store, bare, "throughput", "", 0, "")
 	sc.ratio(fmt.Sprintf("appends/s store (%d appenders) / bare insert loop", busy), storeBusy, bare, "throughput", "", 0, "")
-	for _, r := range []*Result{store, storeBusy} {
-		if len(r.Runs) > 0 {
-			sc.addRatio(fmt.Sprintf("appends/s, %s (absolute)", r.Target), r.Median.Throughput, r.Spread["throughput"], ">=", auditGoalRate, fmt.Sprintf("≥ %d/s", auditGoalRate))
+	// The goal is a rate the store must sustain: offered at that rate,
+	// open loop, it must keep up. A closed loop of N appenders measures
+	// the rate at that concurrency instead, which is at most N / (time of
+	// one group commit): reported, not held to the goal.
+	if len(storeOpen.Runs) > 0 {
+		sc.addRatio(fmt.Sprintf("appends/s sustained at %d/s offered, open loop (absolute; achieved ÷ offered ≥ 0.95 keeps up)", auditGoalRate),
+			storeOpen.Median.Throughput, storeOpen.Spread["throughput"], ">=", 0.95*auditGoalRate, fmt.Sprintf("≥ %d/s offered, kept up", auditGoalRate))
+	}
+	for _, r := range []*Result{store, storeBusy, storeOpen} {
+		if len(r.Runs) == 0 {
+			continue
 		}
+		if r != storeOpen {
+			sc.addRatio(fmt.Sprintf("appends/s, %s (absolute; bounded by appenders ÷ group commit time)", r.Target), r.Median.Throughput, r.Spread["throughput"], "", 0, "")
+		}
+		c := commits[r]
+		var secs float64
+		for _, run := range r.Runs {
+			secs += run.Seconds
+		}
+		sc.addRatio(fmt.Sprintf("%s: group commits (fsyncs)/s", r.Target), float64(c.Commits)/secs, 0, "", 0, "")
+		sc.addRatio(fmt.Sprintf("%s: mean appends per group commit", r.Target), c.MeanBatch(), 0, "", 0, "")
+		sc.note("Batch sizes, %s, over its timed runs: %s.", r.Target, c.distribution())
 	}
 
 	// A Merkle log must not slow down as it grows: append again to a log
@@ -138,6 +163,48 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		return err
 	}
 	return profileScenario(ctx, cfg, sc, closedLoop(cfg.Appenders, cfg.dur(), appendOp))
+}
+
+// commitCount adds up a store's group commits over the timed runs of one
+// configuration.
+type commitCount struct{ storepkg.AppendStats }
+
+// counting wraps loop so that the store's commits during each run are
+// added to c.
+func (c *commitCount) counting(st *sqlite.Store, loop func(context.Context) sample) func(context.Context) sample {
+	return func(ctx context.Context) sample {
+		before := st.AppendStats()
+		s := loop(ctx)
+		d := st.AppendStats().Sub(before)
+		c.Commits += d.Commits
+		c.Appends += d.Appends
+		for i, n := range d.BatchSizes {
+			c.BatchSizes[i] += n
+		}
+		return s
+	}
+}
+
+// distribution is the share of commits per batch size bucket, e.g.
+// "1: 3%, 2: 10%, 3–4: 40%, 5–8: 47%".
+func (c *commitCount) distribution() string {
+	var parts []string
+	lo := 1
+	for i, n := range c.BatchSizes {
+		hi := storepkg.BatchSizeBounds[i]
+		if n > 0 {
+			label := fmt.Sprint(hi)
+			if lo < hi {
+				label = fmt.Sprintf("%d–%d", lo, hi)
+			}
+			parts = append(parts, fmt.Sprintf("%s: %.0f%%", label, 100*float64(n)/float64(c.Commits)))
+		}
+		lo = hi + 1
+	}
+	if len(parts) == 0 {
+		return "no commits"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // runVerify measures audit.VerifyLog (what `borderlink audit verify`

@@ -127,6 +127,12 @@ var (
 		"1 while a partner's circuit breaker is open or half-open, else 0.", []string{"partner"}, nil)
 	descTreeSize = prometheus.NewDesc("borderlink_audit_records",
 		"Records in the audit log (its tree size).", nil, nil)
+	descAuditCommits = prometheus.NewDesc("borderlink_audit_commits_total",
+		"Audit group commits since the gateway started: transactions of the audit log, each one fsync.", nil, nil)
+	descAuditAppends = prometheus.NewDesc("borderlink_audit_appends_total",
+		"Appends the audit group commits carried since the gateway started (records, and writes that commit with them).", nil, nil)
+	descAuditBatch = prometheus.NewDesc("borderlink_audit_batch_size",
+		"Appends per audit group commit. Batches of 1 under load mean every exchange waits for its own fsync.", nil, nil)
 	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
 		"Split-view incidents of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true): one per way it was detected (directly, or through one witness's gossip), however long the fork lasts. Evidence is never deleted, so this never goes back down: an increase is a new incident; see borderlink audit split-views.", []string{"origin"}, nil)
 	descSplitViewDetections = prometheus.NewDesc("borderlink_audit_split_view_detections",
@@ -141,12 +147,17 @@ var (
 		"Sources that could not be read for this scrape (their metrics are missing).", []string{"source"}, nil)
 )
 
+// appendStatser is a store that counts its audit group commits.
+type appendStatser interface {
+	AppendStats() store.AppendStats
+}
+
 // gatewayCollector reads the gateway's state at scrape time.
 type gatewayCollector struct{ g *Gateway }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
-		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descAuditCommits, descAuditAppends, descAuditBatch, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -218,6 +229,21 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			gauge(descTreeSize, float64(n))
 		}
+	}
+
+	if as, ok := g.opts.Store.(appendStatser); ok {
+		st := as.AppendStats()
+		ch <- prometheus.MustNewConstMetric(descAuditCommits, prometheus.CounterValue, float64(st.Commits))
+		ch <- prometheus.MustNewConstMetric(descAuditAppends, prometheus.CounterValue, float64(st.Appends))
+		buckets := make(map[float64]uint64, len(st.BatchSizes))
+		var cum uint64
+		for i, n := range st.BatchSizes {
+			cum += n
+			buckets[float64(store.BatchSizeBounds[i])] = cum
+		}
+		// The count is the buckets' total, not Commits, which is read
+		// separately and may already include a batch the buckets do not.
+		ch <- prometheus.MustNewConstHistogram(descAuditBatch, cum, float64(st.Appends), buckets)
 	}
 
 	if ss, ok := g.opts.Store.(splitViewStore); ok {

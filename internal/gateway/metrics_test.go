@@ -53,7 +53,36 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// Group commit counters: every record of the log was appended since
+	// the gateway started, and the histogram counts each commit once.
+	commits, appends := metricValue(t, body, "borderlink_audit_commits_total"), metricValue(t, body, "borderlink_audit_appends_total")
+	if commits < 1 || appends < float64(size) || appends < commits {
+		t.Errorf("audit commits %v, appends %v; want at least one commit and at least the %d records appended", commits, appends, size)
+	}
+	if n := metricValue(t, body, `borderlink_audit_batch_size_bucket{le="4096"}`); n != commits {
+		t.Errorf("batch size histogram counts %v commits, commits_total is %v", n, commits)
+	}
+	if sum := metricValue(t, body, "borderlink_audit_batch_size_sum"); sum != appends {
+		t.Errorf("batch size histogram sums to %v appends, appends_total is %v", sum, appends)
+	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", body)
 	}
+}
+
+// metricValue is the value of the sample named exactly name (with its
+// labels) in a Prometheus text exposition.
+func metricValue(t *testing.T, body, name string) float64 {
+	t.Helper()
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s", name)
+	return 0
 }

@@ -73,3 +73,39 @@ type AuditQuery struct {
 	// Limit caps the number of records; 0 means DefaultAuditLimit.
 	Limit int
 }
+
+// BatchSizeBounds are the upper bounds of AppendStats.BatchSizes: powers
+// of two up to the largest group commit a backend takes.
+var BatchSizeBounds = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
+
+// AppendStats counts a store's audit group commits since it opened, for
+// metrics and benchmarks: how many transactions were committed (each one
+// fsync of the log), how many appends they carried and how they were
+// batched.
+type AppendStats struct {
+	// Commits are the audit transactions committed.
+	Commits uint64
+	// Appends are the appends those transactions carried: records, and
+	// writes that rode along with no record of their own.
+	Appends uint64
+	// BatchSizes[i] counts the commits that carried more than
+	// BatchSizeBounds[i-1] and at most BatchSizeBounds[i] appends.
+	BatchSizes [len(BatchSizeBounds)]uint64
+}
+
+// Sub is the difference s − old: what happened between two readings.
+func (s AppendStats) Sub(old AppendStats) AppendStats {
+	d := AppendStats{Commits: s.Commits - old.Commits, Appends: s.Appends - old.Appends}
+	for i := range d.BatchSizes {
+		d.BatchSizes[i] = s.BatchSizes[i] - old.BatchSizes[i]
+	}
+	return d
+}
+
+// MeanBatch is the mean number of appends per commit (0 without commits).
+func (s AppendStats) MeanBatch() float64 {
+	if s.Commits == 0 {
+		return 0
+	}
+	return float64(s.Appends) / float64(s.Commits)
+}

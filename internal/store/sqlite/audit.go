@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -66,6 +68,33 @@ type sequencer struct {
 	// (at Open, what was there). Each batch checks it against MAX(seq):
 	// that replaces a per-row gapless trigger (migration 0007).
 	last int64
+	// Counters of AppendStats, written by the sequencer only.
+	commits, appends atomic.Uint64
+	batchSizes       [len(store.BatchSizeBounds)]atomic.Uint64
+}
+
+// counted adds one committed batch of n appends to the counters.
+func (q *sequencer) counted(n int) {
+	q.commits.Add(1)
+	q.appends.Add(uint64(n))
+	i, _ := slices.BinarySearch(store.BatchSizeBounds[:], n)
+	q.batchSizes[min(i, len(q.batchSizes)-1)].Add(1)
+}
+
+// AppendStats reads the counters of the audit group commits since Open.
+func (s *Store) AppendStats() store.AppendStats {
+	var st store.AppendStats
+	if s.seq == nil {
+		return st
+	}
+	// Read one by one: a reading taken while a batch is counted may show
+	// it in some counters and not yet in others.
+	st.Commits = s.seq.commits.Load()
+	st.Appends = s.seq.appends.Load()
+	for i := range st.BatchSizes {
+		st.BatchSizes[i] = s.seq.batchSizes[i].Load()
+	}
+	return st
 }
 
 func (s *Store) startSequencer(inserts *insertStmts, last int64) {
@@ -134,6 +163,9 @@ func (s *Store) runSequencer() {
 			err = dead
 		} else {
 			res, err = s.commitBatch(batch)
+			if err == nil {
+				q.counted(len(batch))
+			}
 			if errors.Is(err, errSequencerPanic) {
 				// The transaction's state is unknown: refuse every later
 				// append (the gateway then fails closed) instead of

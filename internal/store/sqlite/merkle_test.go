@@ -13,6 +13,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 	"github.com/borderlink/borderlink/internal/store/storetest"
 )
@@ -184,5 +185,41 @@ func TestAuditHashesCheckedAtOpen(t *testing.T) {
 				t.Errorf("Open: %v; want it to say %q and that the file was modified outside Borderlink", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestAppendStats: the group commit counters count every commit and append
+// once, sort batches by size, and subtract.
+func TestAppendStats(t *testing.T) {
+	s := openTemp(t, filepath.Join(t.TempDir(), "borderlink.db"))
+	for i := range 3 {
+		if _, err := s.AppendAudit(t.Context(), storetest.AuditRecord(fmt.Sprintf("s%d", i), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := s.AppendStats()
+	if first.Commits != 3 || first.Appends != 3 || first.BatchSizes[0] != 3 {
+		t.Fatalf("after 3 appends one by one: %+v; want 3 commits of 1", first)
+	}
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			if _, err := s.AppendAudit(t.Context(), storetest.AuditRecord(fmt.Sprintf("c%d", i), 0)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	d := s.AppendStats().Sub(first)
+	var commits, appendsAtMost uint64
+	for i, n := range d.BatchSizes {
+		commits += n
+		appendsAtMost += n * uint64(store.BatchSizeBounds[i])
+	}
+	if d.Appends != 64 || d.Commits != commits || d.Commits < 1 || d.Commits > 64 || appendsAtMost < 64 {
+		t.Errorf("after 64 concurrent appends: %+v; want 64 appends in 1..64 commits, each counted in one size bucket", d)
+	}
+	if mean := d.MeanBatch(); mean != 64/float64(d.Commits) {
+		t.Errorf("MeanBatch = %v, want %v", mean, 64/float64(d.Commits))
 	}
 }
