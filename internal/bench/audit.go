@@ -111,15 +111,14 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		measurement{storeBusy, commits[storeBusy].counting(st, closedLoop(busy, cfg.dur(), appendOp))},
 		measurement{storeOpen, commits[storeOpen].counting(st, openLoop(auditGoalRate, cfg.dur(), appendOp))},
 		measurement{bare, closedLoop(1, cfg.dur(), insert)})
-	sc.ratio(fmt.Sprintf("appends/s store (%d appenders) / bare insert loop (group commit should make this > 1)", cfg.Appenders), store, bare, "throughput", "", 0, "")
+	sc.ratio("appends/s store (concurrent) / bare insert loop (group commit should make this > 1)", store, bare, "throughput", "", 0, "")
 	sc.ratio(fmt.Sprintf("appends/s store (%d appenders) / bare insert loop", busy), storeBusy, bare, "throughput", "", 0, "")
 	// The goal is a rate the store must sustain: offered at that rate,
 	// open loop, it must keep up. A closed loop of N appenders measures
 	// the rate at that concurrency instead, which is at most N / (time of
 	// one group commit): reported, not held to the goal.
 	if len(storeOpen.Runs) > 0 {
-		sc.addRatio(fmt.Sprintf("appends/s sustained at %d/s offered, open loop (absolute; achieved ÷ offered ≥ 0.95 keeps up)", auditGoalRate),
-			storeOpen.Median.Throughput, storeOpen.Spread["throughput"], ">=", 0.95*auditGoalRate, fmt.Sprintf("≥ %d/s offered, kept up", auditGoalRate))
+		keptUp(sc, storeOpen)
 	}
 	for _, r := range []*Result{store, storeBusy, storeOpen} {
 		if len(r.Runs) == 0 {
@@ -133,8 +132,8 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		for _, run := range r.Runs {
 			secs += run.Seconds
 		}
-		sc.addRatio(fmt.Sprintf("%s: group commits (fsyncs)/s", r.Target), float64(c.Commits)/secs, 0, "", 0, "")
-		sc.addRatio(fmt.Sprintf("%s: mean appends per group commit", r.Target), c.MeanBatch(), 0, "", 0, "")
+		sc.addRatio(fmt.Sprintf("%s: group commits (fsyncs)/s, all timed runs together", r.Target), float64(c.Commits)/secs, 0, "", 0, "")
+		sc.addRatio(fmt.Sprintf("%s: mean appends per group commit, all timed runs together", r.Target), c.MeanBatch(), 0, "", 0, "")
 		sc.note("Batch sizes, %s, over its timed runs: %s.", r.Target, c.distribution())
 	}
 
@@ -163,6 +162,32 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		return err
 	}
 	return profileScenario(ctx, cfg, sc, closedLoop(cfg.Appenders, cfg.dur(), appendOp))
+}
+
+// Kept-up rule for the open loop at the goal's rate: the store keeps up
+// when it completes at least keptUpShare of the offered appends per
+// second, none fails or is dropped, and the p99 stays within keptUpP99.
+// A store just short of the rate still completes ~95% of it in a short
+// run, but its queue grows all run long: at 5% over capacity the last
+// appends of a 2 s run wait ~100 ms, which the p99 bound catches, while a
+// steady queue keeps every append within a few group commits.
+const (
+	keptUpShare = 0.95
+	keptUpP99   = 20 * time.Millisecond
+)
+
+// keptUp adds the append goal's verdict for the open loop r.
+func keptUp(sc *Scenario, r *Result) {
+	var errs int64
+	for _, run := range r.Runs {
+		errs += run.Errors
+	}
+	met := r.Median.Throughput >= keptUpShare*r.Rate && errs == 0 && r.Median.P99 <= float64(keptUpP99.Microseconds())
+	sc.Ratios = append(sc.Ratios, Ratio{
+		Name: fmt.Sprintf("appends/s at %.0f/s offered, open loop (absolute; p99 %.1f ms, %d failed or dropped)", r.Rate, r.Median.P99/1000, errs),
+		Value: r.Median.Throughput, Spread: r.Spread["throughput"], Met: &met,
+		Goal: fmt.Sprintf("keeps up with %.0f/s: ≥ %.0f%% done, none failed, p99 ≤ %v", r.Rate, 100*keptUpShare, keptUpP99),
+	})
 }
 
 // commitCount adds up a store's group commits over the timed runs of one

@@ -8,7 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -68,33 +68,30 @@ type sequencer struct {
 	// (at Open, what was there). Each batch checks it against MAX(seq):
 	// that replaces a per-row gapless trigger (migration 0007).
 	last int64
-	// Counters of AppendStats, written by the sequencer only.
-	commits, appends atomic.Uint64
-	batchSizes       [len(store.BatchSizeBounds)]atomic.Uint64
+	// stats are AppendStats' counters, updated once per batch under
+	// statsMu so that a reading is always whole batches.
+	statsMu sync.Mutex
+	stats   store.AppendStats
 }
 
-// counted adds one committed batch of n appends to the counters.
+// counted adds one committed batch that carried n appends.
 func (q *sequencer) counted(n int) {
-	q.commits.Add(1)
-	q.appends.Add(uint64(n))
 	i, _ := slices.BinarySearch(store.BatchSizeBounds[:], n)
-	q.batchSizes[min(i, len(q.batchSizes)-1)].Add(1)
+	q.statsMu.Lock()
+	q.stats.Commits++
+	q.stats.Appends += uint64(n)
+	q.stats.BatchSizes[min(i, len(q.stats.BatchSizes)-1)]++
+	q.statsMu.Unlock()
 }
 
 // AppendStats reads the counters of the audit group commits since Open.
 func (s *Store) AppendStats() store.AppendStats {
-	var st store.AppendStats
 	if s.seq == nil {
-		return st
+		return store.AppendStats{}
 	}
-	// Read one by one: a reading taken while a batch is counted may show
-	// it in some counters and not yet in others.
-	st.Commits = s.seq.commits.Load()
-	st.Appends = s.seq.appends.Load()
-	for i := range st.BatchSizes {
-		st.BatchSizes[i] = s.seq.batchSizes[i].Load()
-	}
-	return st
+	s.seq.statsMu.Lock()
+	defer s.seq.statsMu.Unlock()
+	return s.seq.stats
 }
 
 func (s *Store) startSequencer(inserts *insertStmts, last int64) {
@@ -164,7 +161,17 @@ func (s *Store) runSequencer() {
 		} else {
 			res, err = s.commitBatch(batch)
 			if err == nil {
-				q.counted(len(batch))
+				// Appends whose effect failed were rolled back: a batch of
+				// only those wrote nothing and is no commit.
+				n := 0
+				for _, r := range res {
+					if r.err == nil {
+						n++
+					}
+				}
+				if n > 0 {
+					q.counted(n)
+				}
 			}
 			if errors.Is(err, errSequencerPanic) {
 				// The transaction's state is unknown: refuse every later
@@ -299,11 +306,12 @@ func partnerDomain(r *blv1.AuditRecord) string {
 func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 	// The appends were acknowledged to nobody yet; they must finish or fail
 	// as a whole, independent of any caller's context. The context is
-	// never done: with one that can end, the driver and database/sql start
-	// a watcher goroutine for every statement and the transaction, a
-	// tenth of a batch's CPU. Waits are bounded without it: a lock held by
-	// another process by busy_timeout, the rest is local I/O, which an
-	// interrupt could not stop anyway.
+	// never done: with one that can end, the driver starts a watcher
+	// goroutine and sets a progress handler for every statement (a few
+	// percent of a batch's CPU). Waits are bounded without it: a lock held
+	// by another process by busy_timeout; the rest is local I/O, which an
+	// interrupt could not stop anyway, and waiting for the writer
+	// connection, which only short local transactions hold.
 	ctx := context.Background()
 
 	// The writer pool has one connection and BEGIN IMMEDIATE takes the write
@@ -325,7 +333,7 @@ func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 	// refuse to build on it. Every later batch fails the same way, so the
 	// gateway fails closed until an operator looks.
 	if next-1 != s.seq.last {
-		return nil, fmt.Errorf("%w: audit_records ends at seq %d, but this gateway last appended seq %d: the file was modified outside Borderlink", errForeignWrite, next-1, s.seq.last)
+		return nil, fmt.Errorf("%w: audit_records ends at seq %d, but this gateway last appended seq %d: the file was modified outside Borderlink (by another process or tool)", errForeignWrite, next-1, s.seq.last)
 	}
 
 	// Rows are collected and inserted a chunk per statement at the end:
@@ -377,6 +385,14 @@ func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 		return nil, fmt.Errorf("insert tree hashes: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
+		// A commit can report an error after SQLite committed (closing
+		// the statement afterwards). Then the records are there: follow
+		// them, or every later batch would take them for a foreign write.
+		// The batch still fails: its callers release nothing.
+		var m int64
+		if s.writer.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM audit_records").Scan(&m) == nil && m == next-1 {
+			s.seq.last = m
+		}
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	s.seq.last = next - 1
@@ -636,6 +652,12 @@ func backfillAuditHashes(ctx context.Context, db *sql.DB) (int64, error) {
 		if err := rows.Scan(&seq, &b); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("audit tree: %w", err)
+		}
+		// Records are leaves by position: a gap would give a record the
+		// wrong index for good (the hashes are append-only).
+		if seq != int64(len(leaves))+1 {
+			rows.Close()
+			return 0, fmt.Errorf("audit tree: record %d has seq %d, want %d: the file was modified outside Borderlink", len(leaves)+1, seq, len(leaves)+1)
 		}
 		leaves = append(leaves, b)
 	}

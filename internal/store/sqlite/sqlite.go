@@ -9,7 +9,8 @@
 //   - Writes are serialised in Go over a single connection and begin with
 //     BEGIN IMMEDIATE, so they neither interleave nor fail with SQLITE_BUSY
 //     on lock upgrade; other processes writing the same file wait up to
-//     busy_timeout.
+//     busy_timeout. Only this Store appends to the audit log: a record
+//     another process adds makes every later AppendAudit fail.
 //   - Reads use a separate pool of query_only connections and never take the
 //     write lock; WAL lets them run while a write commits.
 //   - Open applies the embedded migrations and refuses a file whose schema is

@@ -299,6 +299,82 @@ func TestAuditRecordsCheckedBySequencer(t *testing.T) {
 	}
 }
 
+// TestOpenAfterTriggersDropped: a file whose audit triggers were dropped
+// (to examine it, or by someone tampering) still opens and migrates, so
+// that its log can be exported and verified.
+func TestOpenAfterTriggersDropped(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "borderlink.db")
+	s := openTemp(t, path)
+	if _, err := s.AppendAudit(ctx, storetest.AuditRecord("r", 0)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db := rawDB(t, path)
+	for _, q := range []string{
+		// Back to the schema before migration 0007, triggers gone.
+		"DELETE FROM schema_migrations WHERE version = 7",
+		"DROP TRIGGER IF EXISTS audit_records_gapless",
+		"DROP TRIGGER audit_records_no_update",
+		"DROP TRIGGER audit_records_no_delete",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	s2, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open after the triggers were dropped: %v", err)
+	}
+	s2.Close()
+}
+
+// TestBackfillRefusesGap: records from before the Merkle tree (migration
+// 0002) get their tree hashes by position at Open, so a gap in their seqs
+// stops Open instead of giving a record the wrong leaf index for good.
+func TestBackfillRefusesGap(t *testing.T) {
+	ctx := t.Context()
+	insert := "INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record) VALUES (%d, 0, '', 0, 0, '', '', '', x'0a')"
+	for _, tc := range []struct {
+		name string
+		seqs []int
+		want string
+	}{
+		{"gapless", []int{1, 2, 3}, ""},
+		{"gap", []int{1, 2, 4}, "record 3 has seq 4, want 3"},
+		{"no first", []int{2}, "record 1 has seq 2, want 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "borderlink.db")
+			openTemp(t, path).Close()
+			db := rawDB(t, path)
+			for _, seq := range tc.seqs {
+				if _, err := db.ExecContext(ctx, fmt.Sprintf(insert, seq)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := sqlite.Open(ctx, path)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Open of gapless records without tree hashes: %v", err)
+				}
+				if n, err := s.AuditTreeSize(ctx); err != nil || n != int64(len(tc.seqs)) {
+					t.Errorf("tree size after backfill = %d, %v; want %d", n, err, len(tc.seqs))
+				}
+				s.Close()
+				return
+			}
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open of records %v succeeded", tc.seqs)
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "modified outside Borderlink") {
+				t.Errorf("Open: %v; want it to say %q and that the file was modified outside Borderlink", err, tc.want)
+			}
+		})
+	}
+}
+
 const crashChildEnv = "BORDERLINK_STORE_CRASH_CHILD_DB"
 
 // TestAppendSurvivesKill runs a child process that appends audit records and

@@ -3,7 +3,9 @@
 -- batch's rows. The sequencer already reads MAX(seq) once per batch, under
 -- the write lock, to number the batch; it now also compares it with the
 -- last seq it committed itself and refuses to append when they differ (a
--- row written by anyone else, with or without a gap). Such a row has no
--- tree hashes, so Open refuses the file too (backfillAuditHashes). Updates
--- and deletes stay refused by triggers.
-DROP TRIGGER audit_records_gapless;
+-- row written by anyone else, with or without a gap). Unless its writer
+-- also added matching tree hashes, Open refuses the file too
+-- (backfillAuditHashes). Updates and deletes stay refused by triggers.
+-- IF EXISTS: a file whose triggers were dropped (to examine or tamper
+-- with it) must still open, so that audit verify can name what changed.
+DROP TRIGGER IF EXISTS audit_records_gapless;
