@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -148,10 +149,62 @@ func (k *ReceiptKey) Sign(r Receipt) (string, error) {
 	return SignReceipt(k.signer, r)
 }
 
+// delegationCacheSize is how many verified delegations a KeyRing keeps:
+// the current receipt key, the one before it (receipts signed just before
+// a renewal), and room for a partner running several gateway replicas.
+const delegationCacheSize = 4
+
+// delegationCache keeps delegations verified with one KeyRing, by their
+// exact base64 text. A ring's keys never change, so a delegation that
+// verified once verifies again: the cache only saves the work. Failures
+// are not kept.
+type delegationCache struct {
+	mu      sync.Mutex
+	entries [delegationCacheSize]struct {
+		b64 string
+		d   Delegation
+	}
+	next int // the entry to replace next (oldest first)
+}
+
+func (c *delegationCache) get(b64 string) (Delegation, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		if e.b64 == b64 && b64 != "" {
+			return e.d, true
+		}
+	}
+	return Delegation{}, false
+}
+
+func (c *delegationCache) put(b64 string, d Delegation) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries[c.next].b64, c.entries[c.next].d = b64, d
+	c.next = (c.next + 1) % len(c.entries)
+}
+
 // openDelegation verifies a delegation (base64 of its signed note, as a
 // receipt carries it) with the log's verifier v and returns it with the
-// verifier of the receipt key. Errors wrap ErrVerify.
+// verifier of the receipt key. A KeyRing remembers the delegations it
+// verified. Errors wrap ErrVerify.
 func openDelegation(b64 string, v note.Verifier) (Delegation, note.Verifier, error) {
+	ring, _ := v.(*KeyRing)
+	if ring != nil {
+		if d, ok := ring.delegations.get(b64); ok {
+			return d, d.verifier, nil
+		}
+	}
+	d, dv, err := verifyDelegation(b64, v)
+	if err == nil && ring != nil {
+		ring.delegations.put(b64, d)
+	}
+	return d, dv, err
+}
+
+// verifyDelegation is openDelegation without the cache.
+func verifyDelegation(b64 string, v note.Verifier) (Delegation, note.Verifier, error) {
 	msg, err := base64.StdEncoding.Strict().DecodeString(b64)
 	if err != nil {
 		return Delegation{}, nil, fmt.Errorf("receipt key delegation: not base64: %w", ErrVerify)

@@ -111,6 +111,10 @@ func NewVerifier(vkey, origin string) (note.Verifier, error) {
 type KeyRing struct {
 	current note.Verifier
 	byHash  map[uint32]note.Verifier
+	// delegations are receipt key delegations this ring verified lately:
+	// a partner's receipts carry the same delegation for most of its
+	// validity, and verifying it again per receipt doubled their cost.
+	delegations delegationCache
 }
 
 // NewKeyRing parses verifier keys, oldest first, the current one last

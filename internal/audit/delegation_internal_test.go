@@ -1,0 +1,157 @@
+package audit
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// TestKeyRingCachesDelegations: a KeyRing keeps the delegations it
+// verified (the cache is used: a second receipt with the same delegation
+// finds it), keeps no failure, holds at most delegationCacheSize, and a
+// cached delegation still opens only receipts its key signed.
+func TestKeyRingCachesDelegations(t *testing.T) {
+	const origin = "nl.customs.example/borderlink/audit"
+	sk, vk, err := GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := NewKeyRing(origin, []string{vk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	r := Receipt{Origin: origin, Index: 7, LeafHash: tlog.RecordHash([]byte("leaf")), Time: at.Add(time.Minute),
+		Release: strings.Repeat("ab", 32), RequestID: "req-7", Caller: "spiffe://sg.customs.example/gateway"}
+	delegationOf := func(msg string) string {
+		return strings.Split(strings.SplitN(msg, "\n\n", 2)[0], "\n")[8]
+	}
+	var keys []*ReceiptKey
+	var msgs []string
+	for range delegationCacheSize + 1 {
+		k, err := NewReceiptKey(s, at, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := k.Sign(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, msgs = append(keys, k), append(msgs, msg)
+	}
+
+	if _, ok := ring.delegations.get(delegationOf(msgs[0])); ok {
+		t.Fatal("delegation cached before any receipt was opened")
+	}
+	for range 2 {
+		if _, err := OpenReceipt(msgs[0], ring); err != nil {
+			t.Fatalf("OpenReceipt: %v", err)
+		}
+		if _, ok := ring.delegations.get(delegationOf(msgs[0])); !ok {
+			t.Fatal("verified delegation not cached")
+		}
+	}
+
+	// With the delegation cached: the receipt must still be signed by the
+	// key it names, and every field still counts.
+	other := keys[1]
+	r8 := r
+	r8.RequestID = "req-8"
+	byOther, err := other.Sign(r8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.SplitN(byOther, "\n\n", 2)[0], "\n")
+	lines[8] = delegationOf(msgs[0]) // claims the cached delegation, signed by another key
+	swapped, err := note.Sign(&note.Note{Text: strings.Join(lines, "\n") + "\n"}, other.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signedByLog, err := note.Sign(&note.Note{Text: strings.SplitN(msgs[0], "\n\n", 2)[0] + "\n"}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string]string{
+		"signed by another receipt key": string(swapped),
+		"signed by the log key":         string(signedByLog),
+		"a field changed":               strings.Replace(msgs[0], "\nreq-7\n", "\nreq-9\n", 1),
+	} {
+		if _, err := OpenReceipt(bad, ring); !errors.Is(err, ErrVerify) {
+			t.Errorf("%s, delegation cached: OpenReceipt = %v, want ErrVerify", name, err)
+		}
+	}
+
+	// A delegation that fails is not kept.
+	forgedSK, _, _ := GenerateKey(origin)
+	forged, _ := note.NewSigner(forgedSK)
+	fk, err := NewReceiptKey(forged, at, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmsg, err := fk.Sign(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := OpenReceipt(fmsg, ring); !errors.Is(err, ErrVerify) {
+			t.Fatalf("receipt key delegated by another log's key: %v, want ErrVerify", err)
+		}
+	}
+	if _, ok := ring.delegations.get(delegationOf(fmsg)); ok {
+		t.Error("a delegation that failed verification was cached")
+	}
+
+	// Bounded: the oldest goes first.
+	for _, msg := range msgs[1:] {
+		if _, err := OpenReceipt(msg, ring); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := ring.delegations.get(delegationOf(msgs[0])); ok {
+		t.Errorf("cache kept %d delegations, want at most %d", len(msgs), delegationCacheSize)
+	}
+	for _, msg := range msgs[1:] {
+		if _, ok := ring.delegations.get(delegationOf(msg)); !ok {
+			t.Error("one of the last delegations is not cached")
+		}
+	}
+}
+
+// BenchmarkOpenReceiptV2 opens a live receipt as a calling gateway does,
+// with the partner's KeyRing (delegation cached after the first) and with
+// a bare verifier (delegation verified every time).
+func BenchmarkOpenReceiptV2(b *testing.B) {
+	const origin = "nl.customs.example/borderlink/audit"
+	sk, vk, _ := GenerateKey(origin)
+	s, _ := note.NewSigner(sk)
+	at := time.Now()
+	k, err := NewReceiptKey(s, at, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, err := k.Sign(Receipt{Origin: origin, Index: 7, LeafHash: tlog.RecordHash([]byte("leaf")), Time: at,
+		Release: strings.Repeat("ab", 32), RequestID: "req-7", Caller: "spiffe://sg.customs.example/gateway"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ring, _ := NewKeyRing(origin, []string{vk})
+	bare, _ := NewVerifier(vk, origin)
+	for name, v := range map[string]note.Verifier{"keyring": ring, "bare": bare} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := OpenReceipt(msg, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
