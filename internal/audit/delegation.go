@@ -151,7 +151,7 @@ func (k *ReceiptKey) Sign(r Receipt) (string, error) {
 
 // delegationCacheSize is how many verified delegations a KeyRing keeps:
 // the current receipt key, the one before it (receipts signed just before
-// a renewal), and room for a partner running several gateway replicas.
+// a renewal), with room to spare.
 const delegationCacheSize = 4
 
 // delegationCache keeps delegations verified with one KeyRing, by their
@@ -181,6 +181,13 @@ func (c *delegationCache) get(b64 string) (Delegation, bool) {
 func (c *delegationCache) put(b64 string, d Delegation) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Concurrent misses on a new delegation must not fill every slot
+	// with it and push out the previous key's.
+	for _, e := range c.entries {
+		if e.b64 == b64 {
+			return
+		}
+	}
 	c.entries[c.next].b64, c.entries[c.next].d = b64, d
 	c.next = (c.next + 1) % len(c.entries)
 }

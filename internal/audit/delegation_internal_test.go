@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,6 +90,30 @@ func TestKeyRingCachesDelegations(t *testing.T) {
 		}
 	}
 
+	// A receipt the cached key signed for a time outside the delegation's
+	// validity (SignReceipt, not ReceiptKey.Sign, which refuses) fails.
+	late := r
+	late.Time = keys[0].Delegation.NotAfter.Add(time.Nanosecond)
+	late.delegation = keys[0].signed
+	lateMsg, err := SignReceipt(keys[0].signer, late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenReceipt(lateMsg, ring); !errors.Is(err, ErrVerify) {
+		t.Errorf("receipt after its key's validity, delegation cached: OpenReceipt = %v, want ErrVerify", err)
+	}
+
+	// The cache is the ring's own: another partner's ring (another log
+	// key, even of the same name) still refuses the delegation.
+	_, otherVK, _ := GenerateKey(origin)
+	ring2, err := NewKeyRing(origin, []string{otherVK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenReceipt(msgs[0], ring2); !errors.Is(err, ErrVerify) {
+		t.Errorf("receipt opened with another ring after this one cached its delegation: %v, want ErrVerify", err)
+	}
+
 	// A delegation that fails is not kept.
 	forgedSK, _, _ := GenerateKey(origin)
 	forged, _ := note.NewSigner(forgedSK)
@@ -121,6 +146,65 @@ func TestKeyRingCachesDelegations(t *testing.T) {
 	for _, msg := range msgs[1:] {
 		if _, ok := ring.delegations.get(delegationOf(msg)); !ok {
 			t.Error("one of the last delegations is not cached")
+		}
+	}
+}
+
+// TestKeyRingDelegationsConcurrent opens receipts of several receipt keys
+// from many goroutines on one ring (for -race), and checks that concurrent
+// misses on one delegation keep one entry for it.
+func TestKeyRingDelegationsConcurrent(t *testing.T) {
+	const origin = "nl.customs.example/borderlink/audit"
+	sk, vk, err := GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := NewKeyRing(origin, []string{vk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	var msgs []string
+	for range 3 {
+		k, err := NewReceiptKey(s, at, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := k.Sign(Receipt{Origin: origin, Index: 1, LeafHash: tlog.RecordHash([]byte("leaf")), Time: at,
+			Release: strings.Repeat("ab", 32), RequestID: "req", Caller: "spiffe://sg.customs.example/gateway"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, msg)
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for j := range 20 {
+				if _, err := OpenReceipt(msgs[(i+j)%len(msgs)], ring); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for _, e := range ring.delegations.entries {
+		if e.b64 != "" {
+			seen[e.b64]++
+		}
+	}
+	if len(seen) != len(msgs) {
+		t.Errorf("cache holds %d distinct delegations, want the %d in use", len(seen), len(msgs))
+	}
+	for _, n := range seen {
+		if n != 1 {
+			t.Errorf("a delegation fills %d cache entries, want 1", n)
 		}
 	}
 }
