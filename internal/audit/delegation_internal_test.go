@@ -11,13 +11,13 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// TestKeyRingCachesDelegations: a KeyRing keeps the delegations it
-// verified (the cache is used: a second receipt with the same delegation
-// finds it), keeps no failure, holds at most delegationCacheSize, and a
-// cached delegation still opens only receipts its key signed.
-func TestKeyRingCachesDelegations(t *testing.T) {
-	const origin = "nl.customs.example/borderlink/audit"
-	sk, vk, err := GenerateKey(origin)
+const testLogOrigin = "nl.customs.example/borderlink/audit"
+
+// delegationFixture is a log key, its verifier key text and a KeyRing of
+// it, and a receipt of that log at time at.
+func delegationFixture(t testing.TB, at time.Time) (note.Signer, string, *KeyRing, Receipt) {
+	t.Helper()
+	sk, vk, err := GenerateKey(testLogOrigin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,19 +25,22 @@ func TestKeyRingCachesDelegations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring, err := NewKeyRing(origin, []string{vk})
+	ring, err := NewKeyRing(testLogOrigin, []string{vk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	r := Receipt{Origin: origin, Index: 7, LeafHash: tlog.RecordHash([]byte("leaf")), Time: at.Add(time.Minute),
+	r := Receipt{Origin: testLogOrigin, Index: 7, LeafHash: tlog.RecordHash([]byte("leaf")), Time: at,
 		Release: strings.Repeat("ab", 32), RequestID: "req-7", Caller: "spiffe://sg.customs.example/gateway"}
-	delegationOf := func(msg string) string {
-		return strings.Split(strings.SplitN(msg, "\n\n", 2)[0], "\n")[8]
-	}
+	return s, vk, ring, r
+}
+
+// delegatedReceipts makes n receipt keys delegated by s at at and has each
+// sign r.
+func delegatedReceipts(t testing.TB, s note.Signer, at time.Time, r Receipt, n int) ([]*ReceiptKey, []string) {
+	t.Helper()
 	var keys []*ReceiptKey
 	var msgs []string
-	for range delegationCacheSize + 1 {
+	for range n {
 		k, err := NewReceiptKey(s, at, time.Hour)
 		if err != nil {
 			t.Fatal(err)
@@ -48,6 +51,21 @@ func TestKeyRingCachesDelegations(t *testing.T) {
 		}
 		keys, msgs = append(keys, k), append(msgs, msg)
 	}
+	return keys, msgs
+}
+
+// TestKeyRingCachesDelegations: a KeyRing keeps the delegations it
+// verified (the cache is used: a second receipt with the same delegation
+// finds it), keeps no failure, holds at most delegationCacheSize, and a
+// cached delegation still opens only receipts its key signed.
+func TestKeyRingCachesDelegations(t *testing.T) {
+	const origin = testLogOrigin
+	at := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	s, _, ring, r := delegationFixture(t, at.Add(time.Minute))
+	delegationOf := func(msg string) string {
+		return strings.Split(strings.SplitN(msg, "\n\n", 2)[0], "\n")[8]
+	}
+	keys, msgs := delegatedReceipts(t, s, at, r, delegationCacheSize+1)
 
 	if _, ok := ring.delegations.get(delegationOf(msgs[0])); ok {
 		t.Fatal("delegation cached before any receipt was opened")
@@ -154,33 +172,9 @@ func TestKeyRingCachesDelegations(t *testing.T) {
 // from many goroutines on one ring (for -race), and checks that concurrent
 // misses on one delegation keep one entry for it.
 func TestKeyRingDelegationsConcurrent(t *testing.T) {
-	const origin = "nl.customs.example/borderlink/audit"
-	sk, vk, err := GenerateKey(origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ring, err := NewKeyRing(origin, []string{vk})
-	if err != nil {
-		t.Fatal(err)
-	}
 	at := time.Now()
-	var msgs []string
-	for range 3 {
-		k, err := NewReceiptKey(s, at, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg, err := k.Sign(Receipt{Origin: origin, Index: 1, LeafHash: tlog.RecordHash([]byte("leaf")), Time: at,
-			Release: strings.Repeat("ab", 32), RequestID: "req", Caller: "spiffe://sg.customs.example/gateway"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs = append(msgs, msg)
-	}
+	s, _, ring, r := delegationFixture(t, at)
+	_, msgs := delegatedReceipts(t, s, at, r, 3)
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
@@ -213,21 +207,14 @@ func TestKeyRingDelegationsConcurrent(t *testing.T) {
 // with the partner's KeyRing (delegation cached after the first) and with
 // a bare verifier (delegation verified every time).
 func BenchmarkOpenReceiptV2(b *testing.B) {
-	const origin = "nl.customs.example/borderlink/audit"
-	sk, vk, _ := GenerateKey(origin)
-	s, _ := note.NewSigner(sk)
 	at := time.Now()
-	k, err := NewReceiptKey(s, at, time.Hour)
+	s, vk, ring, r := delegationFixture(b, at)
+	_, msgs := delegatedReceipts(b, s, at, r, 1)
+	msg := msgs[0]
+	bare, err := NewVerifier(vk, testLogOrigin)
 	if err != nil {
 		b.Fatal(err)
 	}
-	msg, err := k.Sign(Receipt{Origin: origin, Index: 7, LeafHash: tlog.RecordHash([]byte("leaf")), Time: at,
-		Release: strings.Repeat("ab", 32), RequestID: "req-7", Caller: "spiffe://sg.customs.example/gateway"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ring, _ := NewKeyRing(origin, []string{vk})
-	bare, _ := NewVerifier(vk, origin)
 	for name, v := range map[string]note.Verifier{"keyring": ring, "bare": bare} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()

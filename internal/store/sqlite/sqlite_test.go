@@ -219,20 +219,32 @@ func TestOpenPathWithURICharacters(t *testing.T) {
 	}
 }
 
+// foreignRecordSQL inserts an audit record with seq %d as another writer of
+// the file would.
+const foreignRecordSQL = "INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record) VALUES (%d, 0, '', 0, 0, '', '', '', x'')"
+
+// storeWithThreeRecords opens a store in a new file and appends three
+// records.
+func storeWithThreeRecords(t *testing.T) (string, *sqlite.Store) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "borderlink.db")
+	s := openTemp(t, path)
+	for i := range 3 {
+		if _, err := s.AppendAudit(t.Context(), storetest.AuditRecord(fmt.Sprint(i), 0)); err != nil {
+			t.Fatalf("AppendAudit: %v", err)
+		}
+	}
+	return path, s
+}
+
 // TestAuditTableAppendOnly checks the triggers that protect the trail from
 // writers other than this package. Inserts are checked by the sequencer and
 // at Open instead (TestAuditRecordsCheckedBySequencer).
 func TestAuditTableAppendOnly(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "borderlink.db")
-	s := openTemp(t, path)
-	for i := range 3 {
-		if _, err := s.AppendAudit(ctx, storetest.AuditRecord(fmt.Sprint(i), 0)); err != nil {
-			t.Fatalf("AppendAudit: %v", err)
-		}
-	}
+	path, s := storeWithThreeRecords(t)
 	db := rawDB(t, path)
-	insert := "INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record) VALUES (%d, 0, '', 0, 0, '', '', '', x'')"
+	insert := foreignRecordSQL
 	for _, tc := range []struct{ name, sql string }{
 		{"update", "UPDATE audit_records SET request_id = 'forged' WHERE seq = 2"},
 		{"delete one", "DELETE FROM audit_records WHERE seq = 3"},
@@ -258,7 +270,6 @@ func TestAuditTableAppendOnly(t *testing.T) {
 // and stops Open afterwards (it has no tree hashes), each error saying the
 // file was modified outside Borderlink.
 func TestAuditRecordsCheckedBySequencer(t *testing.T) {
-	insert := "INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record) VALUES (%d, 0, '', 0, 0, '', '', '', x'')"
 	for _, tc := range []struct {
 		name   string
 		seq    int
@@ -269,14 +280,8 @@ func TestAuditRecordsCheckedBySequencer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
-			path := filepath.Join(t.TempDir(), "borderlink.db")
-			s := openTemp(t, path)
-			for i := range 3 {
-				if _, err := s.AppendAudit(ctx, storetest.AuditRecord(fmt.Sprint(i), 0)); err != nil {
-					t.Fatalf("AppendAudit: %v", err)
-				}
-			}
-			if _, err := rawDB(t, path).ExecContext(ctx, fmt.Sprintf(insert, tc.seq)); err != nil {
+			path, s := storeWithThreeRecords(t)
+			if _, err := rawDB(t, path).ExecContext(ctx, fmt.Sprintf(foreignRecordSQL, tc.seq)); err != nil {
 				t.Fatal(err)
 			}
 			for range 2 {
@@ -334,7 +339,7 @@ func TestOpenAfterTriggersDropped(t *testing.T) {
 // stops Open instead of giving a record the wrong leaf index for good.
 func TestBackfillRefusesGap(t *testing.T) {
 	ctx := t.Context()
-	insert := "INSERT INTO audit_records (seq, time, request_id, side, decision, caller_id, action, agreement_id, record) VALUES (%d, 0, '', 0, 0, '', '', '', x'0a')"
+	insert := strings.Replace(foreignRecordSQL, "x''", "x'0a'", 1)
 	for _, tc := range []struct {
 		name string
 		seqs []int
