@@ -158,19 +158,12 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable
 	}
 	name := fmt.Sprintf("%s: audit wait p99 / bare durable insert p99 at %.0f req/s (1 = audit adds nothing beyond the disk)", payload, durable.Rate)
 	if len(ratios) == len(durable.Runs) {
-		md, spread := median(ratios), 0.0
-		if md > 0 && len(ratios) > 1 {
-			spread = (slices.Max(ratios) - slices.Min(ratios)) / md
-		}
+		md, spread := medianSpread(ratios)
 		sc.addRatio(name, md, spread, "", 0, "")
 	} else {
 		// Some round lacks one of the two: ratio of the medians.
-		md := median(auditWaits)
-		spread := durable.Spread["p99_us"]
-		if md > 0 && len(auditWaits) > 1 {
-			spread += (slices.Max(auditWaits) - slices.Min(auditWaits)) / md
-		}
-		sc.addRatio(name, md/floor, spread, "", 0, "")
+		md, spread := medianSpread(auditWaits)
+		sc.addRatio(name, md/floor, spread+durable.Spread["p99_us"], "", 0, "")
 	}
 	if durable.Median.Errors > 0 {
 		sc.note("%s: the bare durable insert lost a median of %d of its %.0f/s arrivals per run (failed, or dropped beyond %d in flight); its p99 is over the inserts that committed.", payload, durable.Median.Errors, durable.Rate, maxOutstanding)

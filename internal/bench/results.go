@@ -212,13 +212,7 @@ func (r *Result) summarize() {
 		for i, run := range r.Runs {
 			vals[i] = m.get(run)
 		}
-		md := median(vals)
-		med[m.name] = md
-		if md != 0 && len(vals) > 1 {
-			r.Spread[m.name] = (slices.Max(vals) - slices.Min(vals)) / math.Abs(md)
-		} else {
-			r.Spread[m.name] = 0
-		}
+		med[m.name], r.Spread[m.name] = medianSpread(vals)
 	}
 	var ops, errs []float64
 	var secs []float64
@@ -234,6 +228,16 @@ func (r *Result) summarize() {
 		Value: med["value"], OtherCPU: med["other_cpu_cores"],
 	}
 	r.Flagged = r.Spread[r.Primary] > SpreadLimit
+}
+
+// medianSpread is the median of v and its spread, (max − min) / |median|
+// (0 for a single value or a zero median).
+func medianSpread(v []float64) (md, spread float64) {
+	md = median(v)
+	if md != 0 && len(v) > 1 {
+		spread = (slices.Max(v) - slices.Min(v)) / math.Abs(md)
+	}
+	return md, spread
 }
 
 func median(v []float64) float64 {
@@ -297,11 +301,7 @@ func (s *Scenario) derived(name string, num, den *Result, metric string, f func(
 			}
 		}
 		if len(vals) > 0 {
-			md := median(vals)
-			spread := 0.0
-			if md != 0 {
-				spread = (slices.Max(vals) - slices.Min(vals)) / math.Abs(md)
-			}
+			md, spread := medianSpread(vals)
 			s.addRatio(name, md, spread, cmp, goal, goalText)
 			return
 		}

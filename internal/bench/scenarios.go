@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -133,10 +132,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				measurement{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)})
 		}
 		if len(auditWaits) > 0 {
-			med, spread := median(auditWaits), 0.0
-			if med > 0 && len(auditWaits) > 1 {
-				spread = (slices.Max(auditWaits) - slices.Min(auditWaits)) / med
-			}
+			med, spread := medianSpread(auditWaits)
 			sc.addRatio(fmt.Sprintf("%s: p99 of the wait for the audit record (AppendAudit, group commit + fsync) at %.0f req/s, ms (absolute; latency audit adds to the exchange)", pl.name, auditGoalLoad),
 				med, spread, "<=", 2, "≤ 2 ms")
 			addDurableFloor(sc, pl.name, auditWaits, durable)
