@@ -263,26 +263,19 @@ func runPolicy(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenari
 	warm(ctx, cfg, 1, decide)
 	inproc := &Result{ID: "policy/in-process", Target: "in-process", Mode: "closed", Unit: "decision"}
 
-	// A reference in this process: the same engine, data and input with a
-	// policy that only looks the caller's grants up and returns the first.
-	floorFS, err := policyFS(cfg.Agreements)
-	if err != nil {
-		return err
-	}
-	floorFS.(fstest.MapFS)["exchange.rego"] = &fstest.MapFile{Data: []byte(grantLookupPolicy)}
-	floorEngine, err := policy.NewEngine(ctx, provider, floorFS, nil)
+	// References in this process: the same engine, data and input with a
+	// policy that only looks the caller's grants up and returns the first,
+	// and with one that returns this decision as a constant.
+	floorDecide, err := referenceDecide(ctx, cfg, grantLookupPolicy, in, dec)
 	if err != nil {
 		return fmt.Errorf("bench: grant-lookup policy: %w", err)
 	}
-	if d, err := floorEngine.Decide(ctx, in); err != nil || !d.Allow || d.Agreement != dec.Agreement || d.Grant != dec.Grant || !slices.Equal(d.Fields, dec.Fields) {
-		return fmt.Errorf("bench: the grant-lookup policy decides %+v, %v; want the allow of %s/%s with fields %v", d, err, dec.Agreement, dec.Grant, dec.Fields)
-	}
-	floorDecide := func(ctx context.Context) error {
-		_, err := floorEngine.Decide(ctx, in)
-		return err
-	}
-	warm(ctx, cfg, 1, floorDecide)
 	floor := &Result{ID: "policy/grant-lookup", Target: "in-process, grant-lookup policy (reference)", Baseline: true, Mode: "closed", Unit: "decision"}
+	constDecide, err := referenceDecide(ctx, cfg, constantPolicy(dec), in, dec)
+	if err != nil {
+		return fmt.Errorf("bench: constant-decision policy: %w", err)
+	}
+	constant := &Result{ID: "policy/constant", Target: "in-process, constant-decision policy (reference)", Baseline: true, Mode: "closed", Unit: "decision"}
 
 	set, err := policy.Compile(ctx, fsys)
 	if err != nil {
@@ -303,10 +296,12 @@ func runPolicy(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenari
 	bin, err := resolveOPA(ctx, cfg.OPA)
 	if err != nil {
 		sc.note("upstream OPA baselines skipped: %v", err)
-		interleave(ctx, cfg, sc, measurement{inproc, closedLoop(1, cfg.dur(), decide)}, measurement{floor, closedLoop(1, cfg.dur(), floorDecide)})
+		interleave(ctx, cfg, sc, measurement{inproc, closedLoop(1, cfg.dur(), decide)}, measurement{floor, closedLoop(1, cfg.dur(), floorDecide)},
+			measurement{constant, closedLoop(1, cfg.dur(), constDecide)})
 		meanLatency(inproc)
 		meanLatency(floor)
-		decisionLatency(sc, inproc, floor)
+		meanLatency(constant)
+		decisionLatency(sc, inproc, floor, constant)
 		return profileScenario(ctx, cfg, sc, closedLoop(1, cfg.dur(), decide))
 	}
 	srv, err := startOPAServer(ctx, bin, files, filepath.Join(dir, "opa.log"))
@@ -352,6 +347,7 @@ func runPolicy(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenari
 	for range cfg.Runs {
 		inproc.Runs = append(inproc.Runs, measure(ctx, closedLoop(1, cfg.dur(), decide)))
 		floor.Runs = append(floor.Runs, measure(ctx, closedLoop(1, cfg.dur(), floorDecide)))
+		constant.Runs = append(constant.Runs, measure(ctx, closedLoop(1, cfg.dur(), constDecide)))
 		restRes.Runs = append(restRes.Runs, measure(ctx, closedLoop(1, cfg.dur(), rest)))
 		r, err := runOPABench(ctx, bin, files, inputFile)
 		if err != nil {
@@ -361,7 +357,7 @@ func runPolicy(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenari
 		benchRes.Runs = append(benchRes.Runs, r)
 	}
 	srv.stop()
-	for _, r := range []*Result{inproc, floor, restRes, benchRes} {
+	for _, r := range []*Result{inproc, floor, constant, restRes, benchRes} {
 		r.Group = inproc.ID
 		if r != benchRes {
 			meanLatency(r)
@@ -376,7 +372,7 @@ func runPolicy(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenari
 
 	sc.ratio("REST round trip p50 / in-process p50 (higher is better)", restRes, inproc, "p50_us", ">=", 10, "≥ 10×")
 	sc.ratio("in-process mean / opa bench mean (lower is better)", inproc, benchRes, "value", "<=", 1.2, "≤ 1.2×")
-	decisionLatency(sc, inproc, floor)
+	decisionLatency(sc, inproc, floor, constant)
 	return profileScenario(ctx, cfg, sc, closedLoop(1, cfg.dur(), decide))
 }
 
@@ -395,9 +391,45 @@ decision := {"allow": true, "entitled": true, "agreement": g.agreement, "grant":
 }
 `
 
-// decisionLatency adds the decision latency goal and the grant-lookup
-// reference measured beside it.
-func decisionLatency(sc *Scenario, inproc, floor *Result) {
+// constantPolicy meets the decision contract by returning want as a
+// constant: it reads neither input nor data, so what it costs is
+// Engine.Decide's input conversion and decision decoding plus OPA's
+// evaluation of one rule whose value is known when it is compiled.
+func constantPolicy(want policy.Decision) string {
+	fields, _ := json.Marshal(want.Fields)
+	return fmt.Sprintf(`package borderlink.exchange
+
+decision := {"allow": true, "entitled": true, "agreement": %q, "grant": %q, "fields": %s, "mask": [], "pseudonymize": [], "withhold": [], "code": "", "reasons": [], "obligations": {}, "max_results": 0, "rate_limit": {}, "goods_items": {"hs_chapters": [], "hs_headings": []}}
+`, want.Agreement, want.Grant, fields)
+}
+
+// referenceDecide is a decide op for a reference policy: the benchmark's
+// policy directory with exchange.rego replaced by src, which must allow in
+// the request as want does (same agreement, grant and fields).
+func referenceDecide(ctx context.Context, cfg *Config, src string, in policy.Input, want policy.Decision) (op, error) {
+	fsys, err := policyFS(cfg.Agreements)
+	if err != nil {
+		return nil, err
+	}
+	fsys.(fstest.MapFS)["exchange.rego"] = &fstest.MapFile{Data: []byte(src)}
+	engine, err := policy.NewEngine(ctx, provider, fsys, nil)
+	if err != nil {
+		return nil, err
+	}
+	if d, err := engine.Decide(ctx, in); err != nil || !d.Allow || d.Agreement != want.Agreement || d.Grant != want.Grant || !slices.Equal(d.Fields, want.Fields) {
+		return nil, fmt.Errorf("it decides %+v, %v; want the allow of %s/%s with fields %v", d, err, want.Agreement, want.Grant, want.Fields)
+	}
+	decide := func(ctx context.Context) error {
+		_, err := engine.Decide(ctx, in)
+		return err
+	}
+	warm(ctx, cfg, 1, decide)
+	return decide, nil
+}
+
+// decisionLatency adds the decision latency goal and the references
+// measured beside it.
+func decisionLatency(sc *Scenario, inproc, floor, constant *Result) {
 	if len(inproc.Runs) == 0 {
 		return
 	}
@@ -406,7 +438,11 @@ func decisionLatency(sc *Scenario, inproc, floor *Result) {
 		sc.addRatio("grant-lookup policy decision p99, µs (absolute; reference: one rule over the same grants through the same Engine.Decide)", floor.Median.P99, floor.Spread["p99_us"], "", 0, "")
 		sc.ratio("in-process decision p50 / grant-lookup policy p50 (what evaluating the agreement model costs beyond a lookup)", inproc, floor, "p50_us", "", 0, "")
 	}
+	if len(constant.Runs) > 0 {
+		sc.addRatio("constant-decision policy p99, µs (absolute; reference: Engine.Decide and OPA evaluating one constant rule, no policy work)", constant.Median.P99, constant.Spread["p99_us"], "", 0, "")
+	}
 	sc.note("Grant-lookup policy: the shipped policy directory with exchange.rego replaced by %d lines of Rego that look the caller's grants up (by SPIFFE ID and trust domain) and return the first with its field list, checking nothing else; same engine (policy.Engine.Decide, with its input conversion and decision decoding), data and input, timed in turn with the shipped policy. A policy that checks the agreements needs at least this lookup and the decision object, so the gap between the two is what evaluating the agreement model costs on this machine under this load.", strings.Count(grantLookupPolicy, "\n"))
+	sc.note("Constant-decision policy: exchange.rego replaced by one rule whose value is the shipped policy's decision for this input, written out; it reads neither input nor data. Same engine, data and input. Its p99 is what a decision costs on this machine before the policy does any work (input conversion, OPA's evaluation set-up and the garbage it leaves, decision decoding), with the same agreements loaded. A policy that decides anything does at least this work.")
 }
 
 // meanLatency sets Value to the mean µs per op of a one-worker closed loop.
