@@ -94,7 +94,7 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		return err
 	}
 	size := proto.Size(tmpl)
-	sc.note("Audit record: %d bytes encoded (a provider record of an allowed pull, policy input included). Store: sqlite.Store.AppendAudit as it is at this commit, in three configurations timed in turn on one store: a closed loop of %d concurrent appenders, one of four times as many, and an open loop offering %d appends/s (one goroutine per append, latency from its intended start). A closed loop of N appenders can reach at most N ÷ the time of one group commit, so it shows the rate at that concurrency; the open loop shows whether the store keeps up with the goal's rate, which is what the goal asks. Group commits and their sizes are counted by the store (Store.AppendStats, also the gateway's borderlink_audit_commits_total and borderlink_audit_batch_size) over each configuration's timed runs; each commit is one fsync of the WAL. Baseline: one goroutine, one INSERT per autocommit transaction, WAL + synchronous=FULL, same columns, no triggers.", size, cfg.Appenders, auditGoalRate)
+	sc.note("Audit record: %d bytes encoded (a provider record of an allowed pull, policy input included). Store: sqlite.Store.AppendAudit as it is at this commit, in three configurations timed in turn on one store: a closed loop of %d concurrent appenders, one of four times as many, and an open loop offering %d appends/s (one goroutine per append, latency from its intended start). A closed loop of N appenders can reach at most N ÷ the time of one group commit, so it shows the rate at that concurrency; the open loop shows whether the store keeps up with the goal's rate, which is what the goal asks. Group commits, their sizes and the time spent waiting, building and committing are counted by the store (Store.AppendStats, also the gateway's borderlink_audit_commits_total, borderlink_audit_batch_size, borderlink_audit_queue_seconds, borderlink_audit_build_seconds and borderlink_audit_sync_seconds) over each configuration's timed runs; each commit is one fsync of the WAL. Baseline: one goroutine, one INSERT per autocommit transaction, WAL + synchronous=FULL, same columns, no triggers.", size, cfg.Appenders, auditGoalRate)
 
 	warm(ctx, cfg, cfg.Appenders, appendOp)
 	warm(ctx, cfg, 1, insert)
@@ -134,7 +134,7 @@ func runAudit(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario
 		}
 		sc.addRatio(fmt.Sprintf("%s: group commits (fsyncs)/s, all timed runs together", r.Target), float64(c.Commits)/secs, 0, "", 0, "")
 		sc.addRatio(fmt.Sprintf("%s: mean appends per group commit, all timed runs together", r.Target), c.MeanBatch(), 0, "", 0, "")
-		sc.note("Batch sizes, %s, over its timed runs: %s.", r.Target, c.distribution())
+		sc.note("Batch sizes, %s, over its timed runs: %s. %s", r.Target, c.distribution(), c.phases())
 	}
 
 	// A Merkle log must not slow down as it grows: append again to a log
@@ -209,14 +209,20 @@ func (c *commitCount) counting(st *sqlite.Store, loop func(context.Context) samp
 	return func(ctx context.Context) sample {
 		before := st.AppendStats()
 		s := loop(ctx)
-		d := st.AppendStats().Sub(before)
-		c.Commits += d.Commits
-		c.Appends += d.Appends
-		for i, n := range d.BatchSizes {
-			c.BatchSizes[i] += n
-		}
+		c.AppendStats = c.Add(st.AppendStats().Sub(before))
 		return s
 	}
+}
+
+// phases says where an append's wait went, from the store's own timings
+// (read from histograms with √2 steps, so each figure is within a step).
+func (c *commitCount) phases() string {
+	if c.Commits == 0 {
+		return ""
+	}
+	ms := func(l storepkg.Latencies, q float64) string { return fmt.Sprintf("%.2f", 1000*l.Quantile(q)) }
+	return fmt.Sprintf("Store's timings, p50 / p99 in ms: waiting to be taken into a batch %s / %s (mostly the commit before), building a batch (sequencing, tree hashes, inserts) %s / %s, COMMIT (WAL write and fsync) %s / %s.",
+		ms(c.Queue, .5), ms(c.Queue, .99), ms(c.Build, .5), ms(c.Build, .99), ms(c.Sync, .5), ms(c.Sync, .99))
 }
 
 // distribution is the share of commits per batch size bucket, e.g.

@@ -93,6 +93,8 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		// How long each exchange waited for its audit record to be durable
 		// (the answer leaves only after it), per run at the goal's rate.
 		var auditWaits []float64
+		// Where those waits went, by the store's own timings.
+		var phases commitCount
 		// The disk's floor at the same rate, in the same rounds (gateway,
 		// echo, bare durable insert, in turn), so the gateway is idle while
 		// it runs.
@@ -108,14 +110,14 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				durable = &Result{ID: fmt.Sprintf("pull/%s/durable-insert/open@%s", pl.name, r.key), Target: "bare durable SQLite insert, 1 KB row",
 					Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "insert", Primary: "p99_us"}
 				loop := gwLoop
-				gwLoop = func(ctx context.Context) sample {
+				gwLoop = phases.counting(f.st, func(ctx context.Context) sample {
 					f.appends.record()
 					s := loop(ctx)
 					if ds := f.appends.stop(); len(ds) > 0 {
 						auditWaits = append(auditWaits, float64(ds[min(len(ds)-1, int(0.99*float64(len(ds))))].Microseconds())/1000)
 					}
 					return s
-				}
+				})
 				ms := []measurement{
 					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
 					{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)},
@@ -136,6 +138,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			sc.addRatio(fmt.Sprintf("%s: p99 of the wait for the audit record (AppendAudit, group commit + fsync) at %.0f req/s, ms (absolute; latency audit adds to the exchange)", pl.name, auditGoalLoad),
 				med, spread, "<=", 2, "≤ 2 ms")
 			addDurableFloor(sc, pl.name, auditWaits, durable)
+			sc.note("%s: the gateway's audit appends at %.0f req/s, all timed runs together: %d commits, mean batch %.1f. %s", pl.name, auditGoalLoad, phases.Commits, phases.MeanBatch(), phases.phases())
 		} else {
 			sc.note("%s: the audit wait was not measured: %.0f req/s is not among this run's rates %v.", pl.name, auditGoalLoad, cfg.Rates)
 		}

@@ -133,6 +133,12 @@ var (
 		"Appends the audit group commits carried since the gateway started (records, and writes that commit with them).", nil, nil)
 	descAuditBatch = prometheus.NewDesc("borderlink_audit_batch_size",
 		"Appends per audit group commit. Batches of 1 under load mean every exchange waits for its own fsync.", nil, nil)
+	descAuditQueue = prometheus.NewDesc("borderlink_audit_queue_seconds",
+		"Per committed audit append, the time from its request until a group commit took it: mostly the commit before it.", nil, nil)
+	descAuditBuild = prometheus.NewDesc("borderlink_audit_build_seconds",
+		"Per audit group commit, the time from taking its appends to COMMIT: sequencing, Merkle tree hashes and inserts (CPU).", nil, nil)
+	descAuditSync = prometheus.NewDesc("borderlink_audit_sync_seconds",
+		"Per audit group commit, the time COMMIT took: writing the WAL and its fsync (the disk).", nil, nil)
 	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
 		"Split-view incidents of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true): one per way it was detected (directly, or through one witness's gossip), however long the fork lasts. Evidence is never deleted, so this never goes back down: an increase is a new incident; see borderlink audit split-views.", []string{"origin"}, nil)
 	descSplitViewDetections = prometheus.NewDesc("borderlink_audit_split_view_detections",
@@ -157,7 +163,7 @@ type gatewayCollector struct{ g *Gateway }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
-		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descAuditCommits, descAuditAppends, descAuditBatch, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descAuditCommits, descAuditAppends, descAuditBatch, descAuditQueue, descAuditBuild, descAuditSync, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -244,6 +250,9 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		// The count is the buckets' total, not Commits, which is read
 		// separately and may already include a batch the buckets do not.
 		ch <- prometheus.MustNewConstHistogram(descAuditBatch, cum, float64(st.Appends), buckets)
+		ch <- latencyHistogram(descAuditQueue, st.Queue)
+		ch <- latencyHistogram(descAuditBuild, st.Build)
+		ch <- latencyHistogram(descAuditSync, st.Sync)
 	}
 
 	if ss, ok := g.opts.Store.(splitViewStore); ok {
@@ -297,4 +306,16 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descCertExpiry, float64(leaf.NotAfter.Unix()))
 	}
+}
+
+// latencyHistogram is l as a Prometheus histogram; its overflow count is in
+// the +Inf bucket only.
+func latencyHistogram(d *prometheus.Desc, l store.Latencies) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(store.LatencyBounds))
+	var cum uint64
+	for i, b := range store.LatencyBounds {
+		cum += l.Counts[i]
+		buckets[b] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, l.Count(), l.Sum, buckets)
 }

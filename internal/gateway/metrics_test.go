@@ -65,6 +65,19 @@ func TestMetrics(t *testing.T) {
 	if sum := metricValue(t, body, "borderlink_audit_batch_size_sum"); sum != appends {
 		t.Errorf("batch size histogram sums to %v appends, appends_total is %v", sum, appends)
 	}
+	// Where the appends' time went: one queue time per append, one build
+	// and one sync time per commit, and the syncs took some time.
+	for name, want := range map[string]float64{"queue": appends, "build": commits, "sync": commits} {
+		if n := metricValue(t, body, "borderlink_audit_"+name+"_seconds_count"); n != want {
+			t.Errorf("borderlink_audit_%s_seconds counts %v, want %v", name, n, want)
+		}
+		if n := metricValue(t, body, `borderlink_audit_`+name+`_seconds_bucket{le="+Inf"}`); n != want {
+			t.Errorf("borderlink_audit_%s_seconds +Inf bucket counts %v, want %v", name, n, want)
+		}
+	}
+	if sum := metricValue(t, body, "borderlink_audit_sync_seconds_sum"); sum <= 0 {
+		t.Errorf("borderlink_audit_sync_seconds_sum = %v, want > 0", sum)
+	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", body)
 	}

@@ -16,6 +16,8 @@ package store
 
 import (
 	"errors"
+	"math"
+	"slices"
 	"time"
 )
 
@@ -78,10 +80,81 @@ type AuditQuery struct {
 // of two up to the largest group commit a backend takes.
 var BatchSizeBounds = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096}
 
+// LatencyBounds are the upper bounds, in seconds, of the latency
+// histograms of AppendStats: 25 µs to about 0.1 s in steps of √2, fine
+// enough that a percentile read from them is within a step of the truth.
+var LatencyBounds = func() (b [25]float64) {
+	for i := range b {
+		b[i] = 25e-6 * math.Pow(math.Sqrt2, float64(i))
+	}
+	return b
+}()
+
+// Latencies is a histogram over LatencyBounds: Counts[i] counts the
+// durations above LatencyBounds[i-1] and at most LatencyBounds[i]; the last
+// count is those above every bound.
+type Latencies struct {
+	Counts [len(LatencyBounds) + 1]uint64
+	Sum    float64 // seconds
+}
+
+// Observe counts one duration.
+func (l *Latencies) Observe(d time.Duration) {
+	s := d.Seconds()
+	i, _ := slices.BinarySearch(LatencyBounds[:], s)
+	l.Counts[i]++
+	l.Sum += s
+}
+
+// Count is the number of durations counted.
+func (l Latencies) Count() uint64 {
+	var n uint64
+	for _, c := range l.Counts {
+		n += c
+	}
+	return n
+}
+
+// Quantile estimates the q-quantile (0 < q ≤ 1) in seconds by linear
+// interpolation within its bucket; 0 when nothing was counted. A quantile
+// in the overflow bucket is reported as the largest bound.
+func (l Latencies) Quantile(q float64) float64 {
+	n := l.Count()
+	if n == 0 {
+		return 0
+	}
+	rank := q * float64(n)
+	var cum float64
+	for i, c := range l.Counts {
+		if c == 0 || cum+float64(c) < rank {
+			cum += float64(c)
+			continue
+		}
+		if i == len(LatencyBounds) {
+			return LatencyBounds[i-1]
+		}
+		lo := 0.0
+		if i > 0 {
+			lo = LatencyBounds[i-1]
+		}
+		return lo + (LatencyBounds[i]-lo)*(rank-cum)/float64(c)
+	}
+	return LatencyBounds[len(LatencyBounds)-1]
+}
+
+// combine applies op count by count and to the sums: Add and Sub.
+func (l Latencies) combine(o Latencies, op func(a, b uint64) uint64, opSum func(a, b float64) float64) Latencies {
+	d := Latencies{Sum: opSum(l.Sum, o.Sum)}
+	for i := range d.Counts {
+		d.Counts[i] = op(l.Counts[i], o.Counts[i])
+	}
+	return d
+}
+
 // AppendStats counts a store's audit group commits since it opened, for
 // metrics and benchmarks: how many transactions were committed (each one
-// fsync of the log), how many appends they carried and how they were
-// batched.
+// fsync of the log), how many appends they carried, how they were batched
+// and where an append's wait went.
 type AppendStats struct {
 	// Commits are the audit transactions committed.
 	Commits uint64
@@ -91,13 +164,32 @@ type AppendStats struct {
 	// BatchSizes[i] counts the commits that carried more than
 	// BatchSizeBounds[i-1] and at most BatchSizeBounds[i] appends.
 	BatchSizes [len(BatchSizeBounds)]uint64
+	// Queue is, per committed append, the time from its request to the
+	// start of the batch that took it: mostly the previous batch's commit.
+	Queue Latencies
+	// Build is, per commit, the time from taking the batch to COMMIT:
+	// beginning the transaction, sequencing, tree hashes and inserts.
+	Build Latencies
+	// Sync is, per commit, the time COMMIT took: writing the WAL and
+	// fsyncing it.
+	Sync Latencies
 }
 
 // Sub is the difference s − old: what happened between two readings.
 func (s AppendStats) Sub(old AppendStats) AppendStats {
-	d := AppendStats{Commits: s.Commits - old.Commits, Appends: s.Appends - old.Appends}
+	return s.combine(old, func(a, b uint64) uint64 { return a - b }, func(a, b float64) float64 { return a - b })
+}
+
+// Add is s + d: differences of several periods added up.
+func (s AppendStats) Add(d AppendStats) AppendStats {
+	return s.combine(d, func(a, b uint64) uint64 { return a + b }, func(a, b float64) float64 { return a + b })
+}
+
+func (s AppendStats) combine(o AppendStats, op func(a, b uint64) uint64, opSum func(a, b float64) float64) AppendStats {
+	d := AppendStats{Commits: op(s.Commits, o.Commits), Appends: op(s.Appends, o.Appends),
+		Queue: s.Queue.combine(o.Queue, op, opSum), Build: s.Build.combine(o.Build, op, opSum), Sync: s.Sync.combine(o.Sync, op, opSum)}
 	for i := range d.BatchSizes {
-		d.BatchSizes[i] = s.BatchSizes[i] - old.BatchSizes[i]
+		d.BatchSizes[i] = op(s.BatchSizes[i], o.BatchSizes[i])
 	}
 	return d
 }

@@ -48,6 +48,7 @@ type appendReq struct {
 	// fails: the other records of the batch commit.
 	effect func(ctx context.Context, tx *sql.Tx, seq uint64) error
 	done   chan appendResult // buffered, receives exactly once
+	asked  time.Time         // when it was handed to the sequencer
 }
 
 type appendResult struct {
@@ -74,14 +75,37 @@ type sequencer struct {
 	stats   store.AppendStats
 }
 
-// counted adds one committed batch that carried n appends.
-func (q *sequencer) counted(n int) {
+// batchTimes are when a batch was taken and when its COMMIT started and
+// ended.
+type batchTimes struct{ taken, commit, synced time.Time }
+
+// counted adds one committed batch: the appends of batch whose result in
+// res has no error.
+func (q *sequencer) counted(batch []*appendReq, res []appendResult, t batchTimes) {
+	n := 0
+	for _, r := range res {
+		if r.err == nil {
+			n++
+		}
+	}
+	// Appends whose effect failed were rolled back: a batch of only those
+	// wrote nothing and is no commit.
+	if n == 0 {
+		return
+	}
 	i, _ := slices.BinarySearch(store.BatchSizeBounds[:], n)
 	q.statsMu.Lock()
+	defer q.statsMu.Unlock()
 	q.stats.Commits++
 	q.stats.Appends += uint64(n)
 	q.stats.BatchSizes[min(i, len(q.stats.BatchSizes)-1)]++
-	q.statsMu.Unlock()
+	for i, r := range batch {
+		if res[i].err == nil {
+			q.stats.Queue.Observe(t.taken.Sub(r.asked))
+		}
+	}
+	q.stats.Build.Observe(t.commit.Sub(t.taken))
+	q.stats.Sync.Observe(t.synced.Sub(t.commit))
 }
 
 // AppendStats reads the counters of the audit group commits since Open.
@@ -122,13 +146,13 @@ var errSequencerPanic = errors.New("audit sequencer failed; restart the gateway"
 
 // commitBatch is commitAudit with a panic turned into an error, so that no
 // waiting caller is left blocked for ever.
-func (s *Store) commitBatch(batch []*appendReq) (res []appendResult, err error) {
+func (s *Store) commitBatch(batch []*appendReq, t *batchTimes) (res []appendResult, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: panic: %v", errSequencerPanic, p)
 		}
 	}()
-	return s.commitAudit(batch)
+	return s.commitAudit(batch, t)
 }
 
 func (s *Store) runSequencer() {
@@ -159,19 +183,10 @@ func (s *Store) runSequencer() {
 		if dead != nil {
 			err = dead
 		} else {
-			res, err = s.commitBatch(batch)
+			t := batchTimes{taken: time.Now()}
+			res, err = s.commitBatch(batch, &t)
 			if err == nil {
-				// Appends whose effect failed were rolled back: a batch of
-				// only those wrote nothing and is no commit.
-				n := 0
-				for _, r := range res {
-					if r.err == nil {
-						n++
-					}
-				}
-				if n > 0 {
-					q.counted(n)
-				}
+				q.counted(batch, res, t)
 			}
 			if errors.Is(err, errSequencerPanic) {
 				// The transaction's state is unknown: refuse every later
@@ -218,6 +233,7 @@ func (s *Store) writeBatched(ctx context.Context, effect func(context.Context, *
 	r := &appendReq{
 		effect: func(ctx context.Context, tx *sql.Tx, _ uint64) error { return effect(ctx, tx) },
 		done:   make(chan appendResult, 1),
+		asked:  time.Now(),
 	}
 	select {
 	case s.seq.reqs <- r:
@@ -236,6 +252,7 @@ func (s *Store) appendWith(ctx context.Context, rec *blv1.AuditRecord, effect fu
 	if err != nil {
 		return 0, err
 	}
+	r.asked = time.Now()
 	select {
 	case s.seq.reqs <- r:
 	case <-s.seq.quit:
@@ -303,7 +320,7 @@ func partnerDomain(r *blv1.AuditRecord) string {
 
 // commitAudit writes a batch in one transaction and returns each request's
 // result; an error fails the whole batch.
-func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
+func (s *Store) commitAudit(batch []*appendReq, t *batchTimes) ([]appendResult, error) {
 	// The appends were acknowledged to nobody yet; they must finish or fail
 	// as a whole, independent of any caller's context. The context is
 	// never done: with one that can end, the driver starts a watcher
@@ -384,7 +401,10 @@ func (s *Store) commitAudit(batch []*appendReq) ([]appendResult, error) {
 	if err := s.seq.stmts.insert(ctx, tx, auditHashesInsert, hashRows); err != nil {
 		return nil, fmt.Errorf("insert tree hashes: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
+	t.commit = time.Now()
+	err = tx.Commit()
+	t.synced = time.Now()
+	if err != nil {
 		// A commit can report an error after SQLite committed (closing
 		// the statement afterwards). Then the records are there: follow
 		// them, or every later batch would take them for a foreign write.

@@ -514,7 +514,7 @@ func TestEffectIsolationInOneBatch(t *testing.T) {
 	}
 	// The sequencer is idle (every earlier append returned), so this
 	// goroutine may run its batch function.
-	res, err := s.commitBatch(batch)
+	res, err := s.commitBatch(batch, &batchTimes{})
 	if err != nil {
 		t.Fatalf("commitBatch: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -210,7 +211,19 @@ func TestAppendStats(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	d := s.AppendStats().Sub(first)
+	total := s.AppendStats()
+	d := total.Sub(first)
+	// Add undoes Sub (sums up to rounding).
+	back := first.Add(d)
+	if math.Abs(back.Sync.Sum-total.Sync.Sum) > 1e-9 {
+		t.Errorf("first.Add(total.Sub(first)) has sync sum %v, total %v", back.Sync.Sum, total.Sync.Sum)
+	}
+	for _, l := range []*store.Latencies{&back.Queue, &back.Build, &back.Sync, &total.Queue, &total.Build, &total.Sync} {
+		l.Sum = 0
+	}
+	if back != total {
+		t.Errorf("first.Add(total.Sub(first)) = %+v, want %+v", back, total)
+	}
 	var commits, appendsAtMost uint64
 	for i, n := range d.BatchSizes {
 		commits += n
@@ -221,5 +234,11 @@ func TestAppendStats(t *testing.T) {
 	}
 	if mean := d.MeanBatch(); mean != 64/float64(d.Commits) {
 		t.Errorf("MeanBatch = %v, want %v", mean, 64/float64(d.Commits))
+	}
+	// Every committed append has its queue time, every commit its build
+	// and sync time; a commit that fsyncs takes some time.
+	if d.Queue.Count() != d.Appends || d.Build.Count() != d.Commits || d.Sync.Count() != d.Commits || d.Sync.Sum <= 0 {
+		t.Errorf("after 64 concurrent appends: queue %d, build %d, sync %d timings (sync sum %vs); want %d, %d, %d and a positive sum",
+			d.Queue.Count(), d.Build.Count(), d.Sync.Count(), d.Sync.Sum, d.Appends, d.Commits, d.Commits)
 	}
 }
