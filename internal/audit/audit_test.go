@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/audit/audittest"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
@@ -221,23 +222,12 @@ func TestParseLeafRejects(t *testing.T) {
 
 func key(t testing.TB, origin string) (audit.Signer, note.Verifier) {
 	t.Helper()
-	sk, vk, err := audit.GenerateKey(origin)
-	if err != nil {
-		t.Fatal(err)
+	k := audittest.NewKey(t, origin)
+	derived, err := audit.VerifierKey(k.Skey)
+	if err != nil || derived != k.Vkey {
+		t.Fatalf("VerifierKey = %q, %v; want %q", derived, err, k.Vkey)
 	}
-	s, err := note.NewSigner(sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := audit.NewVerifier(vk, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	derived, err := audit.VerifierKey(sk)
-	if err != nil || derived != vk {
-		t.Fatalf("VerifierKey = %q, %v; want %q", derived, err, vk)
-	}
-	return s, v
+	return k.Signer, k.Verifier
 }
 
 const origin = "nl.customs.example/borderlink/audit"
@@ -614,9 +604,7 @@ func TestReconcilePushes(t *testing.T) {
 // leaf hash, tree) per record; the goal is ≥ 1,000,000 records a minute.
 func BenchmarkVerifyLog(b *testing.B) {
 	const n = 10000
-	sk, vk, _ := audit.GenerateKey(origin)
-	s, _ := note.NewSigner(sk)
-	v, _ := audit.NewVerifier(vk, origin)
+	s, v := key(b, origin)
 	var tree audit.Tree
 	var in audit.LogInput
 	for i := range n {

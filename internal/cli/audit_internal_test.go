@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/audit/audittest"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 	"github.com/borderlink/borderlink/internal/store/storetest"
 )
@@ -35,12 +36,8 @@ type auditLog struct {
 
 func newAuditLog(t *testing.T, n int, sizes ...int) *auditLog {
 	t.Helper()
-	sk, vk, err := audit.GenerateKey(tamperOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, _ := note.NewSigner(sk)
-	l := &auditLog{path: filepath.Join(t.TempDir(), "gateway.db"), skey: sk, vkey: vk, signer: s}
+	k := audittest.NewKey(t, tamperOrigin)
+	l := &auditLog{path: filepath.Join(t.TempDir(), "gateway.db"), skey: k.Skey, vkey: k.Vkey, signer: k.Signer}
 	l.append(t, 0, n, sizes...)
 	return l
 }

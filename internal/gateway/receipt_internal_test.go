@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/audit/audittest"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
@@ -16,9 +16,8 @@ import (
 // for another exchange, another caller or other bytes is rejected.
 func TestCheckReceiptMismatch(t *testing.T) {
 	origin := audit.Origin("nl.customs.example")
-	sk, vk, _ := audit.GenerateKey(origin)
-	signer, _ := note.NewSigner(sk)
-	v, _ := audit.NewVerifier(vk, origin)
+	k := audittest.NewKey(t, origin)
+	signer, v := k.Signer, k.Verifier
 	release := strings.Repeat("ab", 32)
 	good := audit.Receipt{Origin: origin, Index: 0, LeafHash: tlog.RecordHash(nil), Time: time.Now(), Release: release,
 		RequestID: "req-1", Caller: "spiffe://sg.customs.example/gateway"}

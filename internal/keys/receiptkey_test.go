@@ -12,6 +12,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/audit/audittest"
 	"github.com/borderlink/borderlink/internal/keys"
 )
 
@@ -32,20 +33,8 @@ func (f *flakySigner) Sign(msg []byte) ([]byte, error) {
 
 func logKey(t *testing.T) (*flakySigner, note.Verifier) {
 	t.Helper()
-	const origin = "nl.customs.example/borderlink/audit"
-	sk, vk, err := audit.GenerateKey(origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(sk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := audit.NewVerifier(vk, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &flakySigner{Signer: s}, v
+	k := audittest.NewKey(t, "nl.customs.example/borderlink/audit")
+	return &flakySigner{Signer: k.Signer}, k.Verifier
 }
 
 func receiptAt(at time.Time) audit.Receipt {

@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/audit/audittest"
 	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 	"github.com/borderlink/borderlink/internal/store/storetest"
@@ -78,9 +77,8 @@ func TestAuditGroupCommitBuildsTheTree(t *testing.T) {
 func TestAuditCheckpoints(t *testing.T) {
 	s := openTemp(t, filepath.Join(t.TempDir(), "borderlink.db"))
 	ctx := t.Context()
-	sk, vk, _ := audit.GenerateKey(testOrigin)
-	signer, _ := note.NewSigner(sk)
-	v, _ := audit.NewVerifier(vk, testOrigin)
+	k := audittest.NewKey(t, testOrigin)
+	signer, v := k.Signer, k.Verifier
 	cp, err := audit.NewCheckpointer(s, signer, testOrigin, nil)
 	if err != nil {
 		t.Fatal(err)
