@@ -220,8 +220,14 @@ func (c *commitCount) phases() string {
 	if c.Commits == 0 {
 		return ""
 	}
-	ms := func(l storepkg.Latencies, q float64) string { return fmt.Sprintf("%.2f", 1000*l.Quantile(q)) }
-	return fmt.Sprintf("Store's timings, p50 / p99 in ms: waiting to be taken into a batch %s / %s (mostly the commit before), building a batch (sequencing, tree hashes, inserts) %s / %s, COMMIT (WAL write and fsync) %s / %s.",
+	ms := func(l storepkg.Latencies, q float64) string {
+		v := l.Quantile(q)
+		if v >= storepkg.LatencyBounds[len(storepkg.LatencyBounds)-1] {
+			return fmt.Sprintf("≥ %.0f", 1000*v) // beyond the last bound
+		}
+		return fmt.Sprintf("%.2f", 1000*v)
+	}
+	return fmt.Sprintf("Store's timings (estimates from histograms with √2 steps), p50 / p99 in ms: waiting to be taken into a batch %s / %s (mostly the commit before), building a batch (sequencing, tree hashes, inserts) %s / %s, COMMIT (WAL write and fsync) %s / %s.",
 		ms(c.Queue, .5), ms(c.Queue, .99), ms(c.Build, .5), ms(c.Build, .99), ms(c.Sync, .5), ms(c.Sync, .99))
 }
 

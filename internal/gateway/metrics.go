@@ -136,9 +136,9 @@ var (
 	descAuditQueue = prometheus.NewDesc("borderlink_audit_queue_seconds",
 		"Per committed audit append, the time from its request until a group commit took it: mostly the commit before it.", nil, nil)
 	descAuditBuild = prometheus.NewDesc("borderlink_audit_build_seconds",
-		"Per audit group commit, the time from taking its appends to COMMIT: sequencing, Merkle tree hashes and inserts (CPU).", nil, nil)
+		"Per audit group commit, the time from taking its appends to COMMIT: waiting for the writer connection and write lock, effects, sequencing, Merkle tree hashes and inserts.", nil, nil)
 	descAuditSync = prometheus.NewDesc("borderlink_audit_sync_seconds",
-		"Per audit group commit, the time COMMIT took: writing the WAL and its fsync (the disk).", nil, nil)
+		"Per audit group commit, the time COMMIT took: writing the WAL and its fsync, and now and then SQLite's automatic WAL checkpoint (the disk).", nil, nil)
 	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
 		"Split-view incidents of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true): one per way it was detected (directly, or through one witness's gossip), however long the fork lasts. Evidence is never deleted, so this never goes back down: an increase is a new incident; see borderlink audit split-views.", []string{"origin"}, nil)
 	descSplitViewDetections = prometheus.NewDesc("borderlink_audit_split_view_detections",

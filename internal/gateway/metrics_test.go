@@ -71,8 +71,27 @@ func TestMetrics(t *testing.T) {
 		if n := metricValue(t, body, "borderlink_audit_"+name+"_seconds_count"); n != want {
 			t.Errorf("borderlink_audit_%s_seconds counts %v, want %v", name, n, want)
 		}
-		if n := metricValue(t, body, `borderlink_audit_`+name+`_seconds_bucket{le="+Inf"}`); n != want {
-			t.Errorf("borderlink_audit_%s_seconds +Inf bucket counts %v, want %v", name, n, want)
+		// Buckets are cumulative: they never decrease, and the +Inf one
+		// (written from the count) is at least the last bound's.
+		prefix := "borderlink_audit_" + name + "_seconds_bucket{"
+		var last float64
+		buckets := 0
+		for line := range strings.Lines(body) {
+			if !strings.HasPrefix(line, prefix) {
+				continue
+			}
+			f, err := strconv.ParseFloat(strings.TrimSpace(line[strings.LastIndexByte(line, ' '):]), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			if f < last {
+				t.Errorf("borderlink_audit_%s_seconds buckets decrease: %q after %v", name, line, last)
+			}
+			last = f
+			buckets++
+		}
+		if buckets != len(store.LatencyBounds)+1 || last != want {
+			t.Errorf("borderlink_audit_%s_seconds has %d buckets ending at %v; want %d ending at %v", name, buckets, last, len(store.LatencyBounds)+1, want)
 		}
 	}
 	if sum := metricValue(t, body, "borderlink_audit_sync_seconds_sum"); sum <= 0 {

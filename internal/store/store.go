@@ -18,6 +18,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -83,9 +84,11 @@ var BatchSizeBounds = [...]int{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048
 // LatencyBounds are the upper bounds, in seconds, of the latency
 // histograms of AppendStats: 25 µs to about 0.1 s in steps of √2, fine
 // enough that a percentile read from them is within a step of the truth.
+// They are rounded to three significant digits so that they read well as
+// Prometheus bucket labels (le="3.54e-05", not le="3.535533905932738e-05").
 var LatencyBounds = func() (b [25]float64) {
 	for i := range b {
-		b[i] = 25e-6 * math.Pow(math.Sqrt2, float64(i))
+		b[i], _ = strconv.ParseFloat(strconv.FormatFloat(25e-6*math.Pow(math.Sqrt2, float64(i)), 'g', 3, 64), 64)
 	}
 	return b
 }()
@@ -168,10 +171,14 @@ type AppendStats struct {
 	// start of the batch that took it: mostly the previous batch's commit.
 	Queue Latencies
 	// Build is, per commit, the time from taking the batch to COMMIT:
-	// beginning the transaction, sequencing, tree hashes and inserts.
+	// getting the writer connection and the write lock (other writes of
+	// the gateway, such as publishing an alert, hold them briefly), then
+	// running the appends' effects, sequencing, tree hashes and inserts.
 	Build Latencies
 	// Sync is, per commit, the time COMMIT took: writing the WAL and
-	// fsyncing it.
+	// fsyncing it, and for the commit that fills the WAL past SQLite's
+	// automatic checkpoint threshold, that checkpoint (copying the WAL into
+	// the database file, with its own fsync).
 	Sync Latencies
 }
 

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ func TestLatenciesQuantile(t *testing.T) {
 		// 99 fast and 1 slow: the p99 is the top of the fast bucket, the
 		// maximum the slow one's bucket.
 		{"p99 of a tail", append(repeat(30*time.Microsecond, 99), 3*time.Millisecond), 0.99, b[1]},
+		{"maximum of a tail", append(repeat(30*time.Microsecond, 99), 3*time.Millisecond), 1, b[14]},
 		{"overflow", []time.Duration{time.Hour}, 0.5, b[len(b)-1]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,8 +49,11 @@ func TestLatencyBounds(t *testing.T) {
 		t.Errorf("bounds run from %v to %v s; want 25 µs to at least 0.1 s", b[0], b[len(b)-1])
 	}
 	for i := 1; i < len(b); i++ {
-		if r := b[i] / b[i-1]; math.Abs(r-math.Sqrt2) > 1e-9 {
-			t.Errorf("bound %d / bound %d = %v, want √2", i, i-1, r)
+		if r := b[i] / b[i-1]; math.Abs(r-math.Sqrt2) > 0.01 {
+			t.Errorf("bound %d / bound %d = %v, want √2 (to three digits)", i, i-1, r)
+		}
+		if short, _ := strconv.ParseFloat(strconv.FormatFloat(b[i], 'g', 3, 64), 64); short != b[i] {
+			t.Errorf("bound %d = %v, want three significant digits", i, b[i])
 		}
 	}
 }

@@ -513,10 +513,19 @@ func TestEffectIsolationInOneBatch(t *testing.T) {
 		batch[i] = st.req
 	}
 	// The sequencer is idle (every earlier append returned), so this
-	// goroutine may run its batch function.
-	res, err := s.commitBatch(batch, &batchTimes{})
+	// goroutine may run its batch function, and count it as the sequencer
+	// would.
+	before := s.AppendStats()
+	times := batchTimes{taken: time.Now()}
+	res, err := s.commitBatch(batch, &times)
 	if err != nil {
 		t.Fatalf("commitBatch: %v", err)
+	}
+	s.seq.counted(batch, res, times)
+	// Only the appends that committed count, each with its queue time.
+	if d := s.AppendStats().Sub(before); d.Commits != 1 || d.Appends != 5 || d.Queue.Count() != 5 || d.Build.Count() != 1 || d.Sync.Count() != 1 {
+		t.Errorf("stats of the batch: %d commits, %d appends, %d/%d/%d queue/build/sync timings; want 1, 5 and 5/1/1",
+			d.Commits, d.Appends, d.Queue.Count(), d.Build.Count(), d.Sync.Count())
 	}
 	for i, st := range steps {
 		id := st.req.rec.GetRequestId()
