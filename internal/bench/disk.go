@@ -30,9 +30,14 @@ const durableRowBytes = 1024
 // One goroutine writes, taking the inserts in arrival order (FIFO), as the
 // store's single writer connection does; an open loop's latency then
 // includes the wait behind a slow fsync.
+//
+// With file set instead of db (openRawFsync) it is the device's floor
+// below SQLite: each op appends the ~1 KB row to a plain file and fsyncs
+// it, nothing else.
 type durableInsert struct {
 	path string
 	db   *sql.DB
+	file *os.File
 	row  []byte
 	seq  int64
 	reqs chan chan error
@@ -73,10 +78,31 @@ func openDurableInsert(ctx context.Context, dir, name string) (_ *durableInsert,
 		return nil, fmt.Errorf("bench: durable insert baseline: create table in %s: %w", path, err)
 	}
 	d.db = db
+	d.start()
+	return d, nil
+}
+
+// openRawFsync creates the plain file name in dir for the raw fsync floor
+// (see durableInsert); close removes it.
+func openRawFsync(dir, name string) (*durableInsert, error) {
+	path, err := filepath.Abs(filepath.Join(dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("bench: raw fsync baseline: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("bench: raw fsync baseline: %w", err)
+	}
+	d := &durableInsert{path: path, file: f, row: make([]byte, durableRowBytes)}
+	rand.Read(d.row)
+	d.start()
+	return d, nil
+}
+
+func (d *durableInsert) start() {
 	d.reqs = make(chan chan error, maxOutstanding)
 	d.done = make(chan struct{})
 	go d.writer()
-	return d, nil
 }
 
 // writer runs the inserts one at a time, in the order they were asked for.
@@ -89,6 +115,15 @@ func (d *durableInsert) writer() {
 
 func (d *durableInsert) insertOne() error {
 	d.seq++
+	if d.file != nil {
+		if _, err := d.file.Write(d.row); err != nil {
+			return fmt.Errorf("bench: raw fsync baseline: write %s: %w", d.path, err)
+		}
+		if err := d.file.Sync(); err != nil {
+			return fmt.Errorf("bench: raw fsync baseline: fsync %s: %w", d.path, err)
+		}
+		return nil
+	}
 	// Not the caller's context: an insert the writer has started runs to
 	// its commit, as the store's sequencer does.
 	if _, err := d.db.Exec(`INSERT INTO rows (seq, time, request_id, record) VALUES (?, ?, ?, ?)`,
@@ -119,6 +154,13 @@ func (d *durableInsert) insert(ctx context.Context) error {
 func (d *durableInsert) close() error {
 	close(d.reqs)
 	<-d.done
+	if d.file != nil {
+		err := d.file.Close()
+		if err != nil {
+			err = fmt.Errorf("bench: raw fsync baseline: close %s: %w", d.path, err)
+		}
+		return errors.Join(err, d.remove())
+	}
 	err := d.db.Close()
 	if err != nil {
 		err = fmt.Errorf("bench: durable insert baseline: close %s: %w", d.path, err)
@@ -139,15 +181,20 @@ func (d *durableInsert) remove() error {
 
 // addDurableFloor adds, next to the audit wait of payload, the p99 of the
 // bare durable insert measured in the same rounds and the ratio of the two
-// (run by run when every round measured both).
-func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable *Result) {
+// (run by run when every round measured both), and the p99 of the raw
+// fsync when raw measured it.
+func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable, raw *Result) {
 	if durable == nil || len(durable.Runs) == 0 || durable.Median.P99 <= 0 {
 		sc.note("%s: the bare durable SQLite insert was not measured, so the audit wait has no disk floor to compare with.", payload)
 		return
 	}
 	floor := durable.Median.P99 / 1000
-	sc.addRatio(fmt.Sprintf("%s: bare durable SQLite insert at %.0f/s: p99, ms (absolute; the disk's floor for any durable append)", payload, durable.Rate),
+	sc.addRatio(fmt.Sprintf("%s: bare durable SQLite insert at %.0f/s: p99, ms (absolute; SQLite's floor for a durable append on this disk)", payload, durable.Rate),
 		floor, durable.Spread["p99_us"], "", 0, "")
+	if raw != nil && len(raw.Runs) > 0 && raw.Median.P99 > 0 {
+		sc.addRatio(fmt.Sprintf("%s: raw fsync of a 1 KB append at %.0f/s: p99, ms (absolute; the device's floor: a durable append waits for at least one fsync)", payload, raw.Rate),
+			raw.Median.P99/1000, raw.Spread["p99_us"], "", 0, "")
+	}
 	var ratios []float64
 	if len(auditWaits) == len(durable.Runs) {
 		for i, run := range durable.Runs {
@@ -168,7 +215,7 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable
 	if durable.Median.Errors > 0 {
 		sc.note("%s: the bare durable insert lost a median of %d of its %.0f/s arrivals per run (failed, or dropped beyond %d in flight); its p99 is over the inserts that committed.", payload, durable.Median.Errors, durable.Rate, maxOutstanding)
 	}
-	const why = "Disk floor: in the rounds of the audit-wait runs, with the gateway idle, a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), started on the same open-loop schedule and timed from each insert's intended start. No durable append can beat this p99 on this disk, so an audit wait near it is the disk's, not the audit layer's; group commit can come in under it only by sharing one fsync among several records."
+	const why = "Disk floors: in the rounds of the audit-wait runs, with the gateway idle, (1) a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), and (2) a single writer appends a 1 KB block to a plain file next to it and fsyncs it, each started on the same open-loop schedule and timed from its intended start. (2) is the device: every durable append, through any database, waits for at least one fsync that starts after it arrives, so no audit wait p99 can be below it. (1) adds SQLite's commit path (WAL frames, index pages, the occasional automatic checkpoint); an audit wait near it is the disk's and SQLite's, not the audit layer's, and group commit can come in under it only by sharing one fsync among several records."
 	if !slices.Contains(sc.Notes, why) {
 		sc.note("%s", why)
 	}

@@ -43,22 +43,57 @@ func TestDurableInsert(t *testing.T) {
 		t.Errorf("left behind: %s", e.Name())
 	}
 
+	raw := rawFsyncRuns(t)
 	sc := &Scenario{}
-	addDurableFloor(sc, "1KB", []float64{1, 2}, r)
-	if len(sc.Ratios) != 2 {
-		t.Fatalf("got ratios %+v, want the floor and audit wait / floor", sc.Ratios)
+	addDurableFloor(sc, "1KB", []float64{1, 2}, r, raw)
+	if len(sc.Ratios) != 3 {
+		t.Fatalf("got ratios %+v, want the two floors and audit wait / floor", sc.Ratios)
 	}
-	if !strings.Contains(sc.Ratios[1].Name, "audit wait p99 / bare durable insert p99") || sc.Ratios[1].Value <= 0 {
-		t.Errorf("ratio row %+v", sc.Ratios[1])
+	if !strings.Contains(sc.Ratios[1].Name, "raw fsync") || sc.Ratios[1].Value != raw.Median.P99/1000 {
+		t.Errorf("raw fsync row %+v, want p99 %v ms", sc.Ratios[1], raw.Median.P99/1000)
+	}
+	if !strings.Contains(sc.Ratios[2].Name, "audit wait p99 / bare durable insert p99") || sc.Ratios[2].Value <= 0 {
+		t.Errorf("ratio row %+v", sc.Ratios[2])
 	}
 	if len(sc.Notes) == 0 {
 		t.Error("no note explaining the baseline")
 	}
-	addDurableFloor(sc, "10KB", []float64{1}, r) // mismatched rounds: ratio of medians
-	if len(sc.Ratios) != 4 || sc.Ratios[3].Value <= 0 {
+	addDurableFloor(sc, "10KB", []float64{1}, r, nil) // mismatched rounds: ratio of medians; no raw floor
+	if len(sc.Ratios) != 5 || sc.Ratios[4].Value <= 0 {
 		t.Errorf("got ratios %+v after a second payload", sc.Ratios)
 	}
 	if got := len(sc.Notes); got > 1 && r.Median.Errors == 0 {
 		t.Errorf("explanation repeated: %d notes", got)
 	}
+}
+
+// rawFsyncRuns runs the raw fsync floor briefly and checks that it wrote
+// one block per op and removes its file.
+func rawFsyncRuns(t *testing.T) *Result {
+	t.Helper()
+	dir := t.TempDir()
+	d, err := openRawFsync(dir, "raw.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Result{ID: "pull/1KB/raw-fsync/open@500", Mode: "open", Rate: auditGoalLoad, Primary: "p99_us"}
+	loop := openLoop(auditGoalLoad, 40*time.Millisecond, d.insert)
+	for range 2 {
+		r.Runs = append(r.Runs, measure(context.Background(), loop))
+	}
+	r.summarize()
+	fi, err := os.Stat(d.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (r.Runs[0].Ops + r.Runs[1].Ops) * durableRowBytes; fi.Size() != want || want == 0 {
+		t.Errorf("raw fsync file holds %d bytes, want %d (> 0)", fi.Size(), want)
+	}
+	if err := d.close(); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := os.ReadDir(dir); err != nil || len(left) > 0 {
+		t.Errorf("left behind: %v, %v", left, err)
+	}
+	return r
 }

@@ -98,7 +98,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		// The disk's floor at the same rate, in the same rounds (gateway,
 		// echo, bare durable insert, in turn), so the gateway is idle while
 		// it runs.
-		var durable *Result
+		var durable, raw *Result
 		for _, r := range rates {
 			gwLoop := openLoop(r.gw, cfg.dur(), gwOp)
 			if r.key == fmt.Sprintf("%.0f", auditGoalLoad) {
@@ -118,13 +118,20 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					}
 					return s
 				})
+				rf, err := openRawFsync(dir, "raw-fsync.bin")
+				if err != nil {
+					return errors.Join(fmt.Errorf("%s: %w", pl.name, err), d.close())
+				}
+				raw = &Result{ID: fmt.Sprintf("pull/%s/raw-fsync/open@%s", pl.name, r.key), Target: "raw fsync, 1 KB append to a plain file",
+					Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "fsync", Primary: "p99_us"}
 				ms := []measurement{
 					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
 					{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)},
 					{durable, openLoop(auditGoalLoad, cfg.dur(), d.insert)},
+					{raw, openLoop(auditGoalLoad, cfg.dur(), rf.insert)},
 				}
 				interleave(ctx, cfg, sc, ms...)
-				if err := d.close(); err != nil {
+				if err := errors.Join(d.close(), rf.close()); err != nil {
 					return fmt.Errorf("%s: %w", pl.name, err)
 				}
 				continue
@@ -137,7 +144,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			med, spread := medianSpread(auditWaits)
 			sc.addRatio(fmt.Sprintf("%s: p99 of the wait for the audit record (AppendAudit, group commit + fsync) at %.0f req/s, ms (absolute; latency audit adds to the exchange)", pl.name, auditGoalLoad),
 				med, spread, "<=", 2, "≤ 2 ms")
-			addDurableFloor(sc, pl.name, auditWaits, durable)
+			addDurableFloor(sc, pl.name, auditWaits, durable, raw)
 			sc.note("%s: the gateway's audit appends at %.0f req/s, all timed runs together: %d commits, mean batch %.1f. %s", pl.name, auditGoalLoad, phases.Commits, phases.MeanBatch(), phases.phases())
 		} else {
 			sc.note("%s: the audit wait was not measured: %.0f req/s is not among this run's rates %v.", pl.name, auditGoalLoad, cfg.Rates)
