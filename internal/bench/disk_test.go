@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -43,14 +44,14 @@ func TestDurableInsert(t *testing.T) {
 		t.Errorf("left behind: %s", e.Name())
 	}
 
-	raw := rawFsyncRuns(t)
+	service := rawFsyncRuns(t)
 	sc := &Scenario{}
-	addDurableFloor(sc, "1KB", []float64{1, 2}, r, raw)
+	addDurableFloor(sc, "1KB", []float64{1, 2}, r, service)
 	if len(sc.Ratios) != 3 {
 		t.Fatalf("got ratios %+v, want the two floors and audit wait / floor", sc.Ratios)
 	}
-	if !strings.Contains(sc.Ratios[1].Name, "raw fsync") || sc.Ratios[1].Value != raw.Median.P99/1000 {
-		t.Errorf("raw fsync row %+v, want p99 %v ms", sc.Ratios[1], raw.Median.P99/1000)
+	if want, _ := medianSpread(service); !strings.Contains(sc.Ratios[1].Name, "raw fsync") || sc.Ratios[1].Value != want {
+		t.Errorf("raw fsync row %+v, want the median service p99 %v ms", sc.Ratios[1], want)
 	}
 	if !strings.Contains(sc.Ratios[2].Name, "audit wait p99 / bare durable insert p99") || sc.Ratios[2].Value <= 0 {
 		t.Errorf("ratio row %+v", sc.Ratios[2])
@@ -67,27 +68,41 @@ func TestDurableInsert(t *testing.T) {
 	}
 }
 
-// rawFsyncRuns runs the raw fsync floor briefly and checks that it wrote
-// one block per op and removes its file.
-func rawFsyncRuns(t *testing.T) *Result {
+// rawFsyncRuns runs the raw fsync floor briefly and checks that it keeps
+// a service time per op, overwrites its preallocated file without growing
+// it, and removes it; it returns the runs' service-time p99s.
+func rawFsyncRuns(t *testing.T) []float64 {
 	t.Helper()
 	dir := t.TempDir()
 	d, err := openRawFsync(dir, "raw.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Result{ID: "pull/1KB/raw-fsync/open@500", Mode: "open", Rate: auditGoalLoad, Primary: "p99_us"}
+	var p99s []float64
 	loop := openLoop(auditGoalLoad, 40*time.Millisecond, d.insert)
 	for range 2 {
-		r.Runs = append(r.Runs, measure(context.Background(), loop))
+		s := measure(context.Background(), loop)
+		d.mu.Lock()
+		kept := len(d.service)
+		d.mu.Unlock()
+		if int64(kept) != s.Ops || kept == 0 {
+			t.Errorf("%d service times kept for %d ops (> 0)", kept, s.Ops)
+		}
+		p := d.serviceP99()
+		if p <= 0 {
+			t.Errorf("service p99 %v ms, want > 0", p)
+		}
+		p99s = append(p99s, p)
 	}
-	r.summarize()
+	if p := d.serviceP99(); p != 0 {
+		t.Errorf("service p99 after it was read = %v, want 0 (forgotten)", p)
+	}
 	fi, err := os.Stat(d.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (r.Runs[0].Ops + r.Runs[1].Ops) * durableRowBytes; fi.Size() != want || want == 0 {
-		t.Errorf("raw fsync file holds %d bytes, want %d (> 0)", fi.Size(), want)
+	if want := int64(rawFsyncPages * rawFsyncPage); fi.Size() != want {
+		t.Errorf("raw fsync file holds %d bytes, want %d (preallocated, overwritten in place)", fi.Size(), want)
 	}
 	if err := d.close(); err != nil {
 		t.Fatal(err)
@@ -95,5 +110,8 @@ func rawFsyncRuns(t *testing.T) *Result {
 	if left, err := os.ReadDir(dir); err != nil || len(left) > 0 {
 		t.Errorf("left behind: %v, %v", left, err)
 	}
-	return r
+	if _, err := openRawFsync(filepath.Join(dir, "missing"), "raw.bin"); err == nil {
+		t.Error("openRawFsync in a missing directory succeeded")
+	}
+	return p99s
 }
