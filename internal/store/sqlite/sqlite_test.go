@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	msqlite "modernc.org/sqlite"
 
 	"google.golang.org/protobuf/proto"
 
@@ -452,4 +455,13 @@ func crashChild(path string) {
 		fmt.Printf("acked %d\n", seq)
 	}
 	os.Exit(0)
+}
+
+// TestOpenSyncsWithFdatasync: on Linux the store commits with fdatasync,
+// as SQLite's own builds do, not modernc's default fsync.
+func TestOpenSyncsWithFdatasync(t *testing.T) {
+	openTemp(t, filepath.Join(t.TempDir(), "borderlink.db"))
+	if want := runtime.GOOS == "linux"; msqlite.FdatasyncEnabled() != want {
+		t.Errorf("FdatasyncEnabled() = %v after Open on %s, want %v", msqlite.FdatasyncEnabled(), runtime.GOOS, want)
+	}
 }
