@@ -134,7 +134,7 @@ var (
 	descAuditBatch = prometheus.NewDesc("borderlink_audit_batch_size",
 		"Appends per audit group commit. Batches of 1 under load mean every exchange waits for its own fsync.", nil, nil)
 	descAuditQueue = prometheus.NewDesc("borderlink_audit_queue_seconds",
-		"Per committed audit append, the time from its request until a group commit took it: mostly the commit before it.", nil, nil)
+		"Per committed audit append (records, and writes batched with them), the time from its request until a group commit took it: mostly the commit before it.", nil, nil)
 	descAuditBuild = prometheus.NewDesc("borderlink_audit_build_seconds",
 		"Per audit group commit, the time from taking its appends to COMMIT: waiting for the writer connection and write lock, effects, sequencing, Merkle tree hashes and inserts.", nil, nil)
 	descAuditSync = prometheus.NewDesc("borderlink_audit_sync_seconds",

@@ -172,7 +172,8 @@ type AppendStats struct {
 	Queue Latencies
 	// Build is, per commit, the time from taking the batch to COMMIT:
 	// getting the writer connection and the write lock (other writes of
-	// the gateway, such as publishing an alert, hold them briefly), then
+	// the gateway outside the group commit, such as imports, delivery
+	// attempts, outbox pruning and checkpoints, hold them briefly), then
 	// running the appends' effects, sequencing, tree hashes and inserts.
 	Build Latencies
 	// Sync is, per commit, the time COMMIT took: writing the WAL and
