@@ -132,7 +132,14 @@ func (d *durableInsert) serviceP99() float64 {
 		return 0
 	}
 	slices.Sort(s)
-	return float64(s[min(len(s)-1, int(0.99*float64(len(s))))].Microseconds()) / 1000
+	return p99ms(s)
+}
+
+// p99ms is the 99th percentile of sorted, in ms, taken at index
+// ⌊0.99·n⌋ (one rank above measure's nearest rank); sorted must not be
+// empty.
+func p99ms(sorted []time.Duration) float64 {
+	return float64(sorted[min(len(sorted)-1, int(0.99*float64(len(sorted))))].Microseconds()) / 1000
 }
 
 func (d *durableInsert) start() {

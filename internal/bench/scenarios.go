@@ -116,7 +116,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					f.appends.record()
 					s := loop(ctx)
 					if ds := f.appends.stop(); len(ds) > 0 {
-						auditWaits = append(auditWaits, float64(ds[min(len(ds)-1, int(0.99*float64(len(ds))))].Microseconds())/1000)
+						auditWaits = append(auditWaits, p99ms(ds))
 					}
 					return s
 				})

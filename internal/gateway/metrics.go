@@ -241,18 +241,16 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		st := as.AppendStats()
 		ch <- prometheus.MustNewConstMetric(descAuditCommits, prometheus.CounterValue, float64(st.Commits))
 		ch <- prometheus.MustNewConstMetric(descAuditAppends, prometheus.CounterValue, float64(st.Appends))
-		buckets := make(map[float64]uint64, len(st.BatchSizes))
-		var cum uint64
-		for i, n := range st.BatchSizes {
-			cum += n
-			buckets[float64(store.BatchSizeBounds[i])] = cum
+		bounds := make([]float64, len(store.BatchSizeBounds))
+		for i, b := range store.BatchSizeBounds {
+			bounds[i] = float64(b)
 		}
 		// The count is the buckets' total, not Commits, which is read
 		// separately and may already include a batch the buckets do not.
-		ch <- prometheus.MustNewConstHistogram(descAuditBatch, cum, float64(st.Appends), buckets)
-		ch <- latencyHistogram(descAuditQueue, st.Queue)
-		ch <- latencyHistogram(descAuditBuild, st.Build)
-		ch <- latencyHistogram(descAuditSync, st.Sync)
+		ch <- constHistogram(descAuditBatch, bounds, st.BatchSizes[:], float64(st.Appends))
+		for d, l := range map[*prometheus.Desc]store.Latencies{descAuditQueue: st.Queue, descAuditBuild: st.Build, descAuditSync: st.Sync} {
+			ch <- constHistogram(d, store.LatencyBounds[:], l.Counts[:], l.Sum)
+		}
 	}
 
 	if ss, ok := g.opts.Store.(splitViewStore); ok {
@@ -308,14 +306,19 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// latencyHistogram is l as a Prometheus histogram; its overflow count is in
-// the +Inf bucket only.
-func latencyHistogram(d *prometheus.Desc, l store.Latencies) prometheus.Metric {
-	buckets := make(map[float64]uint64, len(store.LatencyBounds))
+// constHistogram is a Prometheus histogram of counts per bucket: counts[i]
+// are the observations above bounds[i-1] and at most bounds[i], and any
+// counts beyond the bounds (above every bound) are in the +Inf bucket
+// only. The count is the total of all of them.
+func constHistogram(d *prometheus.Desc, bounds []float64, counts []uint64, sum float64) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(bounds))
 	var cum uint64
-	for i, b := range store.LatencyBounds {
-		cum += l.Counts[i]
+	for i, b := range bounds {
+		cum += counts[i]
 		buckets[b] = cum
 	}
-	return prometheus.MustNewConstHistogram(d, l.Count(), l.Sum, buckets)
+	for _, c := range counts[len(bounds):] {
+		cum += c
+	}
+	return prometheus.MustNewConstHistogram(d, cum, sum, buckets)
 }
