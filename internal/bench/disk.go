@@ -135,6 +135,30 @@ func (d *durableInsert) serviceP99() float64 {
 	return p99ms(s)
 }
 
+// servicePerRun wraps loop, an open loop of d's ops, to append after each
+// run the p99 of that run's service times (serviceP99) to *p99s.
+func (d *durableInsert) servicePerRun(loop func(context.Context) sample, p99s *[]float64) func(context.Context) sample {
+	return func(ctx context.Context) sample {
+		d.serviceP99() // forget any op before this run
+		s := loop(ctx)
+		*p99s = append(*p99s, d.serviceP99())
+		return s
+	}
+}
+
+// beside runs other alongside main and returns main's sample, which is then
+// what main measures with other's load on the machine; other's sample is
+// dropped. Both should be open loops of the same length.
+func beside(main, other func(context.Context) sample) func(context.Context) sample {
+	return func(ctx context.Context) sample {
+		var wg sync.WaitGroup
+		wg.Go(func() { other(ctx) })
+		s := main(ctx)
+		wg.Wait()
+		return s
+	}
+}
+
 // p99ms is the 99th percentile of sorted, in ms, taken at index
 // ⌊0.99·n⌋ (one rank above measure's nearest rank); sorted must not be
 // empty.
@@ -227,11 +251,23 @@ func (d *durableInsert) remove() error {
 	return errors.Join(errs...)
 }
 
+// diskFloors are the floors measured in the rounds of the audit-wait runs
+// (see the note addDurableFloor adds): the bare durable insert's result,
+// and per run the p99 (ms) of a raw page sync's service time with the
+// gateway idle (raw), beside a second stream of such syncs on another file
+// (besideSync: the device's own contention) and beside the gateway serving
+// the same rate (besideGateway: its CPU load on the cores).
+type diskFloors struct {
+	durable                        *Result
+	raw, besideSync, besideGateway []float64
+}
+
 // addDurableFloor adds, next to the audit wait of payload, the p99 of the
 // bare durable insert measured in the same rounds and the ratio of the two
-// (run by run when every round measured both), and the median over runs
-// of the raw fsync's service-time p99 (ms) when rawService has them.
-func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable *Result, rawService []float64) {
+// (run by run when every round measured both), and the medians over runs
+// of the raw syncs' service-time p99s it has.
+func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, fl diskFloors) {
+	durable := fl.durable
 	if durable == nil || len(durable.Runs) == 0 || durable.Median.P99 <= 0 {
 		sc.note("%s: the bare durable SQLite insert was not measured, so the audit wait has no disk floor to compare with.", payload)
 		return
@@ -239,10 +275,18 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable
 	floor := durable.Median.P99 / 1000
 	sc.addRatio(fmt.Sprintf("%s: bare durable SQLite insert at %.0f/s: p99, ms (absolute; SQLite's floor for a durable append on this disk)", payload, durable.Rate),
 		floor, durable.Spread["p99_us"], "", 0, "")
-	if len(rawService) > 0 {
-		md, spread := medianSpread(rawService)
-		sc.addRatio(fmt.Sprintf("%s: raw fsync at %.0f/s, one page overwritten and fdatasynced: p99 of its service time, ms (absolute; the device: a durable append waits for at least one such sync)", payload, durable.Rate),
-			md, spread, "", 0, "")
+	for _, row := range []struct {
+		p99s []float64
+		what string
+	}{
+		{fl.raw, "raw fsync at %.0f/s, one page overwritten and fdatasynced: p99 of its service time, ms (absolute; the device: a durable append waits for at least one such sync)"},
+		{fl.besideSync, "raw fsync at %.0f/s beside a second raw fsync stream at the same rate: p99 of its service time, ms (absolute; control: the device's own contention)"},
+		{fl.besideGateway, "raw fsync at %.0f/s beside the gateway serving the same rate: p99 of its service time, ms (absolute; one sync under the gateway's CPU load)"},
+	} {
+		if len(row.p99s) > 0 {
+			md, spread := medianSpread(row.p99s)
+			sc.addRatio(payload+": "+fmt.Sprintf(row.what, durable.Rate), md, spread, "", 0, "")
+		}
 	}
 	var ratios []float64
 	if len(auditWaits) == len(durable.Runs) {
@@ -261,10 +305,23 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, durable
 		md, spread := medianSpread(auditWaits)
 		sc.addRatio(name, md/floor, spread+durable.Spread["p99_us"], "", 0, "")
 	}
+	if n := len(fl.besideGateway); n > 0 && n == len(auditWaits) {
+		var ratios []float64
+		for i, sync := range fl.besideGateway {
+			if sync > 0 {
+				ratios = append(ratios, auditWaits[i]/sync)
+			}
+		}
+		if len(ratios) == n {
+			md, spread := medianSpread(ratios)
+			sc.addRatio(fmt.Sprintf("%s: audit wait p99 / raw fsync p99 beside the gateway at %.0f req/s (1 = an append costs one bare sync under the same load)", payload, durable.Rate),
+				md, spread, "", 0, "")
+		}
+	}
 	if durable.Median.Errors > 0 {
 		sc.note("%s: the bare durable insert lost a median of %d of its %.0f/s arrivals per run (failed, or dropped beyond %d in flight); its p99 is over the inserts that committed.", payload, durable.Median.Errors, durable.Rate, maxOutstanding)
 	}
-	const why = "Disk floors: in the rounds of the audit-wait runs, with the gateway idle, (1) a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), timed from each insert's intended start; (2) a single writer overwrites one 4 KB page of a preallocated 4 MiB plain file next to it, page after page as SQLite writes its WAL, and fdatasyncs it, on the same open-loop schedule; its headline is the p99 of the write and sync alone (service time, without the wait in line; the table row is timed from the intended start like the others). (2) is what the device takes for one sync: a durable append waits for at least one sync that starts after it arrives, so an audit wait p99 near (2) is the disk's. (1) adds SQLite's commit path (WAL frames, index pages, the occasional automatic checkpoint); an audit wait near it is the disk's and SQLite's, not the audit layer's, and group commit can come in under it only by sharing one fsync among several records."
+	const why = "Disk floors: in the rounds of the audit-wait runs, with the gateway idle, (1) a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), timed from each insert's intended start; (2) a single writer overwrites one 4 KB page of a preallocated 4 MiB plain file next to it, page after page as SQLite writes its WAL, and fdatasyncs it, on the same open-loop schedule; its headline is the p99 of the write and sync alone (service time, without the wait in line; the table row is timed from the intended start like the others). (2) is what the device takes for one sync: a durable append waits for at least one sync that starts after it arrives, so an audit wait p99 near (2) is the disk's. (1) adds SQLite's commit path (WAL frames, index pages, the occasional automatic checkpoint); an audit wait near it is the disk's and SQLite's, not the audit layer's, and group commit can come in under it only by sharing one fsync among several records. (2) is also timed, in the same rounds, with a load beside it for the whole run: a second such stream on another file, arrivals at the same instants (a control: what the device loses to a second writer), and the gateway serving the audit goal's rate (what one sync, with no SQLite and no audit code, takes under the gateway's CPU load on these cores; the gateway's own appends share the disk, and the control bounds what that costs). Only the raw stream's figures are kept from those runs."
 	if !slices.Contains(sc.Notes, why) {
 		sc.note("%s", why)
 	}

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,21 +48,34 @@ func TestDurableInsert(t *testing.T) {
 
 	service := rawFsyncRuns(t)
 	sc := &Scenario{}
-	addDurableFloor(sc, "1KB", []float64{1, 2}, r, service)
-	if len(sc.Ratios) != 3 {
-		t.Fatalf("got ratios %+v, want the two floors and audit wait / floor", sc.Ratios)
+	fl := diskFloors{durable: r, raw: service, besideSync: []float64{0.5, 0.9, 0.7}, besideGateway: []float64{3, 2}}
+	addDurableFloor(sc, "1KB", []float64{1, 2}, fl)
+	if len(sc.Ratios) != 6 {
+		t.Fatalf("got ratios %+v, want the four floors, audit wait / insert floor and audit wait / sync beside the gateway", sc.Ratios)
 	}
-	if want, _ := medianSpread(service); !strings.Contains(sc.Ratios[1].Name, "raw fsync") || sc.Ratios[1].Value != want {
-		t.Errorf("raw fsync row %+v, want the median service p99 %v ms", sc.Ratios[1], want)
+	if got, want := sc.Ratios[5], (1.0/3+2.0/2)/2; !strings.Contains(got.Name, "audit wait p99 / raw fsync p99 beside the gateway") || math.Abs(got.Value-want) > 1e-9 {
+		t.Errorf("row 5 = %q %v, want audit wait / sync beside the gateway run by run, median of 1/3 and 2/2 = %v", got.Name, got.Value, want)
 	}
-	if !strings.Contains(sc.Ratios[2].Name, "audit wait p99 / bare durable insert p99") || sc.Ratios[2].Value <= 0 {
-		t.Errorf("ratio row %+v", sc.Ratios[2])
+	for i, row := range []struct {
+		name  string
+		value float64
+	}{
+		{"raw fsync at 500/s, one page", mustMedian(service)},
+		{"beside a second raw fsync stream", 0.7},
+		{"beside the gateway serving the same rate", 2.5},
+	} {
+		if got := sc.Ratios[1+i]; !strings.Contains(got.Name, row.name) || got.Value != row.value {
+			t.Errorf("row %d = %q %v, want %q with the median %v", 1+i, got.Name, got.Value, row.name, row.value)
+		}
+	}
+	if !strings.Contains(sc.Ratios[4].Name, "audit wait p99 / bare durable insert p99") || sc.Ratios[4].Value <= 0 {
+		t.Errorf("ratio row %+v", sc.Ratios[4])
 	}
 	if len(sc.Notes) == 0 {
 		t.Error("no note explaining the baseline")
 	}
-	addDurableFloor(sc, "10KB", []float64{1}, r, nil) // mismatched rounds: ratio of medians; no raw floor
-	if len(sc.Ratios) != 5 || sc.Ratios[4].Value <= 0 {
+	addDurableFloor(sc, "10KB", []float64{1}, diskFloors{durable: r}) // mismatched rounds: ratio of medians; no raw floors
+	if len(sc.Ratios) != 8 || sc.Ratios[7].Value <= 0 {
 		t.Errorf("got ratios %+v after a second payload", sc.Ratios)
 	}
 	if got := len(sc.Notes); got > 1 && r.Median.Errors == 0 {
@@ -68,9 +83,16 @@ func TestDurableInsert(t *testing.T) {
 	}
 }
 
-// rawFsyncRuns runs the raw fsync floor briefly and checks that it keeps
-// a service time per op, overwrites its preallocated file without growing
-// it, and removes it; it returns the runs' service-time p99s.
+func mustMedian(v []float64) float64 {
+	md, _ := medianSpread(v)
+	return md
+}
+
+// rawFsyncRuns runs the raw fsync floor briefly, alone and then beside a
+// second stream, and checks that it keeps a service time per op (the p99
+// of each run's, once), that both streams run, that it overwrites its
+// preallocated file without growing it, and that it removes it; it returns
+// the runs' service-time p99s.
 func rawFsyncRuns(t *testing.T) []float64 {
 	t.Helper()
 	dir := t.TempDir()
@@ -78,24 +100,31 @@ func rawFsyncRuns(t *testing.T) []float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other, err := openRawFsync(dir, "raw-2.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.insert(context.Background()) // an op before the runs: not theirs
 	var p99s []float64
 	loop := openLoop(auditGoalLoad, 40*time.Millisecond, d.insert)
-	for range 2 {
-		s := measure(context.Background(), loop)
-		d.mu.Lock()
-		kept := len(d.service)
-		d.mu.Unlock()
-		if int64(kept) != s.Ops || kept == 0 {
-			t.Errorf("%d service times kept for %d ops (> 0)", kept, s.Ops)
+	runs := []func(context.Context) sample{
+		d.servicePerRun(loop, &p99s),
+		d.servicePerRun(beside(loop, openLoop(auditGoalLoad, 40*time.Millisecond, other.insert)), &p99s),
+	}
+	for i, run := range runs {
+		s := measure(context.Background(), run)
+		if s.Ops == 0 || len(p99s) != i+1 || p99s[i] <= 0 {
+			t.Errorf("run %d: %d ops, service p99s %v: want one more, > 0", i, s.Ops, p99s)
 		}
-		p := d.serviceP99()
-		if p <= 0 {
-			t.Errorf("service p99 %v ms, want > 0", p)
-		}
-		p99s = append(p99s, p)
+	}
+	if got, want := d.seq, int64(1+2*20); got != want {
+		t.Errorf("%d ops in all, want %d (one before, 20 per run)", got, want)
+	}
+	if other.seq != 20 {
+		t.Errorf("the stream beside ran %d ops, want 20", other.seq)
 	}
 	if p := d.serviceP99(); p != 0 {
-		t.Errorf("service p99 after it was read = %v, want 0 (forgotten)", p)
+		t.Errorf("service p99 after the runs = %v, want 0 (each run's read and forgotten)", p)
 	}
 	fi, err := os.Stat(d.path)
 	if err != nil {
@@ -104,7 +133,7 @@ func rawFsyncRuns(t *testing.T) []float64 {
 	if want := int64(rawFsyncPages * rawFsyncPage); fi.Size() != want {
 		t.Errorf("raw fsync file holds %d bytes, want %d (preallocated, overwritten in place)", fi.Size(), want)
 	}
-	if err := d.close(); err != nil {
+	if err := errors.Join(d.close(), other.close()); err != nil {
 		t.Fatal(err)
 	}
 	if left, err := os.ReadDir(dir); err != nil || len(left) > 0 {

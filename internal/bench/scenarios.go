@@ -96,11 +96,9 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		// Where those waits went, by the store's own timings.
 		var phases commitCount
 		// The disk's floors at the same rate, in the same rounds (gateway,
-		// echo, bare durable insert, raw fsync, in turn), so the gateway is
-		// idle while they run: the insert's result, and the raw fsync's
-		// service-time p99 (ms) per run.
-		var durable *Result
-		var rawService []float64
+		// echo, bare durable insert, raw fsync alone, beside a second sync
+		// stream, beside the gateway, in turn; see addDurableFloor).
+		var floors diskFloors
 		for _, r := range rates {
 			gwLoop := openLoop(r.gw, cfg.dur(), gwOp)
 			if r.key == fmt.Sprintf("%.0f", auditGoalLoad) {
@@ -109,8 +107,9 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					return fmt.Errorf("%s: %w", pl.name, err)
 				}
 				warm(ctx, cfg, 1, d.insert)
-				durable = &Result{ID: fmt.Sprintf("pull/%s/durable-insert/open@%s", pl.name, r.key), Target: "bare durable SQLite insert, 1 KB row",
+				durable := &Result{ID: fmt.Sprintf("pull/%s/durable-insert/open@%s", pl.name, r.key), Target: "bare durable SQLite insert, 1 KB row",
 					Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "insert", Primary: "p99_us"}
+				floors.durable = durable
 				loop := gwLoop
 				gwLoop = phases.counting(f.st, func(ctx context.Context) sample {
 					f.appends.record()
@@ -120,27 +119,37 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					}
 					return s
 				})
-				rf, err := openRawFsync(dir, "raw-fsync.bin")
+				var rf, rf2 *durableInsert
+				rf, err = openRawFsync(dir, "raw-fsync.bin")
+				if err == nil {
+					rf2, err = openRawFsync(dir, "raw-fsync-2.bin")
+					if err != nil {
+						err = errors.Join(err, rf.close())
+					}
+				}
 				if err != nil {
 					return errors.Join(fmt.Errorf("%s: %w", pl.name, err), d.close())
 				}
 				warm(ctx, cfg, 1, rf.insert)
-				rf.serviceP99() // not the warm-up's
-				raw := &Result{ID: fmt.Sprintf("pull/%s/raw-fsync/open@%s", pl.name, r.key), Target: "raw fsync, one page overwritten and fdatasynced in a plain file",
-					Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "fsync", Primary: "p99_us"}
+				warm(ctx, cfg, 1, rf2.insert)
 				rawLoop := openLoop(auditGoalLoad, cfg.dur(), rf.insert)
+				raw := func(id, target string) *Result {
+					return &Result{ID: fmt.Sprintf("pull/%s/%s/open@%s", pl.name, id, r.key), Target: target,
+						Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "fsync", Primary: "p99_us"}
+				}
 				ms := []measurement{
 					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
 					{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)},
 					{durable, openLoop(auditGoalLoad, cfg.dur(), d.insert)},
-					{raw, func(ctx context.Context) sample {
-						s := rawLoop(ctx)
-						rawService = append(rawService, rf.serviceP99())
-						return s
-					}},
+					{raw("raw-fsync", "raw fsync, one page overwritten and fdatasynced in a plain file"),
+						rf.servicePerRun(rawLoop, &floors.raw)},
+					{raw("raw-fsync-beside-sync", "raw fsync beside a second raw fsync stream"),
+						rf.servicePerRun(beside(rawLoop, openLoop(auditGoalLoad, cfg.dur(), rf2.insert)), &floors.besideSync)},
+					{raw("raw-fsync-beside-gateway", fmt.Sprintf("raw fsync beside the gateway at %.0f req/s", r.gw)),
+						rf.servicePerRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp)), &floors.besideGateway)},
 				}
 				interleave(ctx, cfg, sc, ms...)
-				if err := errors.Join(d.close(), rf.close()); err != nil {
+				if err := errors.Join(d.close(), rf.close(), rf2.close()); err != nil {
 					return fmt.Errorf("%s: %w", pl.name, err)
 				}
 				continue
@@ -153,7 +162,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			med, spread := medianSpread(auditWaits)
 			sc.addRatio(fmt.Sprintf("%s: p99 of the wait for the audit record (AppendAudit, group commit + fsync) at %.0f req/s, ms (absolute; latency audit adds to the exchange)", pl.name, auditGoalLoad),
 				med, spread, "<=", 2, "≤ 2 ms")
-			addDurableFloor(sc, pl.name, auditWaits, durable, rawService)
+			addDurableFloor(sc, pl.name, auditWaits, floors)
 			sc.note("%s: the gateway's audit appends at %.0f req/s, all timed runs together: %d commits, mean batch %.1f. %s", pl.name, auditGoalLoad, phases.Commits, phases.MeanBatch(), phases.phases())
 		} else {
 			sc.note("%s: the audit wait was not measured: %.0f req/s is not among this run's rates %v.", pl.name, auditGoalLoad, cfg.Rates)
