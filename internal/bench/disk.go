@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -141,22 +142,44 @@ func (d *durableInsert) servicePerRun(loop func(context.Context) sample, p99s *[
 	return func(ctx context.Context) sample {
 		d.serviceP99() // forget any op before this run
 		s := loop(ctx)
-		*p99s = append(*p99s, d.serviceP99())
+		if p := d.serviceP99(); p > 0 {
+			*p99s = append(*p99s, p)
+		}
 		return s
 	}
 }
 
 // beside runs other alongside main and returns main's sample, which is then
-// what main measures with other's load on the machine; other's sample is
-// dropped. Both should be open loops of the same length.
-func beside(main, other func(context.Context) sample) func(context.Context) sample {
+// what main measures with other's load on the machine; other's sample goes
+// to seen (if set), so that the caller can check the load was what it
+// meant. Both should be open loops of the same length.
+func beside(main, other func(context.Context) sample, seen func(sample)) func(context.Context) sample {
 	return func(ctx context.Context) sample {
 		var wg sync.WaitGroup
-		wg.Go(func() { other(ctx) })
+		wg.Go(func() {
+			if s := other(ctx); seen != nil {
+				seen(s)
+			}
+		})
 		s := main(ctx)
 		wg.Wait()
 		return s
 	}
+}
+
+// noteBesideLoad says what load the gateway served beside the raw sync:
+// calls done and failed per run, against the rate offered for d.
+func noteBesideLoad(sc *Scenario, payload string, rate float64, d time.Duration, runs []sample) {
+	if len(runs) == 0 {
+		return
+	}
+	var done []string
+	var failed int64
+	for _, s := range runs {
+		done = append(done, fmt.Sprint(s.ops))
+		failed += s.errs
+	}
+	sc.note("%s: the gateway beside the raw sync completed %s calls in its runs (%.0f offered in each), %d failed.", payload, strings.Join(done, ", "), rate*d.Seconds(), failed)
 }
 
 // p99ms is the 99th percentile of sorted, in ms, taken at index
@@ -281,7 +304,7 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, fl disk
 	}{
 		{fl.raw, "raw fsync at %.0f/s, one page overwritten and fdatasynced: p99 of its service time, ms (absolute; the device: a durable append waits for at least one such sync)"},
 		{fl.besideSync, "raw fsync at %.0f/s beside a second raw fsync stream at the same rate: p99 of its service time, ms (absolute; control: the device's own contention)"},
-		{fl.besideGateway, "raw fsync at %.0f/s beside the gateway serving the same rate: p99 of its service time, ms (absolute; one sync under the gateway's CPU load)"},
+		{fl.besideGateway, "raw fsync at %.0f/s beside the gateway serving the same rate: p99 of its service time, ms (absolute; one sync under the gateway's load: its CPU, garbage collection and own syncs, and the in-process load generator)"},
 	} {
 		if len(row.p99s) > 0 {
 			md, spread := medianSpread(row.p99s)

@@ -132,6 +132,9 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				}
 				warm(ctx, cfg, 1, rf.insert)
 				warm(ctx, cfg, 1, rf2.insert)
+				// The gateway's runs beside the raw sync (their own figures
+				// are not kept; the note says whether the load was there).
+				var besideLoad []sample
 				rawLoop := openLoop(auditGoalLoad, cfg.dur(), rf.insert)
 				raw := func(id, target string) *Result {
 					return &Result{ID: fmt.Sprintf("pull/%s/%s/open@%s", pl.name, id, r.key), Target: target,
@@ -144,11 +147,12 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					{raw("raw-fsync", "raw fsync, one page overwritten and fdatasynced in a plain file"),
 						rf.servicePerRun(rawLoop, &floors.raw)},
 					{raw("raw-fsync-beside-sync", "raw fsync beside a second raw fsync stream"),
-						rf.servicePerRun(beside(rawLoop, openLoop(auditGoalLoad, cfg.dur(), rf2.insert)), &floors.besideSync)},
+						rf.servicePerRun(beside(rawLoop, openLoop(auditGoalLoad, cfg.dur(), rf2.insert), nil), &floors.besideSync)},
 					{raw("raw-fsync-beside-gateway", fmt.Sprintf("raw fsync beside the gateway at %.0f req/s", r.gw)),
-						rf.servicePerRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp)), &floors.besideGateway)},
+						rf.servicePerRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp), func(s sample) { besideLoad = append(besideLoad, s) }), &floors.besideGateway)},
 				}
 				interleave(ctx, cfg, sc, ms...)
+				noteBesideLoad(sc, pl.name, r.gw, cfg.dur(), besideLoad)
 				if err := errors.Join(d.close(), rf.close(), rf2.close()); err != nil {
 					return fmt.Errorf("%s: %w", pl.name, err)
 				}
