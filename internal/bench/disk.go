@@ -32,7 +32,10 @@ const durableRowBytes = 1024
 //
 // One goroutine writes, taking the inserts in arrival order (FIFO), as the
 // store's single writer connection does; an open loop's latency then
-// includes the wait behind a slow fsync.
+// includes the wait behind a slow fsync. Each insert's time from its call
+// to its return (the wait behind the insert before it, then its commit) is
+// kept, timed as the gateway's audit wait is, without the open loop's own
+// lateness.
 //
 // With file set instead of db (openRawFsync) it is the device's floor
 // below SQLite: each op writes one page into a preallocated plain file, in
@@ -48,8 +51,8 @@ type durableInsert struct {
 	reqs chan chan error
 	done chan struct{}
 
-	mu      sync.Mutex
-	service []time.Duration // plain-file mode: write + fdatasync of each op
+	mu    sync.Mutex
+	timed []time.Duration // per op: the call to its return, or in plain-file mode the write and fdatasync
 }
 
 // rawFsyncPages is the plain file's size in pages: about the WAL's size
@@ -122,12 +125,12 @@ func openRawFsync(dir, name string) (*durableInsert, error) {
 	return d, nil
 }
 
-// serviceP99 is the p99 of the plain-file ops' service times since the
-// last call, in ms (0 without ops), and forgets them.
-func (d *durableInsert) serviceP99() float64 {
+// timedP99 is the p99 of the ops' kept times (see durableInsert) since
+// the last call, in ms (0 without ops), and forgets them.
+func (d *durableInsert) timedP99() float64 {
 	d.mu.Lock()
-	s := d.service
-	d.service = nil
+	s := d.timed
+	d.timed = nil
 	d.mu.Unlock()
 	if len(s) == 0 {
 		return 0
@@ -136,13 +139,13 @@ func (d *durableInsert) serviceP99() float64 {
 	return p99ms(s)
 }
 
-// servicePerRun wraps loop, an open loop of d's ops, to append after each
-// run the p99 of that run's service times (serviceP99) to *p99s.
-func (d *durableInsert) servicePerRun(loop func(context.Context) sample, p99s *[]float64) func(context.Context) sample {
+// perRun wraps loop, an open loop of d's ops, to append after each run
+// the p99 of that run's kept times (timedP99) to *p99s.
+func (d *durableInsert) perRun(loop func(context.Context) sample, p99s *[]float64) func(context.Context) sample {
 	return func(ctx context.Context) sample {
-		d.serviceP99() // forget any op before this run
+		d.timedP99() // forget any op before this run
 		s := loop(ctx)
-		if p := d.serviceP99(); p > 0 {
+		if p := d.timedP99(); p > 0 {
 			*p99s = append(*p99s, p)
 		}
 		return s
@@ -165,6 +168,27 @@ func beside(main, other func(context.Context) sample, seen func(sample)) func(co
 		wg.Wait()
 		return s
 	}
+}
+
+// addWaitRatio adds auditWaits / floors (p99s in ms, per run): run by run
+// when the two have a value for every round, else the ratio of their
+// medians; nothing when either is missing.
+func addWaitRatio(sc *Scenario, name string, auditWaits, floors []float64) {
+	if len(auditWaits) == 0 || len(floors) == 0 {
+		return
+	}
+	if len(auditWaits) == len(floors) {
+		ratios := make([]float64, len(floors))
+		for i := range floors {
+			ratios[i] = auditWaits[i] / floors[i]
+		}
+		md, spread := medianSpread(ratios)
+		sc.addRatio(name, md, spread, "", 0, "")
+		return
+	}
+	wait, ws := medianSpread(auditWaits)
+	floor, fs := medianSpread(floors)
+	sc.addRatio(name, wait/floor, ws+fs, "", 0, "")
 }
 
 // noteBesideLoad says what load the gateway served beside the raw sync:
@@ -213,10 +237,7 @@ func (d *durableInsert) insertOne() error {
 		if err := syscall.Fdatasync(int(d.file.Fd())); err != nil {
 			return fmt.Errorf("bench: raw fsync baseline: fdatasync %s: %w", d.path, err)
 		}
-		took := time.Since(start)
-		d.mu.Lock()
-		d.service = append(d.service, took)
-		d.mu.Unlock()
+		d.keep(time.Since(start))
 		return nil
 	}
 	// Not the caller's context: an insert the writer has started runs to
@@ -230,6 +251,7 @@ func (d *durableInsert) insertOne() error {
 
 // insert is an op: it returns once its row is committed and fsynced.
 func (d *durableInsert) insert(ctx context.Context) error {
+	start := time.Now()
 	done := make(chan error, 1)
 	select {
 	case d.reqs <- done:
@@ -238,10 +260,19 @@ func (d *durableInsert) insert(ctx context.Context) error {
 	}
 	select {
 	case err := <-done:
+		if err == nil && d.db != nil {
+			d.keep(time.Since(start))
+		}
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func (d *durableInsert) keep(took time.Duration) {
+	d.mu.Lock()
+	d.timed = append(d.timed, took)
+	d.mu.Unlock()
 }
 
 // close stops the writer (after the inserts already asked for), closes the
@@ -275,33 +306,32 @@ func (d *durableInsert) remove() error {
 }
 
 // diskFloors are the floors measured in the rounds of the audit-wait runs
-// (see the note addDurableFloor adds): the bare durable insert's result,
+// (see the note addDurableFloor adds): the bare durable insert's result
+// and, per run, the p99 (ms) of its inserts timed from their call (insert);
 // and per run the p99 (ms) of a raw page sync's service time with the
 // gateway idle (raw), beside a second stream of such syncs on another file
 // (besideSync: the device's own contention) and beside the gateway serving
-// the same rate (besideGateway: its CPU load on the cores).
+// the same rate (besideGateway: its load on the cores).
 type diskFloors struct {
-	durable                        *Result
-	raw, besideSync, besideGateway []float64
+	durable                                *Result
+	insert, raw, besideSync, besideGateway []float64
 }
 
-// addDurableFloor adds, next to the audit wait of payload, the p99 of the
-// bare durable insert measured in the same rounds and the ratio of the two
-// (run by run when every round measured both), and the medians over runs
-// of the raw syncs' service-time p99s it has.
+// addDurableFloor adds, next to the audit wait of payload, the floors it
+// has (medians over runs) and the audit wait's ratio to the bare durable
+// insert's and to the sync beside the gateway, run by run where every
+// round measured both (else the ratio of the medians).
 func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, fl diskFloors) {
 	durable := fl.durable
-	if durable == nil || len(durable.Runs) == 0 || durable.Median.P99 <= 0 {
+	if durable == nil || len(fl.insert) == 0 {
 		sc.note("%s: the bare durable SQLite insert was not measured, so the audit wait has no disk floor to compare with.", payload)
 		return
 	}
-	floor := durable.Median.P99 / 1000
-	sc.addRatio(fmt.Sprintf("%s: bare durable SQLite insert at %.0f/s: p99, ms (absolute; SQLite's floor for a durable append on this disk)", payload, durable.Rate),
-		floor, durable.Spread["p99_us"], "", 0, "")
 	for _, row := range []struct {
 		p99s []float64
 		what string
 	}{
+		{fl.insert, "bare durable SQLite insert at %.0f/s: p99 from its call to its commit, ms (absolute; SQLite's floor for a durable append on this disk, timed as the audit wait is)"},
 		{fl.raw, "raw fsync at %.0f/s, one page overwritten and fdatasynced: p99 of its service time, ms (absolute; the device: a durable append waits for at least one such sync)"},
 		{fl.besideSync, "raw fsync at %.0f/s beside a second raw fsync stream at the same rate: p99 of its service time, ms (absolute; control: the device's own contention)"},
 		{fl.besideGateway, "raw fsync at %.0f/s beside the gateway serving the same rate: p99 of its service time, ms (absolute; one sync under the gateway's load: its CPU, garbage collection and own syncs, and the in-process load generator)"},
@@ -311,40 +341,12 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, fl disk
 			sc.addRatio(payload+": "+fmt.Sprintf(row.what, durable.Rate), md, spread, "", 0, "")
 		}
 	}
-	var ratios []float64
-	if len(auditWaits) == len(durable.Runs) {
-		for i, run := range durable.Runs {
-			if run.P99 > 0 {
-				ratios = append(ratios, auditWaits[i]/(run.P99/1000))
-			}
-		}
-	}
-	name := fmt.Sprintf("%s: audit wait p99 / bare durable insert p99 at %.0f req/s (1 = audit adds nothing beyond the disk)", payload, durable.Rate)
-	if len(ratios) == len(durable.Runs) {
-		md, spread := medianSpread(ratios)
-		sc.addRatio(name, md, spread, "", 0, "")
-	} else {
-		// Some round lacks one of the two: ratio of the medians.
-		md, spread := medianSpread(auditWaits)
-		sc.addRatio(name, md/floor, spread+durable.Spread["p99_us"], "", 0, "")
-	}
-	if n := len(fl.besideGateway); n > 0 && n == len(auditWaits) {
-		var ratios []float64
-		for i, sync := range fl.besideGateway {
-			if sync > 0 {
-				ratios = append(ratios, auditWaits[i]/sync)
-			}
-		}
-		if len(ratios) == n {
-			md, spread := medianSpread(ratios)
-			sc.addRatio(fmt.Sprintf("%s: audit wait p99 / raw fsync p99 beside the gateway at %.0f req/s (1 = an append costs one bare sync under the same load)", payload, durable.Rate),
-				md, spread, "", 0, "")
-		}
-	}
+	addWaitRatio(sc, fmt.Sprintf("%s: audit wait p99 / bare durable insert p99 at %.0f req/s (1 = audit adds nothing beyond SQLite's durable insert)", payload, durable.Rate), auditWaits, fl.insert)
+	addWaitRatio(sc, fmt.Sprintf("%s: audit wait p99 / raw fsync p99 beside the gateway at %.0f req/s (1 = an append costs one bare sync under the same load)", payload, durable.Rate), auditWaits, fl.besideGateway)
 	if durable.Median.Errors > 0 {
 		sc.note("%s: the bare durable insert lost a median of %d of its %.0f/s arrivals per run (failed, or dropped beyond %d in flight); its p99 is over the inserts that committed.", payload, durable.Median.Errors, durable.Rate, maxOutstanding)
 	}
-	const why = "Disk floors: in the rounds of the audit-wait runs, with the gateway idle, (1) a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), timed from each insert's intended start; (2) a single writer overwrites one 4 KB page of a preallocated 4 MiB plain file next to it, page after page as SQLite writes its WAL, and fdatasyncs it, on the same open-loop schedule; its headline is the p99 of the write and sync alone (service time, without the wait in line; the table row is timed from the intended start like the others). (2) is what the device takes for one sync: a durable append waits for at least one sync that starts after it arrives, so an audit wait p99 near (2) is the disk's. (1) adds SQLite's commit path (WAL frames, index pages, the occasional automatic checkpoint); an audit wait near it is the disk's and SQLite's, not the audit layer's, and group commit can come in under it only by sharing one fsync among several records. (2) is also timed, in the same rounds, with a load beside it for the whole run: a second such stream on another file, arrivals at the same instants (a control: what the device loses to a second writer), and the gateway serving the audit goal's rate (what one sync, with no SQLite and no audit code, takes under the gateway's CPU load on these cores; the gateway's own appends share the disk, and the control bounds what that costs). Only the raw stream's figures are kept from those runs."
+	const why = "Disk floors: in the rounds of the audit-wait runs, with the gateway idle, (1) a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), one writer taking them in turn as the store's does; its headline is timed as the audit wait is, from each insert's call to its commit (the wait behind the insert before it included; the table row is timed from the intended start, with the open loop's own lateness); (2) a single writer overwrites one 4 KB page of a preallocated 4 MiB plain file next to it, page after page as SQLite writes its WAL, and fdatasyncs it, on the same open-loop schedule; its headline is the p99 of the write and sync alone (service time, without the wait in line; the table row is timed from the intended start like the others). (2) is what the device takes for one sync: a durable append waits for at least one sync that starts after it arrives, so an audit wait p99 near (2) is the disk's. (1) adds SQLite's commit path (WAL frames, index pages, the occasional automatic checkpoint); an audit wait near it is the disk's and SQLite's, not the audit layer's, and group commit can come in under it only by sharing one fsync among several records. (2) is also timed, in the same rounds, with a load beside it for the whole run: a second such stream on another file, arrivals at the same instants (a control: what the device loses to a second writer), and the gateway serving the audit goal's rate (what one sync, with no SQLite and no audit code, takes under the gateway's CPU load on these cores; the gateway's own appends share the disk, and the control bounds what that costs). Only the raw stream's figures are kept from those runs."
 	if !slices.Contains(sc.Notes, why) {
 		sc.note("%s", why)
 	}

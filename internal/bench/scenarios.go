@@ -143,13 +143,13 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				ms := []measurement{
 					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
 					{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)},
-					{durable, openLoop(auditGoalLoad, cfg.dur(), d.insert)},
+					{durable, d.perRun(openLoop(auditGoalLoad, cfg.dur(), d.insert), &floors.insert)},
 					{raw("raw-fsync", "raw fsync, one page overwritten and fdatasynced in a plain file"),
-						rf.servicePerRun(rawLoop, &floors.raw)},
+						rf.perRun(rawLoop, &floors.raw)},
 					{raw("raw-fsync-beside-sync", "raw fsync beside a second raw fsync stream"),
-						rf.servicePerRun(beside(rawLoop, openLoop(auditGoalLoad, cfg.dur(), rf2.insert), nil), &floors.besideSync)},
+						rf.perRun(beside(rawLoop, openLoop(auditGoalLoad, cfg.dur(), rf2.insert), nil), &floors.besideSync)},
 					{raw("raw-fsync-beside-gateway", fmt.Sprintf("raw fsync beside the gateway at %.0f req/s", r.gw)),
-						rf.servicePerRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp), func(s sample) { besideLoad = append(besideLoad, s) }), &floors.besideGateway)},
+						rf.perRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp), func(s sample) { besideLoad = append(besideLoad, s) }), &floors.besideGateway)},
 				}
 				interleave(ctx, cfg, sc, ms...)
 				noteBesideLoad(sc, pl.name, r.gw, cfg.dur(), besideLoad)
