@@ -32,10 +32,10 @@ const durableRowBytes = 1024
 //
 // One goroutine writes, taking the inserts in arrival order (FIFO), as the
 // store's single writer connection does; an open loop's latency then
-// includes the wait behind a slow fsync. Each insert's time from its call
-// to its return (the wait behind the insert before it, then its commit) is
-// kept, timed as the gateway's audit wait is, without the open loop's own
-// lateness.
+// includes the wait behind a slow fsync. Each committed insert's time
+// from its call to its return (the wait behind the inserts queued before
+// it, then its commit) is kept, timed as the gateway's audit wait is,
+// without the open loop's own lateness.
 //
 // With file set instead of db (openRawFsync) it is the device's floor
 // below SQLite: each op writes one page into a preallocated plain file, in
@@ -140,14 +140,13 @@ func (d *durableInsert) timedP99() float64 {
 }
 
 // perRun wraps loop, an open loop of d's ops, to append after each run
-// the p99 of that run's kept times (timedP99) to *p99s.
+// the p99 of that run's kept times (timedP99; 0 if none) to *p99s.
 func (d *durableInsert) perRun(loop func(context.Context) sample, p99s *[]float64) func(context.Context) sample {
 	return func(ctx context.Context) sample {
 		d.timedP99() // forget any op before this run
 		s := loop(ctx)
-		if p := d.timedP99(); p > 0 {
-			*p99s = append(*p99s, p)
-		}
+		// One value per run, 0 without ops, so that runs pair by round.
+		*p99s = append(*p99s, d.timedP99())
 		return s
 	}
 }
@@ -170,25 +169,42 @@ func beside(main, other func(context.Context) sample, seen func(sample)) func(co
 	}
 }
 
-// addWaitRatio adds auditWaits / floors (p99s in ms, per run): run by run
-// when the two have a value for every round, else the ratio of their
-// medians; nothing when either is missing.
+// addWaitRatio adds auditWaits / floors (p99s in ms, one per run): run by
+// run when every round has both, else the ratio of the medians of the
+// values there are; nothing when either has none. A value ≤ 0 is a run
+// that timed nothing.
 func addWaitRatio(sc *Scenario, name string, auditWaits, floors []float64) {
-	if len(auditWaits) == 0 || len(floors) == 0 {
-		return
-	}
 	if len(auditWaits) == len(floors) {
-		ratios := make([]float64, len(floors))
+		var ratios []float64
 		for i := range floors {
-			ratios[i] = auditWaits[i] / floors[i]
+			if auditWaits[i] > 0 && floors[i] > 0 {
+				ratios = append(ratios, auditWaits[i]/floors[i])
+			}
 		}
-		md, spread := medianSpread(ratios)
-		sc.addRatio(name, md, spread, "", 0, "")
+		if len(ratios) == len(floors) && len(ratios) > 0 {
+			md, spread := medianSpread(ratios)
+			sc.addRatio(name, md, spread, "", 0, "")
+			return
+		}
+	}
+	waits, fl := positive(auditWaits), positive(floors)
+	if len(waits) == 0 || len(fl) == 0 {
 		return
 	}
-	wait, ws := medianSpread(auditWaits)
-	floor, fs := medianSpread(floors)
+	wait, ws := medianSpread(waits)
+	floor, fs := medianSpread(fl)
 	sc.addRatio(name, wait/floor, ws+fs, "", 0, "")
+}
+
+// positive is v without its values ≤ 0 (runs that timed nothing) or NaN.
+func positive(v []float64) []float64 {
+	var out []float64
+	for _, x := range v {
+		if x > 0 {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // noteBesideLoad says what load the gateway served beside the raw sync:
@@ -323,7 +339,7 @@ type diskFloors struct {
 // round measured both (else the ratio of the medians).
 func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, fl diskFloors) {
 	durable := fl.durable
-	if durable == nil || len(fl.insert) == 0 {
+	if durable == nil || len(positive(fl.insert)) == 0 {
 		sc.note("%s: the bare durable SQLite insert was not measured, so the audit wait has no disk floor to compare with.", payload)
 		return
 	}
@@ -331,22 +347,22 @@ func addDurableFloor(sc *Scenario, payload string, auditWaits []float64, fl disk
 		p99s []float64
 		what string
 	}{
-		{fl.insert, "bare durable SQLite insert at %.0f/s: p99 from its call to its commit, ms (absolute; SQLite's floor for a durable append on this disk, timed as the audit wait is)"},
+		{fl.insert, "bare durable SQLite insert of a 1 KB row at %.0f/s: p99 from its call to its commit, ms (absolute; SQLite's floor for a durable append on this disk, timed as the audit wait is)"},
 		{fl.raw, "raw fsync at %.0f/s, one page overwritten and fdatasynced: p99 of its service time, ms (absolute; the device: a durable append waits for at least one such sync)"},
 		{fl.besideSync, "raw fsync at %.0f/s beside a second raw fsync stream at the same rate: p99 of its service time, ms (absolute; control: the device's own contention)"},
 		{fl.besideGateway, "raw fsync at %.0f/s beside the gateway serving the same rate: p99 of its service time, ms (absolute; one sync under the gateway's load: its CPU, garbage collection and own syncs, and the in-process load generator)"},
 	} {
-		if len(row.p99s) > 0 {
-			md, spread := medianSpread(row.p99s)
+		if p99s := positive(row.p99s); len(p99s) > 0 {
+			md, spread := medianSpread(p99s)
 			sc.addRatio(payload+": "+fmt.Sprintf(row.what, durable.Rate), md, spread, "", 0, "")
 		}
 	}
-	addWaitRatio(sc, fmt.Sprintf("%s: audit wait p99 / bare durable insert p99 at %.0f req/s (1 = audit adds nothing beyond SQLite's durable insert)", payload, durable.Rate), auditWaits, fl.insert)
-	addWaitRatio(sc, fmt.Sprintf("%s: audit wait p99 / raw fsync p99 beside the gateway at %.0f req/s (1 = an append costs one bare sync under the same load)", payload, durable.Rate), auditWaits, fl.besideGateway)
+	addWaitRatio(sc, fmt.Sprintf("%s: audit wait p99 / bare durable insert p99 at %.0f req/s, median of per-run ratios (1 = audit adds nothing beyond SQLite's durable insert)", payload, durable.Rate), auditWaits, fl.insert)
+	addWaitRatio(sc, fmt.Sprintf("%s: audit wait p99 / raw fsync p99 beside the gateway at %.0f req/s, median of per-run ratios (1 = an append costs one bare sync under the same load)", payload, durable.Rate), auditWaits, fl.besideGateway)
 	if durable.Median.Errors > 0 {
 		sc.note("%s: the bare durable insert lost a median of %d of its %.0f/s arrivals per run (failed, or dropped beyond %d in flight); its p99 is over the inserts that committed.", payload, durable.Median.Errors, durable.Rate, maxOutstanding)
 	}
-	const why = "Disk floors: in the rounds of the audit-wait runs, with the gateway idle, (1) a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), one writer taking them in turn as the store's does; its headline is timed as the audit wait is, from each insert's call to its commit (the wait behind the insert before it included; the table row is timed from the intended start, with the open loop's own lateness); (2) a single writer overwrites one 4 KB page of a preallocated 4 MiB plain file next to it, page after page as SQLite writes its WAL, and fdatasyncs it, on the same open-loop schedule; its headline is the p99 of the write and sync alone (service time, without the wait in line; the table row is timed from the intended start like the others). (2) is what the device takes for one sync: a durable append waits for at least one sync that starts after it arrives, so an audit wait p99 near (2) is the disk's. (1) adds SQLite's commit path (WAL frames, index pages, the occasional automatic checkpoint); an audit wait near it is the disk's and SQLite's, not the audit layer's, and group commit can come in under it only by sharing one fsync among several records. (2) is also timed, in the same rounds, with a load beside it for the whole run: a second such stream on another file, arrivals at the same instants (a control: what the device loses to a second writer), and the gateway serving the audit goal's rate (what one sync, with no SQLite and no audit code, takes under the gateway's CPU load on these cores; the gateway's own appends share the disk, and the control bounds what that costs). Only the raw stream's figures are kept from those runs."
+	const why = "Disk floors: in the rounds of the audit-wait runs, with the gateway idle, (1) a single writer commits one ~1 KB row (plus an indexed request id made as the gateway makes them, time-ordered) per transaction into a fresh SQLite file next to the gateway's, with the store's settings (WAL, synchronous=FULL: an fsync per commit), one writer taking them in turn as the store's does; its headline is timed as the audit wait is, from each insert's call to its commit (the wait behind the inserts queued before it included; the table row is timed from the intended start, with the open loop's own lateness); (2) a single writer overwrites one 4 KB page of a preallocated 4 MiB plain file next to it, page after page as SQLite writes its WAL, and fdatasyncs it, on the same open-loop schedule; its headline is the p99 of the write and sync alone (service time, without the wait in line; the table row is timed from the intended start like the others). (2) is what the device takes for one sync: a durable append waits for at least one sync that starts after it arrives, so an audit wait p99 near (2) is the disk's. (1) adds SQLite's commit path (WAL frames, index pages, the occasional automatic checkpoint); an audit wait near it is the disk's and SQLite's, not the audit layer's, and group commit can come in under it only by sharing one fsync among several records. (2) is also timed, in the same rounds, with a load beside it for the whole run: a second such stream on another file, arrivals at the same instants (a control: what the device loses to a second writer), and the gateway serving the audit goal's rate (what one sync, with no SQLite and no audit code, takes under the gateway's CPU load on these cores; the gateway's own appends share the disk, and the control bounds what that costs). Only the raw stream's figures are kept from those runs."
 	if !slices.Contains(sc.Notes, why) {
 		sc.note("%s", why)
 	}

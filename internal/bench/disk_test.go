@@ -14,8 +14,8 @@ import (
 
 // TestDurableInsert runs the disk-floor baseline briefly (the smoke run's
 // rates do not include the audit goal's, so it would not run there) and
-// checks that it commits its rows, adds its rows to the report and removes
-// its files. It asserts nothing about timing.
+// checks that it commits its rows, keeps one time per committed insert,
+// timed from the call, adds its rows to the report and removes its files.
 func TestDurableInsert(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -25,11 +25,12 @@ func TestDurableInsert(t *testing.T) {
 	}
 	r := &Result{ID: "pull/1KB/durable-insert/open@500", Mode: "open", Rate: auditGoalLoad, Primary: "p99_us"}
 	var insertP99s []float64
-	loop := d.perRun(openLoop(auditGoalLoad, 40*time.Millisecond, d.insert), &insertP99s)
+	loop := d.perRun(keptPerOp(t, d, openLoop(auditGoalLoad, 40*time.Millisecond, d.insert)), &insertP99s)
 	for i := range 2 {
 		r.Runs = append(r.Runs, measure(ctx, loop))
 		// Timed from the call, the p99 cannot exceed the open loop's
-		// (from the intended start, which is no later).
+		// (from the intended start, which is no later); with 20 ops both
+		// percentiles are the slowest op.
 		if len(insertP99s) != i+1 || insertP99s[i] <= 0 || insertP99s[i]*1000 > float64(r.Runs[i].P99)+1 {
 			t.Errorf("run %d: insert p99s %v ms, want one more in (0, %v µs]", i, insertP99s, r.Runs[i].P99)
 		}
@@ -41,6 +42,23 @@ func TestDurableInsert(t *testing.T) {
 	}
 	if want := r.Runs[0].Ops + r.Runs[1].Ops; n != want || n == 0 {
 		t.Errorf("%d rows committed, want %d (> 0)", n, want)
+	}
+	// An insert queued behind a stalled writer keeps the stall: its time
+	// runs from its call, not from when the writer took it.
+	stall := make(chan error) // unreplied, it holds the writer after its insert
+	d.reqs <- stall
+	done := make(chan error, 1)
+	go func() { done <- d.insert(ctx) }()
+	const held = 30 * time.Millisecond
+	time.Sleep(held)
+	if err := <-stall; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := d.timedP99(); got < float64(held.Milliseconds()) {
+		t.Errorf("insert behind a writer held %v kept %v ms, want at least that", held, got)
 	}
 	if err := d.close(); err != nil {
 		t.Fatal(err)
@@ -55,7 +73,9 @@ func TestDurableInsert(t *testing.T) {
 
 	service := rawFsyncRuns(t)
 	sc := &Scenario{}
-	fl := diskFloors{durable: r, insert: insertP99s, raw: service, besideSync: []float64{0.5, 0.9, 0.7}, besideGateway: []float64{3, 2}}
+	// Fixed floors where the run-by-run ratio's median differs from the
+	// ratio of the medians.
+	fl := diskFloors{durable: r, insert: []float64{0.5, 2}, raw: service, besideSync: []float64{0.5, 0.9, 0.7}, besideGateway: []float64{3, 2}}
 	addDurableFloor(sc, "1KB", []float64{1, 2}, fl)
 	if len(sc.Ratios) != 6 {
 		t.Fatalf("got ratios %+v, want the four floors, audit wait / insert floor and audit wait / sync beside the gateway", sc.Ratios)
@@ -64,12 +84,11 @@ func TestDurableInsert(t *testing.T) {
 		name  string
 		value float64
 	}{
-		{"bare durable SQLite insert at 500/s: p99 from its call", mustMedian(insertP99s)},
+		{"bare durable SQLite insert of a 1 KB row at 500/s: p99 from its call", 1.25},
 		{"raw fsync at 500/s, one page", mustMedian(service)},
 		{"beside a second raw fsync stream", 0.7},
 		{"beside the gateway serving the same rate", 2.5},
-		{"audit wait p99 / bare durable insert p99", mustMedian([]float64{1 / insertP99s[0], 2 / insertP99s[1]})},
-		// Run by run: the median of 1/3 and 2/2, not the ratio of the medians.
+		{"audit wait p99 / bare durable insert p99", (1/0.5 + 2.0/2) / 2},
 		{"audit wait p99 / raw fsync p99 beside the gateway", (1.0/3 + 2.0/2) / 2},
 	} {
 		if got := sc.Ratios[i]; !strings.Contains(got.Name, row.name) || math.Abs(got.Value-row.value) > 1e-9 {
@@ -85,9 +104,9 @@ func TestDurableInsert(t *testing.T) {
 		t.Errorf("load note: %q", sc.Notes[before:])
 	}
 	// Mismatched rounds: the ratio of the medians; no raw floors.
-	addDurableFloor(sc, "10KB", []float64{1}, diskFloors{durable: r, insert: []float64{0.5, 1.5}})
+	addDurableFloor(sc, "10KB", []float64{1}, diskFloors{durable: r, insert: []float64{0.5, 1, 4}})
 	if len(sc.Ratios) != 8 || sc.Ratios[7].Value != 1 {
-		t.Errorf("got ratios %+v after a second payload, want the insert floor and a ratio of 1", sc.Ratios)
+		t.Errorf("got ratios %+v after a second payload, want the insert floor and 1 / median 1", sc.Ratios)
 	}
 	before = len(sc.Notes)
 	addDurableFloor(sc, "100KB", []float64{1}, diskFloors{durable: r})
@@ -96,6 +115,49 @@ func TestDurableInsert(t *testing.T) {
 	}
 	if got := len(sc.Notes); got > 3 && r.Median.Errors == 0 {
 		t.Errorf("explanation repeated: %d notes", got)
+	}
+}
+
+// TestAddWaitRatio: run by run only when every round has both values,
+// else the ratio of the medians of the values there are.
+func TestAddWaitRatio(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		waits, floors []float64
+		want          float64 // 0: no row
+	}{
+		{"paired", []float64{1, 2}, []float64{0.5, 2}, (2.0 + 1) / 2},
+		{"a round without appends", []float64{1, 0}, []float64{0.5, 2}, 1 / 1.25},
+		{"a round without floor", []float64{1, 3}, []float64{0, 2}, 2.0 / 2},
+		{"rounds missing", []float64{1}, []float64{0.5, 1, 4}, 1},
+		{"no floor", []float64{1, 2}, []float64{0, 0}, 0},
+		{"no waits", nil, []float64{1}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := &Scenario{}
+			addWaitRatio(sc, "r", tc.waits, tc.floors)
+			switch {
+			case tc.want == 0 && len(sc.Ratios) != 0:
+				t.Errorf("got %+v, want no row", sc.Ratios)
+			case tc.want != 0 && (len(sc.Ratios) != 1 || math.Abs(sc.Ratios[0].Value-tc.want) > 1e-9):
+				t.Errorf("got %+v, want one row of %v", sc.Ratios, tc.want)
+			}
+		})
+	}
+}
+
+// keptPerOp wraps loop, an open loop of d's ops, to check after each run
+// that d kept exactly one time per op that succeeded.
+func keptPerOp(t *testing.T, d *durableInsert, loop func(context.Context) sample) func(context.Context) sample {
+	return func(ctx context.Context) sample {
+		s := loop(ctx)
+		d.mu.Lock()
+		kept := len(d.timed)
+		d.mu.Unlock()
+		if int64(kept) != s.ops {
+			t.Errorf("%d times kept for %d ops", kept, s.ops)
+		}
+		return s
 	}
 }
 
@@ -137,7 +199,7 @@ func rawFsyncRuns(t *testing.T) []float64 {
 	}
 	var p99s []float64
 	var seen []sample
-	loop := openLoop(auditGoalLoad, 40*time.Millisecond, mainOp)
+	loop := keptPerOp(t, d, openLoop(auditGoalLoad, 40*time.Millisecond, mainOp))
 	runs := []func(context.Context) sample{
 		d.perRun(loop, &p99s),
 		d.perRun(beside(loop, openLoop(auditGoalLoad, 40*time.Millisecond, otherOp), func(s sample) {
