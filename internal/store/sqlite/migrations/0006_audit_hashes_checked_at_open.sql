@@ -5,4 +5,4 @@
 -- Open checks instead that the ids are exactly 0..count-1 and that count
 -- matches the records (backfillAuditHashes), and the sequencer writes ids
 -- derived from the gapless seq. Updates and deletes stay refused.
-DROP TRIGGER audit_hashes_gapless;
+DROP TRIGGER IF EXISTS audit_hashes_gapless;
