@@ -99,6 +99,9 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		// echo, bare durable insert, raw fsync alone, beside a second sync
 		// stream, beside the gateway, in turn; see addDurableFloor).
 		var floors diskFloors
+		// The Go scheduling latency's p99 (ms) in each of those rounds'
+		// gateway and echo runs.
+		var schedGateway, schedEcho []float64
 		for _, r := range rates {
 			gwLoop := openLoop(r.gw, cfg.dur(), gwOp)
 			if r.key == fmt.Sprintf("%.0f", auditGoalLoad) {
@@ -110,7 +113,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				durable := &Result{ID: fmt.Sprintf("pull/%s/durable-insert/open@%s", pl.name, r.key), Target: "bare durable SQLite insert, 1 KB row (timed from the intended start)",
 					Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "insert", Primary: "p99_us"}
 				floors.durable = durable
-				loop := gwLoop
+				loop := schedP99s(gwLoop, &schedGateway)
 				gwLoop = phases.counting(f.st, func(ctx context.Context) sample {
 					f.appends.record()
 					s := loop(ctx)
@@ -146,7 +149,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				}
 				ms := []measurement{
 					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
-					{mk("echo", "open@"+r.key, true, "open", r.echo), openLoop(r.echo, cfg.dur(), echoOp)},
+					{mk("echo", "open@"+r.key, true, "open", r.echo), schedP99s(openLoop(r.echo, cfg.dur(), echoOp), &schedEcho)},
 					{durable, d.perRun(openLoop(auditGoalLoad, cfg.dur(), d.insert), &floors.insert)},
 					{raw("raw-fsync", "raw fsync, one page overwritten and fdatasynced in a plain file"),
 						rf.perRun(rawLoop, &floors.raw)},
@@ -171,6 +174,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			sc.addRatio(fmt.Sprintf("%s: p99 of the wait for the audit record (AppendAudit, group commit + fsync) at %.0f req/s, ms (absolute; latency audit adds to the exchange)", pl.name, auditGoalLoad),
 				med, spread, "<=", 2, "≤ 2 ms")
 			addDurableFloor(sc, pl.name, auditWaits, floors)
+			addSchedLatency(sc, pl.name, schedGateway, schedEcho)
 			sc.note("%s: the gateway's audit appends at %.0f req/s, all timed runs together: %d commits, mean batch %.1f. %s", pl.name, auditGoalLoad, phases.Commits, phases.MeanBatch(), phases.phases())
 		} else {
 			sc.note("%s: the audit wait was not measured: %.0f req/s is not among this run's rates %v.", pl.name, auditGoalLoad, cfg.Rates)
