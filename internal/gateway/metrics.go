@@ -39,7 +39,12 @@ func newMetrics(g *Gateway) *metrics {
 		}, []string{"method", "code"}),
 	}
 	m.reg.MustRegister(m.calls, gatewayCollector{g},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// The scheduler's metrics as well as the defaults: an exchange
+		// waits for its audit fsync, and after the fsync the store's
+		// writer waits for a processor; go_sched_latencies_seconds shows
+		// that wait when the cores are short (docs/operations.md).
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if rk, ok := g.alog.receiptKeys.(interface{ NotAfter() time.Time }); ok {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "borderlink_audit_receipt_key_expiry_timestamp_seconds",

@@ -48,6 +48,7 @@ func TestMetrics(t *testing.T) {
 		`borderlink_grpc_calls_total{code="OK",method="/borderlink.v1.Ingest/PublishAlert"} 1`,
 		"borderlink_certificate_expiry_timestamp_seconds ",
 		"go_goroutines ",
+		`go_sched_latencies_seconds_bucket{le="+Inf"} `,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
