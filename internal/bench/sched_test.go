@@ -57,4 +57,9 @@ func TestSchedP99s(t *testing.T) {
 		t.Errorf("rows %+v, want the median 3 and the ratio 3", sc.Ratios)
 	}
 	addSchedLatency(&Scenario{}, "1KB", nil, []float64{1}) // no gateway runs: no rows, no panic
+	noEcho := &Scenario{}
+	addSchedLatency(noEcho, "1KB", []float64{2}, nil)
+	if len(noEcho.Ratios) != 1 || noEcho.Ratios[0].Value != 2 {
+		t.Errorf("without echo runs: rows %+v, want the gateway's p99 alone", noEcho.Ratios)
+	}
 }
