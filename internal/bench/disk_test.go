@@ -75,10 +75,10 @@ func TestDurableInsert(t *testing.T) {
 	sc := &Scenario{}
 	// Fixed floors where the run-by-run ratio's median differs from the
 	// ratio of the medians.
-	fl := diskFloors{durable: r, insert: []float64{0.5, 2}, raw: service, besideSync: []float64{0.5, 0.9, 0.7}, besideGateway: []float64{3, 2}}
+	fl := diskFloors{durable: r, insert: []float64{0.5, 2}, raw: service, besideSync: []float64{0.5, 0.9, 0.7}, besideGateway: []float64{3, 2}, journal: []float64{4, 1}}
 	addDurableFloor(sc, "1KB", []float64{1, 2}, fl)
-	if len(sc.Ratios) != 6 {
-		t.Fatalf("got ratios %+v, want the four floors, audit wait / insert floor and audit wait / sync beside the gateway", sc.Ratios)
+	if len(sc.Ratios) != 8 {
+		t.Fatalf("got ratios %+v, want the five floors, audit wait / insert floor, audit wait / sync beside the gateway and audit wait / journal floor", sc.Ratios)
 	}
 	for i, row := range []struct {
 		name  string
@@ -88,8 +88,10 @@ func TestDurableInsert(t *testing.T) {
 		{"raw fsync at 500/s, one page", mustMedian(service)},
 		{"beside a second raw fsync stream", 0.7},
 		{"beside the gateway serving the same rate", 2.5},
+		{"minimal durable append in the gateway's own exchanges", 2.5},
 		{"audit wait p99 / bare durable insert p99", (1/0.5 + 2.0/2) / 2},
 		{"audit wait p99 / raw fsync p99 beside the gateway", (1.0/3 + 2.0/2) / 2},
+		{"audit wait p99 / minimal durable append p99", (1.0/4 + 2.0/1) / 2},
 	} {
 		if got := sc.Ratios[i]; !strings.Contains(got.Name, row.name) || math.Abs(got.Value-row.value) > 1e-9 {
 			t.Errorf("row %d = %q %v, want %q with %v", i, got.Name, got.Value, row.name, row.value)
@@ -105,12 +107,12 @@ func TestDurableInsert(t *testing.T) {
 	}
 	// Mismatched rounds: the ratio of the medians; no raw floors.
 	addDurableFloor(sc, "10KB", []float64{1}, diskFloors{durable: r, insert: []float64{0.5, 1, 4}})
-	if len(sc.Ratios) != 8 || sc.Ratios[7].Value != 1 {
+	if len(sc.Ratios) != 10 || sc.Ratios[9].Value != 1 {
 		t.Errorf("got ratios %+v after a second payload, want the insert floor and 1 / median 1", sc.Ratios)
 	}
 	before = len(sc.Notes)
 	addDurableFloor(sc, "100KB", []float64{1}, diskFloors{durable: r})
-	if len(sc.Ratios) != 8 || len(sc.Notes) != before+1 || !strings.Contains(sc.Notes[before], "not measured") {
+	if len(sc.Ratios) != 10 || len(sc.Notes) != before+1 || !strings.Contains(sc.Notes[before], "not measured") {
 		t.Errorf("without the insert's times: ratios %d, notes %q; want no rows and a note", len(sc.Ratios), sc.Notes[before:])
 	}
 	if got := len(sc.Notes); got > 3 && r.Median.Errors == 0 {
