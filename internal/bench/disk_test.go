@@ -12,84 +12,26 @@ import (
 	"time"
 )
 
-// TestDurableInsert runs the disk-floor baseline briefly (the smoke run's
-// rates do not include the audit goal's, so it would not run there) and
-// checks that it commits its rows, keeps one time per committed insert,
-// timed from the call, adds its rows to the report and removes its files.
-func TestDurableInsert(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	d, err := openDurableInsert(ctx, dir, "floor.db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Result{ID: "pull/1KB/durable-insert/open@500", Mode: "open", Rate: auditGoalLoad, Primary: "p99_us"}
-	var insertP99s []float64
-	loop := d.perRun(keptPerOp(t, d, openLoop(auditGoalLoad, 40*time.Millisecond, d.insert)), &insertP99s)
-	for i := range 2 {
-		r.Runs = append(r.Runs, measure(ctx, loop))
-		// Timed from the call, the p99 cannot exceed the open loop's
-		// (from the intended start, which is no later); with 20 ops both
-		// percentiles are the slowest op.
-		if len(insertP99s) != i+1 || insertP99s[i] <= 0 || insertP99s[i]*1000 > float64(r.Runs[i].P99)+1 {
-			t.Errorf("run %d: insert p99s %v ms, want one more in (0, %v µs]", i, insertP99s, r.Runs[i].P99)
-		}
-	}
-	r.summarize()
-	var n int64
-	if err := d.db.QueryRowContext(ctx, "SELECT count(*) FROM rows WHERE length(request_id) = 32 AND length(record) = ?", durableRowBytes).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if want := r.Runs[0].Ops + r.Runs[1].Ops; n != want || n == 0 {
-		t.Errorf("%d rows committed, want %d (> 0)", n, want)
-	}
-	// An insert queued behind a stalled writer keeps the stall: its time
-	// runs from its call, not from when the writer took it.
-	stall := make(chan error) // unreplied, it holds the writer after its insert
-	d.reqs <- stall
-	done := make(chan error, 1)
-	go func() { done <- d.insert(ctx) }()
-	const held = 30 * time.Millisecond
-	time.Sleep(held)
-	if err := <-stall; err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if got := d.timedP99(); got < float64(held.Milliseconds()) {
-		t.Errorf("insert behind a writer held %v kept %v ms, want at least that", held, got)
-	}
-	if err := d.close(); err != nil {
-		t.Fatal(err)
-	}
-	left, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range left {
-		t.Errorf("left behind: %s", e.Name())
-	}
-
+// TestAddFloors runs the raw fsync floor briefly (the smoke run's rates
+// do not include the audit goal's, so it would not run there) and checks
+// the rows the floors add to the report.
+func TestAddFloors(t *testing.T) {
 	service := rawFsyncRuns(t)
 	sc := &Scenario{}
 	// Fixed floors where the run-by-run ratio's median differs from the
 	// ratio of the medians.
-	fl := diskFloors{durable: r, insert: []float64{0.5, 2}, raw: service, besideSync: []float64{0.5, 0.9, 0.7}, besideGateway: []float64{3, 2}, journal: []float64{4, 1}}
-	addDurableFloor(sc, "1KB", []float64{1, 2}, fl)
-	if len(sc.Ratios) != 8 {
-		t.Fatalf("got ratios %+v, want the five floors, audit wait / insert floor, audit wait / sync beside the gateway and audit wait / journal floor", sc.Ratios)
+	fl := diskFloors{raw: service, besideGateway: []float64{3, 2}, journal: []float64{4, 1}}
+	addFloors(sc, "1KB", []float64{1, 2}, fl)
+	if len(sc.Ratios) != 5 {
+		t.Fatalf("got ratios %+v, want the three floors, audit wait / sync beside the gateway and audit wait / journal floor", sc.Ratios)
 	}
 	for i, row := range []struct {
 		name  string
 		value float64
 	}{
-		{"bare durable SQLite insert of a 1 KB row at 500/s: p99 from its call", 1.25},
 		{"raw fsync at 500/s, one page", mustMedian(service)},
-		{"beside a second raw fsync stream", 0.7},
 		{"beside the gateway serving the same rate", 2.5},
 		{"minimal durable append in the gateway's own exchanges", 2.5},
-		{"audit wait p99 / bare durable insert p99", (1/0.5 + 2.0/2) / 2},
 		{"audit wait p99 / raw fsync p99 beside the gateway", (1.0/3 + 2.0/2) / 2},
 		{"audit wait p99 / minimal durable append p99", (1.0/4 + 2.0/1) / 2},
 	} {
@@ -97,26 +39,25 @@ func TestDurableInsert(t *testing.T) {
 			t.Errorf("row %d = %q %v, want %q with %v", i, got.Name, got.Value, row.name, row.value)
 		}
 	}
-	if len(sc.Notes) == 0 {
-		t.Error("no note explaining the baseline")
+	if len(sc.Notes) != 1 {
+		t.Errorf("notes %q, want one explaining the floors", sc.Notes)
 	}
 	before := len(sc.Notes)
 	noteBesideLoad(sc, "1KB", 500, 2*time.Second, []sample{{ops: 1000}, {ops: 998, errs: 2}})
 	if len(sc.Notes) != before+1 || !strings.Contains(sc.Notes[before], "completed 1000, 998 calls in its runs (1000 offered in each), 2 failed") {
 		t.Errorf("load note: %q", sc.Notes[before:])
 	}
-	// Mismatched rounds: the ratio of the medians; no raw floors.
-	addDurableFloor(sc, "10KB", []float64{1}, diskFloors{durable: r, insert: []float64{0.5, 1, 4}})
-	if len(sc.Ratios) != 10 || sc.Ratios[9].Value != 1 {
-		t.Errorf("got ratios %+v after a second payload, want the insert floor and 1 / median 1", sc.Ratios)
+	// Mismatched rounds: the ratio of the medians; the explanation once.
+	addFloors(sc, "10KB", []float64{1}, diskFloors{journal: []float64{0.5, 1, 4}})
+	if len(sc.Ratios) != 7 || sc.Ratios[6].Value != 1 {
+		t.Errorf("got ratios %+v after a second payload, want the journal floor and 1 / median 1", sc.Ratios)
 	}
-	before = len(sc.Notes)
-	addDurableFloor(sc, "100KB", []float64{1}, diskFloors{durable: r})
-	if len(sc.Ratios) != 10 || len(sc.Notes) != before+1 || !strings.Contains(sc.Notes[before], "not measured") {
-		t.Errorf("without the insert's times: ratios %d, notes %q; want no rows and a note", len(sc.Ratios), sc.Notes[before:])
+	if len(sc.Notes) != before+1 {
+		t.Errorf("notes %q after a second payload, want no more", sc.Notes[before:])
 	}
-	if got := len(sc.Notes); got > 3 && r.Median.Errors == 0 {
-		t.Errorf("explanation repeated: %d notes", got)
+	addFloors(sc, "100KB", []float64{1}, diskFloors{})
+	if len(sc.Ratios) != 7 || len(sc.Notes) != before+2 || !strings.Contains(sc.Notes[before+1], "no floor was measured") {
+		t.Errorf("without floors: ratios %d, notes %q; want no rows and a note", len(sc.Ratios), sc.Notes[before:])
 	}
 }
 
@@ -150,7 +91,7 @@ func TestAddWaitRatio(t *testing.T) {
 
 // keptPerOp wraps loop, an open loop of d's ops, to check after each run
 // that d kept exactly one time per op that succeeded.
-func keptPerOp(t *testing.T, d *durableInsert, loop func(context.Context) sample) func(context.Context) sample {
+func keptPerOp(t *testing.T, d *rawFsync, loop func(context.Context) sample) func(context.Context) sample {
 	return func(ctx context.Context) sample {
 		s := loop(ctx)
 		d.mu.Lock()
@@ -185,7 +126,7 @@ func rawFsyncRuns(t *testing.T) []float64 {
 		d.close()
 		t.Fatal(err)
 	}
-	d.insert(context.Background()) // an op before the runs: not theirs
+	d.op(context.Background()) // an op before the runs: not theirs
 	// Whether a main op ran while the other stream had started and not
 	// yet finished: beside must overlap the two, not run them in turn.
 	var otherStarted, otherDone, overlapped atomic.Bool
@@ -193,11 +134,11 @@ func rawFsyncRuns(t *testing.T) []float64 {
 		if otherStarted.Load() && !otherDone.Load() {
 			overlapped.Store(true)
 		}
-		return d.insert(ctx)
+		return d.op(ctx)
 	}
 	otherOp := func(ctx context.Context) error {
 		otherStarted.Store(true)
-		return other.insert(ctx)
+		return other.op(ctx)
 	}
 	var p99s []float64
 	var seen []sample

@@ -86,8 +86,20 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			gw, echo float64
 		}
 		var rates []rate
+		var beyond []string
 		for _, r := range cfg.Rates {
+			// Past the gateway's knee an open loop measures only a
+			// backlog growing for the whole run; the knee's row is the
+			// highest rate it sustains. The audit goal's rate is always
+			// measured.
+			if knees[0] > 0 && r > knees[0] && r != auditGoalLoad {
+				beyond = append(beyond, fmt.Sprintf("%.0f", r))
+				continue
+			}
 			rates = append(rates, rate{fmt.Sprintf("%.0f", r), r, r})
+		}
+		if len(beyond) > 0 {
+			sc.note("%s: offered loads of %s req/s were not measured: they are above the gateway's knee (%.0f req/s), where an open loop measures only a growing backlog.", pl.name, strings.Join(beyond, ", "), knees[0])
 		}
 		rates = append(rates, rate{"knee", knees[0], knees[1]})
 		// How long each exchange waited for its audit record to be durable
@@ -95,9 +107,9 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		var auditWaits []float64
 		// Where those waits went, by the store's own timings.
 		var phases commitCount
-		// The disk's floors at the same rate, in the same rounds (gateway,
-		// echo, bare durable insert, raw fsync alone, beside a second sync
-		// stream, beside the gateway, in turn; see addDurableFloor).
+		// The floors at the same rate, in the same rounds (gateway, echo,
+		// raw fsync alone, beside the gateway, the gateway with a minimal
+		// journal, in turn; see addFloors).
 		var floors diskFloors
 		// The Go scheduling latency's p99 (ms) in each of those rounds'
 		// gateway and echo runs.
@@ -105,14 +117,6 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		for _, r := range rates {
 			gwLoop := openLoop(r.gw, cfg.dur(), gwOp)
 			if r.key == fmt.Sprintf("%.0f", auditGoalLoad) {
-				d, err := openDurableInsert(ctx, dir, "durable-insert.db")
-				if err != nil {
-					return fmt.Errorf("%s: %w", pl.name, err)
-				}
-				warm(ctx, cfg, 1, d.insert)
-				durable := &Result{ID: fmt.Sprintf("pull/%s/durable-insert/open@%s", pl.name, r.key), Target: "bare durable SQLite insert, 1 KB row (timed from the intended start)",
-					Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "insert", Primary: "p99_us"}
-				floors.durable = durable
 				loop := schedP99s(gwLoop, &schedGateway)
 				gwLoop = phases.counting(f.st, func(ctx context.Context) sample {
 					f.appends.record()
@@ -126,19 +130,11 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					auditWaits = append(auditWaits, p99)
 					return s
 				})
-				var rf, rf2 *durableInsert
-				rf, err = openRawFsync(dir, "raw-fsync.bin")
-				if err == nil {
-					rf2, err = openRawFsync(dir, "raw-fsync-2.bin")
-					if err != nil {
-						err = errors.Join(err, rf.close())
-					}
-				}
+				rf, err := openRawFsync(dir, "raw-fsync.bin")
 				if err != nil {
-					return errors.Join(fmt.Errorf("%s: %w", pl.name, err), d.close())
+					return fmt.Errorf("%s: %w", pl.name, err)
 				}
-				warm(ctx, cfg, 1, rf.insert)
-				warm(ctx, cfg, 1, rf2.insert)
+				warm(ctx, cfg, 1, rf.op)
 				// Without tmpfs for its index the journal floor is left out
 				// (said in a note), not measured with a syncing index.
 				jf, jerr := openJournalFloor(ctx, dir, shmDir)
@@ -148,7 +144,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				// The gateway's runs beside the raw sync (their own figures
 				// are not kept; the note says whether the load was there).
 				var besideLoad []sample
-				rawLoop := openLoop(auditGoalLoad, cfg.dur(), rf.insert)
+				rawLoop := openLoop(auditGoalLoad, cfg.dur(), rf.op)
 				raw := func(id, target string) *Result {
 					return &Result{ID: fmt.Sprintf("pull/%s/%s/open@%s", pl.name, id, r.key), Target: target + " (timed from the intended start)",
 						Baseline: true, Payload: pl.name, Mode: "open", Rate: auditGoalLoad, Unit: "fsync", Primary: "p99_us"}
@@ -156,11 +152,8 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				ms := []measurement{
 					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
 					{mk("echo", "open@"+r.key, true, "open", r.echo), schedP99s(openLoop(r.echo, cfg.dur(), echoOp), &schedEcho)},
-					{durable, d.perRun(openLoop(auditGoalLoad, cfg.dur(), d.insert), &floors.insert)},
 					{raw("raw-fsync", "raw fsync, one page overwritten and fdatasynced in a plain file"),
 						rf.perRun(rawLoop, &floors.raw)},
-					{raw("raw-fsync-beside-sync", "raw fsync beside a second raw fsync stream"),
-						rf.perRun(beside(rawLoop, openLoop(auditGoalLoad, cfg.dur(), rf2.insert), nil), &floors.besideSync)},
 					{raw("raw-fsync-beside-gateway", fmt.Sprintf("raw fsync beside the gateway at %.0f req/s", r.gw)),
 						rf.perRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp), func(s sample) { besideLoad = append(besideLoad, s) }), &floors.besideGateway)},
 				}
@@ -172,7 +165,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				}
 				interleave(ctx, cfg, sc, ms...)
 				noteBesideLoad(sc, pl.name, r.gw, cfg.dur(), besideLoad)
-				closeErr := errors.Join(d.close(), rf.close(), rf2.close())
+				closeErr := rf.close()
 				if jf != nil {
 					closeErr = errors.Join(closeErr, jf.close())
 				}
@@ -189,7 +182,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			med, spread := medianSpread(waits)
 			sc.addRatio(fmt.Sprintf("%s: p99 of the wait for the audit record (AppendAudit, group commit + fsync) at %.0f req/s, ms (absolute; latency audit adds to the exchange)", pl.name, auditGoalLoad),
 				med, spread, "<=", 2, "≤ 2 ms")
-			addDurableFloor(sc, pl.name, auditWaits, floors)
+			addFloors(sc, pl.name, auditWaits, floors)
 			addSchedLatency(sc, pl.name, schedGateway, schedEcho)
 			sc.note("%s: the gateway's audit appends at %.0f req/s, all timed runs together: %d commits, mean batch %.1f. %s", pl.name, auditGoalLoad, phases.Commits, phases.MeanBatch(), phases.phases())
 		} else {

@@ -161,22 +161,6 @@ func openWriter(ctx context.Context, abs string, stats *stmtStats) (*sql.DB, err
 	return writer, nil
 }
 
-// OpenDurableDB opens the file at path as the store's writer does — one
-// connection, BEGIN IMMEDIATE, WAL with synchronous=FULL, statements kept
-// — but creates no schema: for benchmarks that compare the store with
-// bare SQLite under the same durability.
-func OpenDurableDB(ctx context.Context, path string) (*sql.DB, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
-	}
-	db, err := openWriter(ctx, abs, &stmtStats{})
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
-	}
-	return db, nil
-}
-
 // dsn builds a modernc.org/sqlite DSN. The path is percent-encoded in a
 // file: URI so that '?', '#' or '%' in a directory name cannot be mistaken
 // for the start of the parameters. Pragmas run in the order given on every
