@@ -400,7 +400,7 @@ func (a *appendTimer) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (u
 	j := a.floor
 	a.mu.Unlock()
 	if j != nil {
-		return a.appendJournaled(ctx, j, rec)
+		return a.appendJournaled(j, rec)
 	}
 	start := time.Now()
 	seq, err := a.Store.AppendAudit(ctx, rec)

@@ -6,66 +6,47 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/borderlink/borderlink/internal/store/sqlite"
+	"github.com/borderlink/borderlink/internal/audit"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
 // journalFloor is the least a durable audit append can do, put where the
-// gateway's append is: the exchange hands its record to one writer
-// goroutine, which takes every record waiting (group commit), writes their
-// encodings in one write into a preallocated plain file next to the
-// gateway's database and fdatasyncs it, then wakes them. No SQLite, no
-// Merkle tree, no index. Timed from the exchange's call to its wake-up,
-// it is what any in-process durable append waits for under the gateway's
-// load: the line behind the sync in progress, its own sync, and the
-// processor the writer and then the exchange need after each.
-//
-// So that the exchange goes on as with the real store (a seq, a signed
-// receipt), each record is then appended to index, a store on tmpfs, whose
-// fsyncs write nothing to a device; its time is not counted, but its CPU is
-// there as the real store's is.
+// gateway's append is: the exchange encodes its record, writes it at the
+// next free offset of a preallocated plain file next to the gateway's
+// database and fdatasyncs the file itself, on its own goroutine, and takes
+// the next number from a counter. No SQLite, no Merkle tree, no index, and
+// no other goroutine to wake or be woken by; concurrent syncs of the one
+// file are merged by the file system, the group commit the kernel gives
+// for nothing. (A writer goroutine taking every record waiting, as a
+// user-space group commit does, measured slower here: each of its two
+// hand-offs waits for a processor when the exchanges keep the cores busy.)
+// Timed from the call to the sync's return, it is what any in-process
+// durable append waits for under the gateway's load: its write, the sync
+// (with any in progress), and the processor after it.
 type journalFloor struct {
-	path  string
-	file  *os.File
-	off   int64 // where the next write goes; writer only
-	reqs  chan *journalReq
-	quit  chan struct{}
-	done  chan struct{}
-	index *sqlite.Store
-	dir   string // index's directory, removed by close
-}
+	path string
+	seq  atomic.Uint64
 
-type journalReq struct {
-	body []byte
-	done chan error // buffered
+	mu     sync.RWMutex // held for reading by appends, so close waits for them
+	file   *os.File     // nil once closed
+	offMu  sync.Mutex
+	offset int64 // where the next record goes; under offMu
 }
 
 // journalBytes is the journal file's size; writes go round it, so that
 // every sync overwrites blocks the file already has, as the WAL's do.
 const journalBytes = 4 << 20
 
-// tmpfsMagic is the statfs type of tmpfs (linux/magic.h).
-const tmpfsMagic = 0x01021994
-
-// shmDir is where the index goes: tmpfs on Linux.
-const shmDir = "/dev/shm"
-
-// openJournalFloor creates the journal in dir and its index in a new
-// directory under shm. It fails when shm is not tmpfs: an index on a
-// device would sync too and load the disk the floor is measured on.
-func openJournalFloor(ctx context.Context, dir, shm string) (_ *journalFloor, err error) {
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(shm, &fs); err != nil {
-		return nil, fmt.Errorf("bench: journal floor: no tmpfs for its index: %w", err)
-	}
-	if uint64(fs.Type) != tmpfsMagic {
-		return nil, fmt.Errorf("bench: journal floor: %s is not tmpfs (file system type %#x), so its index would sync to a device", shm, fs.Type)
-	}
+// openJournalFloor creates the journal in dir; close removes it.
+func openJournalFloor(dir string) (*journalFloor, error) {
 	path, err := filepath.Abs(filepath.Join(dir, "journal-floor.bin"))
 	if err != nil {
 		return nil, fmt.Errorf("bench: journal floor: %w", err)
@@ -74,112 +55,71 @@ func openJournalFloor(ctx context.Context, dir, shm string) (_ *journalFloor, er
 	if err != nil {
 		return nil, fmt.Errorf("bench: journal floor: %w", err)
 	}
-	j := &journalFloor{path: path, file: f, reqs: make(chan *journalReq), quit: make(chan struct{}), done: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, j.release())
-		}
-	}()
 	// Written and synced once, as the raw fsync floor's file is.
 	if _, err := f.Write(make([]byte, journalBytes)); err != nil {
-		return nil, fmt.Errorf("bench: journal floor: preallocate %s: %w", path, err)
+		return nil, fmt.Errorf("bench: journal floor: preallocate %s: %w", path, errors.Join(err, f.Close(), os.Remove(path)))
 	}
 	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("bench: journal floor: preallocate %s: %w", path, err)
+		return nil, fmt.Errorf("bench: journal floor: preallocate %s: %w", path, errors.Join(err, f.Close(), os.Remove(path)))
 	}
-	if j.dir, err = os.MkdirTemp(shm, "borderlink-bench-"); err != nil {
-		return nil, fmt.Errorf("bench: journal floor: index: %w", err)
-	}
-	if j.index, err = sqlite.Open(ctx, filepath.Join(j.dir, "index.db")); err != nil {
-		return nil, fmt.Errorf("bench: journal floor: index: %w", err)
-	}
-	go j.writer()
-	return j, nil
+	return &journalFloor{path: path, file: f}, nil
 }
 
-// append returns once rec's encoding is written and fdatasynced.
-func (j *journalFloor) append(ctx context.Context, rec *blv1.AuditRecord) error {
+// append makes rec durable in the journal and numbers it as the store
+// would: on success rec.Seq and rec.Version are set, so the gateway's
+// receipt covers the same leaf.
+func (j *journalFloor) append(rec *blv1.AuditRecord) (uint64, error) {
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("bench: journal floor: encode: %w", err)
+		return 0, fmt.Errorf("bench: journal floor: encode: %w", err)
 	}
-	r := &journalReq{body: body, done: make(chan error, 1)}
-	select {
-	case j.reqs <- r:
-	case <-j.quit:
-		return errors.New("bench: journal floor: closed")
-	case <-ctx.Done():
-		return ctx.Err()
+	off, err := j.reserve(len(body))
+	if err != nil {
+		return 0, err
 	}
-	return <-r.done
-}
-
-func (j *journalFloor) writer() {
-	defer close(j.done)
-	var buf []byte
-	for {
-		var batch []*journalReq
-		select {
-		case r := <-j.reqs:
-			batch = append(batch, r)
-		case <-j.quit:
-			return
-		}
-	fill:
-		for {
-			select {
-			case r := <-j.reqs:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		buf = buf[:0]
-		for _, r := range batch {
-			buf = append(buf, r.body...)
-		}
-		err := j.write(buf)
-		for _, r := range batch {
-			r.done <- err
-		}
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.file == nil {
+		return 0, errors.New("bench: journal floor: closed")
 	}
-}
-
-func (j *journalFloor) write(b []byte) error {
-	if len(b) > journalBytes {
-		return fmt.Errorf("bench: journal floor: a batch of %d bytes does not fit in %s", len(b), j.path)
+	if _, err := j.file.WriteAt(body, off); err != nil {
+		return 0, fmt.Errorf("bench: journal floor: write %s: %w", j.path, err)
 	}
-	if j.off+int64(len(b)) > journalBytes {
-		j.off = 0
-	}
-	if _, err := j.file.WriteAt(b, j.off); err != nil {
-		return fmt.Errorf("bench: journal floor: write %s: %w", j.path, err)
-	}
-	j.off += int64(len(b))
 	if err := syscall.Fdatasync(int(j.file.Fd())); err != nil {
-		return fmt.Errorf("bench: journal floor: fdatasync %s: %w", j.path, err)
+		return 0, fmt.Errorf("bench: journal floor: fdatasync %s: %w", j.path, err)
 	}
-	return nil
+	seq := j.seq.Add(1)
+	rec.Seq, rec.Version = seq, audit.FormatVersion
+	return seq, nil
 }
 
-// close stops the writer (appends not yet taken fail), closes the index
-// and removes both files.
+// reserve returns where a record of n bytes goes: after the last one, or
+// at the start of the file when it would run past the end.
+func (j *journalFloor) reserve(n int) (int64, error) {
+	if n > journalBytes {
+		return 0, fmt.Errorf("bench: journal floor: a record of %d bytes does not fit in %s", n, j.path)
+	}
+	j.offMu.Lock()
+	defer j.offMu.Unlock()
+	if j.offset+int64(n) > journalBytes {
+		j.offset = 0
+	}
+	off := j.offset
+	j.offset += int64(n)
+	return off, nil
+}
+
+// close waits for the appends in progress, closes the file and removes
+// it; appends after it fail.
 func (j *journalFloor) close() error {
-	close(j.quit)
-	<-j.done
-	return j.release()
-}
-
-func (j *journalFloor) release() error {
-	var errs []error
-	if j.index != nil {
-		errs = append(errs, j.index.Close())
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.file == nil {
+		return nil
 	}
-	if j.dir != "" {
-		errs = append(errs, os.RemoveAll(j.dir))
-	}
-	errs = append(errs, j.file.Close(), os.Remove(j.path))
-	if err := errors.Join(errs...); err != nil {
+	err := errors.Join(j.file.Close(), os.Remove(j.path))
+	j.file = nil
+	if err != nil {
 		return fmt.Errorf("bench: journal floor: close: %w", err)
 	}
 	return nil
@@ -195,11 +135,15 @@ func (a *appendTimer) journaled(j *journalFloor, loop func(context.Context) samp
 		a.floor, a.on, a.samples = j, true, nil
 		a.mu.Unlock()
 		s := loop(ctx)
+		// Back to the store and the samples taken at once: an append to
+		// the store after this is not the journal's.
 		a.mu.Lock()
-		a.floor = nil
+		ds := a.samples
+		a.floor, a.on, a.samples = nil, false, nil
 		a.mu.Unlock()
 		var p99 float64
-		if ds := a.stop(); len(ds) > 0 {
+		if len(ds) > 0 {
+			slices.Sort(ds)
 			p99 = p99ms(ds)
 		}
 		*p99s = append(*p99s, p99)
@@ -207,13 +151,10 @@ func (a *appendTimer) journaled(j *journalFloor, loop func(context.Context) samp
 	}
 }
 
-// appendJournaled is AppendAudit while a.floor is set: the record's wait is
-// j's durable write, then j's index gives it its seq.
-func (a *appendTimer) appendJournaled(ctx context.Context, j *journalFloor, rec *blv1.AuditRecord) (uint64, error) {
+// appendJournaled is AppendAudit while a.floor is set.
+func (a *appendTimer) appendJournaled(j *journalFloor, rec *blv1.AuditRecord) (uint64, error) {
 	start := time.Now()
-	if err := j.append(ctx, rec); err != nil {
-		return 0, err
-	}
+	seq, err := j.append(rec)
 	a.add(time.Since(start))
-	return j.index.AppendAudit(ctx, rec)
+	return seq, err
 }

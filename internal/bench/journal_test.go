@@ -7,18 +7,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 )
 
 // TestJournalFloor: while journaled, the gateway's appends are written and
-// synced to the journal and numbered by its tmpfs index, none reaches the
-// real store, each is timed; afterwards appends go to the store again, and
-// close removes the journal and the index.
+// synced to the journal and numbered 1, 2, … as the store would number
+// them, none reaches the real store, each is timed once; afterwards
+// appends go to the store again, and close removes the journal.
 func TestJournalFloor(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -27,10 +27,11 @@ func TestJournalFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	j, err := openJournalFloor(ctx, dir, shmDir)
+	j, err := openJournalFloor(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { j.close() })
 	tmpl, err := typicalAuditRecord(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +58,9 @@ func TestJournalFloor(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				if rec.GetSeq() != seq || rec.GetVersion() != audit.FormatVersion {
+					t.Errorf("record after its append: seq %d version %d, want %d and %d", rec.GetSeq(), rec.GetVersion(), seq, audit.FormatVersion)
+				}
 				mu.Lock()
 				encs, seqs[seq] = append(encs, enc), true
 				mu.Unlock()
@@ -66,15 +70,17 @@ func TestJournalFloor(t *testing.T) {
 		return sample{ops: n}
 	}
 	var p99s []float64
+	// Samples kept before the run are not its.
+	a.record()
+	a.add(1 << 40)
 	a.journaled(j, exchanges, &p99s)(ctx)
-	if len(p99s) != 1 || p99s[0] <= 0 {
-		t.Errorf("p99s %v, want one positive", p99s)
+	if len(p99s) != 1 || p99s[0] <= 0 || p99s[0] > 1e5 {
+		t.Errorf("p99s %v, want one from this run's appends", p99s)
 	}
-	if len(seqs) != n || !seqs[1] || !seqs[n] {
-		t.Errorf("seqs %v, want 1 to %d from the index", seqs, n)
-	}
-	if size, err := j.index.AuditTreeSize(ctx); err != nil || size != n {
-		t.Errorf("index holds %d records (%v), want %d", size, err, n)
+	for i := uint64(1); i <= n; i++ {
+		if !seqs[i] {
+			t.Errorf("no append got seq %d; got %v", i, seqs)
+		}
 	}
 	if size, err := st.AuditTreeSize(ctx); err != nil || size != 0 {
 		t.Errorf("the real store holds %d records (%v) after journaled appends, want 0", size, err)
@@ -89,7 +95,8 @@ func TestJournalFloor(t *testing.T) {
 		}
 	}
 
-	// Journaling off: the store appends, nothing is timed unless recording.
+	// Journaling off: the store appends, and nothing is timed since the
+	// run handed its samples over and stopped recording.
 	if _, err := a.AppendAudit(ctx, freshAudit(tmpl)); err != nil {
 		t.Fatal(err)
 	}
@@ -97,74 +104,66 @@ func TestJournalFloor(t *testing.T) {
 		t.Errorf("the real store holds %d records (%v) after journaling, want 1", size, err)
 	}
 	if got := a.stop(); len(got) != 0 {
-		t.Errorf("%d samples kept while not recording", len(got))
+		t.Errorf("%d samples kept after the run", len(got))
 	}
 
 	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.append(ctx, freshAudit(tmpl)); err == nil || !strings.Contains(err.Error(), "closed") {
+	if _, err := j.append(freshAudit(tmpl)); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("append after close: %v, want closed", err)
 	}
-	for _, p := range []string{j.path, j.dir} {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("%s left behind (%v)", p, err)
-		}
+	if _, err := os.Stat(j.path); !os.IsNotExist(err) {
+		t.Errorf("%s left behind (%v)", j.path, err)
 	}
 }
 
-// TestJournalFloorWraps: a write that would run past the end of the file
-// starts again at its beginning, and a batch larger than the file fails
-// instead of writing past it.
+// TestJournalFloorWraps: a record that would run past the end of the
+// file goes to its beginning, and one larger than the file fails instead
+// of writing past it; the file keeps its size.
 func TestJournalFloorWraps(t *testing.T) {
-	j, err := openJournalFloor(context.Background(), t.TempDir(), shmDir)
+	j, err := openJournalFloor(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer j.close()
-	j.off = journalBytes - 2
-	if err := j.write([]byte("abc")); err != nil {
-		t.Fatal(err)
-	}
-	if j.off != 3 {
-		t.Errorf("after a wrapped write the next goes at %d, want 3", j.off)
-	}
-	if err := j.write(make([]byte, journalBytes+1)); err == nil {
-		t.Error("a batch larger than the journal was written")
-	}
-	if st, err := os.Stat(j.path); err != nil || st.Size() != journalBytes {
-		t.Errorf("journal size %v (%v), want %d", st.Size(), err, journalBytes)
-	}
-}
-
-// TestJournalFloorNeedsTmpfs: the index must go to tmpfs, or the floor
-// would carry its syncs.
-func TestJournalFloorNeedsTmpfs(t *testing.T) {
-	disk := t.TempDir()
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(disk, &fs); err != nil {
-		t.Fatal(err)
-	}
-	diskIsTmpfs := uint64(fs.Type) == tmpfsMagic
+	t.Cleanup(func() { j.close() })
 	for _, tc := range []struct {
-		name, shm string
-		ok        bool
+		n        int
+		at, next int64
 	}{
-		{"missing", filepath.Join(disk, "nope"), false},
-		{"temp dir", disk, diskIsTmpfs},
-		{"shm", shmDir, true},
+		{10, 0, 10},
+		{20, 10, 30},
+		{journalBytes - 40, 30, journalBytes - 10},
+		{11, 0, 11}, // would end past the file
+		{journalBytes - 11, 11, journalBytes},
+		{1, 0, 1},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			j, err := openJournalFloor(context.Background(), t.TempDir(), tc.shm)
-			if j != nil {
-				defer j.close()
-			}
-			if (err == nil) != tc.ok {
-				t.Errorf("open with the index under %s: %v, want ok=%v", tc.shm, err, tc.ok)
-			}
-			if err != nil && !strings.Contains(err.Error(), "tmpfs") {
-				t.Errorf("error %q does not say tmpfs is needed", err)
-			}
-		})
+		at, err := j.reserve(tc.n)
+		if err != nil || at != tc.at || j.offset != tc.next {
+			t.Errorf("reserve(%d) = %d, %v, next %d; want %d, nil, next %d", tc.n, at, err, j.offset, tc.at, tc.next)
+		}
+	}
+	if _, err := j.reserve(journalBytes + 1); err == nil {
+		t.Error("a record larger than the journal got room")
+	}
+	tmpl, err := typicalAuditRecord(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := freshAudit(tmpl)
+	enc, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.offset = journalBytes - int64(len(enc)) + 1
+	if _, err := j.append(rec); err != nil {
+		t.Fatal(err)
+	}
+	journal, err := os.ReadFile(j.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(journal) != journalBytes || !bytes.HasPrefix(journal, enc) {
+		t.Errorf("journal of %d bytes, record at its start: %v; want %d bytes and the wrapped record first", len(journal), bytes.HasPrefix(journal, enc), journalBytes)
 	}
 }
