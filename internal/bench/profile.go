@@ -32,10 +32,10 @@ var stages = []struct {
 	// Vault transit requests are made by BatchSigner's sending goroutine
 	// and the API client, not on the exchange's stack.
 	{"Vault transit signing (client: request, JSON, signature check)", true, []string{"internal/keys/vault.", "github.com/hashicorp/vault/api."}},
-	// Before receipt signing: the exchange's own goroutine commits its
-	// audit batch (the store's leader/follower group commit), under
-	// signedAnswer.
-	{"audit append (group commit, Merkle hashes, SQLite write + fsync)", true, []string{"store/sqlite.(*Store).AppendAudit", "store/sqlite.(*Store).commitAudit", "store/sqlite.(*Store).lead"}},
+	// Before receipt signing, whose signedAnswer makes the append: a
+	// store that commits on the caller's goroutine would otherwise have
+	// its commit counted as signing.
+	{"audit append (group commit, Merkle hashes, SQLite write + fsync)", true, []string{"store/sqlite.(*Store).AppendAudit", "store/sqlite.(*Store).commitAudit", "store/sqlite.(*Store).runSequencer"}},
 	{"receipt signing", true, []string{"internal/gateway.(*Gateway).signedAnswer", "internal/gateway.(*auditLog).receipt"}},
 	{"store read (SQLite)", true, []string{"store/sqlite.(*Store).GetDeclaration", "store/sqlite.(*Store).SearchDeclarations", "store/sqlite.(*Store).GetRiskAssessment"}},
 	{"release (apply + digest)", true, []string{"internal/gateway.(*Gateway).release", "internal/release."}},
