@@ -32,9 +32,11 @@ var stages = []struct {
 	// Vault transit requests are made by BatchSigner's sending goroutine
 	// and the API client, not on the exchange's stack.
 	{"Vault transit signing (client: request, JSON, signature check)", true, []string{"internal/keys/vault.", "github.com/hashicorp/vault/api."}},
-	// Before receipt signing, whose signedAnswer makes the append: a
-	// store that commits on the caller's goroutine would otherwise have
-	// its commit counted as signing.
+	// Before receipt signing, whose signedAnswer makes the append: the
+	// append's work on the exchange's goroutine (copying and encoding the
+	// record, handing it to the sequencer) counts as audit, not signing,
+	// since the run of 17:41 UTC on 2026-11-30 (earlier reports counted
+	// it as receipt signing).
 	{"audit append (group commit, Merkle hashes, SQLite write + fsync)", true, []string{"store/sqlite.(*Store).AppendAudit", "store/sqlite.(*Store).commitAudit", "store/sqlite.(*Store).runSequencer"}},
 	{"receipt signing", true, []string{"internal/gateway.(*Gateway).signedAnswer", "internal/gateway.(*auditLog).receipt"}},
 	{"store read (SQLite)", true, []string{"store/sqlite.(*Store).GetDeclaration", "store/sqlite.(*Store).SearchDeclarations", "store/sqlite.(*Store).GetRiskAssessment"}},

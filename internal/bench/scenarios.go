@@ -88,20 +88,20 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		var rates []rate
 		var beyond []string
 		for _, r := range cfg.Rates {
-			// Past the gateway's knee its p99 is more than 3× the
-			// low-load p99 or it falls behind; the knee's own row is the
-			// highest load measured, and the run stays under its time
-			// budget on a slow host. Without a knee (no sweep step
-			// passed) every rate is measured. The audit goal's rate
-			// always is.
-			if k := ks[0].sw.Knee; k > 0 && r > k && r != auditGoalLoad {
+			// From the lowest rate the knee search saw fail (p99 over 3×
+			// the low-load p99, or falling behind) the gateway is past
+			// its knee, and an open run there mostly measures that; left
+			// out, the run stays under its time budget on a slow host.
+			// Without a failed step every rate is measured, and the
+			// audit goal's rate always is.
+			if b := ks[0].sw.Bound; b > 0 && r >= b && r != auditGoalLoad {
 				beyond = append(beyond, fmt.Sprintf("%.0f", r))
 				continue
 			}
 			rates = append(rates, rate{fmt.Sprintf("%.0f", r), r, r})
 		}
 		if len(beyond) > 0 {
-			sc.note("%s: offered loads of %s req/s were not measured: they are above the gateway's knee in this run (%.0f req/s), past which its p99 exceeded the knee's bound or it fell behind (see the knee search); the knee's row is the highest load measured.", pl.name, strings.Join(beyond, ", "), ks[0].sw.Knee)
+			sc.note("%s: offered loads of %s req/s were not measured: they are at or above %.0f req/s, where the gateway's knee search saw its p99 exceed the knee's bound or its throughput fall behind in this run (knee %.0f req/s).", pl.name, strings.Join(beyond, ", "), ks[0].sw.Bound, ks[0].sw.Knee)
 		}
 		rates = append(rates, rate{"knee", knees[0], knees[1]})
 		// How long each exchange waited for its audit record to be durable
@@ -109,9 +109,9 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		var auditWaits []float64
 		// Where those waits went, by the store's own timings.
 		var phases commitCount
-		// The floors at the same rate, in the same rounds (gateway, echo,
-		// raw fsync alone, beside the gateway, the gateway with a minimal
-		// journal, in turn; see addFloors).
+		// The floors at the same rate, in the same rounds (gateway, the
+		// gateway with a minimal journal, echo, raw fsync alone, beside the
+		// gateway, in turn; see addFloors).
 		var floors diskFloors
 		// The Go scheduling latency's p99 (ms) in each of those rounds'
 		// gateway and echo runs.
@@ -141,8 +141,10 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					return errors.Join(fmt.Errorf("%s: %w", pl.name, err), rf.close())
 				}
 				warm(ctx, cfg, 1, rf.op)
-				var discard []float64
-				f.appends.journaled(jf, closedLoop(cfg.Concurrency, time.Duration(cfg.Warmup), gwOp), &discard)(ctx)
+				if cfg.Warmup > 0 {
+					var discard []float64
+					f.appends.journaled(jf, closedLoop(cfg.Concurrency, time.Duration(cfg.Warmup), gwOp), &discard)(ctx)
+				}
 				// The gateway's runs beside the raw sync (their own figures
 				// are not kept; the note says whether the load was there).
 				var besideLoad []sample
