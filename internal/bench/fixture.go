@@ -391,7 +391,7 @@ type appendTimer struct {
 	*sqlite.Store
 	mu      sync.Mutex
 	on      bool
-	floor   *journalFloor // while set, appends go to it instead (see journaled)
+	floor   *journalFloor // while set, appends go to it instead (see perRun)
 	samples []time.Duration
 }
 
@@ -417,19 +417,33 @@ func (a *appendTimer) add(d time.Duration) {
 	a.mu.Unlock()
 }
 
-// record starts recording, dropping earlier samples.
-func (a *appendTimer) record() {
-	a.mu.Lock()
-	a.on, a.samples = true, nil
-	a.mu.Unlock()
+// perRun wraps loop, an open loop of the gateway's exchanges, to run with
+// the gateway's audit appends going to j (the store when j is nil) and
+// timed, and to append each run's p99 of those waits (ms; 0 without any,
+// so that runs pair by round) to *p99s.
+func (a *appendTimer) perRun(j *journalFloor, loop func(context.Context) sample, p99s *[]float64) func(context.Context) sample {
+	return func(ctx context.Context) sample {
+		a.mu.Lock()
+		a.floor, a.on, a.samples = j, true, nil
+		a.mu.Unlock()
+		s := loop(ctx)
+		var p99 float64
+		if ds := a.stop(); len(ds) > 0 {
+			p99 = p99ms(ds)
+		}
+		*p99s = append(*p99s, p99)
+		return s
+	}
 }
 
-// stop stops recording and hands over the samples, sorted.
+// stop sends appends to the store again, stops recording and hands over
+// the samples, sorted, in one step: an append to the store after it is not
+// the run's.
 func (a *appendTimer) stop() []time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := a.samples
-	a.on, a.samples = false, nil
+	a.floor, a.on, a.samples = nil, false, nil
 	slices.Sort(out)
 	return out
 }

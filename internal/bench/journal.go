@@ -1,12 +1,10 @@
 package bench
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -123,32 +121,6 @@ func (j *journalFloor) close() error {
 		return fmt.Errorf("bench: journal floor: close: %w", err)
 	}
 	return nil
-}
-
-// journaled wraps loop, an open loop of the gateway's exchanges, to run
-// with the gateway's audit appends made durable by j instead of the store,
-// and appends each run's p99 of those appends' waits (ms; 0 without any)
-// to *p99s.
-func (a *appendTimer) journaled(j *journalFloor, loop func(context.Context) sample, p99s *[]float64) func(context.Context) sample {
-	return func(ctx context.Context) sample {
-		a.mu.Lock()
-		a.floor, a.on, a.samples = j, true, nil
-		a.mu.Unlock()
-		s := loop(ctx)
-		// Back to the store and the samples taken at once: an append to
-		// the store after this is not the journal's.
-		a.mu.Lock()
-		ds := a.samples
-		a.floor, a.on, a.samples = nil, false, nil
-		a.mu.Unlock()
-		var p99 float64
-		if len(ds) > 0 {
-			slices.Sort(ds)
-			p99 = p99ms(ds)
-		}
-		*p99s = append(*p99s, p99)
-		return s
-	}
 }
 
 // appendJournaled is AppendAudit while a.floor is set.

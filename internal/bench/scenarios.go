@@ -120,18 +120,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 			gwLoop := openLoop(r.gw, cfg.dur(), gwOp)
 			if r.key == fmt.Sprintf("%.0f", auditGoalLoad) {
 				loop := schedP99s(gwLoop, &schedGateway)
-				gwLoop = phases.counting(f.st, func(ctx context.Context) sample {
-					f.appends.record()
-					s := loop(ctx)
-					// One value per run, 0 without appends, so that
-					// the runs pair with the floors' by round.
-					var p99 float64
-					if ds := f.appends.stop(); len(ds) > 0 {
-						p99 = p99ms(ds)
-					}
-					auditWaits = append(auditWaits, p99)
-					return s
-				})
+				gwLoop = phases.counting(f.st, f.appends.perRun(nil, loop, &auditWaits))
 				rf, err := openRawFsync(dir, "raw-fsync.bin")
 				if err != nil {
 					return fmt.Errorf("%s: %w", pl.name, err)
@@ -143,7 +132,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				warm(ctx, cfg, 1, rf.op)
 				if cfg.Warmup > 0 {
 					var discard []float64
-					f.appends.journaled(jf, closedLoop(cfg.Concurrency, time.Duration(cfg.Warmup), gwOp), &discard)(ctx)
+					f.appends.perRun(jf, closedLoop(cfg.Concurrency, time.Duration(cfg.Warmup), gwOp), &discard)(ctx)
 				}
 				// The gateway's runs beside the raw sync (their own figures
 				// are not kept; the note says whether the load was there).
@@ -159,7 +148,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					{mk("gateway", "open@"+r.key, false, "open", r.gw), gwLoop},
 					{&Result{ID: fmt.Sprintf("pull/%s/gateway-journal-floor/open@%s", pl.name, r.key), Target: "gateway, audit made durable by a minimal plain-file journal instead",
 						Baseline: true, Payload: pl.name, Mode: "open", Rate: r.gw, Unit: "req", Primary: "p50_us"},
-						f.appends.journaled(jf, openLoop(r.gw, cfg.dur(), gwOp), &floors.journal)},
+						f.appends.perRun(jf, openLoop(r.gw, cfg.dur(), gwOp), &floors.journal)},
 					{mk("echo", "open@"+r.key, true, "open", r.echo), schedP99s(openLoop(r.echo, cfg.dur(), echoOp), &schedEcho)},
 					{raw("raw-fsync", "raw fsync, one page overwritten and fdatasynced in a plain file"),
 						rf.perRun(rawLoop, &floors.raw)},
