@@ -46,7 +46,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
@@ -155,9 +154,8 @@ func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (
 	src := narrowGoodsItems(msg, rules.GoodsItems).ProtoReflect()
 	name := src.Descriptor().FullName()
 	w := walker{
-		fields: map[string]struct{}{},
-		masked: map[string]struct{}{},
-		pseud:  map[string]struct{}{},
+		paths: map[string]int{},
+		path:  make([]byte, 0, 64), // the deepest path of the shipped types fits
 	}
 	if len(rules.Pseudonymize) > 0 {
 		if p == nil {
@@ -170,16 +168,12 @@ func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (
 	}
 
 	dst := src.New()
-	w.message(src, dst, "",
+	w.message(src, dst,
 		cursor{n: newTrie(rules.Fields)},
 		cursor{n: newTrie(rules.Mask)},
 		cursor{n: newTrie(rules.Pseudonymize)},
 		cursor{n: newTrie(rules.Withhold)})
-	return dst.Interface(), Result{
-		Fields:        sortedKeys(w.fields),
-		Masked:        sortedKeys(w.masked),
-		Pseudonymized: sortedKeys(w.pseud),
-	}, nil
+	return dst.Interface(), w.result(), nil
 }
 
 // trie holds rule paths segment by segment, so that walking a message costs
@@ -237,14 +231,72 @@ func (c cursor) live() bool { return c.covered || c.n != nil }
 
 type walker struct {
 	pseudonym func(string) string // nil when the rules pseudonymise nothing
-	fields    map[string]struct{}
-	masked    map[string]struct{}
-	pseud     map[string]struct{}
+	// paths maps each leaf path released to its entry in how: one entry
+	// per path, however many list elements released it.
+	paths map[string]int
+	how   []howReleased
+	// path is the dotted path of the field being walked, kept in one
+	// buffer: a path string per leaf and list element was the largest
+	// share of what a release allocated, and a path is only new once.
+	path []byte
+}
+
+// enter appends name to w.path and returns what to pass to leave.
+func (w *walker) enter(name protoreflect.Name) int {
+	n := len(w.path)
+	if n > 0 {
+		w.path = append(w.path, '.')
+	}
+	w.path = append(w.path, name...)
+	return n
+}
+
+func (w *walker) leave(n int) { w.path = w.path[:n] }
+
+// howReleased says how a leaf path was released.
+type howReleased struct{ masked, pseudonymized bool }
+
+// note records that leaf field fd, the one being walked, was released as
+// how says.
+func (w *walker) note(fd protoreflect.FieldDescriptor, how howReleased) {
+	// The lookup converts without allocating; only a new path is copied,
+	// and a top-level field's name is its path.
+	i, ok := w.paths[string(w.path)]
+	if !ok {
+		key := string(fd.Name())
+		if len(w.path) != len(key) {
+			key = string(w.path)
+		}
+		i = len(w.how)
+		w.paths[key] = i
+		w.how = append(w.how, howReleased{})
+	}
+	h := &w.how[i]
+	h.masked = h.masked || how.masked
+	h.pseudonymized = h.pseudonymized || how.pseudonymized
+}
+
+// result lists the paths noted, each list sorted.
+func (w *walker) result() Result {
+	var r Result
+	for p, i := range w.paths {
+		r.Fields = append(r.Fields, p)
+		if w.how[i].masked {
+			r.Masked = append(r.Masked, p)
+		}
+		if w.how[i].pseudonymized {
+			r.Pseudonymized = append(r.Pseudonymized, p)
+		}
+	}
+	slices.Sort(r.Fields)
+	slices.Sort(r.Masked)
+	slices.Sort(r.Pseudonymized)
+	return r
 }
 
 // message copies the released part of src into dst, which must be empty, and
 // reports whether it populated anything.
-func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, mask, pseud, withhold cursor) bool {
+func (w *walker) message(src, dst protoreflect.Message, allow, mask, pseud, withhold cursor) bool {
 	populated := false
 	// Iterating the descriptor rather than src.Range keeps extensions and
 	// unknown fields out: only fields the type declares can be released.
@@ -256,44 +308,52 @@ func (w *walker) message(src, dst protoreflect.Message, prefix string, allow, ma
 		if !a.live() || wh.covered || !src.Has(fd) {
 			continue
 		}
-		path := fieldPath(prefix, fd.Name())
-		m, ps := mask.child(fd.Name()), pseud.child(fd.Name())
-		switch {
-		case isTraversed(fd) && fd.IsList():
-			srcList := src.Get(fd).List()
-			out := dst.NewField(fd)
-			dstList := out.List()
-			for j := range srcList.Len() {
-				el := dstList.NewElement()
-				if w.message(srcList.Get(j).Message(), el.Message(), path, a, m, ps, wh) {
-					dstList.Append(el)
-				}
-			}
-			if dstList.Len() > 0 {
-				dst.Set(fd, out)
-				populated = true
-			}
-		case isTraversed(fd):
-			out := dst.NewField(fd)
-			if w.message(src.Get(fd).Message(), out.Message(), path, a, m, ps, wh) {
-				dst.Set(fd, out)
-				populated = true
-			}
-		case !a.covered:
-			// A rule path continues below a leaf ("importer.name.x"): it
-			// names nothing, so it releases nothing.
-		default:
-			if w.leaf(src, dst, fd, path, m.covered, ps.covered) {
-				populated = true
-			}
+		if w.field(src, dst, fd, a, mask.child(fd.Name()), pseud.child(fd.Name()), wh) {
+			populated = true
 		}
 	}
 	return populated
 }
 
+// field releases the part of src's field fd that the cursors, already
+// moved to fd, cover into dst, and reports whether it populated anything.
+func (w *walker) field(src, dst protoreflect.Message, fd protoreflect.FieldDescriptor, a, m, ps, wh cursor) bool {
+	defer w.leave(w.enter(fd.Name()))
+	switch {
+	case isTraversed(fd) && fd.IsList():
+		srcList := src.Get(fd).List()
+		out := dst.NewField(fd)
+		dstList := out.List()
+		for j := range srcList.Len() {
+			el := dstList.NewElement()
+			if w.message(srcList.Get(j).Message(), el.Message(), a, m, ps, wh) {
+				dstList.Append(el)
+			}
+		}
+		if dstList.Len() == 0 {
+			return false
+		}
+		dst.Set(fd, out)
+		return true
+	case isTraversed(fd):
+		out := dst.NewField(fd)
+		if !w.message(src.Get(fd).Message(), out.Message(), a, m, ps, wh) {
+			return false
+		}
+		dst.Set(fd, out)
+		return true
+	case !a.covered:
+		// A rule path continues below a leaf ("importer.name.x"): it
+		// names nothing, so it releases nothing.
+		return false
+	default:
+		return w.leaf(src, dst, fd, m.covered, ps.covered)
+	}
+}
+
 // leaf releases one covered leaf field of src into dst, transformed as the
 // rules say, and reports whether it did.
-func (w *walker) leaf(src, dst protoreflect.Message, fd protoreflect.FieldDescriptor, path string, masked, pseudonymized bool) bool {
+func (w *walker) leaf(src, dst protoreflect.Message, fd protoreflect.FieldDescriptor, masked, pseudonymized bool) bool {
 	v := src.Get(fd)
 	stringLeaf := fd.Kind() == protoreflect.StringKind && !fd.IsMap()
 	var ok bool
@@ -303,9 +363,6 @@ func (w *walker) leaf(src, dst protoreflect.Message, fd protoreflect.FieldDescri
 			return false
 		}
 		v, ok = mapStrings(dst, fd, v, func(string) (string, bool) { return maskValue, true })
-		if ok {
-			w.masked[path] = struct{}{}
-		}
 	case pseudonymized:
 		if !stringLeaf {
 			return false
@@ -318,9 +375,6 @@ func (w *walker) leaf(src, dst protoreflect.Message, fd protoreflect.FieldDescri
 			}
 			return w.pseudonym(s), true
 		})
-		if ok {
-			w.pseud[path] = struct{}{}
-		}
 	default:
 		v, ok = copyValue(dst, fd, v), true
 	}
@@ -328,7 +382,7 @@ func (w *walker) leaf(src, dst protoreflect.Message, fd protoreflect.FieldDescri
 		return false
 	}
 	dst.Set(fd, v)
-	w.fields[path] = struct{}{}
+	w.note(fd, howReleased{masked: masked, pseudonymized: pseudonymized && !masked})
 	return true
 }
 
@@ -419,15 +473,4 @@ func isTraversed(fd protoreflect.FieldDescriptor) bool {
 func isWellKnown(md protoreflect.MessageDescriptor) bool {
 	f := md.ParentFile()
 	return f != nil && f.Package() == "google.protobuf"
-}
-
-func fieldPath(prefix string, name protoreflect.Name) string {
-	if prefix == "" {
-		return string(name)
-	}
-	return prefix + "." + string(name)
-}
-
-func sortedKeys(m map[string]struct{}) []string {
-	return slices.Sorted(maps.Keys(m))
 }
