@@ -27,6 +27,9 @@ import (
 	"runtime"
 	"slices"
 	"time"
+
+	"github.com/borderlink/borderlink/internal/config"
+	"github.com/borderlink/borderlink/internal/gateway"
 )
 
 // Config says what to measure and for how long. Start from Full, Quick or
@@ -168,6 +171,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("bench: certificates: %w", err)
 	}
 	rep := &Report{Version: SchemaVersion, Date: start.UTC().Truncate(time.Second), Machine: machine(), Config: cfg, ProfileDir: cfg.ProfileDir}
+	// The gateway runs in this process: give it the collector's target
+	// serve gives it (the baselines share it; it is the process's).
+	gc := gateway.SetGCTarget(config.DefaultGCPercent)
+	rep.Machine.GCTarget, rep.Machine.GCTargetFrom = gc.Percent, gc.From
 	cfg.logf("machine: %s, %d CPUs, GOMAXPROCS %d, CPUs allowed %s, %s", rep.Machine.CPUModel, rep.Machine.NumCPU, rep.Machine.GOMAXPROCS, rep.Machine.CPUsAllowed, rep.Machine.GoVersion)
 	runners := map[string]func(context.Context, *Config, string, *pki, *Scenario) error{
 		"pull": runPull, "policy": runPolicy, "reload": runReload, "audit": runAudit,

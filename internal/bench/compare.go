@@ -18,6 +18,9 @@ func Compare(w io.Writer, old, cur *Report) int {
 	if old.Machine.CPUModel != cur.Machine.CPUModel || old.Machine.GOMAXPROCS != cur.Machine.GOMAXPROCS {
 		fmt.Fprintln(w, "warning: different machines or GOMAXPROCS; compare the ratios, not the absolute numbers")
 	}
+	if o, n := gcTargetOf(old.Machine), gcTargetOf(cur.Machine); o != n {
+		fmt.Fprintf(w, "warning: different GC targets (GOGC %s, then %s): latencies, allocations' cost and RSS move with it\n", o, n)
+	}
 	fmt.Fprintln(w)
 	oldResults := map[string]*Result{}
 	for _, sc := range old.Scenarios {
@@ -85,4 +88,13 @@ func Compare(w io.Writer, old, cur *Report) int {
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d change(s) beyond the combined spread are marked !\n", marked)
 	return marked
+}
+
+// gcTargetOf is m's GC target; reports from before it was recorded ran
+// with Go's default.
+func gcTargetOf(m Machine) string {
+	if m.GCTarget == "" {
+		return "100"
+	}
+	return m.GCTarget
 }

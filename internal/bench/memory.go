@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/borderlink/borderlink/internal/config"
+	"github.com/borderlink/borderlink/internal/gateway"
 	"github.com/borderlink/borderlink/internal/policy"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
 	"github.com/borderlink/borderlink/policies"
@@ -93,6 +95,7 @@ func MemChild(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
+	gateway.SetGCTarget(config.DefaultGCPercent) // as serve and the parent run
 	s, err := memCase(ctx, *agreements, *db)
 	if err != nil {
 		return err

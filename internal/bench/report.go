@@ -208,8 +208,8 @@ func markdown(rep *Report, jsonRel, flagsDoc string) string {
 		w("> **Noisy run:** other processes kept a median of %.2f of the machine's %d cores busy during the measured runs (column *others' CPU*). The target and its baseline shared that noise run by run, so the ratios stand, with the spreads shown; absolute numbers and open-loop latencies near saturation are pessimistic. Rerun on a quieter machine for tighter spreads.\n\n", o, m.NumCPU)
 	}
 	w("## Machine\n\n| | |\n|---|---|\n")
-	w("| CPU | %s |\n| cores (nproc) | %d |\n| GOMAXPROCS | %d |\n| CPUs allowed (taskset) | %s |\n| Go | %s %s/%s |\n| kernel | %s |\n| load average at start | %s |\n| date (UTC) | %s |\n\n",
-		m.CPUModel, m.NumCPU, m.GOMAXPROCS, m.CPUsAllowed, m.GoVersion, m.OS, m.Arch, m.Kernel, m.LoadAvg, rep.Date.Format("2006-01-02 15:04:05"))
+	w("| CPU | %s |\n| cores (nproc) | %d |\n| GOMAXPROCS | %d |\n| CPUs allowed (taskset) | %s |\n| Go | %s %s/%s |\n| GC target (GOGC) | %s |\n| kernel | %s |\n| load average at start | %s |\n| date (UTC) | %s |\n\n",
+		m.CPUModel, m.NumCPU, m.GOMAXPROCS, m.CPUsAllowed, m.GoVersion, m.OS, m.Arch, gcTargetCell(m), m.Kernel, m.LoadAvg, rep.Date.Format("2006-01-02 15:04:05"))
 
 	w("## Headline: ratios against baselines\n\n| scenario | ratio | value | goal | | spread |\n|---|---|---:|---|---|---:|\n")
 	for _, sc := range rep.Scenarios {
@@ -441,4 +441,12 @@ func fmtRSS(mib float64) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.0f MiB", mib)
+}
+
+// gcTargetCell says what GC target the run had and why.
+func gcTargetCell(m Machine) string {
+	if m.GCTargetFrom == "GOGC" {
+		return m.GCTarget + " (GOGC set in the environment)"
+	}
+	return gcTargetOf(m) + " (the gateway's default `runtime.gc_percent`, as `borderlink serve` sets it)"
 }

@@ -39,6 +39,10 @@ type Machine struct {
 	Kernel      string `json:"kernel"`
 	// LoadAvg is /proc/loadavg at the start of the run.
 	LoadAvg string `json:"load_avg"`
+	// GCTarget is the garbage collector's target (GOGC) the run had:
+	// the gateway's default, as serve sets it, unless GOGC was set.
+	GCTarget     string `json:"gc_target,omitempty"`
+	GCTargetFrom string `json:"gc_target_from,omitempty"` // "GOGC" or "runtime.gc_percent"
 }
 
 // Scenario groups the results of one numbered scenario of the issue with

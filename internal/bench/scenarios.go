@@ -116,6 +116,9 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 		// The Go scheduling latency's p99 (ms) in each of those rounds'
 		// gateway and echo runs.
 		var schedGateway, schedEcho []float64
+		// The audit wait's p99 in the same rounds with the gateway at
+		// Go's default GC target, unless the run already has it.
+		var goDefaultGCWaits []float64
 		for _, r := range rates {
 			gwLoop := openLoop(r.gw, cfg.dur(), gwOp)
 			if r.key == fmt.Sprintf("%.0f", auditGoalLoad) {
@@ -155,6 +158,12 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					{raw("raw-fsync-beside-gateway", fmt.Sprintf("raw fsync beside the gateway at %.0f req/s", r.gw)),
 						rf.perRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp), func(s sample) { besideLoad = append(besideLoad, s) }), &floors.besideGateway)},
 				}
+				if gcPercent() != goDefaultGCPercent {
+					ms = append(ms, measurement{&Result{ID: fmt.Sprintf("pull/%s/gateway-gogc%d/open@%s", pl.name, goDefaultGCPercent, r.key),
+						Target:   fmt.Sprintf("gateway at Go's default GC target (GOGC=%d)", goDefaultGCPercent),
+						Baseline: true, Payload: pl.name, Mode: "open", Rate: r.gw, Unit: "req", Primary: "p50_us"},
+						withGCPercent(goDefaultGCPercent, f.appends.perRun(nil, openLoop(r.gw, cfg.dur(), gwOp), &goDefaultGCWaits))})
+				}
 				interleave(ctx, cfg, sc, ms...)
 				noteBesideLoad(sc, pl.name, r.gw, cfg.dur(), besideLoad)
 				if err := errors.Join(rf.close(), jf.close()); err != nil {
@@ -172,6 +181,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 				med, spread, "<=", 2, "≤ 2 ms")
 			addFloors(sc, pl.name, auditWaits, floors)
 			addSchedLatency(sc, pl.name, schedGateway, schedEcho)
+			addGCControl(sc, pl.name, auditWaits, goDefaultGCWaits)
 			sc.note("%s: the gateway's audit appends at %.0f req/s, all timed runs together: %d commits, mean batch %.1f. %s", pl.name, auditGoalLoad, phases.Commits, phases.MeanBatch(), phases.phases())
 		} else {
 			sc.note("%s: the audit wait was not measured: %.0f req/s is not among this run's rates %v.", pl.name, auditGoalLoad, cfg.Rates)

@@ -61,6 +61,9 @@ func TestParseValid(t *testing.T) {
 	if c.Audit.CheckpointInterval.Duration != config.DefaultCheckpointInterval {
 		t.Errorf("audit.checkpoint_interval defaults to %v", c.Audit.CheckpointInterval)
 	}
+	if c.Runtime.GCPercent != config.DefaultGCPercent {
+		t.Errorf("runtime.gc_percent defaults to %d", c.Runtime.GCPercent)
+	}
 }
 
 func TestParseErrors(t *testing.T) {
@@ -87,6 +90,8 @@ func TestParseErrors(t *testing.T) {
 		{"delivery lanes", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  lanes: 1000\n", []string{"delivery.lanes", "1000", "between 1 and 256"}},
 		{"retention interval", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  retention_interval: -1m\n", []string{"delivery.retention_interval", "negative"}},
 		{"keep settled", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\ndelivery:\n  keep_settled: -1h\n", []string{"delivery.keep_settled", "negative"}},
+		{"gc percent too low", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\nruntime:\n  gc_percent: 10\n", []string{"runtime.gc_percent", "is 10", "between 25 and 10000", "GOGC=off"}},
+		{"gc percent negative", "  key_file: pseudonym.key\n", "  key_file: pseudonym.key\nruntime:\n  gc_percent: -1\n", []string{"runtime.gc_percent", "is -1"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -86,12 +86,16 @@ func (id *Identity) Close() {
 // Run builds a gateway from its configuration and serves until ctx is
 // cancelled. A change in the policy directory, or SIGHUP, reloads the
 // policy; a policy set that does not compile is logged, shown by
-// Admin.PolicyStatus, and the previous one stays in force.
+// Admin.PolicyStatus, and the previous one stays in force. Run sets the
+// process's garbage collector target (SetGCTarget).
 func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// Registered first: a SIGHUP during start-up must not kill the process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+
+	gc := SetGCTarget(cfg.Runtime.GCPercent)
+	logger.Info("garbage collector", "gc_percent", gc.Percent, "from", gc.From)
 
 	own, err := LoadIdentity(ctx, cfg, logger)
 	if err != nil {
