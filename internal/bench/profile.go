@@ -37,7 +37,7 @@ var stages = []struct {
 	// record, handing it to the sequencer) counts as audit, not signing,
 	// since the run of 17:41 UTC on 2026-11-30 (earlier reports counted
 	// it as receipt signing).
-	{"audit append (group commit, Merkle hashes, SQLite write + fsync)", true, []string{"store/sqlite.(*Store).AppendAudit", "store/sqlite.(*Store).commitAudit", "store/sqlite.(*Store).runSequencer"}},
+	{"audit append (group commit, Merkle hashes, SQLite write + fsync)", true, []string{"store/sqlite.(*Store).AppendAudit", "store/sqlite.(*Store).commitAudit", "store/sqlite.(*Store).lead"}},
 	{"receipt signing", true, []string{"internal/gateway.(*Gateway).signedAnswer", "internal/gateway.(*auditLog).receipt"}},
 	{"store read (SQLite)", true, []string{"store/sqlite.(*Store).GetDeclaration", "store/sqlite.(*Store).SearchDeclarations", "store/sqlite.(*Store).GetRiskAssessment"}},
 	{"release (apply + digest)", true, []string{"internal/gateway.(*Gateway).release", "internal/release."}},

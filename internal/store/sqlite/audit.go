@@ -47,27 +47,40 @@ type appendReq struct {
 	// are rolled back, the record is not appended and only this request
 	// fails: the other records of the batch commit.
 	effect func(ctx context.Context, tx *sql.Tx, seq uint64) error
-	done   chan appendResult // buffered, receives exactly once
-	asked  time.Time         // when it was handed to the sequencer
+	// done receives exactly one message: the append's result, or lead
+	// when its caller is to commit the queue's next batch.
+	done  chan appendResult // buffered
+	asked time.Time         // when it was queued
 }
 
 type appendResult struct {
-	seq uint64
-	err error
+	seq  uint64
+	err  error
+	lead bool // no result: commit the next batch, this request first
 }
 
-// sequencer is the single goroutine that owns audit appends: it takes every
-// append waiting when it is free and commits them in one transaction (group
-// commit), so one fsync covers many records.
+// sequencer orders audit appends and commits them in batches (group
+// commit), so that one fsync covers many records. Appends queue in arrival
+// order; the caller at the front of the queue becomes the leader: it takes
+// every append waiting (itself first), commits them in one transaction on
+// its own goroutine, hands the others their results and the lead to the
+// next caller in the queue, if any. An append that finds no commit in
+// progress commits itself at once, with no other goroutine to wake and be
+// woken by: on a busy machine each such wake-up waits for a processor, and
+// two of them per append were a large part of the audit wait. One leader
+// at a time, so the fields the leader uses need no lock of their own.
 type sequencer struct {
-	reqs  chan *appendReq // unbuffered: a request is either taken or not
-	quit  chan struct{}
-	done  chan struct{}
-	cache map[int64]tlog.Hash // stored hashes, by tlog index; sequencer only
-	stmts *insertStmts        // multi-row inserts, prepared once
-	// last is the highest seq in audit_records as this sequencer left it
-	// (at Open, what was there). Each batch checks it against MAX(seq):
-	// that replaces a per-row gapless trigger (migration 0007).
+	mu      sync.Mutex
+	idle    *sync.Cond          // on mu: broadcast when leading turns false
+	queue   []*appendReq        // waiting, in arrival order; non-empty only while leading
+	leading bool                // a leader is committing a batch
+	closed  bool                // Close has begun: nothing more is queued
+	dead    error               // set when a commit panicked: every later append fails with it
+	cache   map[int64]tlog.Hash // stored hashes, by tlog index; leader only
+	stmts   *insertStmts        // multi-row inserts, prepared once
+	// last is the highest seq in audit_records as the leaders left it (at
+	// Open, what was there). Each batch checks it against MAX(seq): that
+	// replaces a per-row gapless trigger (migration 0007). Leader only.
 	last int64
 	// stats are AppendStats' counters, updated once per batch under
 	// statsMu so that a reading is always whole batches.
@@ -120,25 +133,27 @@ func (s *Store) AppendStats() store.AppendStats {
 
 func (s *Store) startSequencer(inserts *insertStmts, last int64) {
 	s.seq = &sequencer{
-		reqs:  make(chan *appendReq),
-		quit:  make(chan struct{}),
-		done:  make(chan struct{}),
 		cache: map[int64]tlog.Hash{},
 		stmts: inserts,
 		last:  last,
 	}
-	go s.runSequencer()
+	s.seq.idle = sync.NewCond(&s.seq.mu)
 }
 
 // stopSequencer lets the batch in progress commit and stops; appends not
-// yet taken fail with errClosed.
+// yet taken into a batch fail with errClosed, and so does every later one.
 func (s *Store) stopSequencer() {
 	if s.seq == nil {
 		return
 	}
-	close(s.seq.quit)
-	<-s.seq.done
-	s.seq.stmts.close()
+	q := s.seq
+	q.mu.Lock()
+	q.closed = true
+	for q.leading {
+		q.idle.Wait()
+	}
+	q.mu.Unlock()
+	q.stmts.close()
 }
 
 // errSequencerPanic marks a batch whose commit panicked.
@@ -155,54 +170,88 @@ func (s *Store) commitBatch(batch []*appendReq, t *batchTimes) (res []appendResu
 	return s.commitAudit(batch, t)
 }
 
-func (s *Store) runSequencer() {
+// submit queues r and returns its result: committed by the leader of the
+// batch r joined, or by this goroutine as the leader (see sequencer).
+func (s *Store) submit(r *appendReq) appendResult {
 	q := s.seq
-	defer close(q.done)
-	var dead error
-	for {
-		var batch []*appendReq
-		select {
-		case r := <-q.reqs:
-			batch = append(batch, r)
-		case <-q.quit:
-			return
+	r.done = make(chan appendResult, 1)
+	q.mu.Lock()
+	r.asked = time.Now()
+	if q.closed {
+		q.mu.Unlock()
+		return appendResult{err: errClosed}
+	}
+	q.queue = append(q.queue, r)
+	if q.leading {
+		q.mu.Unlock()
+		res := <-r.done
+		if !res.lead {
+			return res
 		}
-	fill:
-		for len(batch) < maxAuditBatch {
-			select {
-			case r := <-q.reqs:
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		var (
-			res []appendResult
-			err error
-		)
-		if dead != nil {
-			err = dead
-		} else {
-			t := batchTimes{taken: time.Now()}
-			res, err = s.commitBatch(batch, &t)
-			if err == nil {
-				q.counted(batch, res, t)
-			}
-			if errors.Is(err, errSequencerPanic) {
-				// The transaction's state is unknown: refuse every later
-				// append (the gateway then fails closed) instead of
-				// hanging its callers or writing on top of it.
-				dead = err
-			}
-		}
-		for i, r := range batch {
-			if err != nil {
-				r.done <- appendResult{err: err}
-			} else {
-				r.done <- res[i]
-			}
+		q.mu.Lock()
+	}
+	q.leading = true
+	return s.lead(r)
+}
+
+// lead commits the next batch: every append queued, up to maxAuditBatch,
+// self first. It is called with q.mu held and self at the front of the
+// queue, and returns with q.mu released, the other appends of the batch
+// answered and the lead handed on (or leading off).
+func (s *Store) lead(self *appendReq) appendResult {
+	q := s.seq
+	n := min(len(q.queue), maxAuditBatch)
+	batch := slices.Clone(q.queue[:n])
+	q.queue = slices.Delete(q.queue, 0, n)
+	dead := q.dead
+	q.mu.Unlock()
+
+	var (
+		res []appendResult
+		err error
+	)
+	if dead != nil {
+		err = dead
+	} else {
+		t := batchTimes{taken: time.Now()}
+		res, err = s.commitBatch(batch, &t)
+		if err == nil {
+			q.counted(batch, res, t)
 		}
 	}
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if errors.Is(err, errSequencerPanic) && q.dead == nil {
+		// The transaction's state is unknown: refuse every later
+		// append (the gateway then fails closed) instead of writing on
+		// top of it.
+		q.dead = err
+	}
+	var own appendResult
+	for i, r := range batch {
+		out := appendResult{err: err}
+		if err == nil {
+			out = res[i]
+		}
+		if r == self {
+			own = out
+		} else {
+			r.done <- out
+		}
+	}
+	switch {
+	case len(q.queue) > 0 && !q.closed:
+		q.queue[0].done <- appendResult{lead: true}
+	default:
+		for _, r := range q.queue {
+			r.done <- appendResult{err: errClosed}
+		}
+		q.queue = nil
+		q.leading = false
+		q.idle.Broadcast()
+	}
+	return own
 }
 
 // AppendAudit appends rec to the audit log and returns its sequence number;
@@ -210,8 +259,8 @@ func (s *Store) runSequencer() {
 // numbers start at 1 and are gapless in commit order. Concurrent appends
 // are committed together in one transaction (group commit); AppendAudit
 // returns only after the transaction holding its record and the record's
-// tree hashes is committed and fsynced. Once taken by the sequencer an
-// append completes even if ctx is cancelled.
+// tree hashes is committed and fsynced. An append whose ctx is not done
+// when it is called is queued, and then completes even if ctx ends.
 //
 // rec.Seq must be zero (the store assigns it), rec.Version zero or 1 (zero is
 // stored as 1) and rec.Time set; otherwise the error wraps store.ErrInvalid.
@@ -230,19 +279,12 @@ func (s *Store) AppendAudit(ctx context.Context, rec *blv1.AuditRecord) (uint64,
 // second). Large writes (imports) must not use it: they would hold up
 // every audit append.
 func (s *Store) writeBatched(ctx context.Context, effect func(context.Context, *sql.Tx) error) error {
-	r := &appendReq{
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.submit(&appendReq{
 		effect: func(ctx context.Context, tx *sql.Tx, _ uint64) error { return effect(ctx, tx) },
-		done:   make(chan appendResult, 1),
-		asked:  time.Now(),
-	}
-	select {
-	case s.seq.reqs <- r:
-	case <-s.seq.quit:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return (<-r.done).err
+	}).err
 }
 
 // appendWith is AppendAudit with an effect committed atomically with the
@@ -252,15 +294,10 @@ func (s *Store) appendWith(ctx context.Context, rec *blv1.AuditRecord, effect fu
 	if err != nil {
 		return 0, err
 	}
-	r.asked = time.Now()
-	select {
-	case s.seq.reqs <- r:
-	case <-s.seq.quit:
-		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), errClosed)
-	case <-ctx.Done():
-		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), ctx.Err())
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), err)
 	}
-	res := <-r.done
+	res := s.submit(r)
 	if res.err != nil {
 		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), res.err)
 	}
@@ -297,7 +334,7 @@ func newAppendReq(rec *blv1.AuditRecord, effect func(context.Context, *sql.Tx, u
 	if err != nil {
 		return nil, fmt.Errorf("store: append audit (request %q): %v: %w", rec.GetRequestId(), err, store.ErrInvalid)
 	}
-	return &appendReq{rec: stored, body: body, at: at, partner: partnerDomain(stored), effect: effect, done: make(chan appendResult, 1)}, nil
+	return &appendReq{rec: stored, body: body, at: at, partner: partnerDomain(stored), effect: effect}, nil
 }
 
 // partnerDomain is the trust domain of the other side of the exchange.

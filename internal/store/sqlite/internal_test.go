@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -214,5 +215,142 @@ func TestSequencerPanicFailsClosed(t *testing.T) {
 	}
 	if _, err := s2.AppendAudit(ctx, rec("restarted")); err != nil {
 		t.Errorf("append after restart: %v", err)
+	}
+}
+
+// queued waits until n appends are queued behind the leader.
+func queued(t *testing.T, s *Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.seq.mu.Lock()
+		got := len(s.seq.queue)
+		s.seq.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d appends queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func internalRec(id string) *blv1.AuditRecord {
+	return &blv1.AuditRecord{Time: timestamppb.Now(), Side: blv1.AuditSide_AUDIT_SIDE_PROVIDER, RequestId: id,
+		CallerId: "spiffe://sg.customs.example/gateway", Action: "declaration.get", Decision: blv1.AuditDecision_AUDIT_DECISION_ALLOW}
+}
+
+// TestSequencerHandsTheLeadOn: appends that arrive while a batch commits
+// queue behind it; when it is done, the first of them commits all of them
+// in one batch, in arrival order, and the next append finds no leader and
+// commits alone.
+func TestSequencerHandsTheLeadOn(t *testing.T) {
+	s, _ := openInternal(t)
+	ctx := t.Context()
+	// Holding the only writer connection keeps the first leader in BEGIN.
+	conn, err := s.writer.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { _, err := s.AppendAudit(ctx, internalRec("leader")); first <- err }()
+	queued(t, s, 0) // the leader took its batch: itself
+	for !func() bool { s.seq.mu.Lock(); defer s.seq.mu.Unlock(); return s.seq.leading }() {
+		time.Sleep(time.Millisecond)
+	}
+	const n = 20
+	seqs := make([]chan uint64, n)
+	for i := range n {
+		seqs[i] = make(chan uint64, 1)
+		go func() {
+			seq, err := s.AppendAudit(ctx, internalRec(fmt.Sprintf("follower-%02d", i)))
+			if err != nil {
+				t.Error(err)
+			}
+			seqs[i] <- seq
+		}()
+		queued(t, s, i+1) // one at a time, so arrival order is i
+	}
+	conn.Close()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if seq := <-seqs[i]; seq != uint64(i+2) {
+			t.Errorf("follower %d got seq %d, want %d (arrival order after the leader's 1)", i, seq, i+2)
+		}
+	}
+	if seq, err := s.AppendAudit(ctx, internalRec("alone")); err != nil || seq != n+2 {
+		t.Errorf("append after the batches: %d, %v; want %d", seq, err, n+2)
+	}
+	st := s.AppendStats()
+	// Batches of 1 (the leader), 20 (the followers, bucket ≤ 32), 1.
+	if st.Commits != 3 || st.Appends != n+2 || st.BatchSizes[0] != 2 || st.BatchSizes[5] != 1 {
+		t.Errorf("stats: %d commits of %d appends, sizes %v; want 3 of %d: two of 1, one of %d", st.Commits, st.Appends, st.BatchSizes, n+2, n)
+	}
+	s.seq.mu.Lock()
+	defer s.seq.mu.Unlock()
+	if s.seq.leading || len(s.seq.queue) != 0 {
+		t.Errorf("after the appends: leading %v, %d queued; want an idle sequencer", s.seq.leading, len(s.seq.queue))
+	}
+}
+
+// TestCloseFailsQueuedAppends: Close waits for the batch being committed,
+// which lands; the appends queued behind it fail with errClosed instead of
+// hanging, and so does every append after Close.
+func TestCloseFailsQueuedAppends(t *testing.T) {
+	s, path := openInternal(t)
+	ctx := t.Context()
+	conn, err := s.writer.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { _, err := s.AppendAudit(ctx, internalRec("leader")); first <- err }()
+	for !func() bool { s.seq.mu.Lock(); defer s.seq.mu.Unlock(); return s.seq.leading }() {
+		time.Sleep(time.Millisecond)
+	}
+	const n = 5
+	queuedErrs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.AppendAudit(ctx, internalRec(fmt.Sprintf("queued-%d", i)))
+			queuedErrs <- err
+		}()
+	}
+	queued(t, s, n)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	for !func() bool { s.seq.mu.Lock(); defer s.seq.mu.Unlock(); return s.seq.closed }() {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a batch was being committed", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := s.AppendAudit(ctx, internalRec("late")); !errors.Is(err, errClosed) {
+		t.Errorf("append after Close began: %v, want errClosed", err)
+	}
+	conn.Close()
+	if err := <-first; err != nil {
+		t.Errorf("the batch in progress at Close: %v, want committed", err)
+	}
+	for range n {
+		if err := <-queuedErrs; !errors.Is(err, errClosed) {
+			t.Errorf("append queued at Close: %v, want errClosed", err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n := CheckTree(t, s2); n != 1 {
+		t.Errorf("after Close the log holds %d records, want the leader's 1", n)
 	}
 }
