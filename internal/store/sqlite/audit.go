@@ -200,6 +200,20 @@ func (s *Store) submit(r *appendReq) appendResult {
 // answered and the lead handed on (or leading off).
 func (s *Store) lead(self *appendReq) appendResult {
 	q := s.seq
+	if q.closed {
+		// Close began after the lead was handed to self and before self
+		// took q.mu: nothing queued may commit any more.
+		for _, r := range q.queue {
+			if r != self {
+				r.done <- appendResult{err: errClosed}
+			}
+		}
+		q.queue = nil
+		q.leading = false
+		q.idle.Broadcast()
+		q.mu.Unlock()
+		return appendResult{err: errClosed}
+	}
 	n := min(len(q.queue), maxAuditBatch)
 	batch := slices.Clone(q.queue[:n])
 	q.queue = slices.Delete(q.queue, 0, n)

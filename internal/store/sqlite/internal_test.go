@@ -354,3 +354,47 @@ func TestCloseFailsQueuedAppends(t *testing.T) {
 		t.Errorf("after Close the log holds %d records, want the leader's 1", n)
 	}
 }
+
+// TestLeadAfterClose: when Close begins after the lead was handed to an
+// append but before that append's goroutine took the lock, the append
+// and those queued behind it fail with errClosed instead of committing a
+// new batch, and the store is left idle for Close.
+func TestLeadAfterClose(t *testing.T) {
+	s, _ := openInternal(t)
+	q := s.seq
+	mk := func(id string) *appendReq {
+		r, err := newAppendReq(internalRec(id), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.done = make(chan appendResult, 1)
+		return r
+	}
+	self, behind := mk("handed-the-lead"), mk("queued-behind")
+	// The state submit leaves when the lead reached self: queued, leading,
+	// and (here) Close already begun.
+	q.mu.Lock()
+	q.queue = []*appendReq{self, behind}
+	q.leading, q.closed = true, true
+	res := s.lead(self) // releases q.mu
+	if !errors.Is(res.err, errClosed) {
+		t.Errorf("the append handed the lead: %+v, want errClosed", res)
+	}
+	select {
+	case r := <-behind.done:
+		if !errors.Is(r.err, errClosed) {
+			t.Errorf("the append queued behind it: %+v, want errClosed", r)
+		}
+	default:
+		t.Error("the append queued behind it got no result")
+	}
+	q.mu.Lock()
+	leading, queued := q.leading, len(q.queue)
+	q.mu.Unlock()
+	if leading || queued != 0 {
+		t.Errorf("after: leading %v, %d queued; want idle and empty", leading, queued)
+	}
+	if n := CheckTree(t, s); n != 0 {
+		t.Errorf("the log holds %d records, want none", n)
+	}
+}
