@@ -22,13 +22,6 @@ func withGCPercent(percent int, loop func(context.Context) sample) func(context.
 	}
 }
 
-// gcPercent is the process's GC target now (-1: off).
-func gcPercent() int {
-	p := debug.SetGCPercent(goDefaultGCPercent)
-	debug.SetGCPercent(p)
-	return p
-}
-
 // addGCControl adds the audit wait at Go's default GC target next to the
 // one at the run's, and their ratio run by run.
 func addGCControl(sc *Scenario, payload string, auditWaits, goDefault []float64) {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/gateway"
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/policy"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
@@ -158,7 +159,7 @@ func runPull(ctx context.Context, cfg *Config, dir string, p *pki, sc *Scenario)
 					{raw("raw-fsync-beside-gateway", fmt.Sprintf("raw fsync beside the gateway at %.0f req/s", r.gw)),
 						rf.perRun(beside(rawLoop, openLoop(r.gw, cfg.dur(), gwOp), func(s sample) { besideLoad = append(besideLoad, s) }), &floors.besideGateway)},
 				}
-				if gcPercent() != goDefaultGCPercent {
+				if gateway.GCPercent() != goDefaultGCPercent {
 					ms = append(ms, measurement{&Result{ID: fmt.Sprintf("pull/%s/gateway-gogc%d/open@%s", pl.name, goDefaultGCPercent, r.key),
 						Target:   fmt.Sprintf("gateway at Go's default GC target (GOGC=%d)", goDefaultGCPercent),
 						Baseline: true, Payload: pl.name, Mode: "open", Rate: r.gw, Unit: "req", Primary: "p50_us"},

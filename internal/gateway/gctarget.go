@@ -4,11 +4,13 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+
+	"github.com/borderlink/borderlink/internal/config"
 )
 
 // GCTarget is the garbage collector's target a process runs with.
 type GCTarget struct {
-	// Percent is GOGC's value: "400", or "off".
+	// Percent is the target in force, as GOGC writes it: "400", or "off".
 	Percent string
 	// From is where it came from: "GOGC" (the environment) or
 	// "runtime.gc_percent".
@@ -19,12 +21,31 @@ type GCTarget struct {
 // has grown percent over what the last one left live, unless the GOGC
 // environment variable is set: an operator's GOGC wins, as it does for any
 // Go program, so that GOGC=off with GOMEMLIMIT works as Go documents it.
-// It changes the whole process, so only a gateway's main (serve, or a
-// benchmark running the gateway as serve does) calls it.
+// A percent outside the bounds config validates (an unfilled config's 0
+// would collect all the time) means config.DefaultGCPercent. It changes
+// the whole process, so only a gateway's main (serve, or a benchmark
+// running the gateway as serve does) calls it.
 func SetGCTarget(percent int) GCTarget {
-	if v := os.Getenv("GOGC"); v != "" {
-		return GCTarget{Percent: v, From: "GOGC"}
+	if os.Getenv("GOGC") != "" {
+		// Reported as the runtime took it, which is not always as
+		// written: it reads a GOGC that is neither a number nor "off"
+		// as 100.
+		p := strconv.Itoa(GCPercent())
+		if p == "-1" {
+			p = "off"
+		}
+		return GCTarget{Percent: p, From: "GOGC"}
+	}
+	if percent < config.MinGCPercent || percent > config.MaxGCPercent {
+		percent = config.DefaultGCPercent
 	}
 	debug.SetGCPercent(percent)
 	return GCTarget{Percent: strconv.Itoa(percent), From: "runtime.gc_percent"}
+}
+
+// GCPercent is the process's GC target now (-1: off).
+func GCPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
 }

@@ -7,15 +7,8 @@ import (
 	"github.com/borderlink/borderlink/internal/gateway"
 )
 
-// gcPercent reads the collector's target without changing it.
-func gcPercent() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
-}
-
 func TestSetGCTarget(t *testing.T) {
-	defer debug.SetGCPercent(gcPercent())
+	defer debug.SetGCPercent(gateway.GCPercent())
 	tests := []struct {
 		name    string
 		env     string
@@ -24,11 +17,14 @@ func TestSetGCTarget(t *testing.T) {
 		wantSet int // the collector's target afterwards
 	}{
 		{"config applies", "", 400, gateway.GCTarget{Percent: "400", From: "runtime.gc_percent"}, 400},
+		{"unfilled config means the default", "", 0, gateway.GCTarget{Percent: "400", From: "runtime.gc_percent"}, 400},
+		{"out of bounds means the default", "", 20, gateway.GCTarget{Percent: "400", From: "runtime.gc_percent"}, 400},
 		{"config applies again", "", 150, gateway.GCTarget{Percent: "150", From: "runtime.gc_percent"}, 150},
 		// The runtime read GOGC at start; SetGCTarget must leave the
-		// target alone, whatever the variable says now.
-		{"GOGC wins", "200", 400, gateway.GCTarget{Percent: "200", From: "GOGC"}, 150},
-		{"GOGC off wins", "off", 400, gateway.GCTarget{Percent: "off", From: "GOGC"}, 150},
+		// target alone, whatever the variable says now, and report the
+		// target in force.
+		{"GOGC wins", "200", 400, gateway.GCTarget{Percent: "150", From: "GOGC"}, 150},
+		{"GOGC off wins", "off", 400, gateway.GCTarget{Percent: "150", From: "GOGC"}, 150},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -36,9 +32,19 @@ func TestSetGCTarget(t *testing.T) {
 			if got := gateway.SetGCTarget(tt.percent); got != tt.want {
 				t.Errorf("SetGCTarget(%d) with GOGC=%q = %+v, want %+v", tt.percent, tt.env, got, tt.want)
 			}
-			if got := gcPercent(); got != tt.wantSet {
+			if got := gateway.GCPercent(); got != tt.wantSet {
 				t.Errorf("collector's target = %d, want %d", got, tt.wantSet)
 			}
 		})
+	}
+}
+
+// TestSetGCTargetReportsOff: with GOGC=off in force, the target reported
+// is "off".
+func TestSetGCTargetReportsOff(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	t.Setenv("GOGC", "off")
+	if got, want := gateway.SetGCTarget(400), (gateway.GCTarget{Percent: "off", From: "GOGC"}); got != want {
+		t.Errorf("SetGCTarget = %+v, want %+v", got, want)
 	}
 }
