@@ -236,6 +236,24 @@ func queued(t *testing.T, s *Store, n int) {
 	}
 }
 
+// leaderInBegin starts an append that becomes the leader, with a batch of
+// itself, and keeps it in BEGIN by holding the only writer connection;
+// closing conn lets it commit, and first then receives its error.
+func leaderInBegin(t *testing.T, s *Store) (conn *sql.Conn, first <-chan error) {
+	t.Helper()
+	conn, err := s.writer.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.AppendAudit(t.Context(), internalRec("leader")); done <- err }()
+	queued(t, s, 0) // the leader took its batch: itself
+	for !func() bool { s.seq.mu.Lock(); defer s.seq.mu.Unlock(); return s.seq.leading }() {
+		time.Sleep(time.Millisecond)
+	}
+	return conn, done
+}
+
 func internalRec(id string) *blv1.AuditRecord {
 	return &blv1.AuditRecord{Time: timestamppb.Now(), Side: blv1.AuditSide_AUDIT_SIDE_PROVIDER, RequestId: id,
 		CallerId: "spiffe://sg.customs.example/gateway", Action: "declaration.get", Decision: blv1.AuditDecision_AUDIT_DECISION_ALLOW}
@@ -248,17 +266,7 @@ func internalRec(id string) *blv1.AuditRecord {
 func TestSequencerHandsTheLeadOn(t *testing.T) {
 	s, _ := openInternal(t)
 	ctx := t.Context()
-	// Holding the only writer connection keeps the first leader in BEGIN.
-	conn, err := s.writer.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := make(chan error, 1)
-	go func() { _, err := s.AppendAudit(ctx, internalRec("leader")); first <- err }()
-	queued(t, s, 0) // the leader took its batch: itself
-	for !func() bool { s.seq.mu.Lock(); defer s.seq.mu.Unlock(); return s.seq.leading }() {
-		time.Sleep(time.Millisecond)
-	}
+	conn, first := leaderInBegin(t, s)
 	const n = 20
 	seqs := make([]chan uint64, n)
 	for i := range n {
@@ -302,15 +310,7 @@ func TestSequencerHandsTheLeadOn(t *testing.T) {
 func TestCloseFailsQueuedAppends(t *testing.T) {
 	s, path := openInternal(t)
 	ctx := t.Context()
-	conn, err := s.writer.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := make(chan error, 1)
-	go func() { _, err := s.AppendAudit(ctx, internalRec("leader")); first <- err }()
-	for !func() bool { s.seq.mu.Lock(); defer s.seq.mu.Unlock(); return s.seq.leading }() {
-		time.Sleep(time.Millisecond)
-	}
+	conn, first := leaderInBegin(t, s)
 	const n = 5
 	queuedErrs := make(chan error, n)
 	for i := range n {
