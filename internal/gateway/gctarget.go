@@ -3,6 +3,7 @@ package gateway
 import (
 	"os"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"strconv"
 
 	"github.com/borderlink/borderlink/internal/config"
@@ -43,9 +44,14 @@ func SetGCTarget(percent int) GCTarget {
 	return GCTarget{Percent: strconv.Itoa(percent), From: "runtime.gc_percent"}
 }
 
-// GCPercent is the process's GC target now (-1: off).
+// GCPercent is the process's GC target now (-1: off), read without
+// touching it: setting it, even back, could start a collection or race
+// another caller.
 func GCPercent() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
+	s := []rtmetrics.Sample{{Name: "/gc/gogc:percent"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 100 // a runtime without the metric: its default
+	}
+	return int(int64(s[0].Value.Uint64())) // off reads as ^uint64(0)
 }

@@ -238,17 +238,25 @@ func queued(t *testing.T, s *Store, n int) {
 
 // leaderInBegin starts an append that becomes the leader, with a batch of
 // itself, and keeps it in BEGIN by holding the only writer connection;
-// closing conn lets it commit, and first then receives its error.
+// closing conn lets it commit, and first then receives its error. The
+// connection is also closed at cleanup, so that a test failing before it
+// lets go does not leave Close waiting for the leader.
 func leaderInBegin(t *testing.T, s *Store) (conn *sql.Conn, first <-chan error) {
 	t.Helper()
 	conn, err := s.writer.Conn(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { conn.Close() })
 	done := make(chan error, 1)
 	go func() { _, err := s.AppendAudit(t.Context(), internalRec("leader")); done <- err }()
-	queued(t, s, 0) // the leader took its batch: itself
+	// Leading is set, and the leader's batch taken from the queue, under
+	// one hold of the lock.
+	deadline := time.Now().Add(10 * time.Second)
 	for !func() bool { s.seq.mu.Lock(); defer s.seq.mu.Unlock(); return s.seq.leading }() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first append did not start leading")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	return conn, done
