@@ -34,7 +34,7 @@ var stages = []struct {
 	{"Vault transit signing (client: request, JSON, signature check)", true, []string{"internal/keys/vault.", "github.com/hashicorp/vault/api."}},
 	// Before receipt signing, whose signedAnswer makes the append: the
 	// append's work on the exchange's goroutine (copying and encoding the
-	// record, handing it to the sequencer) counts as audit, not signing,
+	// record, queueing it, and leading a commit) counts as audit, not signing,
 	// since the run of 17:41 UTC on 2026-11-30 (earlier reports counted
 	// it as receipt signing).
 	{"audit append (group commit, Merkle hashes, SQLite write + fsync)", true, []string{"store/sqlite.(*Store).AppendAudit", "store/sqlite.(*Store).commitAudit", "store/sqlite.(*Store).lead"}},
