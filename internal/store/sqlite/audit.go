@@ -171,8 +171,10 @@ func (s *Store) commitBatch(batch []*appendReq, t *batchTimes) (res []appendResu
 }
 
 // submit queues r and returns its result: committed by the leader of the
-// batch r joined, or by this goroutine as the leader (see sequencer).
-func (s *Store) submit(r *appendReq) appendResult {
+// batch r joined, or by this goroutine as the leader (see sequencer). If
+// ctx ends while r waits in the queue, r leaves it and fails with ctx's
+// error; once taken into a batch it waits for the batch's result.
+func (s *Store) submit(ctx context.Context, r *appendReq) appendResult {
 	q := s.seq
 	r.done = make(chan appendResult, 1)
 	q.mu.Lock()
@@ -184,7 +186,15 @@ func (s *Store) submit(r *appendReq) appendResult {
 	q.queue = append(q.queue, r)
 	if q.leading {
 		q.mu.Unlock()
-		res := <-r.done
+		var res appendResult
+		select {
+		case res = <-r.done:
+		case <-ctx.Done():
+			if s.leave(r) {
+				return appendResult{err: ctx.Err()}
+			}
+			res = <-r.done // in a batch: it may be committing
+		}
 		if !res.lead {
 			return res
 		}
@@ -203,14 +213,8 @@ func (s *Store) lead(self *appendReq) appendResult {
 	if q.closed {
 		// Close began after the lead was handed to self and before self
 		// took q.mu: nothing queued may commit any more.
-		for _, r := range q.queue {
-			if r != self {
-				r.done <- appendResult{err: errClosed}
-			}
-		}
-		q.queue = nil
-		q.leading = false
-		q.idle.Broadcast()
+		q.queue = slices.Delete(q.queue, 0, 1) // self
+		q.handOn()
 		q.mu.Unlock()
 		return appendResult{err: errClosed}
 	}
@@ -254,18 +258,46 @@ func (s *Store) lead(self *appendReq) appendResult {
 			r.done <- out
 		}
 	}
-	switch {
-	case len(q.queue) > 0 && !q.closed:
-		q.queue[0].done <- appendResult{lead: true}
-	default:
-		for _, r := range q.queue {
-			r.done <- appendResult{err: errClosed}
-		}
-		q.queue = nil
-		q.leading = false
-		q.idle.Broadcast()
-	}
+	q.handOn()
 	return own
+}
+
+// handOn passes the lead to the first append queued or, when none is or
+// Close has begun, fails those queued and leaves the store idle. q.mu must
+// be held, by the leader that is done.
+func (q *sequencer) handOn() {
+	if len(q.queue) > 0 && !q.closed {
+		q.queue[0].done <- appendResult{lead: true}
+		return
+	}
+	for _, r := range q.queue {
+		r.done <- appendResult{err: errClosed}
+	}
+	q.queue = nil
+	q.leading = false
+	q.idle.Broadcast()
+}
+
+// leave takes r, whose caller gave up waiting, out of the queue and
+// reports whether it was still there. If the lead had just been handed to
+// r (the only message an append still queued can have), r passes it on.
+// An append no longer queued was taken into a batch, which may be
+// committing it: it cannot leave, and its result is on the way.
+func (s *Store) leave(r *appendReq) bool {
+	q := s.seq
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	i := slices.Index(q.queue, r)
+	if i < 0 {
+		return false
+	}
+	q.queue = slices.Delete(q.queue, i, i+1)
+	select {
+	case <-r.done:
+		q.handOn()
+	default:
+	}
+	return true
 }
 
 // AppendAudit appends rec to the audit log and returns its sequence number;
@@ -273,8 +305,9 @@ func (s *Store) lead(self *appendReq) appendResult {
 // numbers start at 1 and are gapless in commit order. Concurrent appends
 // are committed together in one transaction (group commit); AppendAudit
 // returns only after the transaction holding its record and the record's
-// tree hashes is committed and fsynced. An append whose ctx is not done
-// when it is called is queued, and then completes even if ctx ends.
+// tree hashes is committed and fsynced. An append whose ctx ends while it
+// waits for the commit in progress fails with ctx's error and is not
+// appended; once taken into a batch it completes even if ctx ends.
 //
 // rec.Seq must be zero (the store assigns it), rec.Version zero or 1 (zero is
 // stored as 1) and rec.Time set; otherwise the error wraps store.ErrInvalid.
@@ -296,7 +329,7 @@ func (s *Store) writeBatched(ctx context.Context, effect func(context.Context, *
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.submit(&appendReq{
+	return s.submit(ctx, &appendReq{
 		effect: func(ctx context.Context, tx *sql.Tx, _ uint64) error { return effect(ctx, tx) },
 	}).err
 }
@@ -311,7 +344,7 @@ func (s *Store) appendWith(ctx context.Context, rec *blv1.AuditRecord, effect fu
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), err)
 	}
-	res := s.submit(r)
+	res := s.submit(ctx, r)
 	if res.err != nil {
 		return 0, fmt.Errorf("store: append audit (request %q): %w", rec.GetRequestId(), res.err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -404,5 +405,91 @@ func TestLeadAfterClose(t *testing.T) {
 	}
 	if n := CheckTree(t, s); n != 0 {
 		t.Errorf("the log holds %d records, want none", n)
+	}
+}
+
+// TestQueuedAppendLeavesOnCancel: an append waiting behind the commit in
+// progress fails with its ctx's error when the ctx ends, is not appended,
+// and the appends queued with it commit as before.
+func TestQueuedAppendLeavesOnCancel(t *testing.T) {
+	s, _ := openInternal(t)
+	conn, first := leaderInBegin(t, s)
+	ctx, cancel := context.WithCancel(t.Context())
+	givesUp := make(chan error, 1)
+	go func() { _, err := s.AppendAudit(ctx, internalRec("gives-up")); givesUp <- err }()
+	queued(t, s, 1)
+	type result struct {
+		seq uint64
+		err error
+	}
+	stays := make(chan result, 1)
+	go func() { seq, err := s.AppendAudit(t.Context(), internalRec("stays")); stays <- result{seq, err} }()
+	queued(t, s, 2)
+	cancel()
+	select {
+	case err := <-givesUp:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the append whose ctx ended: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the append whose ctx ended still waits for the commit in progress")
+	}
+	queued(t, s, 1)
+	conn.Close()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if r := <-stays; r.err != nil || r.seq != 2 {
+		t.Errorf("the append queued with it: seq %d, %v; want 2", r.seq, r.err)
+	}
+	if n := CheckTree(t, s); n != 2 {
+		t.Errorf("the log holds %d records, want 2 (the leader's and the one that stayed)", n)
+	}
+}
+
+// TestLeaveHandedTheLead: an append that gives up just after the lead was
+// handed to it passes the lead on, or leaves the store idle when nothing
+// else is queued; one taken into a batch cannot leave.
+func TestLeaveHandedTheLead(t *testing.T) {
+	s, _ := openInternal(t)
+	q := s.seq
+	mk := func() *appendReq { return &appendReq{done: make(chan appendResult, 1)} }
+	handed, next := mk(), mk()
+	q.mu.Lock()
+	q.queue, q.leading = []*appendReq{handed, next}, true
+	handed.done <- appendResult{lead: true}
+	q.mu.Unlock()
+	if !s.leave(handed) {
+		t.Fatal("a queued append could not leave")
+	}
+	select {
+	case r := <-next.done:
+		if !r.lead {
+			t.Errorf("the next append got %+v, want the lead", r)
+		}
+	default:
+		t.Error("the lead was not passed on")
+	}
+	q.mu.Lock()
+	leading, queue := q.leading, slices.Clone(q.queue)
+	q.mu.Unlock()
+	if !leading || len(queue) != 1 || queue[0] != next {
+		t.Errorf("after passing the lead: leading %v, queue %v; want leading, the next append at the front", leading, queue)
+	}
+
+	q.mu.Lock()
+	next.done <- appendResult{lead: true} // as if handed again, with nothing behind it
+	q.mu.Unlock()
+	if !s.leave(next) {
+		t.Fatal("a queued append could not leave")
+	}
+	q.mu.Lock()
+	leading, n := q.leading, len(q.queue)
+	q.mu.Unlock()
+	if leading || n != 0 {
+		t.Errorf("after the last queued append left with the lead: leading %v, %d queued; want idle", leading, n)
+	}
+	if s.leave(mk()) {
+		t.Error("an append not queued (taken into a batch) left")
 	}
 }
