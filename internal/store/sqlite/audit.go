@@ -264,7 +264,8 @@ func (s *Store) lead(self *appendReq) appendResult {
 
 // handOn passes the lead to the first append queued or, when none is or
 // Close has begun, fails those queued and leaves the store idle. q.mu must
-// be held, by the leader that is done.
+// be held, by the holder of the lead: the leader that is done, or an
+// append that gives up just after the lead was handed to it (leave).
 func (q *sequencer) handOn() {
 	if len(q.queue) > 0 && !q.closed {
 		q.queue[0].done <- appendResult{lead: true}

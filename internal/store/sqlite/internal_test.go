@@ -371,6 +371,7 @@ func TestCloseFailsQueuedAppends(t *testing.T) {
 func TestLeadAfterClose(t *testing.T) {
 	s, _ := openInternal(t)
 	q := s.seq
+	idleAtCleanup(t, q)
 	mk := func(id string) *appendReq {
 		r, err := newAppendReq(internalRec(id), nil)
 		if err != nil {
@@ -453,6 +454,7 @@ func TestQueuedAppendLeavesOnCancel(t *testing.T) {
 func TestLeaveHandedTheLead(t *testing.T) {
 	s, _ := openInternal(t)
 	q := s.seq
+	idleAtCleanup(t, q)
 	mk := func() *appendReq { return &appendReq{done: make(chan appendResult, 1)} }
 	handed, next := mk(), mk()
 	q.mu.Lock()
@@ -492,4 +494,41 @@ func TestLeaveHandedTheLead(t *testing.T) {
 	if s.leave(mk()) {
 		t.Error("an append not queued (taken into a batch) left")
 	}
+
+	// Close began: the lead is not passed on, the appends behind fail.
+	handed, behind := mk(), mk()
+	q.mu.Lock()
+	q.queue, q.leading, q.closed = []*appendReq{handed, behind}, true, true
+	handed.done <- appendResult{lead: true}
+	q.mu.Unlock()
+	if !s.leave(handed) {
+		t.Fatal("a queued append could not leave")
+	}
+	select {
+	case r := <-behind.done:
+		if !errors.Is(r.err, errClosed) {
+			t.Errorf("the append behind it after Close began: %+v, want errClosed", r)
+		}
+	default:
+		t.Error("the append behind it got nothing after Close began")
+	}
+	q.mu.Lock()
+	leading = q.leading
+	q.mu.Unlock()
+	if leading {
+		t.Error("after Close began and the lead holder left, the store is still leading")
+	}
+}
+
+// idleAtCleanup leaves q idle before the store's Close (cleanups run last
+// first) in tests that set its state by hand: if one fails with q still
+// leading, Close would otherwise wait for ever instead of the test
+// reporting.
+func idleAtCleanup(t *testing.T, q *sequencer) {
+	t.Cleanup(func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		q.queue, q.leading = nil, false
+		q.idle.Broadcast()
+	})
 }
