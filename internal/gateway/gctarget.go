@@ -31,11 +31,11 @@ func SetGCTarget(percent int) GCTarget {
 		// Reported as the runtime took it, which is not always as
 		// written: it reads a GOGC that is neither a number nor "off"
 		// as 100.
-		p := strconv.Itoa(GCPercent())
-		if p == "-1" {
-			p = "off"
+		in := "off"
+		if p := GCPercent(); p >= 0 {
+			in = strconv.Itoa(p)
 		}
-		return GCTarget{Percent: p, From: "GOGC"}
+		return GCTarget{Percent: in, From: "GOGC"}
 	}
 	if percent < config.MinGCPercent || percent > config.MaxGCPercent {
 		percent = config.DefaultGCPercent

@@ -369,9 +369,7 @@ func TestCloseFailsQueuedAppends(t *testing.T) {
 // and those queued behind it fail with errClosed instead of committing a
 // new batch, and the store is left idle for Close.
 func TestLeadAfterClose(t *testing.T) {
-	s, _ := openInternal(t)
-	q := s.seq
-	idleAtCleanup(t, q)
+	s, q := byHand(t)
 	mk := func(id string) *appendReq {
 		r, err := newAppendReq(internalRec(id), nil)
 		if err != nil {
@@ -390,13 +388,10 @@ func TestLeadAfterClose(t *testing.T) {
 	if !errors.Is(res.err, errClosed) {
 		t.Errorf("the append handed the lead: %+v, want errClosed", res)
 	}
-	select {
-	case r := <-behind.done:
-		if !errors.Is(r.err, errClosed) {
-			t.Errorf("the append queued behind it: %+v, want errClosed", r)
-		}
-	default:
+	if r, ok := received(behind); !ok {
 		t.Error("the append queued behind it got no result")
+	} else if !errors.Is(r.err, errClosed) {
+		t.Errorf("the append queued behind it: %+v, want errClosed", r)
 	}
 	q.mu.Lock()
 	leading, queued := q.leading, len(q.queue)
@@ -452,9 +447,7 @@ func TestQueuedAppendLeavesOnCancel(t *testing.T) {
 // handed to it passes the lead on, or leaves the store idle when nothing
 // else is queued; one taken into a batch cannot leave.
 func TestLeaveHandedTheLead(t *testing.T) {
-	s, _ := openInternal(t)
-	q := s.seq
-	idleAtCleanup(t, q)
+	s, q := byHand(t)
 	mk := func() *appendReq { return &appendReq{done: make(chan appendResult, 1)} }
 	handed, next := mk(), mk()
 	q.mu.Lock()
@@ -464,13 +457,10 @@ func TestLeaveHandedTheLead(t *testing.T) {
 	if !s.leave(handed) {
 		t.Fatal("a queued append could not leave")
 	}
-	select {
-	case r := <-next.done:
-		if !r.lead {
-			t.Errorf("the next append got %+v, want the lead", r)
-		}
-	default:
+	if r, ok := received(next); !ok {
 		t.Error("the lead was not passed on")
+	} else if !r.lead {
+		t.Errorf("the next append got %+v, want the lead", r)
 	}
 	q.mu.Lock()
 	leading, queue := q.leading, slices.Clone(q.queue)
@@ -504,13 +494,10 @@ func TestLeaveHandedTheLead(t *testing.T) {
 	if !s.leave(handed) {
 		t.Fatal("a queued append could not leave")
 	}
-	select {
-	case r := <-behind.done:
-		if !errors.Is(r.err, errClosed) {
-			t.Errorf("the append behind it after Close began: %+v, want errClosed", r)
-		}
-	default:
+	if r, ok := received(behind); !ok {
 		t.Error("the append behind it got nothing after Close began")
+	} else if !errors.Is(r.err, errClosed) {
+		t.Errorf("the append behind it after Close began: %+v, want errClosed", r)
 	}
 	q.mu.Lock()
 	leading = q.leading
@@ -520,15 +507,28 @@ func TestLeaveHandedTheLead(t *testing.T) {
 	}
 }
 
-// idleAtCleanup leaves q idle before the store's Close (cleanups run last
-// first) in tests that set its state by hand: if one fails with q still
-// leading, Close would otherwise wait for ever instead of the test
-// reporting.
-func idleAtCleanup(t *testing.T, q *sequencer) {
+// byHand opens a store for a test that sets its group commit's state by
+// hand, and leaves that state idle before the store's Close (cleanups run
+// last first): if the test fails with the store still leading, Close would
+// otherwise wait for ever instead of the test reporting.
+func byHand(t *testing.T) (*Store, *sequencer) {
+	s, _ := openInternal(t)
+	q := s.seq
 	t.Cleanup(func() {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		q.queue, q.leading = nil, false
 		q.idle.Broadcast()
 	})
+	return s, q
+}
+
+// received is the message waiting for r, if any, without waiting for one.
+func received(r *appendReq) (appendResult, bool) {
+	select {
+	case res := <-r.done:
+		return res, true
+	default:
+		return appendResult{}, false
+	}
 }
