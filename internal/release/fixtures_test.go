@@ -114,7 +114,7 @@ func snapshot(t testing.TB, m proto.Message) proto.Message {
 		t.Fatalf("snapshot: marshal: %v", err)
 	}
 	out := m.ProtoReflect().New().Interface()
-	if err := proto.Unmarshal(b, out); err != nil {
+	if err := (proto.UnmarshalOptions{Resolver: partsTypes}).Unmarshal(b, out); err != nil {
 		t.Fatalf("snapshot: unmarshal: %v", err)
 	}
 	return out

@@ -7,7 +7,11 @@
 //
 //   - The output is built from an empty message, field by field; a field is
 //     copied only when an allow-list path covers it. Nothing is copied and then
-//     removed, so a field the code does not understand stays out.
+//     removed, so a field the code does not understand stays out. A message
+//     field released as it is (nothing masked, pseudonymised or withheld in
+//     it) is copied in one deep copy only after its whole subtree has been
+//     inspected and holds nothing the field-by-field copy would leave out;
+//     otherwise it too is copied field by field.
 //   - Unknown fields (bytes the type does not describe) and extensions are
 //     never copied.
 //   - A masked or pseudonymised field that is not a string (number, bool,
@@ -145,6 +149,12 @@ type Result struct {
 // when rules.Pseudonymize is not: pseudonyms for "" would be shared by every
 // caller whose identity got lost on the way.
 func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (proto.Message, Result, error) {
+	return apply(msg, rules, recipient, p, true)
+}
+
+// apply is Apply; whole=false copies every subtree field by field, which
+// the tests compare the whole copies against.
+func apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer, whole bool) (proto.Message, Result, error) {
 	if msg == nil {
 		return nil, Result{}, errors.New("release: apply: nil message")
 	}
@@ -154,8 +164,8 @@ func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (
 	src := narrowGoodsItems(msg, rules.GoodsItems).ProtoReflect()
 	name := src.Descriptor().FullName()
 	w := walker{
-		paths: map[string]int{},
-		path:  make([]byte, 0, 64), // the deepest path of the shipped types fits
+		at:   &pathNode{released: -1},
+		path: make([]byte, 0, 64), // the deepest path of the shipped types fits
 	}
 	if len(rules.Pseudonymize) > 0 {
 		if p == nil {
@@ -167,6 +177,7 @@ func Apply(msg proto.Message, rules Rules, recipient string, p *Pseudonymizer) (
 		w.pseudonym = p.forRecipient(recipient)
 	}
 
+	w.whole = whole
 	dst := src.New()
 	w.message(src, dst,
 		cursor{n: newTrie(rules.Fields)},
@@ -231,61 +242,86 @@ func (c cursor) live() bool { return c.covered || c.n != nil }
 
 type walker struct {
 	pseudonym func(string) string // nil when the rules pseudonymise nothing
-	// paths maps each leaf path released to its entry in how: one entry
-	// per path, however many list elements released it.
-	paths map[string]int
-	how   []howReleased
-	// path is the dotted path of the field being walked, kept in one
-	// buffer: a path string per leaf and list element was the largest
-	// share of what a release allocated, and a path is only new once.
+	// at is the node of the field being walked in a tree of the paths
+	// walked so far, and path its dotted path, kept in one buffer. A leaf
+	// released in every goods item is the same path each time: finding it
+	// by field index, not by hashing its name, and copying its name only
+	// the first time, is what keeps the walk's cost per list element low.
+	at   *pathNode
 	path []byte
+	// released lists each leaf path released, once, however many list
+	// elements released it.
+	released []releasedPath
+	// whole lets a subtree released as it is be copied in one deep copy
+	// (see wholeField).
+	whole bool
 }
 
-// enter appends name to w.path and returns what to pass to leave.
-func (w *walker) enter(name protoreflect.Name) int {
-	n := len(w.path)
-	if n > 0 {
+// pathNode is one field path walked; kids are indexed by the field's
+// index in its message.
+type pathNode struct {
+	kids     []*pathNode
+	released int // index in walker.released, or -1
+}
+
+// releasedPath says how a leaf path was released.
+type releasedPath struct {
+	path                  string
+	masked, pseudonymized bool
+}
+
+// mark is where enter found the walk, to return to in leave.
+type mark struct {
+	at *pathNode
+	n  int
+}
+
+// enter moves the walk into field fd of the message at the current path.
+func (w *walker) enter(fd protoreflect.FieldDescriptor) mark {
+	m := mark{at: w.at, n: len(w.path)}
+	if m.n > 0 {
 		w.path = append(w.path, '.')
 	}
-	w.path = append(w.path, name...)
-	return n
+	w.path = append(w.path, fd.Name()...)
+	i := fd.Index()
+	if i >= len(w.at.kids) {
+		w.at.kids = append(w.at.kids, make([]*pathNode, i+1-len(w.at.kids))...)
+	}
+	k := w.at.kids[i]
+	if k == nil {
+		k = &pathNode{released: -1}
+		w.at.kids[i] = k
+	}
+	w.at = k
+	return m
 }
 
-func (w *walker) leave(n int) { w.path = w.path[:n] }
+func (w *walker) leave(m mark) { w.at, w.path = m.at, w.path[:m.n] }
 
-// howReleased says how a leaf path was released.
-type howReleased struct{ masked, pseudonymized bool }
-
-// note records that leaf field fd, the one being walked, was released as
-// how says.
-func (w *walker) note(fd protoreflect.FieldDescriptor, how howReleased) {
-	// The lookup converts without allocating; only a new path is copied,
-	// and a top-level field's name is its path.
-	i, ok := w.paths[string(w.path)]
-	if !ok {
-		key := string(fd.Name())
-		if len(w.path) != len(key) {
-			key = string(w.path)
-		}
-		i = len(w.how)
-		w.paths[key] = i
-		w.how = append(w.how, howReleased{})
+// note records that the leaf field being walked was released as masked and
+// pseudonymized say.
+func (w *walker) note(masked, pseudonymized bool) {
+	i := w.at.released
+	if i < 0 {
+		i = len(w.released)
+		w.at.released = i
+		w.released = append(w.released, releasedPath{path: string(w.path)})
 	}
-	h := &w.how[i]
-	h.masked = h.masked || how.masked
-	h.pseudonymized = h.pseudonymized || how.pseudonymized
+	r := &w.released[i]
+	r.masked = r.masked || masked
+	r.pseudonymized = r.pseudonymized || pseudonymized
 }
 
 // result lists the paths noted, each list sorted.
 func (w *walker) result() Result {
 	var r Result
-	for p, i := range w.paths {
-		r.Fields = append(r.Fields, p)
-		if w.how[i].masked {
-			r.Masked = append(r.Masked, p)
+	for _, p := range w.released {
+		r.Fields = append(r.Fields, p.path)
+		if p.masked {
+			r.Masked = append(r.Masked, p.path)
 		}
-		if w.how[i].pseudonymized {
-			r.Pseudonymized = append(r.Pseudonymized, p)
+		if p.pseudonymized {
+			r.Pseudonymized = append(r.Pseudonymized, p.path)
 		}
 	}
 	slices.Sort(r.Fields)
@@ -318,7 +354,12 @@ func (w *walker) message(src, dst protoreflect.Message, allow, mask, pseud, with
 // field releases the part of src's field fd that the cursors, already
 // moved to fd, cover into dst, and reports whether it populated anything.
 func (w *walker) field(src, dst protoreflect.Message, fd protoreflect.FieldDescriptor, a, m, ps, wh cursor) bool {
-	defer w.leave(w.enter(fd.Name()))
+	defer w.leave(w.enter(fd))
+	if w.whole && a.covered && !m.live() && !ps.live() && !wh.live() && isTraversed(fd) {
+		if populated, done := w.wholeField(src, dst, fd); done {
+			return populated
+		}
+	}
 	switch {
 	case isTraversed(fd) && fd.IsList():
 		srcList := src.Get(fd).List()
@@ -349,6 +390,128 @@ func (w *walker) field(src, dst protoreflect.Message, fd protoreflect.FieldDescr
 	default:
 		return w.leaf(src, dst, fd, m.covered, ps.covered)
 	}
+}
+
+// wholeField releases src's message field fd, which the rules release
+// as it is (covered, nothing masked, pseudonymised or withheld beneath it),
+// with one deep copy instead of field by field: in a 10 KB declaration
+// that is most of the walk (its goods items), and a copy through
+// protoreflect boxes every value it sets.
+//
+// The copy must be exactly what the field-by-field walk would build, so
+// it is made only when that is plain from the subtree: no unknown fields
+// and no message type with extension ranges anywhere in it (those stay
+// behind), and no message in it that the walk would leave out for having
+// nothing released (an empty goods item, an empty nested message). The
+// subtree is inspected first, noting its populated leaves; done is false
+// when it does not qualify, and the caller then walks it field by field
+// (which notes the same leaves again). The copy is made by merging a
+// message that holds only fd, aliasing src's value, into dst, whose fd is
+// still unset.
+func (w *walker) wholeField(src, dst protoreflect.Message, fd protoreflect.FieldDescriptor) (populated, done bool) {
+	v := src.Get(fd)
+	if fd.IsList() {
+		l := v.List()
+		for i := range l.Len() {
+			if !w.plain(l.Get(i).Message()) {
+				return false, false
+			}
+		}
+	} else if !w.plain(v.Message()) {
+		return false, false
+	}
+	only := src.New()
+	only.Set(fd, v)
+	proto.Merge(dst.Interface(), only.Interface())
+	return true, true
+}
+
+// plain reports whether m qualifies for a whole copy (see wholeField):
+// it has something released and nothing that the field-by-field walk
+// would drop. It notes the populated leaves on the way.
+func (w *walker) plain(m protoreflect.Message) bool {
+	if !clean(m) {
+		return false
+	}
+	populated := false
+	fds := m.Descriptor().Fields()
+	for i := range fds.Len() {
+		fd := fds.Get(i)
+		if !m.Has(fd) {
+			continue
+		}
+		at := w.enter(fd)
+		ok := true
+		switch {
+		case isTraversed(fd) && fd.IsList():
+			l := m.Get(fd).List()
+			for j := 0; ok && j < l.Len(); j++ {
+				ok = w.plain(l.Get(j).Message())
+			}
+		case isTraversed(fd):
+			ok = w.plain(m.Get(fd).Message())
+		default:
+			if ok = cleanValue(fd, m.Get(fd)); ok {
+				w.note(false, false)
+			}
+		}
+		w.leave(at)
+		if !ok {
+			return false
+		}
+		populated = true
+	}
+	return populated
+}
+
+// clean reports whether m itself holds nothing a copy of its declared
+// fields would leave behind: unknown fields, or extensions, which only a
+// type with extension ranges can have.
+func clean(m protoreflect.Message) bool {
+	return len(m.GetUnknown()) == 0 && m.Descriptor().ExtensionRanges().Len() == 0
+}
+
+// cleanValue reports whether the message values in a leaf field's value
+// (a google.protobuf message, a map's message values, recursively) are
+// all clean. Scalars are.
+func cleanValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	switch {
+	case fd.IsMap():
+		if k := fd.MapValue().Kind(); k != protoreflect.MessageKind && k != protoreflect.GroupKind {
+			return true
+		}
+		ok := true
+		v.Map().Range(func(_ protoreflect.MapKey, e protoreflect.Value) bool {
+			ok = cleanMessage(e.Message())
+			return ok
+		})
+		return ok
+	case fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind:
+		return true
+	case fd.IsList():
+		l := v.List()
+		for i := range l.Len() {
+			if !cleanMessage(l.Get(i).Message()) {
+				return false
+			}
+		}
+		return true
+	default:
+		return cleanMessage(v.Message())
+	}
+}
+
+// cleanMessage reports whether m and every message in it are clean.
+func cleanMessage(m protoreflect.Message) bool {
+	if !clean(m) {
+		return false
+	}
+	ok := true
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		ok = cleanValue(fd, v)
+		return ok
+	})
+	return ok
 }
 
 // leaf releases one covered leaf field of src into dst, transformed as the
@@ -382,7 +545,7 @@ func (w *walker) leaf(src, dst protoreflect.Message, fd protoreflect.FieldDescri
 		return false
 	}
 	dst.Set(fd, v)
-	w.note(fd, howReleased{masked: masked, pseudonymized: pseudonymized && !masked})
+	w.note(masked, pseudonymized && !masked)
 	return true
 }
 
