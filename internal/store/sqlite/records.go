@@ -208,17 +208,9 @@ func chapterOf(hsCode string) (string, bool) {
 // GetDeclaration returns the declaration with the given id, or an error
 // wrapping store.ErrNotFound.
 func (s *Store) GetDeclaration(ctx context.Context, id string) (*blv1.Declaration, error) {
-	var b []byte
-	err := s.reader.QueryRowContext(ctx, "SELECT record FROM declarations WHERE id = ?", id).Scan(&b)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("store: get declaration %q: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get declaration %q: %w", id, err)
-	}
 	d := new(blv1.Declaration)
-	if err := proto.Unmarshal(b, d); err != nil {
-		return nil, fmt.Errorf("store: get declaration %q: unmarshal: %w", id, err)
+	if err := s.getRecord(ctx, "SELECT record FROM declarations WHERE id = ?", id, d); err != nil {
+		return nil, fmt.Errorf("store: get declaration %q: %w", id, err)
 	}
 	return d, nil
 }
@@ -226,19 +218,37 @@ func (s *Store) GetDeclaration(ctx context.Context, id string) (*blv1.Declaratio
 // GetRiskAssessment returns the risk assessment with the given id, or an
 // error wrapping store.ErrNotFound.
 func (s *Store) GetRiskAssessment(ctx context.Context, id string) (*blv1.RiskAssessment, error) {
-	var b []byte
-	err := s.reader.QueryRowContext(ctx, "SELECT record FROM risk_assessments WHERE id = ?", id).Scan(&b)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("store: get risk assessment %q: %w", id, store.ErrNotFound)
-	}
-	if err != nil {
+	r := new(blv1.RiskAssessment)
+	if err := s.getRecord(ctx, "SELECT record FROM risk_assessments WHERE id = ?", id, r); err != nil {
 		return nil, fmt.Errorf("store: get risk assessment %q: %w", id, err)
 	}
-	r := new(blv1.RiskAssessment)
-	if err := proto.Unmarshal(b, r); err != nil {
-		return nil, fmt.Errorf("store: get risk assessment %q: unmarshal: %w", id, err)
-	}
 	return r, nil
+}
+
+// getRecord decodes the one record query selects for id into m. The
+// encoded record is decoded from the driver's own buffer (sql.RawBytes)
+// before the row is closed, not from a copy of it: it can be tens of
+// kilobytes on every exchange.
+func (s *Store) getRecord(ctx context.Context, query, id string, m proto.Message) error {
+	rows, err := s.reader.QueryContext(ctx, query, id)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return store.ErrNotFound
+	}
+	var b sql.RawBytes
+	if err := rows.Scan(&b); err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("unmarshal: %w", err)
+	}
+	return rows.Close()
 }
 
 // SearchDeclarations calls fn for each declaration matching q, ordered by
