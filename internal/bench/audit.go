@@ -227,7 +227,7 @@ func (c *commitCount) phases() string {
 		}
 		return fmt.Sprintf("%.2f", 1000*v)
 	}
-	return fmt.Sprintf("Store's timings (estimates from histograms with √2 steps), p50 / p99 in ms: waiting to be taken into a batch %s / %s (mostly the commit before), building a batch (the writer lock, effects, sequencing, tree hashes, inserts) %s / %s, COMMIT (WAL write and fsync, now and then a checkpoint) %s / %s.",
+	return fmt.Sprintf("Store's timings (estimates from histograms with √2 steps), p50 / p99 in ms: waiting to be taken into a batch %s / %s (mostly the commit before), building a batch (the writer lock, effects, sequencing, tree hashes, inserts) %s / %s, COMMIT (WAL write and fsync) %s / %s.",
 		ms(c.Queue, .5), ms(c.Queue, .99), ms(c.Build, .5), ms(c.Build, .99), ms(c.Sync, .5), ms(c.Sync, .99))
 }
 

@@ -143,7 +143,9 @@ var (
 	descAuditBuild = prometheus.NewDesc("borderlink_audit_build_seconds",
 		"Per audit group commit, the time from taking its appends to COMMIT: waiting for the writer connection and write lock, effects, sequencing, Merkle tree hashes and inserts.", nil, nil)
 	descAuditSync = prometheus.NewDesc("borderlink_audit_sync_seconds",
-		"Per audit group commit, the time COMMIT took: writing the WAL and its fsync, and now and then SQLite's automatic WAL checkpoint (the disk).", nil, nil)
+		"Per audit group commit, the time COMMIT took: writing the WAL and its fsync (the disk); only when the WAL outgrows its backstop, a checkpoint too.", nil, nil)
+	descWALCheckpoints = prometheus.NewDesc("borderlink_store_wal_checkpoints_total",
+		"WAL checkpoints the store ran off the commit path since the gateway started (copying committed pages into the database file), by result: ok, partial (a reader still used older pages; the next one goes on) or failed.", []string{"result"}, nil)
 	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
 		"Split-view incidents of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true): one per way it was detected (directly, or through one witness's gossip), however long the fork lasts. Evidence is never deleted, so this never goes back down: an increase is a new incident; see borderlink audit split-views.", []string{"origin"}, nil)
 	descSplitViewDetections = prometheus.NewDesc("borderlink_audit_split_view_detections",
@@ -163,12 +165,17 @@ type appendStatser interface {
 	AppendStats() store.AppendStats
 }
 
+// walCheckpointer is a store that checkpoints its WAL off the commit path.
+type walCheckpointer interface {
+	WALCheckpoints() store.WALCheckpointStats
+}
+
 // gatewayCollector reads the gateway's state at scrape time.
 type gatewayCollector struct{ g *Gateway }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
-		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descAuditCommits, descAuditAppends, descAuditBatch, descAuditQueue, descAuditBuild, descAuditSync, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descAuditCommits, descAuditAppends, descAuditBatch, descAuditQueue, descAuditBuild, descAuditSync, descWALCheckpoints, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -255,6 +262,13 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- constHistogram(descAuditBatch, bounds, st.BatchSizes[:], float64(st.Appends))
 		for d, l := range map[*prometheus.Desc]store.Latencies{descAuditQueue: st.Queue, descAuditBuild: st.Build, descAuditSync: st.Sync} {
 			ch <- constHistogram(d, store.LatencyBounds[:], l.Counts[:], l.Sum)
+		}
+	}
+
+	if wc, ok := g.opts.Store.(walCheckpointer); ok {
+		st := wc.WALCheckpoints()
+		for result, n := range map[string]uint64{"ok": st.Runs - st.Partial - st.Failed, "partial": st.Partial, "failed": st.Failed} {
+			ch <- prometheus.MustNewConstMetric(descWALCheckpoints, prometheus.CounterValue, float64(n), result)
 		}
 	}
 

@@ -102,6 +102,14 @@ func TestMetrics(t *testing.T) {
 	if sum := metricValue(t, body, "borderlink_audit_sync_seconds_sum"); sum <= 0 {
 		t.Errorf("borderlink_audit_sync_seconds_sum = %v, want > 0", sum)
 	}
+	// WAL checkpoints off the commit path: a series per result, none
+	// failed (whether one has run yet depends on the timing).
+	for _, result := range []string{"ok", "partial", "failed"} {
+		n := metricValue(t, body, `borderlink_store_wal_checkpoints_total{result="`+result+`"}`)
+		if result == "failed" && n != 0 {
+			t.Errorf("%v WAL checkpoints failed", n)
+		}
+	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", body)
 	}

@@ -177,10 +177,23 @@ type AppendStats struct {
 	// running the appends' effects, sequencing, tree hashes and inserts.
 	Build Latencies
 	// Sync is, per commit, the time COMMIT took: writing the WAL and
-	// fsyncing it, and for the commit that fills the WAL past SQLite's
-	// automatic checkpoint threshold, that checkpoint (copying the WAL into
-	// the database file, with its own fsync).
+	// fsyncing it. A store that checkpoints its WAL off the commit path
+	// (sqlite) adds a checkpoint only to a commit that finds the WAL past
+	// its backstop.
 	Sync Latencies
+}
+
+// WALCheckpointStats counts the checkpoints a store with a write-ahead
+// log ran off the commit path (copying committed pages into the database
+// file) since it was opened.
+type WALCheckpointStats struct {
+	// Runs are the checkpoints run, Failed those that returned an error
+	// (the WAL then keeps growing until a later run, or the writer's
+	// backstop, checkpoints it), and Partial those that could not copy the
+	// whole WAL because a reader was still using older pages.
+	Runs, Failed, Partial uint64
+	// LastError is the error of the last run, nil if it succeeded.
+	LastError error
 }
 
 // Sub is the difference s − old: what happened between two readings.

@@ -13,6 +13,9 @@
 //     another process adds makes every later AppendAudit fail.
 //   - Reads use a separate pool of query_only connections and never take the
 //     write lock; WAL lets them run while a write commits.
+//   - WAL checkpoints run on a connection of their own after commits, not
+//     inside them (walcheckpoint.go); the writer checkpoints only past a
+//     backstop.
 //   - Open applies the embedded migrations and refuses a file whose schema is
 //     newer than this binary knows (store.ErrSchemaTooNew).
 //
@@ -52,6 +55,8 @@ type Store struct {
 	// stmts counts statements parsed and reused by both pools'
 	// connections (stmtcache.go).
 	stmts *stmtStats
+	// ckpt checkpoints the WAL off the commit path (walcheckpoint.go).
+	ckpt *walCheckpointer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -107,6 +112,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
+	if s.ckpt, err = startCheckpointer(abs); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store: open %q: %w", path, err)
+	}
 	inserts, err := prepareInserts(ctx, writer)
 	if err != nil {
 		s.Close()
@@ -140,6 +149,9 @@ func openWriter(ctx context.Context, abs string, stats *stmtStats) (*sql.DB, err
 		// record we acknowledged, and for which we may have signed a
 		// receipt, must survive a crash.
 		"synchronous(FULL)",
+		// Checkpoints run off the commit path (walcheckpoint.go); the
+		// writer's own is the backstop.
+		fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages),
 		"foreign_keys(1)",
 		// Statement journals (a multi-row INSERT inside the audit batch's
 		// transaction needs one) in memory, not in a temporary file: they
@@ -202,8 +214,11 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopSequencer()
 		var rerr error
+		if s.ckpt != nil {
+			rerr = s.ckpt.close()
+		}
 		if s.reader != nil {
-			rerr = s.reader.Close()
+			rerr = errors.Join(rerr, s.reader.Close())
 		}
 		// The writer closes last: the last connection to close checkpoints
 		// the WAL into the main file.
