@@ -9,7 +9,7 @@
 //     trail before anything is returned; if the audit write fails the call
 //     fails and nothing is released.
 //   - Nothing leaves the gateway that the policy did not allow: releases are
-//     built field by field by package release from the decision.
+//     built from an empty message by package release from the decision.
 //   - Every allowed answer carries a receipt signed over its audit leaf, and
 //     the consumer side hands on nothing whose receipt does not verify with
 //     the partner's audit key (docs/audit.md).
