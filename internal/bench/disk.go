@@ -31,8 +31,10 @@ type rawFsync struct {
 	timed []time.Duration // per op: the write and fdatasync
 }
 
-// rawFsyncPages is the plain file's size in pages: about the WAL's size
-// at SQLite's default automatic checkpoint (1,000 pages).
+// rawFsyncPages is the plain file's size in pages: about the size a WAL
+// reaches at SQLite's default automatic checkpoint (1,000 pages), the
+// store's writer's; at 500 appends/s the store checkpoints at about half
+// that (store/sqlite walcheckpoint.go).
 const rawFsyncPages = 1024
 
 // rawFsyncPage is one page, the unit SQLite writes its WAL in.

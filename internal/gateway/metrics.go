@@ -143,9 +143,9 @@ var (
 	descAuditBuild = prometheus.NewDesc("borderlink_audit_build_seconds",
 		"Per audit group commit, the time from taking its appends to COMMIT: waiting for the writer connection and write lock, effects, sequencing, Merkle tree hashes and inserts.", nil, nil)
 	descAuditSync = prometheus.NewDesc("borderlink_audit_sync_seconds",
-		"Per audit group commit, the time COMMIT took: writing the WAL and its fsync (the disk); only when the WAL outgrows its backstop, a checkpoint too.", nil, nil)
+		"Per audit group commit, the time COMMIT took: writing the WAL and its fsync (the disk), and under heavy load, for the commit that takes the WAL past 1,000 pages, SQLite's automatic checkpoint.", nil, nil)
 	descWALCheckpoints = prometheus.NewDesc("borderlink_store_wal_checkpoints_total",
-		"WAL checkpoints the store ran off the commit path since the gateway started (copying committed pages into the database file), by result: ok, partial (a reader still used older pages; the next one goes on) or failed.", []string{"result"}, nil)
+		"WAL checkpoints the store ran off the commit path since the gateway started (copying committed pages into the database file; under light load only), by result: ok, partial (a reader still used older pages; run again 200 ms later) or failed (retried with backoff).", []string{"result"}, nil)
 	descSplitViews = prometheus.NewDesc("borderlink_audit_split_views",
 		"Split-view incidents of a partner's audit log whose evidence is kept (two checkpoints it signed that cannot both be true): one per way it was detected (directly, or through one witness's gossip), however long the fork lasts. Evidence is never deleted, so this never goes back down: an increase is a new incident; see borderlink audit split-views.", []string{"origin"}, nil)
 	descSplitViewDetections = prometheus.NewDesc("borderlink_audit_split_view_detections",

@@ -177,9 +177,11 @@ type AppendStats struct {
 	// running the appends' effects, sequencing, tree hashes and inserts.
 	Build Latencies
 	// Sync is, per commit, the time COMMIT took: writing the WAL and
-	// fsyncing it. A store that checkpoints its WAL off the commit path
-	// (sqlite) adds a checkpoint only to a commit that finds the WAL past
-	// its backstop.
+	// fsyncing it, and for a commit that takes the WAL past the automatic
+	// checkpoint threshold, that checkpoint (copying the WAL into the
+	// database file, with its own fsync). The sqlite store runs
+	// checkpoints off the commit path under light load, so that this
+	// happens only under heavy load.
 	Sync Latencies
 }
 
@@ -188,8 +190,8 @@ type AppendStats struct {
 // file) since it was opened.
 type WALCheckpointStats struct {
 	// Runs are the checkpoints run, Failed those that returned an error
-	// (the WAL then keeps growing until a later run, or the writer's
-	// backstop, checkpoints it), and Partial those that could not copy the
+	// (a later run, or the writer's own checkpoint, then copies the WAL),
+	// and Partial those that could not copy the
 	// whole WAL because a reader was still using older pages.
 	Runs, Failed, Partial uint64
 	// LastError is the error of the last run, nil if it succeeded.

@@ -235,7 +235,7 @@ func (s *Store) lead(self *appendReq) appendResult {
 		res, err = s.commitBatch(batch, &t)
 		if err == nil {
 			q.counted(batch, res, t)
-			s.ckpt.committed()
+			s.ckpt.committed(len(batch))
 		}
 	}
 

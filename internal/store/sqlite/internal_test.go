@@ -47,7 +47,7 @@ func TestPragmas(t *testing.T) {
 		{"writer", s.writer, "busy_timeout", "10000"},
 		{"writer", s.writer, "query_only", "0"},
 		{"writer", s.writer, "temp_store", "2"},
-		{"writer", s.writer, "wal_autocheckpoint", strconv.Itoa(backstopPages)},
+		{"writer", s.writer, "wal_autocheckpoint", strconv.Itoa(writerCheckpointPages)},
 		{"reader", s.reader, "journal_mode", "wal"},
 		{"reader", s.reader, "foreign_keys", "1"},
 		{"reader", s.reader, "busy_timeout", "10000"},

@@ -226,9 +226,9 @@ func (s *Store) GetRiskAssessment(ctx context.Context, id string) (*blv1.RiskAss
 }
 
 // getRecord decodes the one record query selects for id into m. The
-// encoded record is decoded from the driver's own buffer (sql.RawBytes)
-// before the row is closed, not from a copy of it: it can be tens of
-// kilobytes on every exchange.
+// encoded record is decoded from the buffer the driver returned
+// (sql.RawBytes) before the row is closed: scanning into a []byte would
+// copy it once more, and it can be tens of kilobytes on every exchange.
 func (s *Store) getRecord(ctx context.Context, query, id string, m proto.Message) error {
 	rows, err := s.reader.QueryContext(ctx, query, id)
 	if err != nil {

@@ -13,9 +13,8 @@
 //     another process adds makes every later AppendAudit fail.
 //   - Reads use a separate pool of query_only connections and never take the
 //     write lock; WAL lets them run while a write commits.
-//   - WAL checkpoints run on a connection of their own after commits, not
-//     inside them (walcheckpoint.go); the writer checkpoints only past a
-//     backstop.
+//   - Under light load WAL checkpoints run on a connection of their own,
+//     not inside a commit (walcheckpoint.go).
 //   - Open applies the embedded migrations and refuses a file whose schema is
 //     newer than this binary knows (store.ErrSchemaTooNew).
 //
@@ -112,7 +111,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	if s.ckpt, err = startCheckpointer(abs); err != nil {
+	if s.ckpt, err = startCheckpointer(ctx, abs); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
@@ -149,9 +148,9 @@ func openWriter(ctx context.Context, abs string, stats *stmtStats) (*sql.DB, err
 		// record we acknowledged, and for which we may have signed a
 		// receipt, must survive a crash.
 		"synchronous(FULL)",
-		// Checkpoints run off the commit path (walcheckpoint.go); the
-		// writer's own is the backstop.
-		fmt.Sprintf("wal_autocheckpoint(%d)", backstopPages),
+		// Under light load checkpoints run off the commit path before the
+		// writer's own threshold (walcheckpoint.go).
+		fmt.Sprintf("wal_autocheckpoint(%d)", writerCheckpointPages),
 		"foreign_keys(1)",
 		// Statement journals (a multi-row INSERT inside the audit batch's
 		// transaction needs one) in memory, not in a temporary file: they
