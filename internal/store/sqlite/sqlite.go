@@ -111,7 +111,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	if s.ckpt, err = startCheckpointer(ctx, abs); err != nil {
+	if s.ckpt, err = startCheckpointer(ctx, abs, checkpointDelay); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/borderlink/borderlink/internal/store"
@@ -24,8 +23,9 @@ import (
 // load (batched commits) it leaves them to the writer: a checkpoint beside
 // the commits slowed every commit's sync (at 20,000 appends/s the p99
 // doubled), while one between two commits only makes the next batch
-// larger. A quiet log is checkpointed checkpointDelay after its last
-// checkpoint. See ADR 0016.
+// larger. Commits are counted in windows (see take); a window short of
+// checkpointCommits ends checkpointDelay after it began, so that a quiet
+// log is checkpointed too. See ADR 0016.
 const (
 	// checkpointCommits commits start a checkpoint when they carried at
 	// most lightBatch appends each on average: at one small record per
@@ -34,8 +34,8 @@ const (
 	// commits leave the checkpoint to the writer (see above).
 	checkpointCommits = 100
 	lightBatch        = 2
-	// checkpointDelay after the last checkpoint, fewer commits start one
-	// too, so that a quiet log's WAL is copied as well.
+	// checkpointDelay after its first commit, a window of fewer commits
+	// ends too, so that a quiet log's WAL is copied as well.
 	checkpointDelay = time.Second
 	// checkpointRetry is the wait before running again a checkpoint that a
 	// reader kept from finishing.
@@ -51,17 +51,26 @@ const (
 // walCheckpointer runs PASSIVE WAL checkpoints on its own connection
 // after the commits that kick it.
 type walCheckpointer struct {
-	db   *sql.DB
-	kick chan struct{} // buffered (1): a kick while one is pending is merged into it
-	// pending counts the commits since the last checkpoint began, and
-	// appends the appends they carried.
-	pending, appends atomic.Int64
-	stop             context.CancelFunc
-	done             chan struct{}
+	db    *sql.DB
+	delay time.Duration // checkpointDelay; tests that count runs set a longer one
+	kick  chan struct{} // buffered (1): a kick while one is pending is merged into it
+	stop  context.CancelFunc
+	done  chan struct{}
 
 	mu    sync.Mutex
+	win   window // the commits since the last checkpoint began, or since heavy load was last seen
 	stats store.WALCheckpointStats
 }
+
+// window counts commits and the appends they carried.
+type window struct {
+	commits, appends int
+	since            time.Time // when the window began
+}
+
+// heavy reports whether the window's commits carried batches: more than
+// lightBatch appends each on average.
+func (w window) heavy() bool { return w.appends > lightBatch*w.commits }
 
 // WALCheckpoints reads the counters of the WAL checkpoints run off the
 // commit path.
@@ -75,8 +84,8 @@ func (s *Store) WALCheckpoints() store.WALCheckpointStats {
 }
 
 // startCheckpointer opens the checkpointer's connection to the file at abs,
-// checks it, and starts it.
-func startCheckpointer(ctx context.Context, abs string) (*walCheckpointer, error) {
+// checks it, and starts it; delay is checkpointDelay but in tests.
+func startCheckpointer(ctx context.Context, abs string, delay time.Duration) (*walCheckpointer, error) {
 	// synchronous=FULL as on the writer: a checkpoint syncs the database
 	// file before it lets the WAL be overwritten, and that sync follows
 	// the setting of the connection that runs it.
@@ -93,25 +102,21 @@ func startCheckpointer(ctx context.Context, abs string) (*walCheckpointer, error
 		return nil, fmt.Errorf("WAL checkpointer: %w", err)
 	}
 	run, cancel := context.WithCancel(context.Background())
-	c := &walCheckpointer{db: db, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
+	c := &walCheckpointer{db: db, delay: delay, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{}),
+		win: window{since: time.Now()}}
 	go c.loop(run)
 	return c, nil
 }
 
-// committed tells the checkpointer that a commit added to the WAL: the
-// first since the last checkpoint arms its delay, the checkpointCommits-th
-// starts it. It never blocks.
+// committed tells the checkpointer that a commit carrying appends appends
+// added to the WAL: the first of a window arms its delay, the
+// checkpointCommits-th ends it. It never blocks.
 func (c *walCheckpointer) committed(appends int) {
-	a := c.appends.Add(int64(appends))
-	n := c.pending.Add(1)
-	if n == checkpointCommits && a > lightBatch*n {
-		// Batched commits: the load is heavy, and the writer's own
-		// checkpoint, between two commits, holds up fewer appends than a
-		// checkpoint beside the commits would slow down.
-		c.pending.Store(0)
-		c.appends.Store(0)
-		return
-	}
+	c.mu.Lock()
+	c.win.commits++
+	c.win.appends += appends
+	n := c.win.commits
+	c.mu.Unlock()
 	if n == 1 || n == checkpointCommits {
 		select {
 		case c.kick <- struct{}{}:
@@ -120,14 +125,37 @@ func (c *walCheckpointer) committed(appends int) {
 	}
 }
 
-// loop runs a checkpoint after checkpointCommits commits, or
-// checkpointDelay after the last one when fewer are pending. A checkpoint
-// that could not finish is run again without waiting for commits: after
-// checkpointRetry when a reader held it up, after a backoff doubling up to
-// maxCheckpointBackoff when it failed.
+// take reports whether a checkpoint is due now: the window is full
+// (checkpointCommits commits) or its delay is over, and its commits were
+// light. It starts a new window when it starts a checkpoint, and when it
+// ends a heavy one without: the writer's own checkpoint, between two
+// commits, holds up fewer appends than one beside the commits would slow
+// down.
+func (c *walCheckpointer) take(delayOver bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.win
+	if w.commits == 0 || w.commits < checkpointCommits && !delayOver {
+		return false
+	}
+	c.win = window{since: time.Now()}
+	return !w.heavy()
+}
+
+// retryNow reports whether a checkpoint left unfinished should be run
+// again now: not while the commits since show heavy load.
+func (c *walCheckpointer) retryNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.win.heavy()
+}
+
+// loop runs a checkpoint when take says one is due. A checkpoint that
+// could not finish is run again without waiting for commits, unless they
+// show heavy load: after checkpointRetry when a reader held it up, after a
+// backoff doubling up to maxCheckpointBackoff when it failed.
 func (c *walCheckpointer) loop(ctx context.Context) {
 	defer close(c.done)
-	last := time.Now()
 	var (
 		wait  time.Duration // before the next run, when again
 		again bool
@@ -137,12 +165,11 @@ func (c *walCheckpointer) loop(ctx context.Context) {
 			if !sleep(ctx, wait) {
 				return
 			}
-		} else if !c.due(ctx, last) {
+			again = c.retryNow()
+		}
+		if !again && !c.due(ctx) {
 			return
 		}
-		c.pending.Store(0)
-		c.appends.Store(0)
-		last = time.Now()
 		var failed bool
 		again, failed = c.run(ctx)
 		switch {
@@ -156,8 +183,8 @@ func (c *walCheckpointer) loop(ctx context.Context) {
 	}
 }
 
-// due waits until a checkpoint is due (see loop); false when ctx ended.
-func (c *walCheckpointer) due(ctx context.Context, last time.Time) bool {
+// due waits until take says a checkpoint is due; false when ctx ended.
+func (c *walCheckpointer) due(ctx context.Context) bool {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -165,10 +192,15 @@ func (c *walCheckpointer) due(ctx context.Context, last time.Time) bool {
 		}
 	}()
 	for {
-		var timeout <-chan time.Time
-		if timer == nil && c.pending.Load() > 0 {
-			timer = time.NewTimer(checkpointDelay - time.Since(last))
+		if timer == nil {
+			c.mu.Lock()
+			w := c.win
+			c.mu.Unlock()
+			if w.commits > 0 {
+				timer = time.NewTimer(c.delay - time.Since(w.since))
+			}
 		}
+		var timeout <-chan time.Time
 		if timer != nil {
 			timeout = timer.C
 		}
@@ -176,13 +208,18 @@ func (c *walCheckpointer) due(ctx context.Context, last time.Time) bool {
 		case <-ctx.Done():
 			return false
 		case <-timeout:
-			if c.pending.Load() > 0 {
+			timer = nil
+			if c.take(true) {
 				return true
 			}
-			timer = nil // heavy commits reset the count (committed)
 		case <-c.kick:
-			if c.pending.Load() >= checkpointCommits {
+			if c.take(false) {
 				return true
+			}
+			// take may have started a new window: time it afresh.
+			if timer != nil {
+				timer.Stop()
+				timer = nil
 			}
 		}
 	}

@@ -3,46 +3,81 @@ package sqlite
 import (
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
 
-// TestWALCheckpointedOffTheCommitPath: under light load (one record per
-// commit) the pages the appends commit reach the database file through
-// the checkpointer.
+// TestWALCheckpointedOffTheCommitPath: a store's appends of one record
+// each are checkpointed by its checkpointer.
 func TestWALCheckpointedOffTheCommitPath(t *testing.T) {
-	s, path := openInternal(t)
-	size := func() int64 {
-		fi, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Size()
-	}
-	before := size()
-	for i := range 400 {
+	s, _ := openInternal(t)
+	for i := range 2 * checkpointCommits {
 		if _, err := s.AppendAudit(t.Context(), internalRec(fmt.Sprintf("%032x", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// 400 appends of one record each write about 2,000 WAL pages: the
-	// checkpointer copies them before the writer's threshold (1,000) is
-	// reached.
-	const grown = 64 << 10
-	deadline := time.Now().Add(10 * time.Second)
-	for size() < before+grown {
-		if time.Now().After(deadline) {
-			t.Fatalf("database file %d bytes after the appends (%d before), want %d more: the WAL was not checkpointed; stats %+v",
-				size(), before, grown, s.WALCheckpoints())
-		}
-		time.Sleep(20 * time.Millisecond)
+	waitFor(t, "a checkpoint", func() bool { return s.WALCheckpoints().Runs > 0 })
+	if st := s.WALCheckpoints(); st.Failed != 0 || st.LastError != nil {
+		t.Errorf("WALCheckpoints() = %+v, want no failure", st)
 	}
-	st := s.WALCheckpoints()
-	if st.Runs == 0 || st.Failed != 0 || st.LastError != nil {
-		t.Errorf("WALCheckpoints() = %+v, want runs and no failure", st)
+}
+
+// TestWhenACheckpointIsDue: a window of checkpointCommits light commits
+// starts a checkpoint at once, a window of heavy ones none, and so does the
+// delay's end (light) or not (heavy). The checkpointers here run beside a
+// store, on its file, and are told of commits by hand.
+func TestWhenACheckpointIsDue(t *testing.T) {
+	_, path := openInternal(t)
+	runs := func(c *walCheckpointer) uint64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.stats.Runs
 	}
-	if limit := uint64(400/checkpointCommits + 2); st.Runs > limit {
-		t.Errorf("%d checkpoints for 400 commits, want at most %d: one per %d commits", st.Runs, limit, checkpointCommits)
+	// settle is long enough for a checkpoint that was started to be
+	// counted on an idle machine; a run seen after it is a wrong one.
+	const settle = 300 * time.Millisecond
+	light := slices.Repeat([]int{1}, checkpointCommits)
+	heavy := slices.Repeat([]int{lightBatch + 1}, checkpointCommits)
+	for _, tc := range []struct {
+		name     string
+		delay    time.Duration
+		phases   [][]int // appends per commit; each phase waits for the window the one before ended
+		wantRuns uint64
+	}{
+		{"light window, full", time.Hour, [][]int{light}, 1},
+		{"light window, not full", time.Hour, [][]int{light[1:]}, 0},
+		{"heavy window, full", time.Hour, [][]int{heavy}, 0},
+		{"heavy, then light window", time.Hour, [][]int{heavy, light}, 1},
+		{"light, delay over", 50 * time.Millisecond, [][]int{{1}}, 1},
+		{"heavy, delay over", 50 * time.Millisecond, [][]int{{lightBatch + 1}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := startCheckpointer(t.Context(), path, tc.delay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.close()
+			for i, phase := range tc.phases {
+				if i > 0 {
+					waitFor(t, "the window to end", func() bool {
+						c.mu.Lock()
+						defer c.mu.Unlock()
+						return c.win.commits == 0
+					})
+				}
+				for _, a := range phase {
+					c.committed(a)
+				}
+			}
+			if tc.wantRuns > 0 {
+				waitFor(t, "the checkpoint", func() bool { return runs(c) >= tc.wantRuns })
+			}
+			time.Sleep(settle)
+			if got := runs(c); got != tc.wantRuns {
+				t.Errorf("%d checkpoints, want %d", got, tc.wantRuns)
+			}
+		})
 	}
 }
 
@@ -70,9 +105,9 @@ func TestPartialCheckpointIsRunAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The 400 commits start two or three checkpoints; more can only be
-	// runs again of a partial one.
-	waitFor(t, "partial checkpoints run again", func() bool { return s.WALCheckpoints().Partial >= 5 })
+	// The 400 commits start four checkpoints, or five with the delay's
+	// end; more can only be runs again of a partial one.
+	waitFor(t, "partial checkpoints run again", func() bool { return s.WALCheckpoints().Partial >= 7 })
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -98,24 +133,6 @@ func waitFor(t *testing.T, what string, done func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// TestHeavyCommitsLeaveTheCheckpointToTheWriter: commits that carry
-// batches start no checkpoint beside the commits; commits of one append
-// each do.
-func TestHeavyCommitsLeaveTheCheckpointToTheWriter(t *testing.T) {
-	s, _ := openInternal(t)
-	for range 3 * checkpointCommits {
-		s.ckpt.committed(lightBatch + 1)
-	}
-	time.Sleep(checkpointDelay + 300*time.Millisecond)
-	if st := s.WALCheckpoints(); st.Runs != 0 {
-		t.Fatalf("WALCheckpoints() = %+v after batched commits, want no run", st)
-	}
-	for range checkpointCommits {
-		s.ckpt.committed(1)
-	}
-	waitFor(t, "checkpoint after light commits", func() bool { return s.WALCheckpoints().Runs > 0 })
 }
 
 // TestCloseStopsTheCheckpointer: Close ends the checkpointer's goroutine,
