@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/borderlink/borderlink/internal/ctxwait"
 	"github.com/borderlink/borderlink/internal/store"
 )
 
@@ -499,20 +500,8 @@ func (p *partner) deliver(ctx context.Context, e store.OutboxEntry) bool {
 			p.log.Warn("note delivery attempt", "message_id", e.MessageID,
 				"err", fmt.Errorf("delivery: note attempt %d on %s: %w", e.Attempts+failures, e.MessageID, nerr))
 		}
-		if !sleep(ctx, wait) {
+		if !ctxwait.Sleep(ctx, wait) {
 			return false
 		}
-	}
-}
-
-// sleep waits d; false if ctx is done first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

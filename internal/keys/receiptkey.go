@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/borderlink/borderlink/internal/audit"
+	"github.com/borderlink/borderlink/internal/ctxwait"
 )
 
 // ReceiptKeys signs live receipts with a short-lived receipt key certified
@@ -102,7 +103,7 @@ func (r *ReceiptKeys) renew(ctx context.Context) {
 		k := r.cur.Load()
 		// Timed on the wall clock, whatever r.now says: a test clock that
 		// stands still must not make this loop spin.
-		if !sleepUntil(ctx, time.Now().Add(r.ttl*2/3)) {
+		if !ctxwait.Until(ctx, time.Now().Add(r.ttl*2/3)) {
 			return
 		}
 		for attempt := 1; ; attempt++ {
@@ -123,7 +124,7 @@ func (r *ReceiptKeys) renew(ctx context.Context) {
 				r.lg.Error("receipt key renewal failed and the key has expired; exchanges fail until a renewal succeeds",
 					"attempt", attempt, "expired", k.Delegation.NotAfter, "error", err)
 			}
-			if !sleepUntil(ctx, time.Now().Add(retryDelay(left, attempt, min(time.Minute, r.ttl/10)))) {
+			if !ctxwait.Until(ctx, time.Now().Add(retryDelay(left, attempt, min(time.Minute, r.ttl/10)))) {
 				return
 			}
 		}

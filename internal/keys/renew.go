@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/borderlink/borderlink/internal/ctxwait"
 	"github.com/borderlink/borderlink/internal/identity"
 )
 
@@ -85,7 +86,7 @@ func RenewingKeyPair(ctx context.Context, issuer CertIssuer, o RenewOptions) (kp
 func renewLoop(ctx context.Context, kp *identity.KeyPair, issuer CertIssuer, o RenewOptions) {
 	for {
 		leaf := kp.Certificate().Leaf
-		if !sleepUntil(ctx, RenewAt(leaf)) {
+		if !ctxwait.Until(ctx, RenewAt(leaf)) {
 			return
 		}
 		for attempt := 1; ; attempt++ {
@@ -112,7 +113,7 @@ func renewLoop(ctx context.Context, kp *identity.KeyPair, issuer CertIssuer, o R
 				o.Logger.Error("certificate renewal failed and the current certificate has expired; peers will refuse this gateway",
 					"attempt", attempt, "expired", leaf.NotAfter, "error", err)
 			}
-			if !sleepUntil(ctx, time.Now().Add(retryDelay(left, attempt, o.MaxRetryDelay))) {
+			if !ctxwait.Until(ctx, time.Now().Add(retryDelay(left, attempt, o.MaxRetryDelay))) {
 				return
 			}
 		}
@@ -129,17 +130,6 @@ func retryDelay(left time.Duration, attempt int, maxDelay time.Duration) time.Du
 	}
 	d := min(time.Second<<min(attempt-1, 10), left/10, maxDelay)
 	return max(d, 100*time.Millisecond)
-}
-
-func sleepUntil(ctx context.Context, t time.Time) bool {
-	timer := time.NewTimer(max(time.Until(t), 0))
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
 }
 
 // ErrCertificate is wrapped when an issued certificate is unusable.

@@ -33,6 +33,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/borderlink/borderlink/internal/ctxwait"
 	"github.com/borderlink/borderlink/internal/keys"
 )
 
@@ -341,26 +342,10 @@ func (c *Client) relogInLoop(ctx context.Context) *vaultapi.Secret {
 		case <-timer.C:
 		case <-c.relogin:
 			timer.Stop()
-			if !sleepCtx(ctx, time.Until(attempt.Add(reloginMinDelay))) {
+			if !ctxwait.Sleep(ctx, time.Until(attempt.Add(reloginMinDelay))) {
 				return nil
 			}
 		}
-	}
-}
-
-// sleepCtx sleeps for d (nothing if d <= 0) and reports whether ctx is
-// still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -161,15 +161,21 @@ func openWriter(ctx context.Context, abs string, stats *stmtStats) (*sql.DB, err
 	if err != nil {
 		return nil, err
 	}
-	writer.SetMaxOpenConns(1)
-	writer.SetMaxIdleConns(1)
-	writer.SetConnMaxLifetime(0)
-	writer.SetConnMaxIdleTime(0)
-	if err := checkDurable(ctx, writer); err != nil {
+	if err := keepOneDurable(ctx, writer); err != nil {
 		writer.Close()
 		return nil, err
 	}
 	return writer, nil
+}
+
+// keepOneDurable makes db a pool of one connection, kept open for good,
+// and checks that it commits durably (checkDurable).
+func keepOneDurable(ctx context.Context, db *sql.DB) error {
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return checkDurable(ctx, db)
 }
 
 // dsn builds a modernc.org/sqlite DSN. The path is percent-encoded in a

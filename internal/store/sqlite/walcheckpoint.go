@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/borderlink/borderlink/internal/ctxwait"
 	"github.com/borderlink/borderlink/internal/store"
 )
 
@@ -93,11 +94,7 @@ func startCheckpointer(ctx context.Context, abs string, delay time.Duration) (*w
 	if err != nil {
 		return nil, err
 	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
-	if err := checkDurable(ctx, db); err != nil {
+	if err := keepOneDurable(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("WAL checkpointer: %w", err)
 	}
@@ -162,7 +159,7 @@ func (c *walCheckpointer) loop(ctx context.Context) {
 	)
 	for {
 		if again {
-			if !sleep(ctx, wait) {
+			if !ctxwait.Sleep(ctx, wait) {
 				return
 			}
 			again = c.retryNow()
@@ -222,18 +219,6 @@ func (c *walCheckpointer) due(ctx context.Context) bool {
 				timer = nil
 			}
 		}
-	}
-}
-
-// sleep waits for d; false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
