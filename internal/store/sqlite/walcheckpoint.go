@@ -25,8 +25,8 @@ import (
 // the commits slowed every commit's sync (at 20,000 appends/s the p99
 // doubled), while one between two commits only makes the next batch
 // larger. Commits are counted in windows (see take); a window short of
-// checkpointCommits ends checkpointDelay after it began, so that a quiet
-// log is checkpointed too. See ADR 0016.
+// checkpointCommits ends checkpointDelay after its first commit, so that
+// a quiet log is checkpointed too. See ADR 0016.
 const (
 	// checkpointCommits commits start a checkpoint when they carried at
 	// most lightBatch appends each on average: at one small record per
@@ -59,14 +59,14 @@ type walCheckpointer struct {
 	done  chan struct{}
 
 	mu    sync.Mutex
-	win   window // the commits since the last checkpoint began, or since heavy load was last seen
+	win   window // the commits since the last window ended, with a checkpoint or (heavy) without
 	stats store.WALCheckpointStats
 }
 
 // window counts commits and the appends they carried.
 type window struct {
 	commits, appends int
-	since            time.Time // when the window began
+	since            time.Time // its first commit
 }
 
 // heavy reports whether the window's commits carried batches: more than
@@ -99,8 +99,7 @@ func startCheckpointer(ctx context.Context, abs string, delay time.Duration) (*w
 		return nil, fmt.Errorf("WAL checkpointer: %w", err)
 	}
 	run, cancel := context.WithCancel(context.Background())
-	c := &walCheckpointer{db: db, delay: delay, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{}),
-		win: window{since: time.Now()}}
+	c := &walCheckpointer{db: db, delay: delay, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
 	go c.loop(run)
 	return c, nil
 }
@@ -110,6 +109,9 @@ func startCheckpointer(ctx context.Context, abs string, delay time.Duration) (*w
 // checkpointCommits-th ends it. It never blocks.
 func (c *walCheckpointer) committed(appends int) {
 	c.mu.Lock()
+	if c.win.commits == 0 {
+		c.win.since = time.Now()
+	}
 	c.win.commits++
 	c.win.appends += appends
 	n := c.win.commits
@@ -135,7 +137,7 @@ func (c *walCheckpointer) take(delayOver bool) bool {
 	if w.commits == 0 || w.commits < checkpointCommits && !delayOver {
 		return false
 	}
-	c.win = window{since: time.Now()}
+	c.win = window{}
 	return !w.heavy()
 }
 
