@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"math"
+	"runtime"
 	rtmetrics "runtime/metrics"
 	"strings"
 	"testing"
@@ -41,12 +42,16 @@ func TestSchedP99s(t *testing.T) {
 		t.Fatalf("runtime/metrics has no %s", schedLatencyMetric)
 	}
 	var p99s []float64
+	// Eight spinning workers on fewer processors wait for one only when
+	// something schedules them: yield after each spin, so that every op
+	// is a wait the runtime can sample (it times one transition in eight).
 	busy := func(context.Context) error {
 		for end := time.Now().Add(200 * time.Microsecond); time.Now().Before(end); {
 		}
+		runtime.Gosched()
 		return nil
 	}
-	loop := schedP99s(closedLoop(8, 50*time.Millisecond, busy), &p99s)
+	loop := schedP99s(closedLoop(8, 100*time.Millisecond, busy), &p99s)
 	loop(context.Background())
 	if len(p99s) != 1 || p99s[0] <= 0 {
 		t.Fatalf("p99s %v, want one > 0", p99s)
