@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/borderlink/borderlink/internal/freeport"
 	"github.com/borderlink/borderlink/internal/policy"
 	"github.com/borderlink/borderlink/policies"
 )
@@ -144,12 +144,10 @@ type opaServer struct {
 }
 
 func startOPAServer(ctx context.Context, bin string, files []string, logFile string) (*opaServer, error) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		return nil, err
 	}
-	addr := lis.Addr().String()
-	lis.Close()
 	args := append([]string{"run", "--server", "--addr", addr, "--log-level", "error", "--disable-telemetry"}, files...)
 	cmd := exec.Command(bin, args...)
 	lf, err := os.Create(logFile)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/cli"
+	"github.com/borderlink/borderlink/internal/freeport"
 	"github.com/borderlink/borderlink/policies"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
@@ -79,13 +80,12 @@ func startCluster(t *testing.T) *cluster {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{nl, sg, "metrics"} {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.addrs[d] = l.Addr().String()
-		l.Close()
+	addrs, err := freeport.Addrs(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range []string{nl, sg, "metrics"} {
+		c.addrs[d] = addrs[i]
 	}
 	c.metrics = c.addrs["metrics"]
 	delete(c.addrs, "metrics")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/cli"
+	"github.com/borderlink/borderlink/internal/freeport"
 	"github.com/borderlink/borderlink/internal/importer"
 	"github.com/borderlink/borderlink/internal/keys/vault/vaulttest"
 	"github.com/borderlink/borderlink/internal/store"
@@ -124,15 +125,11 @@ func startVaultPair(t *testing.T, nlExtra, receiptKeyTTL string) *vaultPair {
 		t.Fatalf("certs dev: %s", stderr)
 	}
 	copyDir(t, "../../policies", filepath.Join(dir, "policies"))
-	addr := map[string]string{}
-	for _, d := range []string{nl, sg} {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr[d] = l.Addr().String()
-		l.Close()
+	addrs, err := freeport.Addrs(2)
+	if err != nil {
+		t.Fatal(err)
 	}
+	addr := map[string]string{nl: addrs[0], sg: addrs[1]}
 	// NL's config needs SG's audit verifier key: make SG's key file now,
 	// as SG's gateway would at first start.
 	sgDir := filepath.Join(dir, sg)
@@ -508,19 +505,12 @@ func TestServeVaultStartFailures(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("vault init-dev: %d %s", code, stderr)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freeport.Addrs(2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := "http://" + l.Addr().String()
-	l.Close()
+	closed, gwAddr := "http://"+addrs[0], addrs[1]
 	copyDir(t, "../../policies", filepath.Join(dir, "policies"))
-	listen, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gwAddr := listen.Addr().String()
-	listen.Close()
 	roleLine := between(snippet, "role_id: ", "\n")
 	if roleLine == "" {
 		t.Fatalf("no role_id in the init-dev snippet:\n%s", snippet)

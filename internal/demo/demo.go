@@ -14,7 +14,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +28,7 @@ import (
 	"github.com/borderlink/borderlink/internal/childproc"
 	"github.com/borderlink/borderlink/internal/client"
 	"github.com/borderlink/borderlink/internal/devca"
+	"github.com/borderlink/borderlink/internal/freeport"
 	"github.com/borderlink/borderlink/internal/gen"
 	"github.com/borderlink/borderlink/internal/importer"
 	"github.com/borderlink/borderlink/policies"
@@ -239,13 +239,13 @@ func countryOf(domain string) string {
 // (the Vault variant) the gateways' keys come from Vault and no key file is
 // written.
 func layout(dir, certDir, policyDir string, vds map[string]*vaultDomain) ([]*node, error) {
+	addrs, err := freeport.Addrs(len(domains))
+	if err != nil {
+		return nil, err
+	}
 	var nodes []*node
-	for _, d := range domains {
-		addr, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		nodes = append(nodes, &node{domain: d, dir: filepath.Join(dir, d), addr: addr})
+	for i, d := range domains {
+		nodes = append(nodes, &node{domain: d, dir: filepath.Join(dir, d), addr: addrs[i]})
 	}
 	if vds != nil {
 		return nodes, layoutVault(nodes, certDir, policyDir, vds)
@@ -328,15 +328,6 @@ func layoutVault(nodes []*node, certDir, policyDir string, vds map[string]*vault
 		}
 	}
 	return nil
-}
-
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func start(ctx context.Context, exe string, n *node) error {

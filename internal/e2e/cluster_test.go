@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 	"github.com/borderlink/borderlink/internal/childproc"
 	"github.com/borderlink/borderlink/internal/client"
 	"github.com/borderlink/borderlink/internal/devca"
+	"github.com/borderlink/borderlink/internal/freeport"
 	"github.com/borderlink/borderlink/internal/importer"
 	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
@@ -174,14 +174,12 @@ func newCluster(t *testing.T) *cluster {
 	}
 	policyDir := filepath.Join(dir, "policies")
 	writePolicies(t, policyDir)
-	for _, d := range domains {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		n := &gw{t: t, c: c, domain: d, dir: filepath.Join(dir, d), addr: addr}
+	addrs, err := freeport.Addrs(len(domains))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range domains {
+		n := &gw{t: t, c: c, domain: d, dir: filepath.Join(dir, d), addr: addrs[i]}
 		n.logPath = filepath.Join(n.dir, "gateway.log")
 		if err := os.MkdirAll(n.dir, 0o700); err != nil {
 			t.Fatal(err)

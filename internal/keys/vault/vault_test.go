@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/borderlink/borderlink/internal/freeport"
 	"github.com/borderlink/borderlink/internal/identity"
 	"github.com/borderlink/borderlink/internal/keys"
 	"github.com/borderlink/borderlink/internal/keys/vault"
@@ -475,12 +475,11 @@ func TestDenied(t *testing.T) {
 // a sealed one fails start-up and makes later calls ErrUnavailable.
 func TestUnavailable(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	free, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := "http://" + l.Addr().String()
-	l.Close()
+	addr := "http://" + free
 	cfg := keys.VaultConfig{Address: addr, Auth: keys.VaultAuth{TokenEnv: "T"}}
 	_, err = vault.New(context.Background(), cfg, vault.Options{Getenv: func(string) string { return "x" }})
 	t.Logf("unreachable: %v", err)

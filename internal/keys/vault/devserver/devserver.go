@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 	"time"
 
 	"github.com/borderlink/borderlink/internal/childproc"
+	"github.com/borderlink/borderlink/internal/freeport"
 )
 
 // DefaultTimeout bounds how long a dev server may take to become healthy
@@ -127,7 +127,7 @@ func Start(ctx context.Context, bin string, o Options) (*Server, error) {
 // server exited before it was healthy, as it does when another process
 // took its port).
 func start(ctx context.Context, bin string, o Options) (s *Server, retry bool, err error) {
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return nil, false, err
 	}
@@ -252,15 +252,6 @@ func (s *Server) Stop() {
 			<-s.done
 		}
 	})
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // keyScanner passes the server's output on to w and picks the unseal key
