@@ -117,7 +117,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("%s: policy.dir %s: %w", cfg.File, cfg.Policy.Dir, err)
 	}
-	st, err := sqlite.Open(ctx, cfg.Store.SQLite.Path)
+	st, err := sqlite.Open(ctx, cfg.Store.SQLite.Path, sqlite.WithLogger(logger.With("component", "store")))
 	if err != nil {
 		return fmt.Errorf("%s: store.sqlite.path: %w", cfg.File, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"path/filepath"
 	"runtime"
@@ -61,10 +62,27 @@ type Store struct {
 	closeErr  error
 }
 
+// Option changes how Open sets up the store.
+type Option func(*options)
+
+type options struct {
+	log *slog.Logger
+}
+
+// WithLogger has the store log what happens off the caller's path (its
+// WAL checkpoints failing and recovering); by default it logs nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.log = l }
+}
+
 // Open opens the database at path, creating the file if needed, and applies
 // pending migrations. The directory must exist. The caller must Close the
 // Store.
-func Open(ctx context.Context, path string) (*Store, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
 		// The store opens two pools on one file; an in-memory database or a
 		// caller-built URI would give each pool a different database or
@@ -111,7 +129,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}
-	if s.ckpt, err = startCheckpointer(ctx, abs, checkpointDelay); err != nil {
+	if s.ckpt, err = startCheckpointer(ctx, abs, checkpointDelay, o.log); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("store: open %q: %w", path, err)
 	}

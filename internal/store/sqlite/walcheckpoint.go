@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -53,6 +54,7 @@ const (
 // after the commits that kick it.
 type walCheckpointer struct {
 	db    *sql.DB
+	log   *slog.Logger
 	delay time.Duration // checkpointDelay; tests that count runs set a longer one
 	kick  chan struct{} // buffered (1): a kick while one is pending is merged into it
 	stop  context.CancelFunc
@@ -61,6 +63,9 @@ type walCheckpointer struct {
 	mu    sync.Mutex
 	win   window // the commits since the last window ended, with a checkpoint or (heavy) without
 	stats store.WALCheckpointStats
+	// failing counts the runs failed in a row: the first is logged, and
+	// the success that ends them.
+	failing uint64
 }
 
 // window counts commits and the appends they carried.
@@ -86,7 +91,7 @@ func (s *Store) WALCheckpoints() store.WALCheckpointStats {
 
 // startCheckpointer opens the checkpointer's connection to the file at abs,
 // checks it, and starts it; delay is checkpointDelay but in tests.
-func startCheckpointer(ctx context.Context, abs string, delay time.Duration) (*walCheckpointer, error) {
+func startCheckpointer(ctx context.Context, abs string, delay time.Duration, log *slog.Logger) (*walCheckpointer, error) {
 	// synchronous=FULL as on the writer: a checkpoint syncs the database
 	// file before it lets the WAL be overwritten, and that sync follows
 	// the setting of the connection that runs it.
@@ -99,7 +104,7 @@ func startCheckpointer(ctx context.Context, abs string, delay time.Duration) (*w
 		return nil, fmt.Errorf("WAL checkpointer: %w", err)
 	}
 	run, cancel := context.WithCancel(context.Background())
-	c := &walCheckpointer{db: db, delay: delay, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
+	c := &walCheckpointer{db: db, log: log, delay: delay, kick: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
 	go c.loop(run)
 	return c, nil
 }
@@ -239,11 +244,22 @@ func (c *walCheckpointer) run(ctx context.Context) (again, failed bool) {
 	defer c.mu.Unlock()
 	c.stats.Runs++
 	c.stats.LastError = nil
-	switch {
-	case err != nil:
+	if err != nil {
 		c.stats.Failed++
 		c.stats.LastError = fmt.Errorf("store: WAL checkpoint: %w", err)
+		if c.failing++; c.failing == 1 {
+			// Nothing is lost: the writer's own checkpoint still runs
+			// inside the commit that takes the WAL past its threshold.
+			c.log.Warn("WAL checkpoint failing; retrying with backoff, commits checkpoint meanwhile",
+				"error", err, "retry_max", maxCheckpointBackoff)
+		}
 		return true, true
+	}
+	if c.failing > 0 {
+		c.log.Info("WAL checkpoint recovered", "failed_runs", c.failing)
+		c.failing = 0
+	}
+	switch {
 	case busy != 0 || copied < log:
 		c.stats.Partial++
 		return true, false

@@ -1,9 +1,13 @@
 package sqlite
 
 import (
+	"bytes"
+	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -53,7 +57,7 @@ func TestWhenACheckpointIsDue(t *testing.T) {
 		{"heavy, delay over", 50 * time.Millisecond, [][]int{{lightBatch + 1}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := startCheckpointer(t.Context(), path, tc.delay)
+			c, err := startCheckpointer(t.Context(), path, tc.delay, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,4 +156,47 @@ func TestCloseStopsTheCheckpointer(t *testing.T) {
 	}
 	s.ckpt.committed(1)
 	s.ckpt.committed(1)
+}
+
+// TestFailingCheckpointIsLogged: the first of a run of failed checkpoints
+// is logged with its error, and so is the success that ends them; the
+// failures between are only counted.
+func TestFailingCheckpointIsLogged(t *testing.T) {
+	_, path := openInternal(t)
+	var logs bytes.Buffer
+	// An hour's delay and no commit: the loop never runs a checkpoint, so
+	// the test's own runs are the only ones and the buffer needs no lock.
+	c, err := startCheckpointer(t.Context(), path, time.Hour, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	good := c.db
+	closed, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+
+	c.db = closed
+	for range 3 {
+		if again, failed := c.run(t.Context()); !again || !failed {
+			t.Fatalf("run on a closed connection = again %v, failed %v; want both", again, failed)
+		}
+	}
+	c.db = good
+	for range 2 {
+		if _, failed := c.run(t.Context()); failed {
+			t.Fatalf("run failed: %v", c.stats.LastError)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 ||
+		!strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], "database is closed") ||
+		!strings.Contains(lines[1], "level=INFO") || !strings.Contains(lines[1], "failed_runs=3") {
+		t.Errorf("log =\n%s\nwant one warning naming the error, then one recovery after 3 failed runs", logs.String())
+	}
+	if st := c.stats; st.Runs != 5 || st.Failed != 3 || st.LastError != nil {
+		t.Errorf("stats = %+v; want 5 runs, 3 failed, no last error", st)
+	}
 }
