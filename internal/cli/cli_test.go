@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -149,8 +151,9 @@ audit:
 		}()
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	// Wait until both listen.
-	for _, a := range c.addrs {
+	// Wait until both listen, and NL's metrics too (bound after its gRPC
+	// listener).
+	for _, a := range append(slices.Collect(maps.Values(c.addrs)), c.metrics) {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			conn, err := net.Dial("tcp", a)

@@ -314,8 +314,10 @@ func (b *syncBuf) String() string {
 // exchanges work again.
 func TestServeVaultSealed(t *testing.T) {
 	// A short receipt key life, so that it expires during the test: renewed
-	// every 4s, so at least 2s are left when the Vault is sealed.
-	p := startVaultPair(t, "audit:\n  checkpoint_interval: 200ms\n", "6s")
+	// every 6s, so at least 3s are left when the Vault is sealed, for the
+	// query (a TLS handshake, a decision and a durable append) under -race
+	// on a loaded machine.
+	p := startVaultPair(t, "audit:\n  checkpoint_interval: 200ms\n", "9s")
 	ctx := context.Background()
 	db := filepath.Join(p.dir, nl, "gateway.db")
 	st, err := sqlite.Open(ctx, db)

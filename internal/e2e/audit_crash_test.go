@@ -138,6 +138,11 @@ func TestProviderKilledDuringExchanges(t *testing.T) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			// While NL is down SG fails fast; a real client backs off
+			// rather than spin, and the attempts it would spin through
+			// while SG reconnects (SG's own backoff reaches 9 s by its
+			// fourth try) could use up the run before the last kill.
+			pause := 25 * time.Millisecond
 			for {
 				i := attempted.Add(1) - 1
 				if i >= int64(total) {
@@ -153,11 +158,11 @@ func TestProviderKilledDuringExchanges(t *testing.T) {
 					st := status.Convert(err)
 					o.code, o.msg = st.Code(), st.Message()
 					outcomes[i] = o
-					// While NL is down SG fails fast; a real system would
-					// not spin either.
-					time.Sleep(25 * time.Millisecond)
+					time.Sleep(pause)
+					pause = min(2*pause, 400*time.Millisecond)
 					continue
 				}
+				pause = 25 * time.Millisecond
 				o.ok, o.code = true, codes.OK
 				o.reqID, o.release = resp.GetRequestId(), resp.GetRelease().GetSha256()
 				if d, derr := release.Digest(resp.GetDeclaration()); derr != nil || d != o.release || resp.GetDeclaration().GetId() != id {

@@ -30,7 +30,6 @@ func TestWatchReloadsAndKeepsOldSetOnError(t *testing.T) {
 	first := e.Revision()
 	done := make(chan error, 1)
 	go func() { done <- e.Watch(ctx, dir, 20*time.Millisecond, nil) }()
-	time.Sleep(100 * time.Millisecond) // let the watcher register
 
 	waitFor := func(what string, ok func(policy.Status) bool) policy.Status {
 		t.Helper()
@@ -45,8 +44,20 @@ func TestWatchReloadsAndKeepsOldSetOnError(t *testing.T) {
 		return policy.Status{}
 	}
 
-	os.WriteFile(file, []byte(strings.Replace(string(agreement), "status: active", "status: suspended", 1)), 0o644)
-	second := waitFor("reload after edit", func(st policy.Status) bool { return st.Revision != first }).Revision
+	// The watcher may not have registered yet when the file is first
+	// written: write it again until a reload is seen.
+	suspended := []byte(strings.Replace(string(agreement), "status: active", "status: suspended", 1))
+	var last time.Time
+	second := waitFor("reload after edit", func(st policy.Status) bool {
+		if st.Revision != first {
+			return true
+		}
+		if time.Since(last) > 250*time.Millisecond {
+			os.WriteFile(file, suspended, 0o644)
+			last = time.Now()
+		}
+		return false
+	}).Revision
 
 	// Replace the whole agreements directory, as a deployment would: later
 	// edits in the new directory must still be seen.
