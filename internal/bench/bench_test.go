@@ -131,3 +131,53 @@ func TestKneeSearch(t *testing.T) {
 		t.Error("failed step without a reason")
 	}
 }
+
+// TestCompareNewAndGone: a result or ratio in only one report is listed
+// as new or gone, not skipped.
+func TestCompareNewAndGone(t *testing.T) {
+	result := func(id string, v float64) *Result {
+		return &Result{ID: id, Median: Stats{Throughput: v}, Spread: map[string]float64{}}
+	}
+	old := &Report{Scenarios: []*Scenario{{
+		Name:    "audit",
+		Results: []*Result{result("audit/kept", 100), result("audit/dropped", 50)},
+		Ratios:  []Ratio{{Name: "kept", Value: 2}, {Name: "dropped", Value: 3, Goal: "≥ 1"}},
+	}}}
+	cur := &Report{Scenarios: []*Scenario{{
+		Name:    "audit",
+		Results: []*Result{result("audit/kept", 100), result("audit/added", 70)},
+		Ratios:  []Ratio{{Name: "kept", Value: 2}, {Name: "added", Value: 4}},
+	}}}
+	var out bytes.Buffer
+	Compare(&out, old, cur)
+	lines := strings.Split(out.String(), "\n")
+	for _, want := range [][]string{
+		{"audit/added", "(new)"},
+		{"audit/dropped", "(gone)"},
+		{"audit: dropped", "3", "(gone)", "≥ 1"},
+		{"audit: added", "–", "4"},
+	} {
+		found := false
+		for _, l := range lines {
+			f := strings.Fields(l)
+			if strings.HasPrefix(strings.TrimSpace(l), want[0]) && len(f) >= len(want) && containsAll(l, want[1:]) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no line with %q in compare output:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "audit/kept\t(gone)") || strings.Count(out.String(), "(gone)") != 2 {
+		t.Errorf("want exactly the dropped result and ratio gone:\n%s", out.String())
+	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -11,7 +11,9 @@ import (
 // Compare prints, for every result present in both reports, each metric's
 // old and new median and the relative change, marking with "!" changes
 // larger than the two results' combined spread (relative), and then the
-// ratios side by side. It returns how many changes were marked.
+// ratios side by side. Results and ratios of only one report are listed as
+// new or gone: a scenario that stopped producing a row must not pass
+// unnoticed. It returns how many changes were marked.
 func Compare(w io.Writer, old, cur *Report) int {
 	fmt.Fprintf(w, "old: %s  %s, %d CPUs, GOMAXPROCS %d, %s\n", old.Date.Format("2006-01-02 15:04"), old.Machine.CPUModel, old.Machine.NumCPU, old.Machine.GOMAXPROCS, old.Machine.GoVersion)
 	fmt.Fprintf(w, "new: %s  %s, %d CPUs, GOMAXPROCS %d, %s\n", cur.Date.Format("2006-01-02 15:04"), cur.Machine.CPUModel, cur.Machine.NumCPU, cur.Machine.GOMAXPROCS, cur.Machine.GoVersion)
@@ -34,6 +36,7 @@ func Compare(w io.Writer, old, cur *Report) int {
 	for _, sc := range cur.Scenarios {
 		for _, r := range sc.Results {
 			o := oldResults[r.ID]
+			delete(oldResults, r.ID)
 			if o == nil {
 				fmt.Fprintf(tw, "%s\t(new)\t\t\t\t\t\t\n", r.ID)
 				continue
@@ -58,6 +61,13 @@ func Compare(w io.Writer, old, cur *Report) int {
 			}
 		}
 	}
+	for _, sc := range old.Scenarios {
+		for _, r := range sc.Results {
+			if oldResults[r.ID] != nil {
+				fmt.Fprintf(tw, "%s\t(gone)\t\t\t\t\t\t\n", r.ID)
+			}
+		}
+	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	oldRatios := map[string]Ratio{}
@@ -71,7 +81,10 @@ func Compare(w io.Writer, old, cur *Report) int {
 	for _, sc := range cur.Scenarios {
 		for _, r := range sc.Ratios {
 			ov, delta, noise, mark := "–", "", "", ""
-			if o, ok := oldRatios[sc.Name+": "+r.Name]; ok {
+			key := sc.Name + ": " + r.Name
+			o, ok := oldRatios[key]
+			delete(oldRatios, key)
+			if ok {
 				ov = fmtNum(o.Value)
 				if o.Value != 0 {
 					d, n := (r.Value-o.Value)/math.Abs(o.Value), o.Spread+r.Spread
@@ -83,6 +96,13 @@ func Compare(w io.Writer, old, cur *Report) int {
 				}
 			}
 			fmt.Fprintf(tw, "%s: %s\t%s\t%s\t%s\t%s\t%s\t%s %s\t\n", sc.Name, r.Name, ov, fmtNum(r.Value), delta, noise, mark, r.Goal, strings.Trim(verdict(r), "*"))
+		}
+	}
+	for _, sc := range old.Scenarios {
+		for _, r := range sc.Ratios {
+			if o, ok := oldRatios[sc.Name+": "+r.Name]; ok {
+				fmt.Fprintf(tw, "%s: %s\t%s\t(gone)\t\t\t\t%s\t\n", sc.Name, r.Name, fmtNum(o.Value), o.Goal)
+			}
 		}
 	}
 	tw.Flush()
