@@ -85,18 +85,25 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 		// SHA-256(""): sign nothing rather than something ambiguous.
 		return nil, fmt.Errorf("audit: checkpoint: log is empty: %w", ErrNoCheckpoint)
 	}
-	last, msg, err := c.store.LatestAuditCheckpoint(ctx)
+	last, prev, err := c.store.LatestAuditCheckpoint(ctx)
+	signedBefore := err == nil
 	switch {
-	case err == nil && last >= size:
-		return msg, nil
-	case err != nil && !errors.Is(err, ErrNoCheckpoint):
+	case signedBefore && last >= size:
+		return prev, nil
+	case !signedBefore && !errors.Is(err, ErrNoCheckpoint):
 		return nil, fmt.Errorf("audit: checkpoint: %w", err)
 	}
-	root, err := tlog.TreeHash(size, HashReader(ctx, c.store))
+	hr := HashReader(ctx, c.store)
+	root, err := tlog.TreeHash(size, hr)
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
 	}
-	msg, err = SignCheckpoint(c.signer, Checkpoint{Origin: c.origin, Size: size, Hash: root})
+	if signedBefore {
+		if err := extends(hr, size, root, last, prev); err != nil {
+			return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
+		}
+	}
+	msg, err := SignCheckpoint(c.signer, Checkpoint{Origin: c.origin, Size: size, Hash: root})
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +111,36 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
 	}
 	return msg, nil
+}
+
+// extends checks that the stored tree of size leaves, with root, extends
+// the one of the checkpoint prev (of size last) signed before, by a
+// consistency proof built from the stored hashes. Whoever can write the
+// database file can rewrite records together with their tree hashes, and
+// the stored hashes would then give a root for a forked history; signing
+// it would put this gateway's name to the fork. Refusing leaves the
+// checkpoint unsigned (logged at every tick) until an operator looks; the
+// checkpoint prev's own signature is not checked: it was made here, and a
+// row someone added in its place only makes the check fail.
+func extends(hr tlog.HashReader, size int64, root tlog.Hash, last int64, prev []byte) error {
+	text, err := CheckpointText(prev)
+	if err == nil {
+		var cp Checkpoint
+		if cp, err = ParseCheckpoint(text); err == nil && cp.Size != last {
+			err = fmt.Errorf("its text says size %d", cp.Size)
+		}
+		if err == nil {
+			var proof tlog.TreeProof
+			if proof, err = tlog.ProveTree(size, last, hr); err == nil {
+				err = tlog.CheckTree(proof, size, root, last, cp.Hash)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("the stored tree does not extend the checkpoint of size %d signed before (%v): "+
+			"the database was modified outside Borderlink; not signing (borderlink audit verify names the first bad index): %w", last, err, ErrVerify)
+	}
+	return nil
 }
 
 // Run signs a checkpoint every interval when the log has grown (and once at

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -132,6 +133,8 @@ var (
 		"1 while a partner's circuit breaker is open or half-open, else 0.", []string{"partner"}, nil)
 	descTreeSize = prometheus.NewDesc("borderlink_audit_records",
 		"Records in the audit log (its tree size).", nil, nil)
+	descCheckpointSize = prometheus.NewDesc("borderlink_audit_checkpoint_records",
+		"Records covered by the latest signed checkpoint of the audit log (0 before the first). Behind borderlink_audit_records for longer than a few checkpoint intervals: checkpoints are not being signed (see the log).", nil, nil)
 	descAuditCommits = prometheus.NewDesc("borderlink_audit_commits_total",
 		"Audit group commits since the gateway started: transactions of the audit log, each one fsync.", nil, nil)
 	descAuditAppends = prometheus.NewDesc("borderlink_audit_appends_total",
@@ -175,7 +178,7 @@ type gatewayCollector struct{ g *Gateway }
 
 func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPolicyInfo, descPolicyAgreements, descPolicyReloadFailing, descPolicyLoaded,
-		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descAuditCommits, descAuditAppends, descAuditBatch, descAuditQueue, descAuditBuild, descAuditSync, descWALCheckpoints, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
+		descPending, descOldest, descSettled, descRetries, descBreaker, descTreeSize, descCheckpointSize, descAuditCommits, descAuditAppends, descAuditBatch, descAuditQueue, descAuditBuild, descAuditSync, descWALCheckpoints, descSplitViews, descSplitViewDetections, descGossipUnproven, descWitnessUnproven, descCertExpiry, descScrapeErrors} {
 		ch <- d
 	}
 }
@@ -246,6 +249,15 @@ func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			failed("audit")
 		} else {
 			gauge(descTreeSize, float64(n))
+		}
+		switch n, _, err := g.alog.store.LatestAuditCheckpoint(ctx); {
+		case errors.Is(err, audit.ErrNoCheckpoint):
+			gauge(descCheckpointSize, 0)
+		case err != nil:
+			g.log.Warn("metrics: audit checkpoint unreadable", "error", err)
+			failed("audit_checkpoint")
+		default:
+			gauge(descCheckpointSize, float64(n))
 		}
 	}
 

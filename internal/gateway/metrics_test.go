@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/store"
 	"github.com/borderlink/borderlink/internal/store/storetest"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
@@ -33,9 +34,22 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cpResp, err := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/auditor/dpa", nil)).GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := audit.OpenCheckpoint([]byte(cpResp.GetCheckpoint()), verifierOf(t, nl))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rec := httptest.NewRecorder()
 	nl.gw.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body := rec.Body.String()
+	// At least the checkpoint just signed, at most the log (the periodic
+	// checkpointer may have signed a later one).
+	if got := metricValue(t, body, "borderlink_audit_checkpoint_records"); got < float64(signed.Size) || got > metricValue(t, body, "borderlink_audit_records") {
+		t.Errorf("borderlink_audit_checkpoint_records = %v; want from %d (the checkpoint just signed) to the log's size", got, signed.Size)
+	}
 	for _, want := range []string{
 		`borderlink_policy_info{revision="sha256:`,
 		"borderlink_policy_reload_failing 0",

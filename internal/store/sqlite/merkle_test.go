@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/audit/audittest"
 	"github.com/borderlink/borderlink/internal/store"
@@ -140,6 +142,99 @@ func TestAuditAppendAfterClose(t *testing.T) {
 	s.Close()
 	if _, err := s.AppendAudit(t.Context(), storetest.AuditRecord("x", 0)); err == nil {
 		t.Fatal("AppendAudit after Close succeeded")
+	}
+}
+
+// TestCheckpointerRefusesAForkedTree: someone who can write the file
+// rewrites an early leaf hash and every stored hash above it, so that the
+// stored tree is a well-formed tree of another history. The gateway's next
+// checkpoint would sign that fork; the checkpointer refuses, naming the
+// checkpoint it does not extend. The untouched log signs on.
+func TestCheckpointerRefusesAForkedTree(t *testing.T) {
+	for _, forged := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forged=%v", forged), func(t *testing.T) {
+			ctx := t.Context()
+			path := filepath.Join(t.TempDir(), "borderlink.db")
+			k := audittest.NewKey(t, testOrigin)
+			appendN := func(s *sqlite.Store, from, n int) {
+				for i := from; i < from+n; i++ {
+					if _, err := s.AppendAudit(ctx, storetest.AuditRecord(fmt.Sprint(i), 0)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			s, err := sqlite.Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendN(s, 0, 10)
+			cp, err := audit.NewCheckpointer(s, k.Signer, testOrigin, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cp.Sign(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The leaf hashes, as stored.
+			leaves := make([]int64, 10)
+			for i := range leaves {
+				leaves[i] = tlog.StoredHashIndex(0, int64(i))
+			}
+			hashes, err := s.ReadAuditHashes(ctx, leaves)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+
+			if forged {
+				hashes[3][0] ^= 1
+				var stored []tlog.Hash
+				hr := tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) {
+					out := make([]tlog.Hash, len(ix))
+					for i, x := range ix {
+						out[i] = stored[x]
+					}
+					return out, nil
+				})
+				for i, h := range hashes {
+					more, err := tlog.StoredHashesForRecordHash(int64(i), h, hr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					stored = append(stored, more...)
+				}
+				db := rawDB(t, path)
+				if _, err := db.Exec("DROP TRIGGER audit_hashes_no_update"); err != nil {
+					t.Fatal(err)
+				}
+				for id, h := range stored {
+					if _, err := db.Exec("UPDATE audit_hashes SET hash = ? WHERE id = ?", h[:], id); err != nil {
+						t.Fatal(err)
+					}
+				}
+				db.Close()
+			}
+
+			s = openTemp(t, path)
+			appendN(s, 10, 3)
+			if cp, err = audit.NewCheckpointer(s, k.Signer, testOrigin, nil); err != nil {
+				t.Fatal(err)
+			}
+			msg, err := cp.Sign(ctx)
+			if !forged {
+				if c, err := audit.OpenCheckpoint(msg, k.Verifier); err != nil || c.Size != 13 {
+					t.Fatalf("checkpoint after more appends = %+v, %v; want size 13", c, err)
+				}
+				return
+			}
+			if !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), "does not extend the checkpoint of size 10") ||
+				!strings.Contains(err.Error(), "modified outside Borderlink") {
+				t.Fatalf("Sign over a forked tree = %q, %v; want ErrVerify naming the checkpoint of size 10", msg, err)
+			}
+			if size, _, err := s.LatestAuditCheckpoint(ctx); err != nil || size != 10 {
+				t.Errorf("latest checkpoint size %d, %v; want still 10", size, err)
+			}
+		})
 	}
 }
 
