@@ -53,6 +53,9 @@ type Checkpointer struct {
 	now    func() time.Time
 
 	mu sync.Mutex
+	// signed is the last checkpoint this Checkpointer signed (zero before
+	// the first): an anchor the database file cannot change.
+	signed Checkpoint
 }
 
 // NewCheckpointer returns a Checkpointer for the log of origin. The
@@ -85,6 +88,10 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 		// SHA-256(""): sign nothing rather than something ambiguous.
 		return nil, fmt.Errorf("audit: checkpoint: log is empty: %w", ErrNoCheckpoint)
 	}
+	if size < c.signed.Size {
+		return nil, fmt.Errorf("audit: checkpoint: the log has %d records, fewer than the checkpoint of size %d signed before: "+
+			"the database was modified outside Borderlink: %w", size, c.signed.Size, ErrVerify)
+	}
 	last, prev, err := c.store.LatestAuditCheckpoint(ctx)
 	signedBefore := err == nil
 	switch {
@@ -98,47 +105,75 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
 	}
+	// The tree must extend the latest stored checkpoint and the one this
+	// Checkpointer signed last, which are the same unless checkpoints were
+	// removed or added outside Borderlink (see extends).
+	var anchors []Checkpoint
 	if signedBefore {
-		if err := extends(hr, size, root, last, prev); err != nil {
+		cp, err := storedCheckpoint(prev, last)
+		if err != nil {
+			return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
+		}
+		anchors = append(anchors, cp)
+	}
+	if c.signed.Size > 0 && (len(anchors) == 0 || anchors[0] != c.signed) {
+		anchors = append(anchors, c.signed)
+	}
+	for _, a := range anchors {
+		if err := extends(hr, size, root, a); err != nil {
 			return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
 		}
 	}
-	msg, err := SignCheckpoint(c.signer, Checkpoint{Origin: c.origin, Size: size, Hash: root})
+	cp := Checkpoint{Origin: c.origin, Size: size, Hash: root}
+	msg, err := SignCheckpoint(c.signer, cp)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.store.PutAuditCheckpoint(ctx, size, msg, c.now()); err != nil {
 		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
 	}
+	c.signed = cp
 	return msg, nil
 }
 
-// extends checks that the stored tree of size leaves, with root, extends
-// the one of the checkpoint prev (of size last) signed before, by a
-// consistency proof built from the stored hashes. Whoever can write the
-// database file can rewrite records together with their tree hashes, and
-// the stored hashes would then give a root for a forked history; signing
-// it would put this gateway's name to the fork. Refusing leaves the
-// checkpoint unsigned (logged at every tick) until an operator looks; the
-// checkpoint prev's own signature is not checked: it was made here, and a
-// row someone added in its place only makes the check fail.
-func extends(hr tlog.HashReader, size int64, root tlog.Hash, last int64, prev []byte) error {
-	text, err := CheckpointText(prev)
+// storedCheckpoint parses the stored checkpoint msg of size last. Its
+// signature is not checked: the gateway may not hold the key it was signed
+// with (before a key rotation), and whoever could add a row in its place
+// could as well delete the rows, leaving nothing to compare with.
+func storedCheckpoint(msg []byte, last int64) (Checkpoint, error) {
+	text, err := CheckpointText(msg)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("latest stored checkpoint (size %d): %w", last, err)
+	}
+	cp, err := ParseCheckpoint(text)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("latest stored checkpoint (size %d): %w", last, err)
+	}
+	if cp.Size != last {
+		return Checkpoint{}, fmt.Errorf("latest stored checkpoint is stored as size %d but says %d: "+
+			"the database was modified outside Borderlink: %w", last, cp.Size, ErrVerify)
+	}
+	return cp, nil
+}
+
+// extends checks, by a consistency proof built from the stored hashes,
+// that the stored tree of size leaves, with root, extends the checkpoint
+// prev signed before. Whoever can write the database file can rewrite
+// records together with their tree hashes, and the stored hashes then give
+// the root of a forked history; signing it would put this gateway's name
+// to the fork. Refusing leaves the log unsigned (logged at every tick)
+// until an operator looks. What this cannot catch: a rewrite made while
+// the gateway was down together with the removal or replacement of the
+// stored checkpoints. Partners' witnesses and auditors' saved checkpoints
+// catch that (ADR 0017).
+func extends(hr tlog.HashReader, size int64, root tlog.Hash, prev Checkpoint) error {
+	proof, err := tlog.ProveTree(size, prev.Size, hr)
 	if err == nil {
-		var cp Checkpoint
-		if cp, err = ParseCheckpoint(text); err == nil && cp.Size != last {
-			err = fmt.Errorf("its text says size %d", cp.Size)
-		}
-		if err == nil {
-			var proof tlog.TreeProof
-			if proof, err = tlog.ProveTree(size, last, hr); err == nil {
-				err = tlog.CheckTree(proof, size, root, last, cp.Hash)
-			}
-		}
+		err = tlog.CheckTree(proof, size, root, prev.Size, prev.Hash)
 	}
 	if err != nil {
 		return fmt.Errorf("the stored tree does not extend the checkpoint of size %d signed before (%v): "+
-			"the database was modified outside Borderlink; not signing (borderlink audit verify names the first bad index): %w", last, err, ErrVerify)
+			"the database was modified outside Borderlink; not signing (borderlink audit verify names the first bad index): %w", prev.Size, err, ErrVerify)
 	}
 	return nil
 }

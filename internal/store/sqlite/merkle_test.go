@@ -149,10 +149,25 @@ func TestAuditAppendAfterClose(t *testing.T) {
 // rewrites an early leaf hash and every stored hash above it, so that the
 // stored tree is a well-formed tree of another history. The gateway's next
 // checkpoint would sign that fork; the checkpointer refuses, naming the
-// checkpoint it does not extend. The untouched log signs on.
+// checkpoint it does not extend: the stored one, or, when the stored
+// checkpoints were deleted too, the one it signed itself before. The
+// untouched log signs on.
 func TestCheckpointerRefusesAForkedTree(t *testing.T) {
-	for _, forged := range []bool{false, true} {
-		t.Run(fmt.Sprintf("forged=%v", forged), func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// forge rewrites the tree; dropCheckpoints deletes the stored
+		// checkpoints as well; sameCheckpointer keeps the Checkpointer
+		// that signed before (a running gateway) instead of a new one.
+		forge, dropCheckpoints, sameCheckpointer bool
+		want                                    string
+	}{
+		{name: "untouched"},
+		{name: "untouched, same checkpointer", sameCheckpointer: true},
+		{name: "forged", forge: true, want: "does not extend the checkpoint of size 10"},
+		{name: "forged, same checkpointer", forge: true, sameCheckpointer: true, want: "does not extend the checkpoint of size 10"},
+		{name: "forged, checkpoints deleted, same checkpointer", forge: true, dropCheckpoints: true, sameCheckpointer: true, want: "does not extend the checkpoint of size 10"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			path := filepath.Join(t.TempDir(), "borderlink.db")
 			k := audittest.NewKey(t, testOrigin)
@@ -168,14 +183,16 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 				t.Fatal(err)
 			}
 			appendN(s, 0, 10)
-			cp, err := audit.NewCheckpointer(s, k.Signer, testOrigin, nil)
+			// The Checkpointer reads the store through ls, so that a kept
+			// one reads the reopened store.
+			ls := &swappable{Store: s}
+			cp, err := audit.NewCheckpointer(ls, k.Signer, testOrigin, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := cp.Sign(ctx); err != nil {
 				t.Fatal(err)
 			}
-			// The leaf hashes, as stored.
 			leaves := make([]int64, 10)
 			for i := range leaves {
 				leaves[i] = tlog.StoredHashIndex(0, int64(i))
@@ -186,7 +203,8 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 			}
 			s.Close()
 
-			if forged {
+			db := rawDB(t, path)
+			if tc.forge {
 				hashes[3][0] ^= 1
 				var stored []tlog.Hash
 				hr := tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) {
@@ -203,7 +221,6 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 					}
 					stored = append(stored, more...)
 				}
-				db := rawDB(t, path)
 				if _, err := db.Exec("DROP TRIGGER audit_hashes_no_update"); err != nil {
 					t.Fatal(err)
 				}
@@ -212,31 +229,45 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				db.Close()
 			}
+			if tc.dropCheckpoints {
+				for _, stmt := range []string{"DROP TRIGGER audit_checkpoints_no_delete", "DELETE FROM audit_checkpoints"} {
+					if _, err := db.Exec(stmt); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			db.Close()
 
 			s = openTemp(t, path)
+			ls.Store = s
 			appendN(s, 10, 3)
-			if cp, err = audit.NewCheckpointer(s, k.Signer, testOrigin, nil); err != nil {
-				t.Fatal(err)
+			if !tc.sameCheckpointer {
+				if cp, err = audit.NewCheckpointer(ls, k.Signer, testOrigin, nil); err != nil {
+					t.Fatal(err)
+				}
 			}
 			msg, err := cp.Sign(ctx)
-			if !forged {
+			if tc.want == "" {
 				if c, err := audit.OpenCheckpoint(msg, k.Verifier); err != nil || c.Size != 13 {
 					t.Fatalf("checkpoint after more appends = %+v, %v; want size 13", c, err)
 				}
 				return
 			}
-			if !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), "does not extend the checkpoint of size 10") ||
+			if !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), tc.want) ||
 				!strings.Contains(err.Error(), "modified outside Borderlink") {
-				t.Fatalf("Sign over a forked tree = %q, %v; want ErrVerify naming the checkpoint of size 10", msg, err)
+				t.Fatalf("Sign over a forked tree = %q, %v; want ErrVerify saying %q", msg, err, tc.want)
 			}
-			if size, _, err := s.LatestAuditCheckpoint(ctx); err != nil || size != 10 {
-				t.Errorf("latest checkpoint size %d, %v; want still 10", size, err)
+			if size, _, err := s.LatestAuditCheckpoint(ctx); tc.dropCheckpoints && !errors.Is(err, audit.ErrNoCheckpoint) || !tc.dropCheckpoints && (err != nil || size != 10) {
+				t.Errorf("latest checkpoint size %d, %v; want none signed since", size, err)
 			}
 		})
 	}
 }
+
+// swappable is a *sqlite.Store that a test can replace under a
+// Checkpointer, as a restart of the store beneath a running gateway.
+type swappable struct{ *sqlite.Store }
 
 // TestAuditHashesCheckedAtOpen: the tree hashes have no per-row gapless
 // trigger (migration 0006); a hash added by another writer of the file,
