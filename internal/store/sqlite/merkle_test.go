@@ -159,7 +159,7 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 		// checkpoints as well; sameCheckpointer keeps the Checkpointer
 		// that signed before (a running gateway) instead of a new one.
 		forge, dropCheckpoints, sameCheckpointer bool
-		want                                    string
+		want                                     string
 	}{
 		{name: "untouched"},
 		{name: "untouched, same checkpointer", sameCheckpointer: true},
