@@ -53,9 +53,11 @@ type Checkpointer struct {
 	now    func() time.Time
 
 	mu sync.Mutex
-	// signed is the last checkpoint this Checkpointer signed (zero before
-	// the first): an anchor the database file cannot change.
-	signed Checkpoint
+	// anchor is the latest checkpoint this Checkpointer signed or, before
+	// it signed one, the first it found stored (zero before either): held
+	// in memory, so that changes to the stored checkpoints made behind a
+	// running gateway cannot remove it.
+	anchor Checkpoint
 }
 
 // NewCheckpointer returns a Checkpointer for the log of origin. The
@@ -88,36 +90,41 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 		// SHA-256(""): sign nothing rather than something ambiguous.
 		return nil, fmt.Errorf("audit: checkpoint: log is empty: %w", ErrNoCheckpoint)
 	}
-	if size < c.signed.Size {
-		return nil, fmt.Errorf("audit: checkpoint: the log has %d records, fewer than the checkpoint of size %d signed before: "+
-			"the database was modified outside Borderlink: %w", size, c.signed.Size, ErrVerify)
-	}
 	last, prev, err := c.store.LatestAuditCheckpoint(ctx)
-	signedBefore := err == nil
-	switch {
-	case signedBefore && last >= size:
-		return prev, nil
-	case !signedBefore && !errors.Is(err, ErrNoCheckpoint):
+	stored := err == nil
+	if !stored && !errors.Is(err, ErrNoCheckpoint) {
 		return nil, fmt.Errorf("audit: checkpoint: %w", err)
+	}
+	var latest Checkpoint
+	if stored {
+		if latest, err = storedCheckpoint(prev, last); err != nil {
+			return nil, fmt.Errorf("audit: checkpoint: %w", err)
+		}
+		if c.anchor.Size == 0 {
+			c.anchor = latest
+		}
+		if last >= size {
+			return prev, nil
+		}
+	}
+	if size < c.anchor.Size {
+		return nil, fmt.Errorf("audit: checkpoint: the log has %d records, fewer than the checkpoint of size %d signed before: "+
+			"the database was modified outside Borderlink: %w", size, c.anchor.Size, ErrVerify)
 	}
 	hr := HashReader(ctx, c.store)
 	root, err := tlog.TreeHash(size, hr)
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
 	}
-	// The tree must extend the latest stored checkpoint and the one this
-	// Checkpointer signed last, which are the same unless checkpoints were
-	// removed or added outside Borderlink (see extends).
+	// The tree must extend the latest stored checkpoint and the anchor,
+	// which are the same unless stored checkpoints were removed or added
+	// outside Borderlink (see extends).
 	var anchors []Checkpoint
-	if signedBefore {
-		cp, err := storedCheckpoint(prev, last)
-		if err != nil {
-			return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
-		}
-		anchors = append(anchors, cp)
+	if stored {
+		anchors = append(anchors, latest)
 	}
-	if c.signed.Size > 0 && (len(anchors) == 0 || anchors[0] != c.signed) {
-		anchors = append(anchors, c.signed)
+	if c.anchor.Size > 0 && (!stored || c.anchor != latest) {
+		anchors = append(anchors, c.anchor)
 	}
 	for _, a := range anchors {
 		if err := extends(hr, size, root, a); err != nil {
@@ -132,26 +139,26 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 	if err := c.store.PutAuditCheckpoint(ctx, size, msg, c.now()); err != nil {
 		return nil, fmt.Errorf("audit: checkpoint size %d: %w", size, err)
 	}
-	c.signed = cp
+	c.anchor = cp
 	return msg, nil
 }
 
 // storedCheckpoint parses the stored checkpoint msg of size last. Its
 // signature is not checked: the gateway may not hold the key it was signed
 // with (before a key rotation), and whoever could add a row in its place
-// could as well delete the rows, leaving nothing to compare with.
+// could as well delete the rows, leaving nothing to compare with (ADR 0017).
 func storedCheckpoint(msg []byte, last int64) (Checkpoint, error) {
 	text, err := CheckpointText(msg)
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("latest stored checkpoint (size %d): %w", last, err)
+	var cp Checkpoint
+	if err == nil {
+		cp, err = ParseCheckpoint(text)
 	}
-	cp, err := ParseCheckpoint(text)
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("latest stored checkpoint (size %d): %w", last, err)
+	if err == nil && cp.Size != last {
+		err = fmt.Errorf("it says size %d", cp.Size)
 	}
-	if cp.Size != last {
-		return Checkpoint{}, fmt.Errorf("latest stored checkpoint is stored as size %d but says %d: "+
-			"the database was modified outside Borderlink: %w", last, cp.Size, ErrVerify)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("latest stored checkpoint (size %d) is malformed (%v): "+
+			"the database was modified outside Borderlink or is corrupt: %w", last, err, ErrVerify)
 	}
 	return cp, nil
 }
@@ -161,19 +168,21 @@ func storedCheckpoint(msg []byte, last int64) (Checkpoint, error) {
 // prev signed before. Whoever can write the database file can rewrite
 // records together with their tree hashes, and the stored hashes then give
 // the root of a forked history; signing it would put this gateway's name
-// to the fork. Refusing leaves the log unsigned (logged at every tick)
-// until an operator looks. What this cannot catch: a rewrite made while
-// the gateway was down together with the removal or replacement of the
-// stored checkpoints. Partners' witnesses and auditors' saved checkpoints
-// catch that (ADR 0017).
+// to the fork. Refusing leaves the log unsigned until an operator looks.
+// What this cannot catch: a rewrite made while the gateway was down
+// together with the removal or replacement of the stored checkpoints;
+// partners' witnesses and auditors' saved checkpoints catch that (ADR
+// 0017).
 func extends(hr tlog.HashReader, size int64, root tlog.Hash, prev Checkpoint) error {
 	proof, err := tlog.ProveTree(size, prev.Size, hr)
-	if err == nil {
-		err = tlog.CheckTree(proof, size, root, prev.Size, prev.Hash)
-	}
 	if err != nil {
+		// Reading the store failed: no evidence either way.
+		return fmt.Errorf("consistency proof from size %d: %w", prev.Size, err)
+	}
+	if err := tlog.CheckTree(proof, size, root, prev.Size, prev.Hash); err != nil {
 		return fmt.Errorf("the stored tree does not extend the checkpoint of size %d signed before (%v): "+
-			"the database was modified outside Borderlink; not signing (borderlink audit verify names the first bad index): %w", prev.Size, err, ErrVerify)
+			"the database was modified outside Borderlink or is corrupt; not signing. "+
+			"Export the log and run borderlink audit verify, which checks the records themselves (docs/audit.md): %w", prev.Size, err, ErrVerify)
 	}
 	return nil
 }

@@ -12,8 +12,8 @@ import (
 // old and new median and the relative change, marking with "!" changes
 // larger than the two results' combined spread (relative), and then the
 // ratios side by side. Results and ratios of only one report are listed as
-// new or gone: a scenario that stopped producing a row must not pass
-// unnoticed. It returns how many changes were marked.
+// new or gone; gone ones are marked too: a scenario that stopped producing
+// a row must not pass unnoticed. It returns how many rows were marked.
 func Compare(w io.Writer, old, cur *Report) int {
 	fmt.Fprintf(w, "old: %s  %s, %d CPUs, GOMAXPROCS %d, %s\n", old.Date.Format("2006-01-02 15:04"), old.Machine.CPUModel, old.Machine.NumCPU, old.Machine.GOMAXPROCS, old.Machine.GoVersion)
 	fmt.Fprintf(w, "new: %s  %s, %d CPUs, GOMAXPROCS %d, %s\n", cur.Date.Format("2006-01-02 15:04"), cur.Machine.CPUModel, cur.Machine.NumCPU, cur.Machine.GOMAXPROCS, cur.Machine.GoVersion)
@@ -64,7 +64,8 @@ func Compare(w io.Writer, old, cur *Report) int {
 	for _, sc := range old.Scenarios {
 		for _, r := range sc.Results {
 			if oldResults[r.ID] != nil {
-				fmt.Fprintf(tw, "%s\t(gone)\t\t\t\t\t\t\n", r.ID)
+				fmt.Fprintf(tw, "%s\t(gone)\t\t\t\t\t!\t\n", r.ID)
+				marked++
 			}
 		}
 	}
@@ -101,12 +102,13 @@ func Compare(w io.Writer, old, cur *Report) int {
 	for _, sc := range old.Scenarios {
 		for _, r := range sc.Ratios {
 			if o, ok := oldRatios[sc.Name+": "+r.Name]; ok {
-				fmt.Fprintf(tw, "%s: %s\t%s\t(gone)\t\t\t\t%s\t\n", sc.Name, r.Name, fmtNum(o.Value), o.Goal)
+				fmt.Fprintf(tw, "%s: %s\t%s\t(gone)\t\t\t!\t%s\t\n", sc.Name, r.Name, fmtNum(o.Value), o.Goal)
+				marked++
 			}
 		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\n%d change(s) beyond the combined spread are marked !\n", marked)
+	fmt.Fprintf(w, "\n%d row(s) marked !: changes beyond the combined spread, and rows gone\n", marked)
 	return marked
 }
 

@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/config"
@@ -515,6 +517,11 @@ const leavesPage = 10000
 // from lv.Start() on.
 func verifyOnline(ctx context.Context, c blv1.AuditClient, lv *audit.LogVerifier, signNow, tiles bool) (audit.LogResult, error) {
 	cp, err := c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: signNow})
+	if status.Code(err) == codes.DataLoss {
+		// The gateway refused to sign: its stored log failed the check it
+		// makes first (ADR 0017): the log does not verify.
+		return audit.LogResult{}, fmt.Errorf("the gateway refused to sign a checkpoint: %s: %w", status.Convert(err).Message(), audit.ErrVerify)
+	}
 	if err != nil {
 		return audit.LogResult{}, err
 	}

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"database/sql"
 	"net"
 	"strings"
 	"sync"
@@ -732,5 +733,44 @@ func TestCosignatureAfterWitnessKeyRotation(t *testing.T) {
 			t.Fatalf("nl's latest checkpoint not cosigned with sg's current key after 10s:\n%s", msg)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSignNowRefusesATamperedLog: an auditor's sign_now on a log whose
+// stored checkpoint was altered outside Borderlink gets DATA_LOSS naming the
+// problem (ADR 0017), not a new checkpoint and not an opaque INTERNAL.
+func TestSignNowRefusesATamperedLog(t *testing.T) {
+	f := startFederation(t, func(d string, o *gateway.Options) {
+		if d == nlDomain {
+			o.Audit.CheckpointInterval = time.Hour
+		}
+	})
+	ctx := context.Background()
+	nl := f.nodes[nlDomain]
+	exchange := func() {
+		t.Helper()
+		if _, err := f.local(t, sgDomain).GetPartnerDeclaration(ctx, &blv1.GetPartnerDeclarationRequest{Partner: nlDomain, Id: "NL-1", Purpose: "risk-assessment"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	auditor := blv1.NewAuditClient(f.conn(t, nlDomain, "spiffe://nl.customs.example/auditor/dpa", nil))
+	exchange()
+	if _, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", nl.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, stmt := range []string{"DROP TRIGGER audit_checkpoints_no_update", "UPDATE audit_checkpoints SET note = CAST('garbage' AS BLOB)"} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	exchange()
+	_, err = auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true})
+	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), "malformed") || !strings.Contains(err.Error(), "modified outside Borderlink") {
+		t.Fatalf("sign_now over a tampered log: %v; want DATA_LOSS saying the stored checkpoint is malformed", err)
 	}
 }

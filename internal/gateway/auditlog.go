@@ -539,6 +539,12 @@ func (s *auditServer) GetCheckpoint(ctx context.Context, req *blv1.GetCheckpoint
 		if errors.Is(err, audit.ErrNoCheckpoint) {
 			return nil, status.Error(codes.FailedPrecondition, "the audit log is empty")
 		}
+		if errors.Is(err, audit.ErrVerify) {
+			// Only auditors get here, and this is what they are for: the
+			// stored log failed the check made before signing (ADR 0017).
+			s.g.log.Error("audit service failed", "call", "sign checkpoint", "error", err)
+			return nil, status.Errorf(codes.DataLoss, "%v", err)
+		}
 		if err != nil {
 			return nil, s.internal("sign checkpoint", err)
 		}

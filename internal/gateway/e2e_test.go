@@ -52,6 +52,7 @@ var decisionTime = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 type node struct {
 	domain  string
 	ca      *devca.CA
+	dbPath  string // the store's file
 	store   *sqlite.Store
 	audit   *failingAudit
 	pseud   *release.Pseudonymizer
@@ -127,7 +128,8 @@ func startFederation(t *testing.T, tweaks ...func(domain string, o *gateway.Opti
 	}
 	var wg sync.WaitGroup
 	for d, n := range f.nodes {
-		st, err := sqlite.Open(ctx, t.TempDir()+"/gateway.db")
+		n.dbPath = t.TempDir() + "/gateway.db"
+		st, err := sqlite.Open(ctx, n.dbPath)
 		if err != nil {
 			t.Fatal(err)
 		}

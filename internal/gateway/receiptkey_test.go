@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -48,9 +49,20 @@ func TestReceiptKeysOnlyForLiveReceipts(t *testing.T) {
 	// A live call SG refuses: its receipt in the trailer is v2, by the
 	// receipt key the audit key certified.
 	var trailer metadata.MD
-	ex := blv1.NewExchangeClient(f.conn(t, sgDomain, "spiffe://"+nlDomain+"/gateway", nil))
-	// The key may be renewed during the call: it signed with the key
-	// current before or after.
+	cc := f.conn(t, sgDomain, "spiffe://"+nlDomain+"/gateway", nil)
+	// Connected first, so that the call below spans no TLS handshake:
+	// the key may still be renewed once during it, and it then signed
+	// with the key current before or after.
+	cc.Connect()
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		changed := cc.WaitForStateChange(wctx, s)
+		cancel()
+		if !changed {
+			t.Fatalf("connection to SG still %v after 10s", s)
+		}
+	}
+	ex := blv1.NewExchangeClient(cc)
 	before := rk.Delegation().Key
 	if _, err := ex.GetDeclaration(ctx, &blv1.GetDeclarationRequest{Id: "SG-NONE", Purpose: "risk-assessment"}, grpc.Trailer(&trailer)); err == nil {
 		t.Fatal("SG released a declaration it does not have")

@@ -159,13 +159,18 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 		// checkpoints as well; sameCheckpointer keeps the Checkpointer
 		// that signed before (a running gateway) instead of a new one.
 		forge, dropCheckpoints, sameCheckpointer bool
-		want                                     string
+		// restarted: the kept Checkpointer is a new one that found the
+		// checkpoint stored (a gateway restarted on a quiet log) rather
+		// than the one that signed it.
+		restarted bool
+		want      string
 	}{
 		{name: "untouched"},
 		{name: "untouched, same checkpointer", sameCheckpointer: true},
 		{name: "forged", forge: true, want: "does not extend the checkpoint of size 10"},
 		{name: "forged, same checkpointer", forge: true, sameCheckpointer: true, want: "does not extend the checkpoint of size 10"},
 		{name: "forged, checkpoints deleted, same checkpointer", forge: true, dropCheckpoints: true, sameCheckpointer: true, want: "does not extend the checkpoint of size 10"},
+		{name: "forged, checkpoints deleted, restarted on a quiet log", forge: true, dropCheckpoints: true, sameCheckpointer: true, restarted: true, want: "does not extend the checkpoint of size 10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -192,6 +197,17 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 			}
 			if _, err := cp.Sign(ctx); err != nil {
 				t.Fatal(err)
+			}
+			if tc.restarted {
+				if cp, err = audit.NewCheckpointer(ls, k.Signer, testOrigin, nil); err != nil {
+					t.Fatal(err)
+				}
+				// Nothing to sign: it returns the stored checkpoint.
+				if msg, err := cp.Sign(ctx); err != nil {
+					t.Fatal(err)
+				} else if c, err := audit.OpenCheckpoint(msg, k.Verifier); err != nil || c.Size != 10 {
+					t.Fatalf("Sign on a quiet log = %+v, %v; want the stored checkpoint of size 10", c, err)
+				}
 			}
 			leaves := make([]int64, 10)
 			for i := range leaves {

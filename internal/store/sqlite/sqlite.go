@@ -70,9 +70,14 @@ type options struct {
 }
 
 // WithLogger has the store log what happens off the caller's path (its
-// WAL checkpoints failing and recovering); by default it logs nothing.
+// WAL checkpoints failing and recovering); by default, or with nil, it
+// logs nothing.
 func WithLogger(l *slog.Logger) Option {
-	return func(o *options) { o.log = l }
+	return func(o *options) {
+		if l != nil {
+			o.log = l
+		}
+	}
 }
 
 // Open opens the database at path, creating the file if needed, and applies

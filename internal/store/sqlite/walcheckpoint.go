@@ -240,6 +240,21 @@ func (c *walCheckpointer) run(ctx context.Context) (again, failed bool) {
 	if ctx.Err() != nil {
 		return false, false
 	}
+	// Logged after the lock is released: committed takes it on the
+	// commit path, which must not wait for a slow log writer.
+	var firstFailure bool
+	var recovered uint64
+	defer func() {
+		if firstFailure {
+			// Nothing is lost: the writer's own checkpoint still runs
+			// inside the commit that takes the WAL past its threshold.
+			c.log.Warn("WAL checkpoint failing; retrying with backoff, commits checkpoint meanwhile",
+				"error", err, "retry_max", maxCheckpointBackoff)
+		}
+		if recovered > 0 {
+			c.log.Info("WAL checkpoint recovered", "failed_runs", recovered)
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stats.Runs++
@@ -247,18 +262,11 @@ func (c *walCheckpointer) run(ctx context.Context) (again, failed bool) {
 	if err != nil {
 		c.stats.Failed++
 		c.stats.LastError = fmt.Errorf("store: WAL checkpoint: %w", err)
-		if c.failing++; c.failing == 1 {
-			// Nothing is lost: the writer's own checkpoint still runs
-			// inside the commit that takes the WAL past its threshold.
-			c.log.Warn("WAL checkpoint failing; retrying with backoff, commits checkpoint meanwhile",
-				"error", err, "retry_max", maxCheckpointBackoff)
-		}
+		c.failing++
+		firstFailure = c.failing == 1
 		return true, true
 	}
-	if c.failing > 0 {
-		c.log.Info("WAL checkpoint recovered", "failed_runs", c.failing)
-		c.failing = 0
-	}
+	recovered, c.failing = c.failing, 0
 	switch {
 	case busy != 0 || copied < log:
 		c.stats.Partial++

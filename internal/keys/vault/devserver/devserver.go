@@ -127,7 +127,8 @@ func Start(ctx context.Context, bin string, o Options) (*Server, error) {
 // server exited before it was healthy, as it does when another process
 // took its port).
 func start(ctx context.Context, bin string, o Options) (s *Server, retry bool, err error) {
-	addr, err := freeport.Addr()
+	// The dev server's cluster listener binds the port after the API's.
+	addr, err := freeport.Block(2)
 	if err != nil {
 		return nil, false, err
 	}
