@@ -507,11 +507,16 @@ func TestServeVaultStartFailures(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("vault init-dev: %d %s", code, stderr)
 	}
-	addrs, err := freeport.Addrs(2)
+	refusing, release, err := freeport.Refusing()
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed, gwAddr := "http://"+addrs[0], addrs[1]
+	defer release()
+	gwAddr, err := freeport.Addr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + refusing
 	copyDir(t, "../../policies", filepath.Join(dir, "policies"))
 	roleLine := between(snippet, "role_id: ", "\n")
 	if roleLine == "" {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -147,5 +148,26 @@ func TestParseRange(t *testing.T) {
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("parseRange(%q) = %v, %v; want %v, ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
+	}
+}
+
+func TestRefusing(t *testing.T) {
+	addr, release, err := Refusing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatalf("connected to %s; want refused", addr)
+	} else if !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("dial %s: %v; want connection refused", addr, err)
+	}
+	if l, err := net.Listen("tcp", addr); err == nil {
+		l.Close()
+		t.Errorf("listened on %s while Refusing holds it", addr)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
 	}
 }

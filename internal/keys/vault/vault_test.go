@@ -476,11 +476,12 @@ func TestDenied(t *testing.T) {
 // a sealed one fails start-up and makes later calls ErrUnavailable.
 func TestUnavailable(t *testing.T) {
 	t.Parallel()
-	free, err := freeport.Addr()
+	refusing, release, err := freeport.Refusing()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := "http://" + free
+	defer release()
+	addr := "http://" + refusing
 	cfg := keys.VaultConfig{Address: addr, Auth: keys.VaultAuth{TokenEnv: "T"}}
 	_, err = vault.New(context.Background(), cfg, vault.Options{Getenv: func(string) string { return "x" }})
 	t.Logf("unreachable: %v", err)
