@@ -85,11 +85,6 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint: %w", err)
 	}
-	if size == 0 {
-		// tlog's hash of the empty tree is all zeros, RFC 6962's is
-		// SHA-256(""): sign nothing rather than something ambiguous.
-		return nil, fmt.Errorf("audit: checkpoint: log is empty: %w", ErrNoCheckpoint)
-	}
 	last, prev, err := c.store.LatestAuditCheckpoint(ctx)
 	stored := err == nil
 	if !stored && !errors.Is(err, ErrNoCheckpoint) {
@@ -103,13 +98,22 @@ func (c *Checkpointer) Sign(ctx context.Context) ([]byte, error) {
 		if c.anchor.Size == 0 {
 			c.anchor = latest
 		}
-		if last >= size {
-			return prev, nil
-		}
 	}
-	if size < c.anchor.Size {
+	// Checked before anything is returned: a checkpoint is stored only
+	// after its size was read from committed records, so an honest log is
+	// never shorter than one, and a truncated log must not pass for an
+	// empty or a covered one.
+	if signed := max(c.anchor.Size, latest.Size); size < signed {
 		return nil, fmt.Errorf("audit: checkpoint: the log has %d records, fewer than the checkpoint of size %d signed before: "+
-			"the database was modified outside Borderlink: %w", size, c.anchor.Size, ErrVerify)
+			"the database was modified outside Borderlink: %w", size, signed, ErrVerify)
+	}
+	if size == 0 {
+		// tlog's hash of the empty tree is all zeros, RFC 6962's is
+		// SHA-256(""): sign nothing rather than something ambiguous.
+		return nil, fmt.Errorf("audit: checkpoint: log is empty: %w", ErrNoCheckpoint)
+	}
+	if stored && last == size {
+		return prev, nil
 	}
 	hr := HashReader(ctx, c.store)
 	root, err := tlog.TreeHash(size, hr)

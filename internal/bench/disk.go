@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -183,7 +182,7 @@ func (d *rawFsync) syncOne() error {
 	if _, err := d.file.WriteAt(d.row, (d.seq%rawFsyncPages)*rawFsyncPage); err != nil {
 		return fmt.Errorf("bench: raw fsync baseline: write %s: %w", d.path, err)
 	}
-	if err := syscall.Fdatasync(int(d.file.Fd())); err != nil {
+	if err := fdatasync(d.file); err != nil {
 		return fmt.Errorf("bench: raw fsync baseline: fdatasync %s: %w", d.path, err)
 	}
 	took := time.Since(start)

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -83,7 +82,7 @@ func (j *journalFloor) append(rec *blv1.AuditRecord) (uint64, error) {
 	if _, err := j.file.WriteAt(body, off); err != nil {
 		return 0, fmt.Errorf("bench: journal floor: write %s: %w", j.path, err)
 	}
-	if err := syscall.Fdatasync(int(j.file.Fd())); err != nil {
+	if err := fdatasync(j.file); err != nil {
 		return 0, fmt.Errorf("bench: journal floor: fdatasync %s: %w", j.path, err)
 	}
 	seq := j.seq.Add(1)

@@ -519,8 +519,10 @@ func verifyOnline(ctx context.Context, c blv1.AuditClient, lv *audit.LogVerifier
 	cp, err := c.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: signNow})
 	if status.Code(err) == codes.DataLoss {
 		// The gateway refused to sign: its stored log failed the check it
-		// makes first (ADR 0017): the log does not verify.
-		return audit.LogResult{}, fmt.Errorf("the gateway refused to sign a checkpoint: %s: %w", status.Convert(err).Message(), audit.ErrVerify)
+		// makes first (ADR 0017): the log does not verify. Its message
+		// already ends with ErrVerify's text.
+		msg := strings.TrimSuffix(status.Convert(err).Message(), ": "+audit.ErrVerify.Error())
+		return audit.LogResult{}, fmt.Errorf("the gateway refused to sign a checkpoint: %s: %w", msg, audit.ErrVerify)
 	}
 	if err != nil {
 		return audit.LogResult{}, err

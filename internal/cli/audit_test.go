@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,4 +153,43 @@ func pullOneToSG(t *testing.T, c *cluster) string {
 		t.Fatalf("query %s: %d %s", toSG, code, stderr)
 	}
 	return toSG
+}
+
+// TestAuditVerifySignNowRefused: a gateway whose stored checkpoints were
+// altered behind its back refuses to sign (DATA_LOSS, ADR 0017), and
+// `audit verify --sign-now` reports that as a log that does not verify
+// (exit 5), naming the gateway's reason once.
+func TestAuditVerifySignNowRefused(t *testing.T) {
+	c := startCluster(t)
+	toSG := pullOneToSG(t, c)
+	certs := filepath.Join(c.dir, "certs")
+	auditor := []string{
+		"BORDERLINK_GATEWAY=" + c.addrs[nl],
+		"BORDERLINK_CERT=" + filepath.Join(certs, nl, "auditor-dpa.pem"),
+		"BORDERLINK_KEY=" + filepath.Join(certs, nl, "auditor-dpa-key.pem"),
+		"BORDERLINK_BUNDLE=" + filepath.Join(certs, "bundle", nl+".pem"),
+	}
+	pub := "@" + filepath.Join(c.dir, nl, "audit.key.pub")
+	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--sign-now"); code != cli.ExitOK {
+		t.Fatalf("verify before tampering: exit %d\n%s\n%s", code, out, stderr)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(c.dir, nl, "gateway.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, stmt := range []string{"DROP TRIGGER audit_checkpoints_no_update", "UPDATE audit_checkpoints SET note = CAST('garbage' AS BLOB)"} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if code, _, stderr := run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "risk-assessment", toSG); code != 0 {
+		t.Fatalf("query after tampering: %d %s", code, stderr)
+	}
+	code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--sign-now")
+	if code != cli.ExitVerifyFailed || !strings.Contains(stderr, "the gateway refused to sign a checkpoint") || !strings.Contains(stderr, "malformed") ||
+		strings.Count(stderr, "audit verification failed") != 1 {
+		t.Errorf("verify --sign-now after tampering: exit %d\n%s\n%s\nwant exit %d with the gateway's reason, once", code, out, stderr, cli.ExitVerifyFailed)
+	}
 }

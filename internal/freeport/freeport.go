@@ -23,6 +23,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // lowest is the bottom of the ports Addrs draws from: above the ports of
@@ -98,9 +99,10 @@ func pick(n, width int, spans []span, listen func(port int) (net.Listener, error
 	}
 	draw := room >= 100*n*width
 	out := make([]string, 0, n)
+	var lastErr error
 	for tries := 0; len(out) < n; tries++ {
 		if tries > 100*n*width+100 {
-			return nil, fmt.Errorf("find %d free loopback ports: none after %d tries", n*width, tries)
+			return nil, fmt.Errorf("find %d free loopback ports: none after %d tries: %w", n*width, tries, lastErr)
 		}
 		port := 0
 		if draw {
@@ -116,9 +118,10 @@ func pick(n, width int, spans []span, listen func(port int) (net.Listener, error
 		}
 		first, err := listen(port)
 		if err != nil {
-			if port == 0 {
+			if port == 0 || !errors.Is(err, syscall.EADDRINUSE) {
 				return nil, fmt.Errorf("find a free loopback port: %w", err)
 			}
+			lastErr = err
 			continue // taken: draw again
 		}
 		block := []net.Listener{first}
@@ -126,6 +129,7 @@ func pick(n, width int, spans []span, listen func(port int) (net.Listener, error
 		for i := 1; i < width; i++ {
 			l, err := listen(p + i)
 			if err != nil {
+				lastErr = err
 				break
 			}
 			block = append(block, l)

@@ -15,7 +15,14 @@ import (
 // is bound but never listens, so the kernel refuses connections to it and
 // no one else can bind it. release may be called more than once.
 func Refusing() (addr string, release func() error, err error) {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	// Not SOCK_CLOEXEC, which not every Unix has: the fork lock keeps a
+	// child started meanwhile from inheriting the socket, as net does.
+	syscall.ForkLock.RLock()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return "", nil, fmt.Errorf("refusing loopback address: socket: %w", err)
 	}

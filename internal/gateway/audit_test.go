@@ -758,11 +758,13 @@ func TestSignNowRefusesATamperedLog(t *testing.T) {
 	if _, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true}); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", nl.dbPath)
+	// NL keeps writing (witness records, cosignatures): wait for its locks.
+	db, err := sql.Open("sqlite", nl.dbPath+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	db.SetMaxOpenConns(1)
 	for _, stmt := range []string{"DROP TRIGGER audit_checkpoints_no_update", "UPDATE audit_checkpoints SET note = CAST('garbage' AS BLOB)"} {
 		if _, err := db.Exec(stmt); err != nil {
 			t.Fatalf("%s: %v", stmt, err)

@@ -590,7 +590,7 @@ func readHashes(ctx context.Context, q querier, ix []int64) (map[int64]tlog.Hash
 			}
 			if len(b) != tlog.HashSize {
 				rows.Close()
-				return nil, fmt.Errorf("read tree hashes: hash %d has %d bytes", id, len(b))
+				return nil, fmt.Errorf("read tree hashes: hash %d has %d bytes: the file was modified outside Borderlink or is corrupt: %w", id, len(b), audit.ErrVerify)
 			}
 			out[id] = tlog.Hash(b)
 		}
@@ -602,7 +602,8 @@ func readHashes(ctx context.Context, q querier, ix []int64) (map[int64]tlog.Hash
 		}
 		for _, x := range chunk {
 			if _, ok := out[x]; !ok {
-				return nil, fmt.Errorf("read tree hashes: hash %d is not stored", x)
+				// Every hash below a committed size is committed with it.
+				return nil, fmt.Errorf("read tree hashes: hash %d is not stored: the file was modified outside Borderlink or is corrupt: %w", x, audit.ErrVerify)
 			}
 		}
 	}

@@ -281,6 +281,55 @@ func TestCheckpointerRefusesAForkedTree(t *testing.T) {
 	}
 }
 
+// TestCheckpointerRefusesATruncatedLog: a log cut back below its latest
+// checkpoint, or to nothing, is refused, not taken for one the checkpoint
+// covers or for a new empty log.
+func TestCheckpointerRefusesATruncatedLog(t *testing.T) {
+	for _, to := range []int64{8, 0} {
+		t.Run(fmt.Sprintf("to %d records", to), func(t *testing.T) {
+			ctx := t.Context()
+			path := filepath.Join(t.TempDir(), "borderlink.db")
+			k := audittest.NewKey(t, testOrigin)
+			s, err := sqlite.Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 10 {
+				if _, err := s.AppendAudit(ctx, storetest.AuditRecord(fmt.Sprint(i), 0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cp, err := audit.NewCheckpointer(s, k.Signer, testOrigin, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cp.Sign(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			db := rawDB(t, path)
+			for _, stmt := range []string{
+				"DROP TRIGGER audit_records_no_delete", "DROP TRIGGER audit_hashes_no_delete",
+				fmt.Sprintf("DELETE FROM audit_records WHERE seq > %d", to),
+				fmt.Sprintf("DELETE FROM audit_hashes WHERE id >= %d", tlog.StoredHashCount(to)),
+			} {
+				if _, err := db.Exec(stmt); err != nil {
+					t.Fatalf("%s: %v", stmt, err)
+				}
+			}
+			db.Close()
+			s = openTemp(t, path)
+			if cp, err = audit.NewCheckpointer(s, k.Signer, testOrigin, nil); err != nil {
+				t.Fatal(err)
+			}
+			msg, err := cp.Sign(ctx)
+			if !errors.Is(err, audit.ErrVerify) || !strings.Contains(err.Error(), fmt.Sprintf("the log has %d records, fewer than the checkpoint of size 10", to)) {
+				t.Fatalf("Sign over a log truncated to %d = %q, %v; want ErrVerify naming the checkpoint of size 10", to, msg, err)
+			}
+		})
+	}
+}
+
 // swappable is a *sqlite.Store that a test can replace under a
 // Checkpointer, as a restart of the store beneath a running gateway.
 type swappable struct{ *sqlite.Store }
