@@ -180,7 +180,9 @@ func storedCheckpoint(msg []byte, last int64) (Checkpoint, error) {
 func extends(hr tlog.HashReader, size int64, root tlog.Hash, prev Checkpoint) error {
 	proof, err := tlog.ProveTree(size, prev.Size, hr)
 	if err != nil {
-		// Reading the store failed: no evidence either way.
+		// Reading the store failed. A read error is no evidence either
+		// way; a missing or malformed hash row is, and the store's error
+		// says so (wrapping ErrVerify) itself.
 		return fmt.Errorf("consistency proof from size %d: %w", prev.Size, err)
 	}
 	if err := tlog.CheckTree(proof, size, root, prev.Size, prev.Hash); err != nil {

@@ -20,13 +20,7 @@ func TestAuditOnlineAndExport(t *testing.T) {
 	toSG := pullOneToSG(t, c)
 	run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "marketing", "NL-NONE")
 
-	certs := filepath.Join(c.dir, "certs")
-	auditor := []string{
-		"BORDERLINK_GATEWAY=" + c.addrs[nl],
-		"BORDERLINK_CERT=" + filepath.Join(certs, nl, "auditor-dpa.pem"),
-		"BORDERLINK_KEY=" + filepath.Join(certs, nl, "auditor-dpa-key.pem"),
-		"BORDERLINK_BUNDLE=" + filepath.Join(certs, "bundle", nl+".pem"),
-	}
+	auditor := auditorEnv(c)
 	pub := "@" + filepath.Join(c.dir, nl, "audit.key.pub")
 	state := t.TempDir()
 	code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--sign-now", "--state", state)
@@ -132,6 +126,17 @@ func TestAuditOnlineAndExport(t *testing.T) {
 // pullOneToSG loads generated NL data into nl's gateway and has sg pull
 // one declaration bound for SG from it: one allowed exchange, with nl's
 // receipt kept by sg. It returns the declaration's ID.
+// auditorEnv is the environment of a CLI call as NL's auditor.
+func auditorEnv(c *cluster) []string {
+	certs := filepath.Join(c.dir, "certs")
+	return []string{
+		"BORDERLINK_GATEWAY=" + c.addrs[nl],
+		"BORDERLINK_CERT=" + filepath.Join(certs, nl, "auditor-dpa.pem"),
+		"BORDERLINK_KEY=" + filepath.Join(certs, nl, "auditor-dpa-key.pem"),
+		"BORDERLINK_BUNDLE=" + filepath.Join(certs, "bundle", nl+".pem"),
+	}
+}
+
 func pullOneToSG(t *testing.T, c *cluster) string {
 	t.Helper()
 	gen := filepath.Join(t.TempDir(), "nl.jsonl")
@@ -162,13 +167,7 @@ func pullOneToSG(t *testing.T, c *cluster) string {
 func TestAuditVerifySignNowRefused(t *testing.T) {
 	c := startCluster(t)
 	toSG := pullOneToSG(t, c)
-	certs := filepath.Join(c.dir, "certs")
-	auditor := []string{
-		"BORDERLINK_GATEWAY=" + c.addrs[nl],
-		"BORDERLINK_CERT=" + filepath.Join(certs, nl, "auditor-dpa.pem"),
-		"BORDERLINK_KEY=" + filepath.Join(certs, nl, "auditor-dpa-key.pem"),
-		"BORDERLINK_BUNDLE=" + filepath.Join(certs, "bundle", nl+".pem"),
-	}
+	auditor := auditorEnv(c)
 	pub := "@" + filepath.Join(c.dir, nl, "audit.key.pub")
 	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--sign-now"); code != cli.ExitOK {
 		t.Fatalf("verify before tampering: exit %d\n%s\n%s", code, out, stderr)
