@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/audit/audittest"
 	"github.com/borderlink/borderlink/internal/store/sqlite"
+	"github.com/borderlink/borderlink/internal/store/sqlite/sqlitetest"
 	"github.com/borderlink/borderlink/internal/store/storetest"
 )
 
@@ -75,22 +75,12 @@ func (l *auditLog) append(t *testing.T, from, to int, sizes ...int) {
 // would: the append-only triggers dropped first.
 func (l *auditLog) sql(t *testing.T, stmts ...string) {
 	t.Helper()
-	db, err := sql.Open("sqlite", l.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	var drops []string
 	for _, tr := range []string{"audit_records_no_update", "audit_records_no_delete", "audit_records_gapless",
 		"audit_hashes_no_delete", "audit_hashes_no_update", "audit_checkpoints_no_delete"} {
-		if _, err := db.Exec("DROP TRIGGER IF EXISTS " + tr); err != nil {
-			t.Fatal(err)
-		}
+		drops = append(drops, "DROP TRIGGER IF EXISTS "+tr)
 	}
-	for _, s := range stmts {
-		if _, err := db.Exec(s); err != nil {
-			t.Fatalf("%s: %v", s, err)
-		}
-	}
+	sqlitetest.Exec(t, l.path, append(drops, stmts...)...)
 }
 
 func (l *auditLog) export(t *testing.T) string {

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +8,7 @@ import (
 	"time"
 
 	"github.com/borderlink/borderlink/internal/cli"
+	"github.com/borderlink/borderlink/internal/store/sqlite/sqlitetest"
 )
 
 // TestAuditOnlineAndExport: an exchange through real `serve` processes,
@@ -172,17 +172,8 @@ func TestAuditVerifySignNowRefused(t *testing.T) {
 	if code, out, stderr := run(t, auditor, "audit", "verify", "--verifier", pub, "--sign-now"); code != cli.ExitOK {
 		t.Fatalf("verify before tampering: exit %d\n%s\n%s", code, out, stderr)
 	}
-	db, err := sql.Open("sqlite", filepath.Join(c.dir, nl, "gateway.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	for _, stmt := range []string{"DROP TRIGGER audit_checkpoints_no_update", "UPDATE audit_checkpoints SET note = CAST('garbage' AS BLOB)"} {
-		if _, err := db.Exec(stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
+	sqlitetest.Exec(t, filepath.Join(c.dir, nl, "gateway.db"),
+		"DROP TRIGGER audit_checkpoints_no_update", "UPDATE audit_checkpoints SET note = CAST('garbage' AS BLOB)")
 	if code, _, stderr := run(t, c.env(sg), "query", "declaration", "--peer", nl, "--purpose", "risk-assessment", toSG); code != 0 {
 		t.Fatalf("query after tampering: %d %s", code, stderr)
 	}

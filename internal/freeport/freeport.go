@@ -40,13 +40,7 @@ func Addrs(n int) ([]string, error) {
 }
 
 // Addr returns one address, as Addrs(1).
-func Addr() (string, error) {
-	a, err := Addrs(1)
-	if err != nil {
-		return "", err
-	}
-	return a[0], nil
-}
+func Addr() (string, error) { return Block(1) }
 
 // Block returns the address of the first of width consecutive ports that
 // were all free a moment ago, for a server that binds more than the port

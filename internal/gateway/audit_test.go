@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"database/sql"
 	"net"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/borderlink/borderlink/internal/audit"
 	"github.com/borderlink/borderlink/internal/gateway"
+	"github.com/borderlink/borderlink/internal/store/sqlite/sqlitetest"
 	blv1 "github.com/borderlink/borderlink/proto/borderlink/v1"
 )
 
@@ -758,20 +758,11 @@ func TestSignNowRefusesATamperedLog(t *testing.T) {
 	if _, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true}); err != nil {
 		t.Fatal(err)
 	}
-	// NL keeps writing (witness records, cosignatures): wait for its locks.
-	db, err := sql.Open("sqlite", nl.dbPath+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	for _, stmt := range []string{"DROP TRIGGER audit_checkpoints_no_update", "UPDATE audit_checkpoints SET note = CAST('garbage' AS BLOB)"} {
-		if _, err := db.Exec(stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
+	// NL keeps writing (witness records, cosignatures): Exec waits for its
+	// locks.
+	sqlitetest.Exec(t, nl.dbPath, "DROP TRIGGER audit_checkpoints_no_update", "UPDATE audit_checkpoints SET note = CAST('garbage' AS BLOB)")
 	exchange()
-	_, err = auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true})
+	_, err := auditor.GetCheckpoint(ctx, &blv1.GetCheckpointRequest{SignNow: true})
 	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), "malformed") || !strings.Contains(err.Error(), "modified outside Borderlink") {
 		t.Fatalf("sign_now over a tampered log: %v; want DATA_LOSS saying the stored checkpoint is malformed", err)
 	}

@@ -240,39 +240,40 @@ func (c *walCheckpointer) run(ctx context.Context) (again, failed bool) {
 	if ctx.Err() != nil {
 		return false, false
 	}
-	// Logged after the lock is released: committed takes it on the
+	partial := err == nil && (busy != 0 || copied < log)
+	// Logged after count released the lock: committed takes it on the
 	// commit path, which must not wait for a slow log writer.
-	var firstFailure bool
-	var recovered uint64
-	defer func() {
-		if firstFailure {
-			// Nothing is lost: the writer's own checkpoint still runs
-			// inside the commit that takes the WAL past its threshold.
-			c.log.Warn("WAL checkpoint failing; retrying with backoff, commits checkpoint meanwhile",
-				"error", err, "retry_max", maxCheckpointBackoff)
-		}
-		if recovered > 0 {
-			c.log.Info("WAL checkpoint recovered", "failed_runs", recovered)
-		}
-	}()
+	switch failing := c.count(err, partial); {
+	case err != nil && failing == 1:
+		// Nothing is lost: the writer's own checkpoint still runs inside
+		// the commit that takes the WAL past its threshold.
+		c.log.Warn("WAL checkpoint failing; retrying with backoff, commits checkpoint meanwhile",
+			"error", err, "retry_max", maxCheckpointBackoff)
+	case err == nil && failing > 0:
+		c.log.Info("WAL checkpoint recovered", "failed_runs", failing)
+	}
+	return err != nil || partial, err != nil
+}
+
+// count adds a run that ended with err (partial: it could not copy the
+// whole WAL) to the stats. It returns the runs failed in a row: with this
+// one when err is set, else those this success ended.
+func (c *walCheckpointer) count(err error, partial bool) (failing uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stats.Runs++
 	c.stats.LastError = nil
-	if err != nil {
+	switch {
+	case err != nil:
 		c.stats.Failed++
 		c.stats.LastError = fmt.Errorf("store: WAL checkpoint: %w", err)
 		c.failing++
-		firstFailure = c.failing == 1
-		return true, true
-	}
-	recovered, c.failing = c.failing, 0
-	switch {
-	case busy != 0 || copied < log:
+		return c.failing
+	case partial:
 		c.stats.Partial++
-		return true, false
 	}
-	return false, false
+	failing, c.failing = c.failing, 0
+	return failing
 }
 
 // close stops the checkpointer and closes its connection; the writer,
